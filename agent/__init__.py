@@ -1,0 +1,1 @@
+"""The service people talk to: HTTP API, CLI and the per-agent runtime."""

@@ -1,0 +1,1 @@
+"""Online learning: the dynamic-evaluation step, replay, anchoring, checkpoints and evaluation."""

@@ -1,0 +1,28 @@
+"""Pure-PyTorch hybrid language model: tokenizer, layers, streaming state, generation.
+
+Knows nothing of SQL, FAISS, HTTP or Celery; memory arrives through `MemoryReader`.
+"""
+
+from models.attention import MemoryKV
+from models.config import ModelConfig
+from models.generate import SamplingConfig, generate
+from models.memory import MemoryReader, RetrievedMemory, TensorMemory
+from models.model import HybridLM, ModelOutput
+from models.state import State, StateFormatError
+from models.tokenizer import ByteTokenizer, Special
+
+__all__ = [
+    "ByteTokenizer",
+    "HybridLM",
+    "MemoryKV",
+    "MemoryReader",
+    "ModelConfig",
+    "ModelOutput",
+    "RetrievedMemory",
+    "SamplingConfig",
+    "Special",
+    "State",
+    "StateFormatError",
+    "TensorMemory",
+    "generate",
+]

@@ -1,0 +1,148 @@
+"""HybridLM: Griffin's recurrent + local-attention residual stack with one retrieval block.
+
+    tokens -> embed (x sqrt(width)) -> [ResidualBlock] * L -> RMSNorm -> tied unembed -> soft cap
+
+Each residual block is pre-norm: x + temporal(norm(x)), then x + mlp(norm(x)),
+where temporal is a RecurrentBlock, LocalAttention or RetrievalAttention.
+Letters: B batch, T time, V vocabulary, D width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models.attention import AttentionState, LocalAttention, MemoryKV, RetrievalAttention
+from models.config import ModelConfig
+from models.layers import GatedMLP, RecurrentBlock, RecurrentState, RMSNorm
+from models.memory import MemoryReader
+from models.state import LayerState, State
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    logits: torch.Tensor  # (B, T, V) fp32
+    state: State  # the stream's state after these tokens (detached: callers truncate gradients here)
+    memory_kv: MemoryKV | None  # this chunk's retrieval (key, value) pairs; None without a retrieval block
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, config: ModelConfig, block_type: str):
+        super().__init__()
+        out_init_scale = 2.0 / config.num_layers  # keeps the residual stream's variance flat in depth
+        self.block_type = block_type
+        self.temporal_norm = RMSNorm(config.width)
+        temporal_types = {"recurrent": RecurrentBlock, "attention": LocalAttention, "retrieval": RetrievalAttention}
+        self.temporal = temporal_types[block_type](config, out_init_scale)
+        self.mlp_norm = RMSNorm(config.width)
+        self.mlp = GatedMLP(config.width, config.mlp_expanded_width, out_init_scale)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None) -> LayerState:
+        return self.temporal.init_state(batch_size, device)
+
+    def forward(
+        self, x: torch.Tensor, state: LayerState, position: int, memory: MemoryReader | None
+    ) -> tuple[torch.Tensor, LayerState, MemoryKV | None]:
+        normed = self.temporal_norm(x)
+        memory_kv = None
+        if self.block_type == "recurrent":
+            mixed, state = self.temporal(normed, state, position)
+        elif self.block_type == "attention":
+            mixed, state = self.temporal(normed, state)
+        else:
+            mixed, state, memory_kv = self.temporal(normed, state, memory)
+        x = x + mixed
+        return x + self.mlp(self.mlp_norm(x)), state, memory_kv
+
+
+class HybridLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Parameter(torch.randn(config.vocab_size, config.width) * math.sqrt(1.0 / config.width))
+        # The reference rounds sqrt(width) to bfloat16 (its training dtype); match it exactly.
+        self.embed_scale = (
+            float(torch.tensor(math.sqrt(config.width)).to(torch.bfloat16)) if config.embeddings_scale_by_sqrt_dim else 1.0
+        )
+        self.blocks = nn.ModuleList(ResidualBlock(config, t) for t in config.block_types)
+        self.final_norm = RMSNorm(config.width)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.device
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def retrieval_block(self) -> RetrievalAttention | None:
+        index = self.config.retrieval_layer
+        return None if index is None else self.blocks[index].temporal
+
+    def init_state(self, batch_size: int = 1) -> State:
+        return State(layers=tuple(b.init_state(batch_size, self.device) for b in self.blocks), position=0)
+
+    def forward(
+        self, tokens: torch.Tensor, state: State | None = None, memory: MemoryReader | None = None
+    ) -> ModelOutput:
+        if tokens.dim() != 2 or tokens.shape[1] == 0:
+            raise ValueError(f"tokens must be a (batch, time) tensor with time >= 1, got shape {tuple(tokens.shape)}")
+        if state is None:
+            state = self.init_state(tokens.shape[0])
+        self._check_state(state, tokens)
+        x = self.embedding[tokens] * self.embed_scale  # (B, T, D)
+        new_layers: list[LayerState] = []
+        memory_kv = None
+        for block, layer_state in zip(self.blocks, state.layers):
+            x, layer_state, block_kv = block(x, layer_state, state.position, memory)
+            new_layers.append(layer_state)
+            memory_kv = block_kv or memory_kv
+        logits = self.unembed(x)
+        new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1]).detach()
+        return ModelOutput(logits=logits, state=new_state, memory_kv=memory_kv)
+
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        logits = (self.final_norm(x) @ self.embedding.T.type_as(x)).float()  # (B, T, V)
+        cap = self.config.logits_soft_cap
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross entropy in nats; bits per byte is this / ln 2."""
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def _check_state(self, state: State, tokens: torch.Tensor) -> None:
+        kinds = ["recurrent" if isinstance(s, RecurrentState) else "attention" for s in state.layers]
+        expected = ["recurrent" if t == "recurrent" else "attention" for t in self.config.block_types]
+        if kinds != expected:
+            raise ValueError(f"state has layers {kinds} but this model has {expected}: it belongs to another model")
+        if state.batch_size != tokens.shape[0]:
+            raise ValueError(f"state batch size {state.batch_size} != tokens batch size {tokens.shape[0]}")
+
+    def save(self, path: str | Path) -> None:
+        """A directory with safetensors weights and the JSON config."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
+        save_file(tensors, path / WEIGHTS_FILE, metadata={"format": "lifelong.HybridLM"})
+        (path / CONFIG_FILE).write_text(self.config.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> HybridLM:
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a saved model: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it")
+        config = ModelConfig.from_json((path / CONFIG_FILE).read_text())
+        model = cls(config)
+        model.load_state_dict(load_file(path / WEIGHTS_FILE, device=str(device)))
+        return model.to(device)
+
+

@@ -1,0 +1,94 @@
+"""The streaming state of a whole model, and its versioned byte format.
+
+A session's state is stored in SQL between turns, so the format is explicit:
+MAGIC | u16 format version | 32-byte BLAKE2b digest of the payload | payload,
+where the payload is safetensors (tensors + string metadata). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from models.attention import AttentionState
+from models.layers import RecurrentState
+
+LayerState = RecurrentState | AttentionState
+
+MAGIC = b"LLSTATE"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<7sH32s")
+
+
+class StateFormatError(ValueError):
+    """A stored state blob that cannot be read back: corrupted, truncated or from another format."""
+
+
+@dataclass(frozen=True)
+class State:
+    layers: tuple[LayerState, ...]  # one per residual block, bottom to top
+    position: int  # tokens consumed since the stream began
+
+    @property
+    def batch_size(self) -> int:
+        return self.layers[0][0].shape[0]
+
+    def to(self, device: torch.device | str) -> State:
+        layers = tuple(type(layer)(*(t.to(device) for t in layer)) for layer in self.layers)
+        return State(layers=layers, position=self.position)
+
+    def detach(self) -> State:
+        layers = tuple(type(layer)(*(t.detach() for t in layer)) for layer in self.layers)
+        return State(layers=layers, position=self.position)
+
+    def to_bytes(self) -> bytes:
+        tensors: dict[str, torch.Tensor] = {}
+        kinds = []
+        for i, layer in enumerate(self.layers):
+            kinds.append("recurrent" if isinstance(layer, RecurrentState) else "attention")
+            for name, tensor in layer._asdict().items():
+                tensors[f"{i}.{name}"] = tensor.detach().to("cpu").contiguous()
+        metadata = {"position": str(self.position), "kinds": json.dumps(kinds)}
+        payload = save_tensors(tensors, metadata=metadata)
+        return _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.blake2b(payload, digest_size=32).digest()) + payload
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> State:
+        if len(blob) < _HEADER.size:
+            raise StateFormatError(f"state blob is {len(blob)} bytes, shorter than its {_HEADER.size}-byte header")
+        magic, version, digest = _HEADER.unpack_from(blob)
+        if magic != MAGIC:
+            raise StateFormatError("not a lifelong state blob (bad magic bytes)")
+        if version != FORMAT_VERSION:
+            raise StateFormatError(
+                f"state format version {version} is not supported (this build reads version {FORMAT_VERSION}); "
+                "start a new session or convert the state with the matching release"
+            )
+        payload = blob[_HEADER.size :]
+        if hashlib.blake2b(payload, digest_size=32).digest() != digest:
+            raise StateFormatError("state blob is corrupted: checksum mismatch")
+        try:
+            tensors = load_tensors(payload)
+            metadata = _read_metadata(payload)
+            kinds = json.loads(metadata["kinds"])
+            layers = tuple(_layer_from(kind, i, tensors) for i, kind in enumerate(kinds))
+            return cls(layers=layers, position=int(metadata["position"]))
+        except (SafetensorError, KeyError, ValueError) as exc:
+            raise StateFormatError(f"state blob is malformed: {exc}") from exc
+
+
+def _read_metadata(payload: bytes) -> dict[str, str]:
+    (header_len,) = struct.unpack_from("<Q", payload)
+    return json.loads(payload[8 : 8 + header_len])["__metadata__"]
+
+
+def _layer_from(kind: str, index: int, tensors: dict[str, torch.Tensor]) -> LayerState:
+    layer_type = {"recurrent": RecurrentState, "attention": AttentionState}[kind]
+    return layer_type(*(tensors[f"{index}.{name}"] for name in layer_type._fields))
