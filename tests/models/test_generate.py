@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from models import HybridLM, SamplingConfig, Special, generate
+from models.generate import sample_token
+from models.model import ModelOutput
+
+
+class ScriptedModel(HybridLM):
+    """A real HybridLM whose logits are overridden to emit a fixed token script."""
+
+    def __init__(self, base: HybridLM, script: list[int]):
+        super().__init__(base.config)
+        self.load_state_dict(base.state_dict())
+        self.script, self.calls = script, 0
+
+    def forward(self, tokens, state=None, memory=None):
+        out = super().forward(tokens, state, memory)
+        logits = torch.full_like(out.logits, -50.0)
+        logits[:, -1, self.script[min(self.calls, len(self.script) - 1)]] = 50.0
+        self.calls += 1
+        return ModelOutput(logits=logits, state=out.state, memory_kv=out.memory_kv)
+
+
+def test_pieces_are_valid_utf8_and_generation_stops_at_end_of_turn(tiny_model):
+    reply = "é€😀".encode() + b"\xff" + b"ok"
+    model = ScriptedModel(tiny_model, list(reply) + [int(Special.END_OF_TURN)]).eval()
+    gen = generate(model, torch.tensor([[1, 2, 3]]), sampling=SamplingConfig(temperature=0))
+    pieces = list(gen)
+    assert all(p for p in pieces)
+    assert "".join(pieces) == reply.decode("utf-8", errors="replace")
+    assert gen.stop_reason == "end_of_turn"
+    assert gen.tokens[-1] == Special.END_OF_TURN
+    assert gen.state.position == 3 + len(reply) + 1  # the reply and end-of-turn were read
+
+
+def test_byte_budget_stops_generation(tiny_model):
+    gen = generate(tiny_model, torch.tensor([[65]]), sampling=SamplingConfig(seed=0, max_bytes=17))
+    text = "".join(gen)
+    assert gen.stop_reason in ("max_bytes", "end_of_turn")
+    assert len([t for t in gen.tokens if t < 256]) <= 17
+    text.encode("utf-8")
+
+
+def test_same_seed_same_sample_and_state_matches_a_single_pass(tiny_model):
+    prompt = torch.tensor([[72, 105, 33]])
+    sampling = SamplingConfig(seed=7, max_bytes=40, temperature=1.0, top_p=0.9)
+    first, second = generate(tiny_model, prompt, sampling=sampling), generate(tiny_model, prompt, sampling=sampling)
+    assert list(first) == list(second) and first.tokens == second.tokens
+    with torch.no_grad():
+        replay = tiny_model(torch.cat([prompt, torch.tensor([first.tokens])], dim=1))
+        probe = torch.tensor([[10]])
+        torch.testing.assert_close(
+            tiny_model(probe, first.state).logits, tiny_model(probe, replay.state).logits, atol=1e-4, rtol=1e-4
+        )
+
+
+def test_sampler_respects_top_p_and_never_emits_role_tokens():
+    logits = torch.full((264,), -10.0)
+    logits[int(Special.USER)] = 100.0  # a role token must never be sampled
+    logits[65], logits[66] = 5.0, 4.0
+    gen = torch.Generator().manual_seed(0)
+    draws = {sample_token(logits, SamplingConfig(top_p=0.5, temperature=1.0), gen) for _ in range(50)}
+    assert draws == {65}
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingConfig(top_p=0)
