@@ -5,7 +5,7 @@ Knows nothing of SQL, FAISS, HTTP or Celery; memory arrives through `MemoryReade
 
 from models.attention import MemoryKV
 from models.config import ModelConfig
-from models.generate import SamplingConfig, generate
+from models.generate import SamplingConfig, compile_decoder, generate
 from models.memory import MemoryReader, RetrievedMemory, TensorMemory
 from models.model import HybridLM, ModelOutput
 from models.state import State, StateFormatError
@@ -24,5 +24,6 @@ __all__ = [
     "State",
     "StateFormatError",
     "TensorMemory",
+    "compile_decoder",
     "generate",
 ]

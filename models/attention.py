@@ -12,6 +12,7 @@ D head dim, K retrieved pairs, N query blocks.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ModelConfig
+from models.layers import Dense
 from models.memory import MemoryReader
 
 try:  # Optional CUDA kernel; the PyTorch path below gives the same numbers.
@@ -37,15 +39,34 @@ class AttentionState(NamedTuple):
     values: torch.Tensor  # (B, C, D)
 
 
-def apply_rope(x: torch.Tensor, positions: torch.Tensor, max_wavelength: int) -> torch.Tensor:
-    """Rotate the first half of the last dim (Griffin's convention). x: (B, S, ..., D); positions: (S,)."""
-    rope_part, passthrough = x.chunk(2, dim=-1)
-    half = rope_part.shape[-1] // 2
-    freq_exponents = 2 * torch.arange(half, device=x.device, dtype=torch.float32) / rope_part.shape[-1]
+@functools.lru_cache(maxsize=32)
+def _rope_table(length: int, rope_dim: int, max_wavelength: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """sin and cos of every (position, frequency) for positions 0..length-1: (length, rope_dim / 2) each.
+
+    Built outside inference mode, so a table first made while serving can still be used in training.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        return _build_rope_table(length, rope_dim, max_wavelength, device)
+
+
+def _build_rope_table(length: int, rope_dim: int, max_wavelength: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    freq_exponents = 2 * torch.arange(rope_dim // 2, device=device, dtype=torch.float32) / rope_dim
     inv_freq = 1.0 / (max_wavelength**freq_exponents)
-    angles = positions.to(torch.float32)[:, None] * inv_freq  # (S, half)
-    angles = angles.reshape(1, positions.shape[0], *([1] * (x.dim() - 3)), half)
-    sin, cos = torch.sin(angles).type_as(x), torch.cos(angles).type_as(x)
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq
+    return torch.sin(angles), torch.cos(angles)
+
+
+def apply_rope(x: torch.Tensor, start: int, max_wavelength: int) -> torch.Tensor:
+    """Rotate the first half of the last dim (Griffin's convention) for positions start, start+1, ...
+
+    x: (B, S, ..., D). Tables are built for a power-of-two length, so a stream reuses a few of them.
+    """
+    steps, rope_dim = x.shape[1], x.shape[-1] // 2
+    length = 1 << (start + steps - 1).bit_length()
+    sin, cos = _rope_table(length, rope_dim, max_wavelength, x.device)
+    shape = (1, steps, *([1] * (x.dim() - 3)), rope_dim // 2)
+    sin, cos = sin[start : start + steps].reshape(shape).type_as(x), cos[start : start + steps].reshape(shape).type_as(x)
+    rope_part, passthrough = x.split([rope_dim, x.shape[-1] - rope_dim], dim=-1)
     first, second = rope_part.chunk(2, dim=-1)
     return torch.cat([first * cos - second * sin, second * cos + first * sin, passthrough], dim=-1)
 
@@ -57,7 +78,8 @@ def _window_mask(
 
     Query i (of the new tokens) sits at key index i + cached; block n holds queries
     [n*block, (n+1)*block) and keys [n*block + offset - pad, ... + span) of the unpadded keys.
-    Returns (N, block * heads, span) bool; padded query rows see everything (they are dropped).
+    Returns an additive (1, N, block * heads, span) mask, 0 or -inf: a 4-D float mask keeps
+    PyTorch on its fused CPU attention kernel. Padded query rows see everything (they are dropped).
     """
     num_blocks = -(-steps // block)
     q = torch.arange(num_blocks * block, device=device).view(num_blocks, block, 1)
@@ -66,7 +88,8 @@ def _window_mask(
     q_pos = q + cached
     mask = (k >= 0) & (k <= q_pos) & (k >= q_pos - window)
     mask |= q >= steps
-    return mask.repeat_interleave(heads, dim=1)
+    additive = torch.zeros(mask.shape, device=device).masked_fill_(~mask, float("-inf"))
+    return additive.repeat_interleave(heads, dim=1)[None]
 
 
 def sliding_window_attention(
@@ -83,9 +106,12 @@ def sliding_window_attention(
         return _flash_attn_func(
             q, k[:, :, None], v[:, :, None], softmax_scale=scale, causal=True, window_size=(window, 0)
         )
+    if steps == 1 and cached <= window:
+        # Decoding: every cached key is inside the window, so no mask is needed.
+        return F.scaled_dot_product_attention(q.transpose(1, 2), k[:, None], v[:, None], scale=scale).transpose(1, 2)
+    block = min(steps, window)  # queries per block
     # No query looks back further than the keys it has, so clamp the window to that.
     window = min(window, cached + steps - 1)
-    block = max(1, min(steps, window))
     num_blocks = -(-steps // block)
     span = block + window
     pad = max(0, window - cached)  # zeros on the left so every block's slice exists
@@ -102,7 +128,7 @@ def sliding_window_attention(
         steps=steps, cached=cached, window=window, block=block, span=span,
         offset=offset, pad=pad, heads=heads, device=q.device,
     )
-    out = F.scaled_dot_product_attention(q_blocks, k_blocks, v_blocks, attn_mask=mask, scale=scale)
+    out = F.scaled_dot_product_attention(q_blocks, k_blocks, v_blocks, attn_mask=mask.type_as(q), scale=scale)
     return out.reshape(batch, num_blocks * block, heads, dim)[:, :steps]
 
 
@@ -119,11 +145,8 @@ class LocalAttention(nn.Module):
         width, self.heads, self.head_dim = config.width, config.num_heads, config.head_dim
         self.window = config.attention_window
         self.rope_max_wavelength = config.rope_max_wavelength
-        self.qkv = nn.Linear(width, width + 2 * self.head_dim, bias=False)  # [q | k | v]
-        self.out = nn.Linear(width, width)
-        nn.init.normal_(self.qkv.weight, std=math.sqrt(1.0 / width))
-        nn.init.normal_(self.out.weight, std=math.sqrt(out_init_scale / width))
-        nn.init.zeros_(self.out.bias)
+        self.qkv = Dense(width, width + 2 * self.head_dim, bias=False)  # [q | k | v]
+        self.out = Dense(width, width, init_scale=out_init_scale)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> AttentionState:
         empty = torch.zeros(batch_size, 0, self.head_dim, device=device)
@@ -139,10 +162,9 @@ class LocalAttention(nn.Module):
     ) -> torch.Tensor:
         cached = state.keys.shape[1]
         steps = q.shape[1]
-        positions = torch.arange(cached + steps, device=q.device)
-        keys = apply_rope(torch.cat([state.keys.type_as(k), k], dim=1), positions, self.rope_max_wavelength)
+        keys = apply_rope(torch.cat([state.keys.type_as(k), k], dim=1), 0, self.rope_max_wavelength)
         values = torch.cat([state.values.type_as(v), v], dim=1)
-        q = apply_rope(q, positions[cached:], self.rope_max_wavelength)
+        q = apply_rope(q, cached, self.rope_max_wavelength)
         return sliding_window_attention(q, keys, values, cached=cached, window=self.window, scale=scale)
 
     def next_state(self, state: AttentionState, k: torch.Tensor, v: torch.Tensor) -> AttentionState:

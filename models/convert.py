@@ -34,9 +34,9 @@ def config_from_griffin(griffin_config: Any, conv_width: int = 4) -> ModelConfig
 def _mlp(src: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     w, b = src[f"{prefix}.ffw_up.w"], src[f"{prefix}.ffw_up.b"]  # (2, D, E), (2, 1, 1, E)
     return {
-        "mlp.up.weight": torch.cat([w[0].T, w[1].T]),  # (2E, D): [gate | value]
+        "mlp.up.weight": torch.cat([w[0], w[1]], dim=1),  # (D, 2E): [gate | value]
         "mlp.up.bias": torch.cat([b[0].flatten(), b[1].flatten()]),
-        "mlp.down.weight": src[f"{prefix}.ffw_down.weight"],
+        "mlp.down.weight": src[f"{prefix}.ffw_down.weight"].T,
         "mlp.down.bias": src[f"{prefix}.ffw_down.bias"],
     }
 
@@ -44,14 +44,14 @@ def _mlp(src: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
 def _recurrent(src: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     lru = f"{prefix}.rg_lru"
     return {
-        "temporal.in_proj.weight": torch.cat([src[f"{prefix}.linear_x.weight"], src[f"{prefix}.linear_y.weight"]]),
+        "temporal.in_proj.weight": torch.cat([src[f"{prefix}.linear_x.weight"], src[f"{prefix}.linear_y.weight"]]).T,
         "temporal.in_proj.bias": torch.cat([src[f"{prefix}.linear_x.bias"], src[f"{prefix}.linear_y.bias"]]),
         "temporal.conv.w": src[f"{prefix}.conv_1d.w"],
         "temporal.conv.b": src[f"{prefix}.conv_1d.b"],
         "temporal.rg_lru.a_param": src[f"{lru}.a_param"],
         "temporal.rg_lru.gates.w": torch.cat([src[f"{lru}.input_gate.w"], src[f"{lru}.a_gate.w"]], dim=-1),
         "temporal.rg_lru.gates.b": torch.cat([src[f"{lru}.input_gate.b"], src[f"{lru}.a_gate.b"]], dim=-1),
-        "temporal.out_proj.weight": src[f"{prefix}.linear_out.weight"],
+        "temporal.out_proj.weight": src[f"{prefix}.linear_out.weight"].T,
         "temporal.out_proj.bias": src[f"{prefix}.linear_out.bias"],
     }
 
@@ -59,8 +59,8 @@ def _recurrent(src: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 def _attention(src: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     qkv = [src[f"{prefix}.proj_{name}.weight"] for name in ("q", "k", "v")]
     return {
-        "temporal.qkv.weight": torch.cat(qkv),
-        "temporal.out.weight": src[f"{prefix}.proj_final.weight"],
+        "temporal.qkv.weight": torch.cat(qkv).T,
+        "temporal.out.weight": src[f"{prefix}.proj_final.weight"].T,
         "temporal.out.bias": src[f"{prefix}.proj_final.bias"],
     }
 
@@ -83,7 +83,7 @@ def from_recurrentgemma(reference: Any) -> HybridLM:
             block.update(_attention(src, f"{ref}.attention_block"))
         weights.update({f"{ours}.{name}": tensor for name, tensor in block.items()})
     model = HybridLM(config)
-    model.load_state_dict(weights)
+    model.load_state_dict({name: tensor.contiguous() for name, tensor in weights.items()})
     return model
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from models.memory import MemoryReader
-from models.model import HybridLM
+from models.model import HybridLM, ModelOutput
 from models.state import State
 from models.tokenizer import NUM_BYTES, Special, Utf8Pieces
 
@@ -32,6 +32,18 @@ class SamplingConfig:
 
 
 StopReason = Literal["end_of_turn", "max_bytes"]
+Decoder = Callable[..., ModelOutput]
+
+
+def compile_decoder(model: HybridLM) -> Decoder:
+    """The model compiled for single-token steps (Inductor with its C++ wrapper).
+
+    About twice the tokens/s of eager mode on CPU, where per-op overhead, not
+    arithmetic, bounds decoding. The first calls compile (tens of seconds), so
+    warm it up off the request path. Weights are read at call time, so in-place
+    weight updates are seen without recompiling.
+    """
+    return torch.compile(model, options={"cpp_wrapper": True})
 
 
 def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> int:
@@ -66,10 +78,12 @@ class Generation:
         state: State | None,
         memory: MemoryReader | None,
         sampling: SamplingConfig,
+        decoder: Decoder | None = None,
     ):
         if prompt.dim() != 2 or prompt.shape[0] != 1:
             raise ValueError("generation takes one stream at a time: prompt must be (1, T)")
         self.model, self.prompt, self.memory, self.sampling = model, prompt, memory, sampling
+        self.decoder = decoder or model
         self.state = state
         self.tokens: list[int] = []
         self.stop_reason: StopReason | None = None
@@ -86,7 +100,7 @@ class Generation:
             while emitted_bytes < self.sampling.max_bytes:
                 token = sample_token(out.logits[0, -1].cpu(), self.sampling, generator)
                 self.tokens.append(token)
-                out = self.model(torch.tensor([[token]], device=self.model.device), self.state, self.memory)
+                out = self.decoder(torch.tensor([[token]], device=self.model.device), self.state, self.memory)
                 self.state = out.state
                 if token == Special.END_OF_TURN:
                     self.stop_reason = "end_of_turn"
@@ -109,5 +123,7 @@ def generate(
     state: State | None = None,
     memory: MemoryReader | None = None,
     sampling: SamplingConfig = SamplingConfig(),
+    decoder: Decoder | None = None,
 ) -> Generation:
-    return Generation(model, prompt, state, memory, sampling)
+    """Sample a reply to `prompt`; `decoder` (e.g. compile_decoder(model)) runs the single-token steps."""
+    return Generation(model, prompt, state, memory, sampling, decoder)

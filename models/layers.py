@@ -30,8 +30,26 @@ class RMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.zeros(width))  # zero init: starts as plain RMS normalisation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = x.float().pow(2).mean(dim=-1, keepdim=True)
-        return (x.float() * torch.rsqrt(var + self.eps) * (1.0 + self.scale.float())).type_as(x)
+        weight = 1.0 + self.scale.float()
+        return F.rms_norm(x.float(), (x.shape[-1],), weight=weight, eps=self.eps).type_as(x)
+
+
+class Dense(nn.Module):
+    """y = x W + b with W stored (in, out).
+
+    This layout makes the single-token matrix-vector products of decoding ~3x
+    faster on CPU than nn.Linear's (out, in) layout, at no cost for training.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_scale: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(in_features, out_features) * math.sqrt(init_scale / in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        y = flat @ self.weight if self.bias is None else torch.addmm(self.bias, flat, self.weight)
+        return y.view(*x.shape[:-1], y.shape[-1])
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -43,12 +61,8 @@ class GatedMLP(nn.Module):
         super().__init__()
         self.expanded_width = expanded_width
         # Gate and value projections fused into one matmul: out = gelu(gate) * value.
-        self.up = nn.Linear(width, 2 * expanded_width)
-        self.down = nn.Linear(expanded_width, width)
-        nn.init.normal_(self.up.weight, std=math.sqrt(1.0 / width))
-        nn.init.zeros_(self.up.bias)
-        nn.init.normal_(self.down.weight, std=math.sqrt(out_init_scale / expanded_width))
-        nn.init.zeros_(self.down.bias)
+        self.up = Dense(width, 2 * expanded_width)
+        self.down = Dense(expanded_width, width, init_scale=out_init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, value = self.up(x).chunk(2, dim=-1)  # (B, T, E) each
@@ -107,18 +121,20 @@ class RGLRU(nn.Module):
         self.gates = BlockDiagonalLinear(width, num_heads, 2 * (width // num_heads))
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor, first_is_stream_start: bool) -> torch.Tensor:
-        gates = self.gates(x)  # (B, T, H, 2 L/H)
-        gate_x, gate_a = torch.sigmoid(gates.float()).chunk(2, dim=-1)
-        gate_x = gate_x.flatten(-2)  # (B, T, L)
-        gate_a = gate_a.flatten(-2)
-        log_a = -self.c * gate_a * F.softplus(self.a_param.float())
+        gate_x, gate_a = torch.sigmoid(self.gates(x).float()).chunk(2, dim=-1)  # (B, T, H, L/H) each
+        log_a = gate_a.flatten(-2) * (-self.c * F.softplus(self.a_param.float()))  # (B, T, L)
         a = torch.exp(log_a)
-        multiplier = _SqrtBoundDerivative.apply(1.0 - torch.exp(2.0 * log_a))
+        # a * a equals exp(2 log_a) to fp32 rounding, one transcendental cheaper.
+        one_minus_a_square = 1.0 - a * a
+        if torch.is_grad_enabled():
+            multiplier = _SqrtBoundDerivative.apply(one_minus_a_square)
+        else:  # same forward; skipping the autograd Function saves time per decoded token
+            multiplier = torch.sqrt(one_minus_a_square)
         if first_is_stream_start:
             # The reference resets at position 0: no normalisation and no carried state.
             multiplier = torch.cat([torch.ones_like(multiplier[:, :1]), multiplier[:, 1:]], dim=1)
             a = torch.cat([torch.zeros_like(a[:, :1]), a[:, 1:]], dim=1)
-        normalized_x = x.float() * gate_x * multiplier
+        normalized_x = x.float() * gate_x.flatten(-2) * multiplier
         return linear_scan(a, normalized_x, h0)  # (B, T, L) fp32
 
 
@@ -140,6 +156,8 @@ class Conv1D(nn.Module):
         steps = x.shape[1]
         padded = torch.cat([tail.type_as(x), x], dim=1)  # (B, K-1+T, L)
         # w[K-1] weighs the current token, w[0] the oldest one (the reference's layout).
+        if steps == 1:  # decoding: one weighted sum over the K inputs
+            return (padded * self.w).sum(dim=1, keepdim=True) + self.b, padded[:, 1:]
         out = self.b + padded[:, :steps] * self.w[0]
         for i in range(1, self.temporal_width):
             out = torch.addcmul(out, padded[:, i : i + steps], self.w[i])
@@ -154,14 +172,10 @@ class RecurrentBlock(nn.Module):
         width, lru_width = config.width, config.resolved_lru_width
         self.lru_width = lru_width
         self.conv_width = config.conv_width
-        self.in_proj = nn.Linear(width, 2 * lru_width)  # [x branch | gate branch]
+        self.in_proj = Dense(width, 2 * lru_width)  # [x branch | gate branch]
         self.conv = Conv1D(lru_width, config.conv_width)
         self.rg_lru = RGLRU(lru_width, config.num_heads)
-        self.out_proj = nn.Linear(lru_width, width)
-        nn.init.normal_(self.in_proj.weight, std=math.sqrt(1.0 / width))
-        nn.init.zeros_(self.in_proj.bias)
-        nn.init.normal_(self.out_proj.weight, std=math.sqrt(out_init_scale / lru_width))
-        nn.init.zeros_(self.out_proj.bias)
+        self.out_proj = Dense(lru_width, width, init_scale=out_init_scale)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> RecurrentState:
         return RecurrentState(

@@ -15,15 +15,16 @@ import torch
 
 
 def _scan_forward(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Inclusive scan along dim 1 with h_{-1} = 0."""
-    h, a_acc = x, a
+    """Inclusive scan along dim 1 with h_{-1} = 0. Runs outside autograd, so it updates in place."""
+    h, a_acc = x.clone(), a.clone()
     step = 1
     length = x.shape[1]
     while step < length:
-        # After this round h[t] sums contributions from x[t-2*step+1 .. t].
-        h = torch.cat([h[:, :step], torch.addcmul(h[:, step:], a_acc[:, step:], h[:, :-step])], dim=1)
+        # After this round h[t] sums contributions from x[t-2*step+1 .. t]. The products are
+        # taken before the in-place update because source and target ranges overlap.
+        h[:, step:] += a_acc[:, step:] * h[:, :-step]
         if step * 2 < length:
-            a_acc = torch.cat([a_acc[:, :step], a_acc[:, step:] * a_acc[:, :-step]], dim=1)
+            a_acc[:, step:] *= a_acc[:, :-step].clone()
         step *= 2
     return h
 
@@ -31,8 +32,7 @@ def _scan_forward(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class _LinearScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        x0 = x.clone()
-        x0[:, 0] += a[:, 0] * h0
+        x0 = torch.cat([(x[:, 0] + a[:, 0] * h0)[:, None], x[:, 1:]], dim=1)
         h = _scan_forward(a, x0)  # (B, T, L)
         ctx.save_for_backward(a, h, h0)
         return h

@@ -72,3 +72,12 @@ def test_rejects_bad_inputs(tiny_model):
         tiny_model(torch.zeros(1, 0, dtype=torch.long))
     with pytest.raises(ValueError, match="batch size"):
         tiny_model(torch.zeros(1, 3, dtype=torch.long), tiny_model.init_state(2))
+
+
+def test_training_after_inference_in_the_same_process(tiny_model):
+    tokens = torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        tiny_model(tokens)
+    loss = tiny_model.loss(tiny_model(tokens[:, :-1]).logits, tokens[:, 1:])
+    loss.backward()
+    assert tiny_model.embedding.grad is not None
