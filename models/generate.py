@@ -83,7 +83,7 @@ class Generation:
         if prompt.dim() != 2 or prompt.shape[0] != 1:
             raise ValueError("generation takes one stream at a time: prompt must be (1, T)")
         self.model, self.prompt, self.memory, self.sampling = model, prompt, memory, sampling
-        self.decoder = decoder or model
+        self.decoder = model if decoder is None else decoder
         self.state = state
         self.tokens: list[int] = []
         self.stop_reason: StopReason | None = None
