@@ -1,0 +1,100 @@
+"""A FAISS index of token keys under stable ids, chosen by size, rebuildable from SQL.
+
+Ids are SQL-derived (see memory.ids), never FAISS positions. Small indexes are
+exact inner product (IndexIDMap2 over IndexFlatIP). Past `ivf_threshold`
+vectors the index becomes an inverted file (IndexIVFFlat), trained on a sample
+of the stored keys and retrained when it has grown `retrain_growth` times past
+the size it was trained at. Both kinds support `remove_ids`, so deletes are real.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    # Vectors above which search switches from exact to IVF.
+    ivf_threshold: int = 200_000
+    # Inverted lists per sqrt(vectors): nlist = ivf_lists_per_sqrt * sqrt(n), rounded to a power of two.
+    ivf_lists_per_sqrt: float = 2.0
+    # Lists probed per query; the benchmark measures the recall this buys.
+    nprobe: int = 24
+    # Retrain the coarse quantizer when the index has grown this much since training.
+    retrain_growth: float = 4.0
+    # Training sample per list (FAISS wants >= 39).
+    train_points_per_list: int = 64
+
+
+class VectorIndex:
+    """Inner-product search over (id, vector) pairs; not thread-safe (the store serialises access)."""
+
+    def __init__(self, dim: int, config: IndexConfig = IndexConfig()):
+        self.dim = dim
+        self.config = config
+        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.trained_at = 0  # vectors present when the IVF quantizer was trained (0: exact index)
+
+    @property
+    def kind(self) -> str:
+        return "ivf" if self.trained_at else "flat"
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove_range(self, first_id: int, end_id: int) -> int:
+        """Remove every id in [first_id, end_id); returns how many were present."""
+        return int(self._index.remove_ids(faiss.IDSelectorRange(first_id, end_id)))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (N, k); missing results have id -1."""
+        if len(self) == 0:
+            n = queries.shape[0]
+            return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+        return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def needs_rebuild(self) -> bool:
+        """True when the index kind or training no longer fits its size."""
+        n = len(self)
+        if not self.trained_at:
+            return n > self.config.ivf_threshold
+        return n > self.config.retrain_growth * self.trained_at or n < self.config.ivf_threshold / 2
+
+    def rebuild(self, ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> None:
+        """Replace the index with one fitted to these vectors (exact or IVF by size)."""
+        n = len(ids)
+        if n <= self.config.ivf_threshold:
+            index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            trained_at = 0
+        else:
+            nlist = 2 ** round(math.log2(self.config.ivf_lists_per_sqrt * math.sqrt(n)))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            sample = np.random.default_rng(seed).choice(n, size=min(n, nlist * self.config.train_points_per_list), replace=False)
+            index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
+            index.nprobe = self.config.nprobe
+            trained_at = n
+        self._index = index
+        self.trained_at = trained_at
+        self.add(ids, vectors)
+
+    def to_bytes(self) -> bytes:
+        return faiss.serialize_index(self._index).tobytes()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, dim: int, trained_at: int, config: IndexConfig = IndexConfig()) -> VectorIndex:
+        index = cls(dim, config)
+        index._index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        if trained_at:
+            faiss.extract_index_ivf(index._index).nprobe = config.nprobe
+        index.trained_at = trained_at
+        return index

@@ -1,0 +1,83 @@
+"""The in-RAM copy of live (key, value) pairs, addressed by memory row id and token offset.
+
+Search returns FAISS ids; this maps them to the stored fp16 pairs without
+touching SQL. Deleted rows leave holes that the next compaction drops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class PairMirror:
+    def __init__(self, head_dim: int):
+        self.head_dim = head_dim
+        self.keys = np.zeros((0, head_dim), dtype=np.float16)
+        self.values = np.zeros((0, head_dim), dtype=np.float16)
+        self.used = 0  # slots filled, live or dead
+        self.row_ids = np.zeros(0, dtype=np.int64)  # sorted live memory ids
+        self.row_starts = np.zeros(0, dtype=np.int64)  # first slot of each row in row_ids
+        self.row_lengths = np.zeros(0, dtype=np.int64)
+
+    @property
+    def live_tokens(self) -> int:
+        return int(self.row_lengths.sum())
+
+    def __contains__(self, memory_id: int) -> bool:
+        pos = np.searchsorted(self.row_ids, memory_id)
+        return bool(pos < len(self.row_ids) and self.row_ids[pos] == memory_id)
+
+    def add_row(self, memory_id: int, keys: np.ndarray, values: np.ndarray) -> None:
+        count = keys.shape[0]
+        self._reserve(self.used + count)
+        self.keys[self.used : self.used + count] = keys
+        self.values[self.used : self.used + count] = values
+        pos = np.searchsorted(self.row_ids, memory_id)
+        self.row_ids = np.insert(self.row_ids, pos, memory_id)
+        self.row_starts = np.insert(self.row_starts, pos, self.used)
+        self.row_lengths = np.insert(self.row_lengths, pos, count)
+        self.used += count
+
+    def remove_row(self, memory_id: int) -> bool:
+        pos = np.searchsorted(self.row_ids, memory_id)
+        if pos >= len(self.row_ids) or self.row_ids[pos] != memory_id:
+            return False
+        self.row_ids = np.delete(self.row_ids, pos)
+        self.row_starts = np.delete(self.row_starts, pos)
+        self.row_lengths = np.delete(self.row_lengths, pos)
+        return True
+
+    def slots(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(slot of each (row, offset), whether it is live)."""
+        pos = np.searchsorted(self.row_ids, rows)
+        pos_clipped = np.minimum(pos, max(len(self.row_ids) - 1, 0))
+        if len(self.row_ids) == 0:
+            return np.zeros_like(rows), np.zeros(rows.shape, dtype=bool)
+        live = (self.row_ids[pos_clipped] == rows) & (offsets < self.row_lengths[pos_clipped])
+        return self.row_starts[pos_clipped] + offsets, live
+
+    def live_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(memory id per token, offset per token, keys, values) of every live pair, in id order."""
+        if len(self.row_ids) == 0:
+            empty = np.zeros((0, self.head_dim), dtype=np.float16)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), empty, empty
+        rows = np.repeat(self.row_ids, self.row_lengths)
+        starts = np.repeat(self.row_starts, self.row_lengths)
+        offsets = np.arange(len(rows)) - np.repeat(np.cumsum(self.row_lengths) - self.row_lengths, self.row_lengths)
+        slots = starts + offsets
+        return rows, offsets, self.keys[slots], self.values[slots]
+
+    def compact(self) -> None:
+        """Drop the holes deleted rows left behind."""
+        _, _, keys, values = self.live_pairs()
+        self.keys, self.values, self.used = keys.copy(), values.copy(), keys.shape[0]
+        self.row_starts = np.cumsum(self.row_lengths) - self.row_lengths
+
+    def _reserve(self, size: int) -> None:
+        if size <= self.keys.shape[0]:
+            return
+        capacity = max(size, 2 * self.keys.shape[0], 1024)
+        for name in ("keys", "values"):
+            grown = np.zeros((capacity, self.head_dim), dtype=np.float16)
+            grown[: self.used] = getattr(self, name)[: self.used]
+            setattr(self, name, grown)

@@ -1,0 +1,153 @@
+"""Everything durable, as SQLAlchemy 2.x typed models. SQL is the source of truth.
+
+Works on SQLite (the embedded default) and PostgreSQL. Ids that FAISS derives
+from (memories) use AUTOINCREMENT on SQLite so they are never reused after a delete.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY columns; BIGINT stays BIGINT elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    base_checkpoint: Mapped[str] = mapped_column(String(500))  # directory or preset the agent starts from
+    learning_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the key itself is never stored
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)  # None: admin
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "chat" or "stream"
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)  # models.State.to_bytes() after the last event
+    position: Mapped[int] = mapped_column(BigInteger, default=0)  # tokens the state has read
+    next_seq: Mapped[int] = mapped_column(Integer, default=0)  # sequence number of the next event
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Event(Base):
+    """The append-only log of everything an agent was told or said."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("session_id", "seq"), Index("ix_events_agent_learned", "agent_id", "learned_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)  # order within the session
+    role: Mapped[str] = mapped_column(String(16))  # user, assistant, system, document
+    content: Mapped[bytes] = mapped_column(LargeBinary)  # raw bytes, exactly as received
+    byte_offset: Mapped[int] = mapped_column(BigInteger)  # offset of `content` in the session's byte stream
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    learned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Document(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(500), default="")
+    content_type: Mapped[str] = mapped_column(String(100), default="text/plain")
+    status: Mapped[str] = mapped_column(String(16), default="receiving")  # receiving, queued, learning, learned, failed
+    bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_processed: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Memory(Base):
+    """One span (a chunk of up to MAX_SPAN_TOKENS tokens) of retrieval (key, value) pairs."""
+
+    __tablename__ = "memories"
+    __table_args__ = (Index("ix_memories_agent_id_id", "agent_id", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"), index=True)
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="SET NULL"), index=True)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id", ondelete="SET NULL"), index=True)
+    imported_from: Mapped[str | None] = mapped_column(String(200))  # provenance of imported rows
+    byte_start: Mapped[int] = mapped_column(BigInteger)  # span in the source's byte stream
+    byte_end: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)  # the span's bytes as UTF-8, invalid bytes replaced
+    num_tokens: Mapped[int] = mapped_column(Integer)
+    head_dim: Mapped[int] = mapped_column(Integer)
+    keys: Mapped[bytes] = mapped_column(LargeBinary)  # fp16 (num_tokens, head_dim), little-endian
+    values: Mapped[bytes] = mapped_column(LargeBinary)  # fp16 (num_tokens, head_dim)
+    weight_version: Mapped[int] = mapped_column(Integer, default=0)  # version whose weights produced the pairs
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    hit_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MemoryTombstone(Base):
+    """Deleted memory ids, in order, so every process's index can drop them when it catches up."""
+
+    __tablename__ = "memory_tombstones"
+    __table_args__ = (Index("ix_memory_tombstones_agent_id_id", "agent_id", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    agent_id: Mapped[int] = mapped_column(BigInteger)  # no FK: tombstones outlive nothing but must not block deletes
+    memory_id: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WeightVersion(Base):
+    __tablename__ = "weight_versions"
+    __table_args__ = (UniqueConstraint("agent_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    parent_version: Mapped[int | None] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1000))  # where the learned parameters (a delta over the base) live
+    events_learned_through: Mapped[int] = mapped_column(BigInteger, default=0)  # highest event id included
+    tag: Mapped[str | None] = mapped_column(String(200))  # tagged versions are kept when pruning
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,311 @@
+"""MemoryStore: one agent's retrieval memory, SQL first, FAISS as a rebuildable view.
+
+Writes commit to SQL, then enter the index. Every store catches up from SQL
+before it searches: rows past its watermark enter, and tombstones past its
+tombstone watermark leave. A crash between commit and index update therefore
+loses nothing, and a delete in any process reaches every other one.
+
+Letters: B batch, T time, H heads, D head dim, K retrieved pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory.codec import decode_pairs, encode_pairs
+from memory.ids import MAX_SPAN_TOKENS, id_range, pair_ids, split_ids, token_ids
+from memory.index import IndexConfig, VectorIndex
+from memory.mirror import PairMirror
+from memory.schema import Memory, MemoryTombstone
+from models import RetrievedMemory
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    index: IndexConfig = field(default_factory=IndexConfig)
+    # Ids below the watermark re-checked on catch-up: rows from transactions that committed out of id order.
+    lookback_ids: int = 256
+    # Hit counts are written to SQL in one batch at most this often.
+    hit_flush_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class Span:
+    """A chunk's (key, value) pairs and where they came from."""
+
+    keys: torch.Tensor | np.ndarray  # (T, D)
+    values: torch.Tensor | np.ndarray  # (T, D)
+    text: bytes  # the span's bytes
+    byte_start: int
+    byte_end: int
+    event_id: int | None = None
+    document_id: int | None = None
+    session_id: int | None = None
+    weight_version: int = 0
+    imported_from: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    ids: np.ndarray  # (N, K) token ids, -1 where nothing live was found
+    scores: np.ndarray  # (N, K) inner products
+    keys: np.ndarray  # (N, K, D) float32
+    values: np.ndarray  # (N, K, D) float32
+    live: np.ndarray  # (N, K) bool
+
+
+class MemoryStore:
+    """Implements models.MemoryReader for one agent; safe to share between threads."""
+
+    def __init__(self, *, agent_id: int, sessions: sessionmaker[Session], head_dim: int, config: StoreConfig = StoreConfig()):
+        self.agent_id = agent_id
+        self.sessions = sessions
+        self.head_dim = head_dim
+        self.config = config
+        self.index = VectorIndex(head_dim, config.index)
+        self.mirror = PairMirror(head_dim)
+        self.memory_watermark = 0  # highest memory id this store has seen
+        self.tombstone_watermark = 0  # highest tombstone id this store has applied
+        self._lock = threading.RLock()
+        self._pending_hits: Counter[int] = Counter()
+        self._last_hit_flush = time.monotonic()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add_spans(self, spans: Sequence[Span], db: Session | None = None) -> list[int]:
+        """Store spans durably and make them searchable; returns their memory ids.
+
+        With `db`, the rows join the caller's transaction and enter the index at the
+        next catch-up after it commits; without, they are committed here first.
+        """
+        rows = [self._row(span) for span in spans]
+        if db is not None:
+            db.add_all(rows)
+            db.flush()
+            return [row.id for row in rows]
+        with self.sessions.begin() as own:
+            own.add_all(rows)
+            own.flush()
+            ids = [row.id for row in rows]
+        self.catch_up()
+        return ids
+
+    def _row(self, span: Span) -> Memory:
+        count = span.keys.shape[0]
+        if not 0 < count <= MAX_SPAN_TOKENS:
+            raise ValueError(f"a span holds 1..{MAX_SPAN_TOKENS} tokens, got {count}")
+        if tuple(span.keys.shape) != (count, self.head_dim) or tuple(span.values.shape) != (count, self.head_dim):
+            raise ValueError(f"keys and values must both be ({count}, {self.head_dim})")
+        return Memory(
+            agent_id=self.agent_id, event_id=span.event_id, document_id=span.document_id, session_id=span.session_id,
+            imported_from=span.imported_from, byte_start=span.byte_start, byte_end=span.byte_end,
+            text=span.text.decode("utf-8", errors="replace"), num_tokens=count, head_dim=self.head_dim,
+            keys=encode_pairs(span.keys), values=encode_pairs(span.values), weight_version=span.weight_version,
+        )
+
+    def delete(self, db: Session, memory_ids: Sequence[int]) -> int:
+        """Delete this agent's rows among `memory_ids` in the caller's transaction; returns how many.
+
+        Tombstones are written in the same transaction; call `catch_up()` after commit (or
+        let the next search do it) and the rows are gone from this and every other index.
+        """
+        owned = list(db.scalars(select(Memory.id).where(Memory.agent_id == self.agent_id, Memory.id.in_(memory_ids))))
+        if not owned:
+            return 0
+        db.execute(delete(Memory).where(Memory.agent_id == self.agent_id, Memory.id.in_(owned)))
+        db.execute(insert(MemoryTombstone), [{"agent_id": self.agent_id, "memory_id": i} for i in owned])
+        return len(owned)
+
+    # -- catching up ---------------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """Apply what SQL has and this index lacks: new rows, then tombstones."""
+        with self._lock, self.sessions() as db:
+            low = max(0, self.memory_watermark - self.config.lookback_ids)
+            candidate_ids = db.scalars(
+                select(Memory.id).where(Memory.agent_id == self.agent_id, Memory.id > low).order_by(Memory.id)
+            ).all()
+            # Deleted rows are gone from SQL in the same transaction as their tombstone, and ids
+            # are never reused, so anything listed here and not in RAM is new to this store.
+            fresh = [i for i in candidate_ids if i not in self.mirror]
+            if fresh:
+                self._index_rows(db.execute(
+                    select(Memory.id, Memory.keys, Memory.values).where(Memory.id.in_(fresh)).order_by(Memory.id)
+                ))
+            if candidate_ids:
+                self.memory_watermark = max(self.memory_watermark, candidate_ids[-1])
+            low = max(0, self.tombstone_watermark - self.config.lookback_ids)
+            tombstones = db.execute(
+                select(MemoryTombstone.id, MemoryTombstone.memory_id)
+                .where(MemoryTombstone.agent_id == self.agent_id, MemoryTombstone.id > low)
+                .order_by(MemoryTombstone.id)
+            ).all()
+            for _, memory_id in tombstones:
+                self._forget(memory_id)
+            if tombstones:
+                self.tombstone_watermark = max(self.tombstone_watermark, tombstones[-1][0])
+            if self.index.needs_rebuild():
+                self._refit_index()
+        if time.monotonic() - self._last_hit_flush > self.config.hit_flush_seconds:
+            self.flush_hits()
+
+    def _index_rows(self, rows) -> None:
+        for memory_id, key_blob, value_blob in rows:
+            keys, values = decode_pairs(key_blob, self.head_dim), decode_pairs(value_blob, self.head_dim)
+            self.mirror.add_row(memory_id, keys, values)
+            self.index.add(token_ids(memory_id, keys.shape[0]), keys.astype(np.float32))
+
+    def _forget(self, memory_id: int) -> None:
+        if self.mirror.remove_row(memory_id):
+            self.index.remove_range(*id_range(memory_id))
+
+    def _refit_index(self) -> None:
+        started = time.perf_counter()
+        self.mirror.compact()
+        rows, offsets, keys, _ = self.mirror.live_pairs()
+        self.index.rebuild(pair_ids(rows, offsets), keys.astype(np.float32))
+        log.info("agent %s: index refit as %s over %d keys in %.1fs", self.agent_id, self.index.kind, len(rows),
+                 time.perf_counter() - started)
+
+    def rebuild(self) -> None:
+        """Forget everything in RAM and rebuild the index from SQL alone."""
+        with self._lock, self.sessions() as db:
+            self.mirror = PairMirror(self.head_dim)
+            self.index = VectorIndex(self.head_dim, self.config.index)
+            result = db.execute(
+                select(Memory.id, Memory.keys, Memory.values)
+                .where(Memory.agent_id == self.agent_id)
+                .order_by(Memory.id)
+                .execution_options(yield_per=256)
+            )
+            for memory_id, key_blob, value_blob in result:
+                self.mirror.add_row(memory_id, decode_pairs(key_blob, self.head_dim), decode_pairs(value_blob, self.head_dim))
+            self.memory_watermark = int(self.mirror.row_ids[-1]) if len(self.mirror.row_ids) else 0
+            last_tombstone = db.scalar(
+                select(MemoryTombstone.id).where(MemoryTombstone.agent_id == self.agent_id)
+                .order_by(MemoryTombstone.id.desc()).limit(1)
+            )
+            self.tombstone_watermark = last_tombstone or 0
+            rows, offsets, keys, _ = self.mirror.live_pairs()
+            self.index.rebuild(pair_ids(rows, offsets), keys.astype(np.float32))
+
+    # -- searching -----------------------------------------------------------------------------
+
+    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
+        """Top-k stored pairs by inner product for every query of a chunk. queries: (B, T, H, D)."""
+        self.catch_up()
+        found = self.search_ids(queries.detach().reshape(-1, self.head_dim).float().cpu().numpy(), top_k)
+        shape = (*queries.shape[:-1], top_k)
+        keys = torch.from_numpy(found.keys).reshape(*shape, self.head_dim)
+        values = torch.from_numpy(found.values).reshape(*shape, self.head_dim)
+        mask = torch.from_numpy(found.live).reshape(shape)
+        return RetrievedMemory(keys.to(queries.device), values.to(queries.device), mask.to(queries.device))
+
+    def search_ids(self, queries: np.ndarray, top_k: int) -> SearchResult:
+        """Search without catching up: (N, D) float32 queries -> ids, scores, pairs, liveness, each (N, K)."""
+        with self._lock:
+            scores, ids = self.index.search(queries, top_k)
+            rows, offsets = split_ids(np.maximum(ids, 0))
+            slots, live = self.mirror.slots(rows, offsets)
+            live &= ids >= 0
+            slots = np.where(live, slots, 0)
+            keys = np.where(live[..., None], self.mirror.keys[slots], 0).astype(np.float32)
+            values = np.where(live[..., None], self.mirror.values[slots], 0).astype(np.float32)
+            hit_rows, counts = np.unique(rows[live], return_counts=True)
+            self._pending_hits.update(dict(zip(hit_rows.tolist(), counts.tolist())))
+        return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)
+
+    def flush_hits(self) -> None:
+        """Write accumulated hit counts in one batched UPDATE."""
+        with self._lock:
+            pending, self._pending_hits = self._pending_hits, Counter()
+            self._last_hit_flush = time.monotonic()
+        if not pending:
+            return
+        now = datetime.now(timezone.utc)
+        statement = (
+            update(Memory)
+            .where(Memory.id == bindparam("memory_id"), Memory.agent_id == self.agent_id)
+            .values(hit_count=Memory.hit_count + bindparam("hits"), last_hit_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        with self.sessions.begin() as db:
+            db.connection().execute(statement, [{"memory_id": i, "hits": n} for i, n in pending.items()])
+
+    def __len__(self) -> int:
+        return self.mirror.live_tokens
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def save_snapshot(self, directory: Path) -> None:
+        """Write index bytes, RAM pairs and watermarks atomically (a temp dir renamed into place)."""
+        directory = Path(directory)
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        with self._lock:
+            rows, offsets, keys, values = self.mirror.live_pairs()
+            (tmp / "index.faiss").write_bytes(self.index.to_bytes())
+            np.savez(tmp / "pairs.npz", row_ids=self.mirror.row_ids, row_lengths=self.mirror.row_lengths, keys=keys, values=values)
+            meta = {
+                "format": SNAPSHOT_FORMAT, "agent_id": self.agent_id, "head_dim": self.head_dim,
+                "memory_watermark": self.memory_watermark, "tombstone_watermark": self.tombstone_watermark,
+                "trained_at": self.index.trained_at,
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+
+    def load_snapshot(self, directory: Path) -> bool:
+        """Adopt a snapshot if it is this agent's and readable; returns False (and keeps RAM empty) if not."""
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            if meta["format"] != SNAPSHOT_FORMAT or meta["agent_id"] != self.agent_id or meta["head_dim"] != self.head_dim:
+                log.warning("snapshot %s does not match agent %s; ignoring it", directory, self.agent_id)
+                return False
+            pairs = np.load(directory / "pairs.npz")
+            index = VectorIndex.from_bytes((directory / "index.faiss").read_bytes(), self.head_dim, meta["trained_at"],
+                                           self.config.index)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            log.warning("snapshot %s unreadable (%s); rebuilding from SQL instead", directory, exc)
+            return False
+        mirror = PairMirror(self.head_dim)
+        start = 0
+        for memory_id, length in zip(pairs["row_ids"].tolist(), pairs["row_lengths"].tolist()):
+            mirror.add_row(memory_id, pairs["keys"][start : start + length], pairs["values"][start : start + length])
+            start += length
+        with self._lock:
+            self.index, self.mirror = index, mirror
+            self.memory_watermark, self.tombstone_watermark = meta["memory_watermark"], meta["tombstone_watermark"]
+        return True
+
+    @classmethod
+    def open(cls, *, agent_id: int, sessions: sessionmaker[Session], head_dim: int,
+             snapshot: Path | None = None, config: StoreConfig = StoreConfig()) -> MemoryStore:
+        """A caught-up store: from a snapshot plus SQL past it when one is usable, else from SQL alone."""
+        store = cls(agent_id=agent_id, sessions=sessions, head_dim=head_dim, config=config)
+        if snapshot is None or not store.load_snapshot(snapshot):
+            store.rebuild()
+        store.catch_up()
+        return store
