@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 # SQLite only auto-increments INTEGER PRIMARY KEY columns; BIGINT stays BIGINT elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -29,6 +30,25 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give a timezone-aware one")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -42,7 +62,7 @@ class Agent(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     base_checkpoint: Mapped[str] = mapped_column(String(500))  # directory or preset the agent starts from
     learning_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class ApiKey(Base):
@@ -52,8 +72,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the key itself is never stored
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)  # None: admin
     name: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Session(Base):
@@ -65,8 +85,8 @@ class Session(Base):
     state: Mapped[bytes | None] = mapped_column(LargeBinary)  # models.State.to_bytes() after the last event
     position: Mapped[int] = mapped_column(BigInteger, default=0)  # tokens the state has read
     next_seq: Mapped[int] = mapped_column(Integer, default=0)  # sequence number of the next event
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class Event(Base):
@@ -82,8 +102,8 @@ class Event(Base):
     role: Mapped[str] = mapped_column(String(16))  # user, assistant, system, document
     content: Mapped[bytes] = mapped_column(LargeBinary)  # raw bytes, exactly as received
     byte_offset: Mapped[int] = mapped_column(BigInteger)  # offset of `content` in the session's byte stream
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    learned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    learned_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     failed_reason: Mapped[str | None] = mapped_column(Text)
 
 
@@ -98,8 +118,8 @@ class Document(Base):
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_processed: Mapped[int] = mapped_column(BigInteger, default=0)
     failed_reason: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class Memory(Base):
@@ -122,9 +142,9 @@ class Memory(Base):
     keys: Mapped[bytes] = mapped_column(LargeBinary)  # fp16 (num_tokens, head_dim), little-endian
     values: Mapped[bytes] = mapped_column(LargeBinary)  # fp16 (num_tokens, head_dim)
     weight_version: Mapped[int] = mapped_column(Integer, default=0)  # version whose weights produced the pairs
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
     hit_count: Mapped[int] = mapped_column(BigInteger, default=0)
-    last_hit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_hit_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class MemoryTombstone(Base):
@@ -136,7 +156,7 @@ class MemoryTombstone(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     agent_id: Mapped[int] = mapped_column(BigInteger)  # no FK: tombstones outlive nothing but must not block deletes
     memory_id: Mapped[int] = mapped_column(BigInteger)
-    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class WeightVersion(Base):
@@ -150,4 +170,4 @@ class WeightVersion(Base):
     path: Mapped[str] = mapped_column(String(1000))  # where the learned parameters (a delta over the base) live
     events_learned_through: Mapped[int] = mapped_column(BigInteger, default=0)  # highest event id included
     tag: Mapped[str | None] = mapped_column(String(200))  # tagged versions are kept when pruning
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -72,6 +72,31 @@ class SearchResult:
     values: np.ndarray  # (N, K, D) float32
     live: np.ndarray  # (N, K) bool
 
+    def as_retrieved(self, queries: torch.Tensor) -> RetrievedMemory:
+        """In the model's layout for `queries` of shape (B, T, H, D)."""
+        shape = (*queries.shape[:-1], self.ids.shape[1])
+        keys = torch.from_numpy(self.keys).reshape(*shape, -1).to(queries.device)
+        values = torch.from_numpy(self.values).reshape(*shape, -1).to(queries.device)
+        return RetrievedMemory(keys, values, torch.from_numpy(self.live).reshape(shape).to(queries.device))
+
+
+def flat_queries(queries: torch.Tensor) -> np.ndarray:
+    """(B, T, H, D) tensor -> (B*T*H, D) float32 array, FAISS's layout."""
+    return queries.detach().reshape(-1, queries.shape[-1]).float().cpu().numpy()
+
+
+def delete_memory_rows(db: Session, *, agent_id: int, memory_ids: Sequence[int]) -> list[int]:
+    """Delete `agent_id`'s rows among `memory_ids` in the caller's transaction; returns the ids deleted.
+
+    Tombstones are written in the same transaction, so once it commits every store
+    (in this process or another) drops the rows at its next catch-up, for good.
+    """
+    owned = list(db.scalars(select(Memory.id).where(Memory.agent_id == agent_id, Memory.id.in_(memory_ids))))
+    if owned:
+        db.execute(delete(Memory).where(Memory.agent_id == agent_id, Memory.id.in_(owned)))
+        db.execute(insert(MemoryTombstone), [{"agent_id": agent_id, "memory_id": i} for i in owned])
+    return owned
+
 
 class MemoryStore:
     """Implements models.MemoryReader for one agent; safe to share between threads."""
@@ -121,19 +146,6 @@ class MemoryStore:
             text=span.text.decode("utf-8", errors="replace"), num_tokens=count, head_dim=self.head_dim,
             keys=encode_pairs(span.keys), values=encode_pairs(span.values), weight_version=span.weight_version,
         )
-
-    def delete(self, db: Session, memory_ids: Sequence[int]) -> int:
-        """Delete this agent's rows among `memory_ids` in the caller's transaction; returns how many.
-
-        Tombstones are written in the same transaction; call `catch_up()` after commit (or
-        let the next search do it) and the rows are gone from this and every other index.
-        """
-        owned = list(db.scalars(select(Memory.id).where(Memory.agent_id == self.agent_id, Memory.id.in_(memory_ids))))
-        if not owned:
-            return 0
-        db.execute(delete(Memory).where(Memory.agent_id == self.agent_id, Memory.id.in_(owned)))
-        db.execute(insert(MemoryTombstone), [{"agent_id": self.agent_id, "memory_id": i} for i in owned])
-        return len(owned)
 
     # -- catching up ---------------------------------------------------------------------------
 
@@ -213,12 +225,7 @@ class MemoryStore:
     def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
         """Top-k stored pairs by inner product for every query of a chunk. queries: (B, T, H, D)."""
         self.catch_up()
-        found = self.search_ids(queries.detach().reshape(-1, self.head_dim).float().cpu().numpy(), top_k)
-        shape = (*queries.shape[:-1], top_k)
-        keys = torch.from_numpy(found.keys).reshape(*shape, self.head_dim)
-        values = torch.from_numpy(found.values).reshape(*shape, self.head_dim)
-        mask = torch.from_numpy(found.live).reshape(shape)
-        return RetrievedMemory(keys.to(queries.device), values.to(queries.device), mask.to(queries.device))
+        return self.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
 
     def search_ids(self, queries: np.ndarray, top_k: int) -> SearchResult:
         """Search without catching up: (N, D) float32 queries -> ids, scores, pairs, liveness, each (N, K)."""

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 16:34:49.577912
+Create Date: 2026-11-22 16:37:11.776866
 """
 
 from alembic import op

@@ -1,0 +1,225 @@
+"""Inspection and curation of one agent's memories: plain keyword-only functions over a DB session.
+
+The admin API exposes these; none of them knows HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from memory.codec import decode_pairs
+from memory.ids import split_ids
+from memory.schema import Memory
+from memory.store import MemoryStore, SearchResult, Span, delete_memory_rows, flat_queries
+from models import ByteTokenizer, HybridLM, RetrievedMemory, State
+
+EXPORT_FORMAT = 1
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class MemorySummary:
+    id: int
+    agent_id: int
+    event_id: int | None
+    document_id: int | None
+    session_id: int | None
+    imported_from: str | None
+    byte_start: int
+    byte_end: int
+    text: str
+    num_tokens: int
+    weight_version: int
+    created_at: datetime
+    hit_count: int
+    last_hit_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Memory) -> MemorySummary:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class MemoryPage:
+    items: list[MemorySummary]
+    next_cursor: str | None  # pass back to get the next (older) page; None on the last page
+
+
+def _encode_cursor(memory_id: int) -> str:
+    return base64.urlsafe_b64encode(f"m:{memory_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        kind, value = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        if kind != "m":
+            raise ValueError
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValueError(f"cursor {cursor!r} is not one this API returned; start again without a cursor") from None
+
+
+def list_memories(
+    db: Session,
+    *,
+    agent_id: int,
+    cursor: str | None = None,
+    limit: int = 50,
+    event_id: int | None = None,
+    document_id: int | None = None,
+    session_id: int | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    text_contains: str | None = None,
+) -> MemoryPage:
+    """Newest first, keyset-paginated, filtered by source, time range and text."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+    query = select(Memory).where(Memory.agent_id == agent_id)
+    if cursor is not None:
+        query = query.where(Memory.id < _decode_cursor(cursor))
+    for column, value in ((Memory.event_id, event_id), (Memory.document_id, document_id), (Memory.session_id, session_id)):
+        if value is not None:
+            query = query.where(column == value)
+    if created_after is not None:
+        query = query.where(Memory.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(Memory.created_at < created_before)
+    if text_contains:
+        query = query.where(Memory.text.contains(text_contains, autoescape=True))
+    rows = list(db.scalars(query.order_by(Memory.id.desc()).limit(limit + 1)))
+    items = [MemorySummary.of(row) for row in rows[:limit]]
+    return MemoryPage(items=items, next_cursor=_encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+def get_memory(db: Session, *, agent_id: int, memory_id: int) -> MemorySummary | None:
+    """One memory with its provenance and hit statistics; None if this agent has no such memory."""
+    row = db.scalar(select(Memory).where(Memory.agent_id == agent_id, Memory.id == memory_id))
+    return None if row is None else MemorySummary.of(row)
+
+
+def delete_memories(
+    db: Session,
+    *,
+    agent_id: int,
+    memory_id: int | None = None,
+    event_id: int | None = None,
+    document_id: int | None = None,
+    everything: bool = False,
+) -> int:
+    """Delete one memory, all from one source (event or document), or all of an agent's; returns the count."""
+    chosen = [x is not None for x in (memory_id, event_id, document_id)].count(True) + int(everything)
+    if chosen != 1:
+        raise ValueError("name exactly one of memory_id, event_id, document_id or everything=True")
+    query = select(Memory.id).where(Memory.agent_id == agent_id)
+    if memory_id is not None:
+        query = query.where(Memory.id == memory_id)
+    elif event_id is not None:
+        query = query.where(Memory.event_id == event_id)
+    elif document_id is not None:
+        query = query.where(Memory.document_id == document_id)
+    return len(delete_memory_rows(db, agent_id=agent_id, memory_ids=list(db.scalars(query))))
+
+
+@dataclass(frozen=True)
+class RecallHit:
+    memory_id: int
+    score: float  # best inner product between a query of the text and a key of this memory
+    token_hits: int  # (query, head, key) matches that fell in this memory
+    text: str
+
+
+class _RecordingReader:
+    """A MemoryReader that remembers what the retrieval block searched for and found."""
+
+    def __init__(self, store: MemoryStore):
+        self.store = store
+        self.results: list[SearchResult] = []
+
+    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
+        found = self.store.search_ids(flat_queries(queries), top_k)
+        self.results.append(found)
+        return found.as_retrieved(queries)
+
+
+@torch.inference_mode()
+def recall(
+    db: Session, *, store: MemoryStore, model: HybridLM, text: str | bytes, state: State | None = None, limit: int = 20
+) -> list[RecallHit]:
+    """The memories the retrieval layer fetches while reading `text` (from `state`, or a fresh stream)."""
+    data = text.encode() if isinstance(text, str) else text
+    if not data:
+        raise ValueError("recall needs a non-empty text")
+    if model.retrieval_block is None:
+        raise ValueError("this model has no retrieval block, so it recalls nothing")
+    store.catch_up()
+    reader = _RecordingReader(store)
+    model(ByteTokenizer().tensor(data), state, reader)
+    best: dict[int, float] = {}
+    hits: dict[int, int] = {}
+    for found in reader.results:
+        rows, _ = split_ids(found.ids[found.live])
+        for row, score in zip(rows.tolist(), found.scores[found.live].tolist()):
+            best[row] = max(best.get(row, -np.inf), score)
+            hits[row] = hits.get(row, 0) + 1
+    ranked = sorted(best, key=best.get, reverse=True)[:limit]
+    texts = dict(db.execute(select(Memory.id, Memory.text).where(Memory.agent_id == store.agent_id, Memory.id.in_(ranked))).all())
+    return [RecallHit(memory_id=i, score=best[i], token_hits=hits[i], text=texts.get(i, "")) for i in ranked if i in texts]
+
+
+def export_ndjson(db: Session, *, agent_id: int) -> Iterator[str]:
+    """One JSON line per memory, pairs included (base64 fp16), oldest first; streams from the DB."""
+    rows = db.scalars(select(Memory).where(Memory.agent_id == agent_id).order_by(Memory.id).execution_options(yield_per=100))
+    for row in rows:
+        yield json.dumps({
+            "format": EXPORT_FORMAT, "agent_id": row.agent_id, "memory_id": row.id,
+            "byte_start": row.byte_start, "byte_end": row.byte_end, "text": row.text,
+            "num_tokens": row.num_tokens, "head_dim": row.head_dim, "weight_version": row.weight_version,
+            "created_at": row.created_at.isoformat(), "imported_from": row.imported_from,
+            "keys": base64.b64encode(row.keys).decode(), "values": base64.b64encode(row.values).decode(),
+        })
+
+
+def import_ndjson(db: Session, *, store: MemoryStore, lines: Iterable[str | bytes]) -> int:
+    """Add exported memories to `store`'s agent in the caller's transaction; returns how many.
+
+    The whole import is validated line by line; the first bad line raises ValueError
+    naming it, and the caller's rollback then leaves nothing half-imported.
+    """
+    spans = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        spans.append(_span_from_line(line, number, store.head_dim))
+    store.add_spans(spans, db=db)
+    return len(spans)
+
+
+def _span_from_line(line: str | bytes, number: int, head_dim: int) -> Span:
+    try:
+        item = json.loads(line)
+        if item.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"format {item.get('format')!r} is not {EXPORT_FORMAT}")
+        if item["head_dim"] != head_dim:
+            raise ValueError(f"head_dim {item['head_dim']} does not match this agent's {head_dim}")
+        keys = decode_pairs(base64.b64decode(item["keys"], validate=True), head_dim)
+        values = decode_pairs(base64.b64decode(item["values"], validate=True), head_dim)
+        if keys.shape != values.shape or keys.shape[0] != item["num_tokens"]:
+            raise ValueError("keys, values and num_tokens disagree")
+        return Span(
+            keys=keys, values=values, text=item["text"].encode(), byte_start=int(item["byte_start"]),
+            byte_end=int(item["byte_end"]), weight_version=int(item["weight_version"]),
+            imported_from=item.get("imported_from") or f"agent {item['agent_id']} memory {item['memory_id']}",
+        )
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ValueError(f"import line {number}: {exc}") from None

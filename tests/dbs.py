@@ -1,0 +1,35 @@
+"""Database fixtures shared by every test package: a fresh SQLite file or a fresh PostgreSQL schema."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import create_engine, text
+
+POSTGRES_URL = os.environ.get("LIFELONG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def postgres_or_skip() -> str:
+    """The PostgreSQL URL with an empty public schema; skips locally (fails in CI) when the server is absent."""
+    engine = create_engine("postgresql+psycopg://" + POSTGRES_URL.removeprefix("postgresql://"))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
+        if IN_CI:
+            pytest.fail(f"PostgreSQL must be reachable at {POSTGRES_URL} under CI=true: {exc}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL} ({type(exc).__name__}); set LIFELONG_TEST_POSTGRES_URL or start it")
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request, tmp_path) -> str:
+    """A database URL with nothing in it, on each supported backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'lifelong.db'}"
+    return postgres_or_skip()

@@ -1,0 +1,78 @@
+"""Every table round-trips on SQLite and PostgreSQL; migrations go up from empty and back down."""
+
+from datetime import datetime, timezone
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, select
+
+from memory.db import make_engine
+from memory.migrate import downgrade, upgrade
+from memory.schema import (
+    Agent, ApiKey, Base, Document, Event, Memory, MemoryTombstone, Session, WeightVersion,
+)
+
+
+def test_every_table_round_trips(sessions):
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    with sessions.begin() as db:
+        agent = Agent(name="ada", base_checkpoint="checkpoints/small", learning_settings={"lr": 1e-4, "params": "all"})
+        db.add(agent)
+        db.flush()
+        session = Session(agent_id=agent.id, kind="chat", state=b"\x00\xffstate", position=12, next_seq=2)
+        document = Document(agent_id=agent.id, name="book.txt", status="queued", bytes_received=10, bytes_processed=4)
+        db.add_all([session, document, ApiKey(key_hash="ab" * 32, agent_id=agent.id, name="k")])
+        db.flush()
+        event = Event(agent_id=agent.id, session_id=session.id, seq=0, role="user", content=b"hi \xff", byte_offset=0,
+                      learned_at=moment)
+        db.add(event)
+        db.flush()
+        db.add_all([
+            Memory(agent_id=agent.id, event_id=event.id, session_id=session.id, byte_start=0, byte_end=4, text="hi \ufffd",
+                   num_tokens=2, head_dim=2, keys=b"\x01\x02" * 4, values=b"\x03\x04" * 4, weight_version=3),
+            MemoryTombstone(agent_id=agent.id, memory_id=99),
+            WeightVersion(agent_id=agent.id, version=1, parent_version=None, path="w/1.safetensors",
+                          events_learned_through=event.id, tag="good"),
+        ])
+        ids = (agent.id, session.id, event.id)
+    with sessions() as db:
+        agent = db.get(Agent, ids[0])
+        assert agent.learning_settings == {"lr": 1e-4, "params": "all"}
+        assert db.get(Session, ids[1]).state == b"\x00\xffstate"
+        event = db.get(Event, ids[2])
+        assert (event.content, event.role, event.learned_at) == (b"hi \xff", "user", moment)
+        memory = db.scalar(select(Memory))
+        assert (memory.keys, memory.values, memory.weight_version, memory.hit_count) == (b"\x01\x02" * 4, b"\x03\x04" * 4, 3, 0)
+        assert db.scalar(select(Document)).bytes_processed == 4
+        assert db.scalar(select(ApiKey)).key_hash == "ab" * 32
+        assert db.scalar(select(MemoryTombstone)).memory_id == 99
+        assert db.scalar(select(WeightVersion)).tag == "good"
+
+
+def test_migration_matches_the_models_and_downgrades_to_nothing(db_url):
+    engine = make_engine(db_url)
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+    downgrade(db_url, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    upgrade(db_url)
+    assert {"agents", "memories", "memory_tombstones", "weight_versions"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_memory_ids_are_never_reused_after_deleting_the_newest(sessions, make_agent):
+    agent_id = make_agent("a")
+
+    def add() -> int:
+        with sessions.begin() as db:
+            row = Memory(agent_id=agent_id, byte_start=0, byte_end=1, text="x", num_tokens=1, head_dim=1,
+                         keys=b"\0\0", values=b"\0\0")
+            db.add(row)
+            db.flush()
+            return row.id
+
+    first = add()
+    with sessions.begin() as db:
+        db.delete(db.get(Memory, first))
+    assert add() > first

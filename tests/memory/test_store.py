@@ -1,0 +1,167 @@
+"""MemoryStore: exact and approximate search, deletes that stick, crash catch-up, isolation."""
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import select
+
+from memory.index import IndexConfig
+from memory.schema import Memory
+from memory.store import MemoryStore, Span, StoreConfig, delete_memory_rows
+from models import HybridLM, ModelConfig
+
+DIM = 16
+
+
+def unit(rows: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((rows, DIM)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+
+
+def spans(count: int, tokens: int, seed: int, **provenance) -> list[Span]:
+    keys = unit(count * tokens, seed)
+    values = unit(count * tokens, seed + 1000)
+    return [
+        Span(keys=keys[i * tokens : (i + 1) * tokens], values=values[i * tokens : (i + 1) * tokens],
+             text=f"span {i}".encode(), byte_start=i * tokens, byte_end=(i + 1) * tokens, **provenance)
+        for i in range(count)
+    ]
+
+
+def store_for(sessions, agent_id, **config) -> MemoryStore:
+    return MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=DIM, config=StoreConfig(**config))
+
+
+def queries(n: int, seed: int) -> torch.Tensor:
+    return torch.from_numpy(unit(n, seed).astype(np.float32)).view(1, n, 1, DIM)
+
+
+def test_search_equals_exact_brute_force(sessions, make_agent):
+    store = store_for(sessions, make_agent("a"))
+    written = spans(6, 50, seed=0)
+    store.add_spans(written)
+    all_keys = np.concatenate([s.keys for s in written]).astype(np.float32)
+    all_values = np.concatenate([s.values for s in written]).astype(np.float32)
+    q = queries(40, seed=7)
+    found = store.search(q, top_k=10)
+    scores = q.view(40, DIM).numpy() @ all_keys.T
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert found.mask.all()
+    np.testing.assert_allclose(found.keys.view(40, 10, DIM).numpy(), all_keys[best], atol=1e-3)
+    np.testing.assert_allclose(found.values.view(40, 10, DIM).numpy(), all_values[best], atol=1e-3)
+
+
+def test_fewer_pairs_than_k_are_masked(sessions, make_agent):
+    store = store_for(sessions, make_agent("a"))
+    store.add_spans(spans(1, 3, seed=1))
+    found = store.search(queries(2, seed=2), top_k=5)
+    assert found.mask.sum().item() == 2 * 3
+    assert found.keys[~found.mask].abs().sum().item() == 0
+
+
+@pytest.fixture
+def model_keys():
+    """Keys and queries of the tiny model's retrieval block over real text (Python's own sources)."""
+    import sysconfig
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    model = HybridLM(ModelConfig.preset("tiny")).eval()
+    text = b"".join(p.read_bytes() for p in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:40])
+    tokens = torch.tensor(list(text[:24_000])).view(1, -1)
+    with torch.no_grad():
+        kv = model(tokens).memory_kv
+    keys = kv.keys[0].numpy().astype(np.float16)
+    return keys[:20_000], kv.values[0].numpy().astype(np.float16)[:20_000], keys[20_000:].astype(np.float32)
+
+
+def test_approximate_recall_at_32_against_exact(sessions, make_agent, model_keys):
+    keys, values, held_out = model_keys
+    chunk, dim = 500, keys.shape[1]
+    store = MemoryStore(agent_id=make_agent("a"), sessions=sessions, head_dim=dim,
+                        config=StoreConfig(index=IndexConfig(ivf_threshold=5_000)))
+    ids = store.add_spans([
+        Span(keys=keys[i : i + chunk], values=values[i : i + chunk], text=b"t", byte_start=i, byte_end=i + chunk)
+        for i in range(0, len(keys), chunk)
+    ])
+    assert store.index.kind == "ivf"
+    found = store.search_ids(held_out[:1000], 32)
+    # Token id -> position in `keys`: rows were written in order, `chunk` tokens each.
+    start_of = {row: i * chunk for i, row in enumerate(ids)}
+    positions = [{start_of[int(t) >> 10] + (int(t) & 1023) for t in row if t >= 0} for row in found.ids]
+    truth = np.argsort(-(held_out[:1000] @ keys.astype(np.float32).T), axis=1)[:, :32]
+    recall = np.mean([len(p & set(t.tolist())) / 32 for p, t in zip(positions, truth)])
+    assert recall >= 0.9, f"recall@32 {recall:.3f}"
+
+
+def test_deleted_rows_never_come_back(sessions, make_agent, tmp_path):
+    agent = make_agent("a")
+    store = store_for(sessions, agent)
+    ids = store.add_spans(spans(4, 20, seed=3))
+    snapshot = tmp_path / "snap"
+    store.save_snapshot(snapshot)  # taken before the delete
+    with sessions.begin() as db:
+        assert delete_memory_rows(db, agent_id=agent, memory_ids=[ids[1]]) == [ids[1]]
+    deleted_keys = spans(4, 20, seed=3)[1].keys.astype(np.float32)
+
+    def returns_deleted(s: MemoryStore) -> bool:
+        found = s.search(torch.from_numpy(deleted_keys).view(1, 20, 1, DIM), top_k=1)
+        return bool(found.mask.all() and torch.allclose(found.keys.view(20, DIM), torch.from_numpy(deleted_keys), atol=1e-3))
+
+    assert not returns_deleted(store)  # this process, at its next search
+    assert not returns_deleted(MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=snapshot))
+    assert not returns_deleted(MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM))
+    store.rebuild()
+    assert not returns_deleted(store)
+    assert len(store) == 3 * 20
+
+
+def test_catch_up_after_a_crash_between_commit_and_index_update(sessions, make_agent, tmp_path):
+    agent = make_agent("a")
+    store = store_for(sessions, agent)
+    store.add_spans(spans(2, 10, seed=4))
+    store.save_snapshot(tmp_path / "snap")
+    crashed = spans(1, 10, seed=5)[0]
+    with sessions.begin() as db:  # committed by a writer that died before touching any index
+        db.add(store._row(crashed))
+    assert len(store) == 20
+    found = store.search(torch.from_numpy(crashed.keys.astype(np.float32)).view(1, 10, 1, DIM), top_k=1)
+    torch.testing.assert_close(found.keys.view(10, DIM), torch.from_numpy(crashed.keys.astype(np.float32)), atol=1e-3, rtol=0)
+    restarted = MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=tmp_path / "snap")
+    assert len(restarted) == 30
+
+
+def test_two_agents_are_isolated(sessions, make_agent):
+    a, b = make_agent("a"), make_agent("b")
+    store_a, store_b = store_for(sessions, a), store_for(sessions, b)
+    store_a.add_spans(spans(2, 10, seed=6))
+    b_ids = store_b.add_spans(spans(2, 10, seed=8))
+    b_keys = torch.from_numpy(spans(2, 10, seed=8)[0].keys.astype(np.float32)).view(1, 10, 1, DIM)
+    found = store_a.search(b_keys, top_k=20)
+    a_keys = np.concatenate([s.keys for s in spans(2, 10, seed=6)]).astype(np.float32)
+    for key in found.keys.view(-1, DIM)[found.mask.view(-1)].numpy():
+        assert np.abs(a_keys - key).sum(axis=1).min() < 1e-2  # every result is one of a's own
+    with sessions.begin() as db:
+        assert delete_memory_rows(db, agent_id=a, memory_ids=b_ids) == []
+    assert len(store_b.search(b_keys, 1).mask.nonzero()) == 10
+
+
+def test_hits_are_counted_in_batches(sessions, make_agent):
+    agent = make_agent("a")
+    store = store_for(sessions, agent, hit_flush_seconds=3600)
+    ids = store.add_spans(spans(1, 5, seed=9))
+    store.search(queries(4, seed=10), top_k=2)
+    with sessions() as db:
+        assert db.scalar(select(Memory.hit_count).where(Memory.id == ids[0])) == 0  # not on the search path
+    store.flush_hits()
+    with sessions() as db:
+        row = db.get(Memory, ids[0])
+        assert row.hit_count == 8 and row.last_hit_at is not None
+
+
+def test_spans_must_fit_the_store(sessions, make_agent):
+    store = store_for(sessions, make_agent("a"))
+    with pytest.raises(ValueError, match="1..1024 tokens"):
+        store.add_spans([Span(keys=np.zeros((0, DIM)), values=np.zeros((0, DIM)), text=b"", byte_start=0, byte_end=0)])
+    with pytest.raises(ValueError, match="must both be"):
+        store.add_spans([Span(keys=np.zeros((2, DIM)), values=np.zeros((2, 3)), text=b"", byte_start=0, byte_end=0)])
