@@ -234,9 +234,12 @@ class MemoryStore:
             rows, offsets = split_ids(np.maximum(ids, 0))
             slots, live = self.mirror.slots(rows, offsets)
             live &= ids >= 0
-            slots = np.where(live, slots, 0)
-            keys = np.where(live[..., None], self.mirror.keys[slots], 0).astype(np.float32)
-            values = np.where(live[..., None], self.mirror.values[slots], 0).astype(np.float32)
+            if live.any():
+                slots = np.where(live, slots, 0)
+                keys = np.where(live[..., None], self.mirror.keys[slots], 0).astype(np.float32)
+                values = np.where(live[..., None], self.mirror.values[slots], 0).astype(np.float32)
+            else:  # nothing stored (or nothing live): no slot may be read
+                keys = values = np.zeros((*ids.shape, self.head_dim), dtype=np.float32)
             hit_rows, counts = np.unique(rows[live], return_counts=True)
             self._pending_hits.update(dict(zip(hit_rows.tolist(), counts.tolist())))
         return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)

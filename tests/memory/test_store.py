@@ -165,3 +165,8 @@ def test_spans_must_fit_the_store(sessions, make_agent):
         store.add_spans([Span(keys=np.zeros((0, DIM)), values=np.zeros((0, DIM)), text=b"", byte_start=0, byte_end=0)])
     with pytest.raises(ValueError, match="must both be"):
         store.add_spans([Span(keys=np.zeros((2, DIM)), values=np.zeros((2, 3)), text=b"", byte_start=0, byte_end=0)])
+
+
+def test_an_empty_store_returns_nothing(sessions, make_agent):
+    found = store_for(sessions, make_agent("a")).search(queries(3, seed=11), top_k=4)
+    assert not found.mask.any() and found.keys.shape == (1, 3, 1, 4, DIM)

@@ -1,0 +1,149 @@
+"""Inspection functions: pagination and filters, provenance, recall, deletes, export/import."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import torch
+
+from memory.admin import delete_memories, export_ndjson, get_memory, import_ndjson, list_memories, recall
+from memory.schema import Event, Session
+from memory.store import MemoryStore, Span
+from models import HybridLM, ModelConfig
+
+
+@pytest.fixture
+def model() -> HybridLM:
+    """A tiny model whose retrieval queries equal its keys, so a text recalls its own stored chunk best."""
+    torch.manual_seed(0)
+    model = HybridLM(ModelConfig.preset("tiny")).eval()
+    block = model.retrieval_block
+    heads, dim = block.heads, block.head_dim
+    with torch.no_grad():
+        weight = block.qkv.weight  # (width, H*D + 2D): [q heads | k | v]
+        weight[:, : heads * dim] = weight[:, heads * dim : heads * dim + dim].repeat(1, heads)
+    return model
+
+
+def read_into_memory(model: HybridLM, store: MemoryStore, text: bytes, **provenance) -> list[int]:
+    """What the learner will do: run the text, store each chunk's retrieval pairs."""
+    spans, state = [], model.init_state(1)
+    with torch.no_grad():
+        for start in range(0, len(text), 64):
+            piece = text[start : start + 64]
+            out = model(torch.tensor([list(piece)]), state)
+            state = out.state
+            spans.append(Span(keys=out.memory_kv.keys[0], values=out.memory_kv.values[0], text=piece,
+                              byte_start=start, byte_end=start + len(piece), **provenance))
+    return store.add_spans(spans)
+
+
+@pytest.fixture
+def agent_with_memories(sessions, make_agent, model):
+    agent = make_agent("ada")
+    with sessions.begin() as db:
+        session = Session(agent_id=agent, kind="chat")
+        db.add(session)
+        db.flush()
+        event = Event(agent_id=agent, session_id=session.id, seq=0, role="user", content=b"x", byte_offset=0)
+        db.add(event)
+        db.flush()
+        session_id, event_id = session.id, event.id
+    store = MemoryStore(agent_id=agent, sessions=sessions, head_dim=model.config.head_dim)
+    first = read_into_memory(model, store, (b"The passkey is 52817. Remember it well: the archive door opens only for it, "
+                                              b"and the keeper at the gate asks for nothing else before dawn."), event_id=event_id, session_id=session_id)
+    second = read_into_memory(model, store, b"def fibonacci(n): return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)\n" * 2)
+    return agent, store, first, second, event_id, session_id
+
+
+def test_pages_follow_the_cursor_newest_first(sessions, agent_with_memories):
+    agent, _, first, second, _, _ = agent_with_memories
+    seen, cursor = [], None
+    with sessions() as db:
+        while True:
+            page = list_memories(db, agent_id=agent, cursor=cursor, limit=2)
+            seen += [m.id for m in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    assert seen == sorted(first + second, reverse=True)
+
+
+def test_filters_by_source_text_and_time(sessions, agent_with_memories):
+    agent, _, first, second, event_id, session_id = agent_with_memories
+    with sessions() as db:
+        assert {m.id for m in list_memories(db, agent_id=agent, event_id=event_id).items} == set(first)
+        assert {m.id for m in list_memories(db, agent_id=agent, session_id=session_id).items} == set(first)
+        assert {m.id for m in list_memories(db, agent_id=agent, text_contains="fibonacci").items} <= set(second)
+        assert list_memories(db, agent_id=agent, text_contains="100%_not_there").items == []
+        future = datetime.now(timezone.utc) + timedelta(hours=1)
+        assert list_memories(db, agent_id=agent, created_after=future).items == []
+        assert len(list_memories(db, agent_id=agent, created_before=future, limit=500).items) == len(first + second)
+        with pytest.raises(ValueError, match="cursor"):
+            list_memories(db, agent_id=agent, cursor="garbage")
+        with pytest.raises(ValueError, match="limit"):
+            list_memories(db, agent_id=agent, limit=0)
+
+
+def test_get_shows_provenance_and_is_scoped_to_the_agent(sessions, make_agent, agent_with_memories):
+    agent, _, first, _, event_id, session_id = agent_with_memories
+    other = make_agent("eve")
+    with sessions() as db:
+        memory = get_memory(db, agent_id=agent, memory_id=first[0])
+        assert (memory.event_id, memory.session_id, memory.byte_start, memory.byte_end) == (event_id, session_id, 0, 64)
+        assert memory.text.startswith("The passkey is 52817")
+        assert get_memory(db, agent_id=other, memory_id=first[0]) is None
+
+
+def test_recall_returns_what_the_retrieval_layer_fetches(sessions, model, agent_with_memories):
+    agent, store, first, second, _, _ = agent_with_memories
+    with sessions() as db:
+        first_chunk = get_memory(db, agent_id=agent, memory_id=first[0]).text
+        hits = recall(db, store=store, model=model, text=first_chunk)
+    assert hits[0].memory_id == first[0]  # read from a fresh stream, as it was stored: its queries are its keys
+    assert hits[0].score == pytest.approx(1.0, abs=1e-2)
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert hits[0].text == first_chunk
+
+
+def test_delete_by_source_and_all_removes_from_recall(sessions, model, agent_with_memories):
+    agent, store, first, second, event_id, _ = agent_with_memories
+    with sessions.begin() as db:
+        assert delete_memories(db, agent_id=agent, event_id=event_id) == len(first)
+    with sessions() as db:
+        hits = recall(db, store=store, model=model, text="The passkey is 52817. Remember it well.")
+        assert not {h.memory_id for h in hits} & set(first)
+        with pytest.raises(ValueError, match="exactly one"):
+            delete_memories(db, agent_id=agent)
+    with sessions.begin() as db:
+        assert delete_memories(db, agent_id=agent, everything=True) == len(second)
+    store.catch_up()
+    assert len(store) == 0
+
+
+def test_export_then_import_into_a_fresh_agent_searches_identically(sessions, make_agent, model, agent_with_memories):
+    agent, store, *_ = agent_with_memories
+    with sessions() as db:
+        lines = list(export_ndjson(db, agent_id=agent))
+    fresh = MemoryStore(agent_id=make_agent("copy"), sessions=sessions, head_dim=store.head_dim)
+    with sessions.begin() as db:
+        assert import_ndjson(db, store=fresh, lines=lines) == len(lines)
+    queries = torch.nn.functional.normalize(torch.randn(1, 50, 2, store.head_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    original, copied = store.search(queries, 8), fresh.search(queries, 8)
+    assert torch.equal(original.mask, copied.mask)
+    assert torch.equal(original.keys, copied.keys) and torch.equal(original.values, copied.values)
+    with sessions() as db:
+        imported = list_memories(db, agent_id=fresh.agent_id, limit=1).items[0]
+    assert imported.imported_from.startswith(f"agent {agent} memory ")
+
+
+def test_a_bad_import_line_names_itself_and_writes_nothing(sessions, make_agent, agent_with_memories):
+    agent, store, *_ = agent_with_memories
+    with sessions() as db:
+        lines = list(export_ndjson(db, agent_id=agent))[:3]
+    fresh = MemoryStore(agent_id=make_agent("copy"), sessions=sessions, head_dim=store.head_dim)
+    with pytest.raises(ValueError, match="import line 3"):
+        with sessions.begin() as db:
+            import_ndjson(db, store=fresh, lines=[lines[0], lines[1], '{"format": 1}'])
+    assert len(fresh.search(torch.ones(1, 1, 1, store.head_dim), 4).mask.nonzero()) == 0
+    with sessions() as db:
+        assert list_memories(db, agent_id=fresh.agent_id).items == []
