@@ -170,3 +170,22 @@ def test_spans_must_fit_the_store(sessions, make_agent):
 def test_an_empty_store_returns_nothing(sessions, make_agent):
     found = store_for(sessions, make_agent("a")).search(queries(3, seed=11), top_k=4)
     assert not found.mask.any() and found.keys.shape == (1, 3, 1, 4, DIM)
+
+
+def test_ivf_store_deletes_and_snapshots_like_the_exact_one(sessions, make_agent, tmp_path):
+    agent = make_agent("a")
+    store = store_for(sessions, agent, index=IndexConfig(ivf_threshold=1_000, ivf_lists_per_sqrt=1.0))
+    ids = store.add_spans(spans(30, 100, seed=12))
+    assert store.index.kind == "ivf"
+    target = spans(30, 100, seed=12)[4].keys.astype(np.float32)
+    probe = torch.from_numpy(target).view(1, 100, 1, DIM)
+    assert store.search(probe, 1).mask.all()
+    with sessions.begin() as db:
+        delete_memory_rows(db, agent_id=agent, memory_ids=[ids[4]])
+    store.catch_up()
+    store.save_snapshot(tmp_path / "snap")
+    for reopened in (store, MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=tmp_path / "snap",
+                                             config=store.config)):
+        assert reopened.index.kind == "ivf" and len(reopened) == 29 * 100
+        found = reopened.search(probe, 1)
+        assert not torch.allclose(found.keys.view(100, DIM), probe.view(100, DIM), atol=1e-3)
