@@ -47,14 +47,14 @@ class PairMirror:
         self.row_lengths = np.delete(self.row_lengths, pos)
         return True
 
-    def slots(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(slot of each (row, offset), whether it is live)."""
-        pos = np.searchsorted(self.row_ids, rows)
-        pos_clipped = np.minimum(pos, max(len(self.row_ids) - 1, 0))
+    def slots(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(slot of each (row, offset), whether it is live, index of its row in `row_ids`)."""
         if len(self.row_ids) == 0:
-            return np.zeros_like(rows), np.zeros(rows.shape, dtype=bool)
-        live = (self.row_ids[pos_clipped] == rows) & (offsets < self.row_lengths[pos_clipped])
-        return self.row_starts[pos_clipped] + offsets, live
+            zeros = np.zeros(rows.shape, dtype=np.int64)
+            return zeros, np.zeros(rows.shape, dtype=bool), zeros
+        pos = np.minimum(np.searchsorted(self.row_ids, rows), len(self.row_ids) - 1)
+        live = (self.row_ids[pos] == rows) & (offsets < self.row_lengths[pos])
+        return self.row_starts[pos] + offsets, live, pos
 
     def live_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(memory id per token, offset per token, keys, values) of every live pair, in id order."""

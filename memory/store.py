@@ -68,15 +68,15 @@ class Span:
 class SearchResult:
     ids: np.ndarray  # (N, K) token ids, -1 where nothing live was found
     scores: np.ndarray  # (N, K) inner products
-    keys: np.ndarray  # (N, K, D) float32
-    values: np.ndarray  # (N, K, D) float32
+    keys: np.ndarray  # (N, K, D) fp16, zero where not live
+    values: np.ndarray  # (N, K, D) fp16
     live: np.ndarray  # (N, K) bool
 
     def as_retrieved(self, queries: torch.Tensor) -> RetrievedMemory:
         """In the model's layout for `queries` of shape (B, T, H, D)."""
         shape = (*queries.shape[:-1], self.ids.shape[1])
-        keys = torch.from_numpy(self.keys).reshape(*shape, -1).to(queries.device)
-        values = torch.from_numpy(self.values).reshape(*shape, -1).to(queries.device)
+        keys = torch.from_numpy(self.keys).reshape(*shape, -1).to(queries.device, torch.float32)
+        values = torch.from_numpy(self.values).reshape(*shape, -1).to(queries.device, torch.float32)
         return RetrievedMemory(keys, values, torch.from_numpy(self.live).reshape(shape).to(queries.device))
 
 
@@ -161,7 +161,9 @@ class MemoryStore:
             fresh = [i for i in candidate_ids if i not in self.mirror]
             if fresh:
                 self._index_rows(db.execute(
-                    select(Memory.id, Memory.keys, Memory.values).where(Memory.id.in_(fresh)).order_by(Memory.id)
+                    select(Memory.id, Memory.keys, Memory.values)
+                    .where(Memory.agent_id == self.agent_id, Memory.id.in_(fresh))
+                    .order_by(Memory.id)
                 ))
             if candidate_ids:
                 self.memory_watermark = max(self.memory_watermark, candidate_ids[-1])
@@ -232,16 +234,19 @@ class MemoryStore:
         with self._lock:
             scores, ids = self.index.search(queries, top_k)
             rows, offsets = split_ids(np.maximum(ids, 0))
-            slots, live = self.mirror.slots(rows, offsets)
+            slots, live, row_index = self.mirror.slots(rows, offsets)
             live &= ids >= 0
-            if live.any():
+            # Pairs stay fp16 in numpy; torch widens them (as_retrieved), much faster than numpy would.
+            if live.all():
+                keys, values = self.mirror.keys[slots], self.mirror.values[slots]
+            else:
                 slots = np.where(live, slots, 0)
-                keys = np.where(live[..., None], self.mirror.keys[slots], 0).astype(np.float32)
-                values = np.where(live[..., None], self.mirror.values[slots], 0).astype(np.float32)
-            else:  # nothing stored (or nothing live): no slot may be read
-                keys = values = np.zeros((*ids.shape, self.head_dim), dtype=np.float32)
-            hit_rows, counts = np.unique(rows[live], return_counts=True)
-            self._pending_hits.update(dict(zip(hit_rows.tolist(), counts.tolist())))
+                keys = np.zeros((*ids.shape, self.head_dim), dtype=np.float16)
+                values = np.zeros_like(keys)
+                keys[live], values[live] = self.mirror.keys[slots[live]], self.mirror.values[slots[live]]
+            counts = np.bincount(row_index[live], minlength=len(self.mirror.row_ids))
+            hit = np.nonzero(counts)[0]
+            self._pending_hits.update(dict(zip(self.mirror.row_ids[hit].tolist(), counts[hit].tolist())))
         return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)
 
     def flush_hits(self) -> None:

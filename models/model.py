@@ -105,7 +105,8 @@ class HybridLM(nn.Module):
         for block, layer_state in zip(self.blocks, state.layers):
             x, layer_state, block_kv = block(x, layer_state, state.position, memory)
             new_layers.append(layer_state)
-            memory_kv = block_kv or memory_kv
+            if block_kv is not None:
+                memory_kv = block_kv
         logits = self.unembed(x)
         new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1]).detach()
         return ModelOutput(logits=logits, state=new_state, memory_kv=memory_kv)
