@@ -1,0 +1,157 @@
+"""The online learning step: dynamic evaluation with retrieval, plus its guards against forgetting.
+
+A chunk is first scored (its loss before any update is the prequential score),
+then learned: one SGD step on the trainable parameters, gradients clipped,
+weights pulled back toward the base checkpoint (anchoring), and optionally an
+extra step on replayed earlier chunks. The step also returns the chunk's
+retrieval (key, value) pairs for the memory store. Plain functions: no Celery,
+no SQL, no HTTP.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from models import HybridLM, MemoryKV, MemoryReader, State
+
+Trainable = Literal["downstream", "all"]
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    # SGD step size; 0 turns learning off entirely (weights stay bit-identical).
+    learning_rate: float = 1e-3
+    # "downstream": only what cannot change stored keys/values (they never go stale);
+    # "all": every parameter (stored pairs must then be re-encoded in the background).
+    trainable: Trainable = "downstream"
+    # Fraction of the distance to the base weights removed after each step (dynamic evaluation's anchoring).
+    anchor_decay: float = 1e-3
+    # Global gradient-norm clip.
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.learning_rate < 0 or not 0 <= self.anchor_decay < 1 or self.grad_clip <= 0:
+            raise ValueError("learning_rate >= 0, 0 <= anchor_decay < 1 and grad_clip > 0 are required")
+        if self.trainable not in ("downstream", "all"):
+            raise ValueError(f"trainable must be 'downstream' or 'all', got {self.trainable!r}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Inputs and their next-token targets, with the state that had read everything before the inputs."""
+
+    inputs: torch.Tensor  # (1, T)
+    targets: torch.Tensor  # (1, T)
+    state: State
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean cross entropy in nats before the update: the prequential score
+    tokens: int
+    state: State  # after the inputs, computed with the pre-update weights
+    memory_kv: MemoryKV | None  # the chunk's retrieval pairs, pre-update weights
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.loss / math.log(2)
+
+
+def gradient_masks(model: HybridLM, trainable: Trainable) -> dict[str, torch.Tensor | None]:
+    """Per trainable parameter, None (learn all of it) or a 0/1 mask of the entries that may learn.
+
+    "downstream" keeps fixed everything that feeds the retrieval block's keys and values:
+    every block below it, its pre-norm, the key/value columns of its projection, and the
+    embedding (tied to the output layer, so the output layer stays fixed too).
+    """
+    if trainable == "all":
+        return {name: None for name, _ in model.named_parameters()}
+    index = model.config.retrieval_layer
+    if index is None:
+        raise ValueError("'downstream' learning needs a model with a retrieval block")
+    masks: dict[str, torch.Tensor | None] = {}
+    prefix = f"blocks.{index}."
+    for name, param in model.named_parameters():
+        if name.startswith("blocks."):
+            layer = int(name.split(".")[1])
+            if layer < index or name.startswith(prefix + "temporal_norm"):
+                continue
+            if name == prefix + "temporal.qkv.weight":
+                block = model.retrieval_block
+                mask = torch.zeros_like(param)
+                mask[:, : block.heads * block.head_dim] = 1.0  # query columns only
+                masks[name] = mask
+                continue
+            masks[name] = None
+        elif name == "final_norm.scale":
+            masks[name] = None
+    return masks
+
+
+class OnlineLearner:
+    """Holds the base weights (for anchoring) and which entries learn; `step` does the work."""
+
+    def __init__(self, model: HybridLM, config: LearningConfig):
+        self.model = model
+        self.config = config
+        self.masks = gradient_masks(model, config.trainable)
+        params = dict(model.named_parameters())
+        self.params = {name: params[name] for name in self.masks}
+        self.base = {name: p.detach().clone() for name, p in self.params.items()}
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in self.masks)
+
+    def step(self, chunk: Chunk, memory: MemoryReader | None = None, replay: Sequence[Chunk] = ()) -> StepResult:
+        """Score the chunk, then learn from it (and from `replay`) unless the learning rate is 0."""
+        self.model.train()
+        out = self.model(chunk.inputs, chunk.state, memory)
+        loss = self.model.loss(out.logits, chunk.targets)
+        if self.config.learning_rate > 0:
+            total = loss
+            for old in replay:
+                old_out = self.model(old.inputs, old.state, memory)
+                total = total + self.model.loss(old_out.logits, old.targets)
+            total.backward()
+            self._update()
+        return StepResult(loss=loss.item(), tokens=chunk.targets.numel(), state=out.state, memory_kv=out.memory_kv)
+
+    @torch.no_grad()
+    def _update(self) -> None:
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        for name, param in self.params.items():
+            if param.grad is not None and self.masks[name] is not None:
+                param.grad.mul_(self.masks[name])
+        torch.nn.utils.clip_grad_norm_(grads, self.config.grad_clip)
+        for name, param in self.params.items():
+            if param.grad is None:
+                continue
+            param.add_(param.grad, alpha=-self.config.learning_rate)
+            if self.config.anchor_decay:
+                param.lerp_(self.base[name], self.config.anchor_decay)
+            param.grad = None
+
+
+def stream_chunks(model: HybridLM, tokens: torch.Tensor, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, targets) pairs covering a (1, N) stream: consecutive chunks overlap by one token,
+    so every token after the first is a target exactly once."""
+    for start in range(0, tokens.shape[1] - 1, chunk_size):
+        end = min(start + chunk_size, tokens.shape[1] - 1)
+        yield tokens[:, start:end], tokens[:, start + 1 : end + 1]
+
+
+@torch.no_grad()
+def reencode(model: HybridLM, chunks: Iterable[torch.Tensor], state: State | None = None) -> Iterator[MemoryKV]:
+    """Recompute the retrieval pairs of a source's chunks with the current weights, replaying it in order.
+
+    Needed when `trainable="all"`: stored keys came from older weights. Keys depend on
+    everything read before them, so a source is replayed from its start.
+    """
+    for inputs in chunks:
+        out = model(inputs, state)
+        state = out.state
+        yield out.memory_kv
