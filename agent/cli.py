@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from agent.demo import DEFAULT_FILE, run_demo
+from learner.corpus import build_corpus
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -26,6 +27,22 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus_build(args: argparse.Namespace) -> int:
+    manifest = build_corpus(args.out, seed=args.seed, max_bytes_per_source=args.max_bytes_per_source)
+    if args.json:
+        print(json.dumps(manifest))
+        return 0
+    for source in manifest["sources"]:
+        if not source["included"]:
+            print(f"{source['name']:>14}: skipped ({source['reason']})")
+            continue
+        splits = source["splits"]
+        print(f"{source['name']:>14}: {splits['train']['bytes']:>12,} train bytes, "
+              f"{splits['heldout']['bytes']:>10,} held-out bytes  [{source['licence']}]")
+    print(f"manifest: {args.out / 'manifest.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="A continual-learning agent with memory.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(handler=_demo)
+
+    corpus = commands.add_parser("corpus", help="the training corpus").add_subparsers(dest="corpus_command", required=True)
+    build = corpus.add_parser("build", help="build the corpus from this machine's own text (no downloads)")
+    build.add_argument("--out", type=Path, default=Path("data/corpus"), help="output directory (default: %(default)s)")
+    build.add_argument("--seed", type=int, default=0, help="seed of the synthetic tasks")
+    build.add_argument("--max-bytes-per-source", type=int, help="cap each source (for quick builds)")
+    build.add_argument("--json", action="store_true", help="print the manifest as one JSON object")
+    build.set_defaults(handler=_corpus_build)
     return parser
 
 

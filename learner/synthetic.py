@@ -1,0 +1,64 @@
+"""Synthetic long-range documents that teach the retrieval layer to retrieve.
+
+Each one states something once and asks for it thousands of bytes later, over
+natural filler text: a passkey, key-value facts, or a passage repeated verbatim.
+Deterministic for a seed; the filler comes from whatever split is being built,
+so held-out tasks use held-out filler.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+
+def _filler(pool: bytes, rng: random.Random, length: int) -> bytes:
+    if len(pool) <= length:
+        return (pool * (length // max(len(pool), 1) + 1))[:length]
+    start = rng.randrange(0, len(pool) - length)
+    return pool[start : start + length]
+
+
+def passkey_document(pool: bytes, rng: random.Random, distance: int) -> tuple[bytes, bytes]:
+    """(document, answer): a 5-digit passkey stated once, asked for `distance` filler bytes later.
+
+    The document ends right after the question, so the answer is what comes next.
+    """
+    key = f"{rng.randrange(10_000, 100_000)}".encode()
+    statement = b"\nThe pass key is " + key + b". Remember it. " + key + b" is the pass key.\n"
+    before = _filler(pool, rng, rng.randrange(0, 2_000))
+    return before + statement + _filler(pool, rng, distance) + b"\nWhat is the pass key? The pass key is ", key
+
+
+def facts_document(pool: bytes, rng: random.Random, facts: int, gap: int) -> bytes:
+    """Key-value facts scattered through filler, then each asked for (and answered) later."""
+    names = [f"{rng.choice(['amber', 'cobalt', 'linen', 'saffron', 'umber'])}-{rng.randrange(1000, 9999)}" for _ in range(facts)]
+    values = [f"{rng.randrange(100_000, 999_999)}" for _ in range(facts)]
+    parts = []
+    for name, value in zip(names, values):
+        parts += [_filler(pool, rng, gap), f"\nThe code for {name} is {value}.\n".encode()]
+    parts.append(_filler(pool, rng, gap))
+    for i in rng.sample(range(facts), facts):
+        parts.append(f"\nQ: What is the code for {names[i]}? A: {values[i]}.\n".encode())
+    return b"".join(parts)
+
+
+def repeat_document(pool: bytes, rng: random.Random, passage: int, gap: int) -> bytes:
+    """A passage, filler, then the same passage again verbatim."""
+    text = _filler(pool, rng, passage)
+    return text + _filler(pool, rng, gap) + text
+
+
+def synthetic_documents(pool: bytes, *, count: int, seed: int) -> Iterator[tuple[str, bytes]]:
+    """`count` (name, document) pairs cycling through the three kinds, distances from 1K to 64K bytes."""
+    rng = random.Random(seed)
+    for i in range(count):
+        distance = int(1_000 * 2 ** rng.uniform(0, 6))  # 1K .. 64K, log-uniform
+        kind = i % 3
+        if kind == 0:
+            document, answer = passkey_document(pool, rng, distance)
+            yield f"passkey-{i:06d}", document + answer + b".\n"
+        elif kind == 1:
+            yield f"facts-{i:06d}", facts_document(pool, rng, facts=rng.randrange(3, 9), gap=distance // 4)
+        else:
+            yield f"repeat-{i:06d}", repeat_document(pool, rng, passage=rng.randrange(200, 2_000), gap=distance)

@@ -1,0 +1,61 @@
+import json
+import random
+
+from agent.cli import main
+from learner.corpus import SOURCES, Source, assign_splits, build_corpus, read_documents
+from learner.synthetic import facts_document, passkey_document
+
+DOCS = next(s for s in SOURCES if s.name == "python-docs")
+MISSING = Source("absent", "none", "/nowhere", lambda: iter(()), lambda: False)
+
+
+def build(tmp_path, name):
+    return build_corpus(tmp_path / name, seed=3, synthetic_per_split={"train": 6, "heldout": 3}, sources=(DOCS, MISSING))
+
+
+def test_build_is_reproducible_and_records_every_source(tmp_path):
+    first, second = build(tmp_path, "a"), build(tmp_path, "b")
+    assert first == second  # same bytes, same checksums, same split
+    by_name = {s["name"]: s for s in first["sources"]}
+    assert by_name["absent"] == {"name": "absent", "licence": "none", "origin": "/nowhere", "included": False,
+                                 "reason": "not installed on this machine"}
+    assert by_name["python-docs"]["licence"] == "PSF-2.0"
+    assert by_name["python-docs"]["splits"]["heldout"]["documents"] >= 1
+    assert by_name["synthetic"]["splits"]["train"]["documents"] == 6
+
+
+def test_documents_read_back_exactly_and_splits_are_disjoint(tmp_path):
+    manifest = build(tmp_path, "c")
+    train = list(read_documents(tmp_path / "c", "train", sources=("python-docs",)))
+    heldout = list(read_documents(tmp_path / "c", "heldout", sources=("python-docs",)))
+    assert {d.name for d in train}.isdisjoint({d.name for d in heldout})
+    written = manifest["sources"][0]["splits"]
+    assert sum(len(d.data) for d in train) == written["train"]["bytes"]
+    assert sum(len(d.data) for d in heldout) == written["heldout"]["bytes"]
+    originals = dict(DOCS.documents())
+    assert all(originals[d.name] == d.data for d in train + heldout)
+
+
+def test_every_source_with_two_documents_gets_a_held_out_one():
+    names = [f"doc-{i}" for i in range(3)]
+    assert "heldout" in assign_splits("tiny", names)
+    assert assign_splits("tiny", names) == assign_splits("tiny", names)
+
+
+def test_synthetic_tasks_state_once_and_ask_later():
+    pool = b"All work and no play makes Jack a dull boy. " * 100
+    document, answer = passkey_document(pool, random.Random(0), distance=3_000)
+    assert document.count(answer) == 2  # stated twice in one sentence, never near the question
+    assert document.endswith(b"The pass key is ") and len(document) - document.rindex(answer) > 3_000
+    facts = facts_document(pool, random.Random(1), facts=4, gap=500).decode()
+    for line in facts.splitlines():
+        if line.startswith("Q: What is the code for "):
+            name, value = line.removeprefix("Q: What is the code for ").split("? A: ")
+            assert f"The code for {name} is {value}" in facts
+
+
+def test_cli_builds_a_corpus(tmp_path, capsys):
+    assert main(["corpus", "build", "--out", str(tmp_path / "cli"), "--max-bytes-per-source", "20000", "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "cli" / "manifest.json").exists()
+    assert any(s["name"] == "python-source" and s["included"] for s in manifest["sources"])
