@@ -43,6 +43,20 @@ def _corpus_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_base(args: argparse.Namespace) -> int:
+    from learner.train import TrainConfig, Trainer
+
+    config = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, chunk_tokens=args.chunk,
+                         learning_rate=args.lr, bf16=not args.no_bf16, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every)
+    trainer = Trainer(config, args.corpus, args.out, device=args.device)
+    if trainer.resume():
+        print(f"resuming {args.out} at step {trainer.step}")
+    trainer.run(progress=not args.quiet)
+    print(f"checkpoint: {args.out / (args.out / 'latest').read_text().strip()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="A continual-learning agent with memory.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-bytes-per-source", type=int, help="cap each source (for quick builds)")
     build.add_argument("--json", action="store_true", help="print the manifest as one JSON object")
     build.set_defaults(handler=_corpus_build)
+
+    train = commands.add_parser("train-base", help="train a base model on a built corpus (resumes from --out)")
+    train.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    train.add_argument("--out", type=Path, default=Path("runs/small"), help="checkpoints go here; an existing run resumes")
+    train.add_argument("--preset", default="small")
+    train.add_argument("--steps", type=int, default=20_000)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--chunk", type=int, default=512, help="tokens per stream per step")
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--no-bf16", action="store_true", help="train in fp32")
+    train.add_argument("--checkpoint-every", type=int, default=200)
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train_base)
     return parser
 
 

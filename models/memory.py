@@ -65,3 +65,19 @@ class TensorMemory:
             keys, values = torch.nn.functional.pad(keys, pad), torch.nn.functional.pad(values, pad)
             mask = torch.nn.functional.pad(mask, (0, top_k - k), value=False)
         return RetrievedMemory(keys, values, mask)
+
+
+class RowMemory:
+    """One TensorMemory per batch row: row b only ever retrieves its own pairs (training streams)."""
+
+    def __init__(self, rows: int, dim: int, capacity: int | None = None, device: torch.device | str | None = None):
+        self.rows = [TensorMemory(dim, device=device, capacity=capacity) for _ in range(rows)]
+
+    def add(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """keys/values: (B, T, D), one row per memory."""
+        for memory, row_keys, row_values in zip(self.rows, keys, values):
+            memory.add(row_keys, row_values)
+
+    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
+        found = [memory.search(queries[b : b + 1], top_k) for b, memory in enumerate(self.rows)]
+        return RetrievedMemory(*(torch.cat(parts) for parts in zip(*found)))

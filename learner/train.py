@@ -1,0 +1,189 @@
+"""Base-model training with memory in the loop, resumable and deterministic for a seed.
+
+B parallel streams each read the corpus's training documents (in a seeded order)
+as one endless byte stream, a document marker before each document. The model
+reads each stream in chunks of T tokens with its recurrent state carried across
+chunks, and its retrieval block searches that stream's own earlier pairs (a
+bounded per-stream memory), as in Memorizing Transformers. Gradients are
+truncated at chunk boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from learner.corpus import read_documents
+from models import HybridLM, ModelConfig, Special, State
+from models.memory import RowMemory
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "small"
+    batch_size: int = 8  # parallel streams
+    chunk_tokens: int = 512  # tokens per step per stream (gradients are truncated here)
+    steps: int = 20_000
+    learning_rate: float = 2e-3
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1  # cosine decay ends at this fraction of the peak
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    memory_tokens: int = 16_384  # per-stream retrieval memory, newest pairs kept
+    bf16: bool = True  # autocast where the device supports it (measured equal loss on CPU, see BENCHMARKS.md)
+    seed: int = 0
+    checkpoint_every: int = 200
+
+
+class StreamReader:
+    """An endless stream of one split's documents, in an order fixed by a seed; its cursor is resumable."""
+
+    def __init__(self, documents: list[bytes], seed: int):
+        self.documents = documents
+        self.order = list(range(len(documents)))
+        random.Random(seed).shuffle(self.order)
+        self.position = 0  # index into order
+        self.offset = 0  # bytes of the current document already read
+        self.pending: list[int] = []
+
+    def take(self, count: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < count:
+            if not self.pending:
+                document = self.documents[self.order[self.position % len(self.order)]]
+                if self.offset == 0:
+                    self.pending = [int(Special.DOCUMENT)]
+                step = min(count - len(out) - len(self.pending), len(document) - self.offset)
+                self.pending += list(document[self.offset : self.offset + step])
+                self.offset += step
+                if self.offset >= len(document):
+                    self.position, self.offset = self.position + 1, 0
+            need = count - len(out)
+            out += self.pending[:need]
+            self.pending = self.pending[need:]
+        return out
+
+    def cursor(self) -> dict:
+        return {"position": self.position, "offset": self.offset, "pending": self.pending}
+
+    def restore(self, cursor: dict) -> None:
+        self.position, self.offset, self.pending = cursor["position"], cursor["offset"], list(cursor["pending"])
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    return config.learning_rate * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, corpus: Path, out: Path, device: str = "cpu",
+                 model_config: ModelConfig | None = None):
+        self.config, self.out, self.device = config, Path(out), torch.device(device)
+        torch.manual_seed(config.seed)
+        self.model = HybridLM(model_config or ModelConfig.preset(config.preset)).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
+                                           weight_decay=config.weight_decay, betas=(0.9, 0.95))
+        documents = [d.data for d in read_documents(corpus, "train")]
+        if not documents:
+            raise ValueError(f"{corpus} has no training documents; run `lifelong corpus build` first")
+        self.streams = [StreamReader(documents, seed=config.seed * 1000 + row) for row in range(config.batch_size)]
+        self.state = self.model.init_state(config.batch_size)
+        self.memory = RowMemory(config.batch_size, self.model.config.head_dim, config.memory_tokens, self.device)
+        # Last token of each stream's previous chunk: the first input of its next chunk.
+        self._last = torch.full((config.batch_size, 1), int(Special.BEGIN), device=self.device)
+        self.step = 0
+        self.history: list[dict] = []  # one entry per logged step: step, loss (nats), lr
+
+    def next_batch(self) -> torch.Tensor:
+        """(B, T + 1) tokens: the inputs and, shifted by one, their targets; streams overlap by one token."""
+        batch = torch.tensor([stream.take(self.config.chunk_tokens) for stream in self.streams], device=self.device)
+        full = torch.cat([self._last, batch], dim=1)
+        self._last = batch[:, -1:]
+        return full
+
+    def train_step(self) -> float:
+        batch = self.next_batch()
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.step)
+        use_bf16 = self.config.bf16 and (self.device.type == "cuda" or torch.backends.mkldnn.is_available())
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = self.model(batch[:, :-1], self.state, self.memory)
+        loss = self.model.loss(out.logits, batch[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state = out.state
+        if out.memory_kv is not None:
+            self.memory.add(out.memory_kv.keys.float(), out.memory_kv.values.float())
+        self.step += 1
+        return loss.item()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Model, optimizer, data cursors, stream states and memories: everything to continue identically."""
+        directory = self.out / f"step-{self.step:07d}"
+        tmp = directory.with_name(directory.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.model.save(tmp / "model")
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.bin").write_bytes(self.state.to_bytes())
+        memory = {}
+        for row, mem in enumerate(self.memory.rows):
+            memory[f"{row}.keys"], memory[f"{row}.values"] = mem.keys.contiguous().cpu(), mem.values.contiguous().cpu()
+        save_file(memory, tmp / "memory.safetensors")
+        meta = {"step": self.step, "config": asdict(self.config), "streams": [s.cursor() for s in self.streams],
+                "last": self._last.tolist(), "history": self.history,
+                "rng": torch.get_rng_state().tolist()}
+        (tmp / "trainer.json").write_text(json.dumps(meta))
+        tmp.rename(directory)
+        (self.out / "latest").write_text(directory.name)
+        return directory
+
+    def resume(self) -> bool:
+        """Continue from the latest checkpoint under `out`, if there is one."""
+        latest = self.out / "latest"
+        if not latest.exists():
+            return False
+        directory = self.out / latest.read_text().strip()
+        meta = json.loads((directory / "trainer.json").read_text())
+        loaded = HybridLM.load(directory / "model", device=self.device)
+        self.model.load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+        self.state = State.from_bytes((directory / "state.bin").read_bytes()).to(self.device)
+        memory = load_file(directory / "memory.safetensors", device=str(self.device))
+        for row, mem in enumerate(self.memory.rows):
+            mem.keys, mem.values = memory[f"{row}.keys"], memory[f"{row}.values"]
+        for stream, cursor in zip(self.streams, meta["streams"]):
+            stream.restore(cursor)
+        self._last = torch.tensor(meta["last"], device=self.device)
+        self.step, self.history = meta["step"], meta["history"]
+        torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+        return True
+
+    def run(self, progress: bool = True) -> None:
+        """Train to `config.steps`, checkpointing every `checkpoint_every` steps and at the end."""
+        from tqdm import tqdm
+
+        bytes_per_step = self.config.batch_size * self.config.chunk_tokens
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
+        smoothed = None
+        while self.step < self.config.steps:
+            loss = self.train_step()
+            smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+            self.history.append({"step": self.step, "loss": round(loss, 4), "lr": learning_rate(self.config, self.step - 1)})
+            rate = bar.format_dict.get("rate") or 0.0
+            bar.set_postfix(loss=f"{smoothed:.3f}", bpb=f"{smoothed / math.log(2):.3f}", bytes_s=f"{rate * bytes_per_step:,.0f}")
+            bar.update(1)
+            if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                self.save()
+        bar.close()

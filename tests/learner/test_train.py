@@ -1,0 +1,49 @@
+import torch
+
+from learner.corpus import SOURCES, build_corpus
+from learner.train import StreamReader, TrainConfig, Trainer
+from models import ModelConfig, Special
+
+DOCS = next(s for s in SOURCES if s.name == "python-docs")
+TINY = ModelConfig.preset("tiny")
+
+
+def corpus(tmp_path):
+    build_corpus(tmp_path / "corpus", synthetic_per_split={"train": 4, "heldout": 1}, sources=(DOCS,))
+    return tmp_path / "corpus"
+
+
+def config(**changes) -> TrainConfig:
+    base = dict(batch_size=2, chunk_tokens=64, steps=6, learning_rate=3e-3, warmup_steps=2, memory_tokens=256,
+                bf16=False, checkpoint_every=3)
+    return TrainConfig(**{**base, **changes})
+
+
+def test_a_tiny_run_lowers_the_loss(tmp_path):
+    trainer = Trainer(config(steps=40), corpus(tmp_path), tmp_path / "run", model_config=TINY)
+    losses = [trainer.train_step() for _ in range(40)]
+    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:4]) / 4
+
+
+def test_resume_continues_identically(tmp_path):
+    data = corpus(tmp_path)
+    straight = Trainer(config(), data, tmp_path / "a", model_config=TINY)
+    straight.run(progress=False)
+
+    interrupted = Trainer(config(steps=3), data, tmp_path / "b", model_config=TINY)
+    interrupted.run(progress=False)
+    resumed = Trainer(config(), data, tmp_path / "b", model_config=TINY)
+    assert resumed.resume() and resumed.step == 3
+    resumed.run(progress=False)
+
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+
+
+def test_streams_mark_documents_and_cover_them_in_order():
+    reader = StreamReader([b"abc", b"defgh"], seed=0)
+    tokens = reader.take(20)
+    first = reader.documents[reader.order[0]]
+    assert tokens[0] == Special.DOCUMENT and bytes(tokens[1 : 1 + len(first)]) == first
+    assert tokens.count(int(Special.DOCUMENT)) >= 3  # it wraps around: the stream never ends
