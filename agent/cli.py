@@ -57,6 +57,34 @@ def _train_base(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_stream(args: argparse.Namespace) -> int:
+    from learner.evaluate import plot_arms, prequential
+    from learner.online import LearningConfig
+    from models import HybridLM, ModelConfig
+
+    data = args.file.read_bytes()[: args.max_bytes]
+    model = HybridLM.load(args.checkpoint) if args.checkpoint else HybridLM(ModelConfig.preset(args.preset))
+    learning = LearningConfig(learning_rate=args.lr, trainable=args.trainable)
+    results = [prequential(model, data, arm=arm, chunk_tokens=args.chunk, learning=learning) for arm in args.arms]
+    if args.plot:
+        plot_arms(results, args.plot, title=f"prequential bits per byte: {args.file.name}")
+    summary = {
+        "file": str(args.file), "bytes": len(data), "chunk_tokens": args.chunk, "learning_rate": args.lr,
+        "trainable": args.trainable, "bits_per_byte": {r.arm: round(r.bits_per_byte, 4) for r in results},
+    }
+    if "static" in args.arms and "both" in args.arms:
+        summary["both_over_static"] = round(results[args.arms.index("both")].bits_per_byte
+                                            / results[args.arms.index("static")].bits_per_byte, 4)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for result in results:
+            print(f"{result.arm:>10}: {result.bits_per_byte:.4f} bits per byte")
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="A continual-learning agent with memory.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train_base)
+
+    evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="eval_command", required=True)
+    stream = evaluate.add_parser("stream", help="prequential bits per byte over a text, four arms")
+    stream.add_argument("file", type=Path)
+    stream.add_argument("--checkpoint", type=Path, help="a saved model directory (default: fresh --preset weights)")
+    stream.add_argument("--preset", default="small")
+    stream.add_argument("--chunk", type=int, default=512)
+    stream.add_argument("--max-bytes", type=int, default=1 << 20)
+    stream.add_argument("--lr", type=float, default=1e-3, help="online learning rate of the learning arms")
+    stream.add_argument("--trainable", choices=["downstream", "all"], default="downstream")
+    stream.add_argument("--arms", nargs="+", default=["static", "retrieval", "learning", "both"],
+                        choices=["static", "retrieval", "learning", "both"])
+    stream.add_argument("--plot", type=Path, help="write a PNG of bits per byte against position")
+    stream.add_argument("--json", action="store_true")
+    stream.set_defaults(handler=_eval_stream)
     return parser
 
 

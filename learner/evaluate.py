@@ -1,0 +1,100 @@
+"""Prequential evaluation: every chunk is scored before anything learns from it.
+
+Four arms over the same text, each from the same base weights:
+  static      the base model, its recurrent state carried, no memory, no learning
+  retrieval   plus the retrieval memory of everything read so far
+  learning    plus online learning (dynamic evaluation), no memory
+  both        memory and learning together
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
+from models import HybridLM, Special, TensorMemory
+
+ARMS = ("static", "retrieval", "learning", "both")
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    positions: list[int] = field(default_factory=list)  # byte offset where each scored chunk ends
+    chunk_bpb: list[float] = field(default_factory=list)  # bits per byte of each chunk, before learning from it
+    bytes_scored: int = 0
+    bits: float = 0.0
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.bits / max(1, self.bytes_scored)
+
+
+def prequential(
+    base: HybridLM,
+    data: bytes,
+    *,
+    arm: str,
+    chunk_tokens: int = 512,
+    learning: LearningConfig = LearningConfig(),
+    memory_tokens: int | None = 65_536,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> ArmResult:
+    """Score `data` chunk by chunk for one arm; the base model is never modified."""
+    if arm not in ARMS:
+        raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
+    if len(data) < 2:
+        raise ValueError("the text must hold at least 2 bytes")
+    model = copy.deepcopy(base)
+    learns = arm in ("learning", "both")
+    learner = OnlineLearner(model, learning if learns else LearningConfig(learning_rate=0.0))
+    memory = TensorMemory(model.config.head_dim, capacity=memory_tokens) if arm in ("retrieval", "both") else None
+    tokens = torch.tensor([[int(Special.BEGIN), *data]])
+    state, result = model.init_state(1), ArmResult(arm)
+    chunks = list(stream_chunks(model, tokens, chunk_tokens))
+    for index, (inputs, targets) in enumerate(chunks):
+        if learns:
+            step = learner.step(Chunk(inputs, targets, state), memory)
+        else:
+            with torch.no_grad():
+                step = learner.step(Chunk(inputs, targets, state), memory)
+        state = step.state
+        if memory is not None and step.memory_kv is not None:
+            memory.add(*step.memory_kv)
+        bits = step.loss * step.tokens / math.log(2)
+        result.bytes_scored += step.tokens
+        result.bits += bits
+        result.positions.append(result.bytes_scored)
+        result.chunk_bpb.append(bits / step.tokens)
+        if on_chunk is not None:
+            on_chunk(index + 1, len(chunks))
+    return result
+
+
+def plot_arms(results: list[ArmResult], path: Path, title: str, window: int = 8) -> None:
+    """Bits per byte against position for each arm (moving average over `window` chunks), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for result in results:
+        values = result.chunk_bpb
+        smoothed = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+                    for i in range(len(values))]
+        axes.plot(result.positions, smoothed, label=f"{result.arm} ({result.bits_per_byte:.3f} bpb)")
+    axes.set_xlabel("position (bytes)")
+    axes.set_ylabel(f"bits per byte (moving average of {window} chunks)")
+    axes.set_title(title)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
