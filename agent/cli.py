@@ -60,10 +60,9 @@ def _train_base(args: argparse.Namespace) -> int:
 def _eval_stream(args: argparse.Namespace) -> int:
     from learner.evaluate import plot_arms, prequential
     from learner.online import LearningConfig
-    from models import HybridLM, ModelConfig
 
     data = args.file.read_bytes()[: args.max_bytes]
-    model = HybridLM.load(args.checkpoint) if args.checkpoint else HybridLM(ModelConfig.preset(args.preset))
+    model = _load_model(args)
     learning = LearningConfig(learning_rate=args.lr, trainable=args.trainable)
     results = [prequential(model, data, arm=arm, chunk_tokens=args.chunk, learning=learning) for arm in args.arms]
     if args.plot:
@@ -82,6 +81,66 @@ def _eval_stream(args: argparse.Namespace) -> int:
             print(f"{result.arm:>10}: {result.bits_per_byte:.4f} bits per byte")
         if args.plot:
             print(f"plot: {args.plot}")
+    return 0
+
+
+def _load_model(args: argparse.Namespace):
+    from models import HybridLM, ModelConfig
+
+    return HybridLM.load(args.checkpoint) if args.checkpoint else HybridLM(ModelConfig.preset(args.preset))
+
+
+def _eval_passkey(args: argparse.Namespace) -> int:
+    from learner.passkey import filler_pool, passkey_eval
+
+    distances = [int(d) for d in args.distances.split(",")]
+    trials = {d: (args.trials if d <= 65_536 else args.trials_long) for d in distances}
+    results = passkey_eval(_load_model(args), filler_pool(args.corpus), distances=distances, trials=trials, seed=args.seed)
+    rows = [{"distance": r.distance, "retrieval": r.retrieval, "trials": r.trials, "accuracy": r.accuracy} for r in results]
+    if args.plot:
+        _plot_passkey(results, args.plot)
+    if args.json:
+        print(json.dumps({"results": rows}))
+    else:
+        for row in rows:
+            mode = "retrieval on " if row["retrieval"] else "retrieval off"
+            print(f"{row['distance']:>9,} bytes  {mode}  {row['accuracy']:.2f} ({row['trials']} trials)")
+    return 0
+
+
+def _plot_passkey(results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for retrieval in (True, False):
+        points = [(r.distance, r.accuracy) for r in results if r.retrieval == retrieval]
+        axes.plot(*zip(*points), marker="o", label="retrieval on" if retrieval else "retrieval off")
+    axes.set_xscale("log")
+    axes.set_xlabel("distance between passkey and question (bytes)")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(-0.05, 1.05)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _eval_forgetting(args: argparse.Namespace) -> int:
+    from learner.evaluate import forgetting
+    from learner.online import LearningConfig
+
+    stream = args.stream.read_bytes()[: args.max_bytes]
+    learning = LearningConfig(learning_rate=args.lr, trainable=args.trainable)
+    report = forgetting(_load_model(args), args.corpus, stream, learning=learning, max_bytes=args.heldout_bytes)
+    if args.json:
+        print(json.dumps({"stream": str(args.stream), "bytes": len(stream), "sources": report}))
+    else:
+        for source, row in report.items():
+            print(f"{source:>14}: {row['before']:.4f} -> {row['after']:.4f} bits per byte (x{row['ratio']:.4f})")
     return 0
 
 
@@ -135,6 +194,30 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--plot", type=Path, help="write a PNG of bits per byte against position")
     stream.add_argument("--json", action="store_true")
     stream.set_defaults(handler=_eval_stream)
+
+    passkey = evaluate.add_parser("passkey", help="passkey recall against distance, retrieval on and off")
+    passkey.add_argument("--corpus", type=Path, default=Path("data/corpus"), help="held-out filler comes from here")
+    passkey.add_argument("--checkpoint", type=Path)
+    passkey.add_argument("--preset", default="small")
+    passkey.add_argument("--distances", default="1024,4096,16384,65536,1048576")
+    passkey.add_argument("--trials", type=int, default=20, help="trials per distance up to 64K")
+    passkey.add_argument("--trials-long", type=int, default=5, help="trials per distance beyond 64K")
+    passkey.add_argument("--seed", type=int, default=0)
+    passkey.add_argument("--plot", type=Path)
+    passkey.add_argument("--json", action="store_true")
+    passkey.set_defaults(handler=_eval_passkey)
+
+    forget = evaluate.add_parser("forgetting", help="held-out bits per byte per source before/after learning a stream")
+    forget.add_argument("stream", type=Path, help="text of another domain to learn online")
+    forget.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    forget.add_argument("--checkpoint", type=Path)
+    forget.add_argument("--preset", default="small")
+    forget.add_argument("--max-bytes", type=int, default=1 << 20)
+    forget.add_argument("--heldout-bytes", type=int, default=65_536, help="held-out bytes scored per source")
+    forget.add_argument("--lr", type=float, default=1e-3)
+    forget.add_argument("--trainable", choices=["downstream", "all"], default="downstream")
+    forget.add_argument("--json", action="store_true")
+    forget.set_defaults(handler=_eval_forgetting)
     return parser
 
 

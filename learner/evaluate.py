@@ -98,3 +98,45 @@ def plot_arms(results: list[ArmResult], path: Path, title: str, window: int = 8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+@torch.no_grad()
+def bits_per_byte(model: HybridLM, data: bytes, chunk_tokens: int = 512) -> float:
+    """Bits per byte of `data` read as one fresh stream by a fixed model (state carried, no memory)."""
+    tokens = torch.tensor([[int(Special.BEGIN), *data]])
+    state, bits = model.init_state(1), 0.0
+    for inputs, targets in stream_chunks(model, tokens, chunk_tokens):
+        out = model(inputs, state)
+        state = out.state
+        bits += model.loss(out.logits, targets).item() * targets.numel() / math.log(2)
+    return bits / max(1, len(data))
+
+
+def heldout_bits_per_byte(model: HybridLM, corpus: Path, *, max_bytes: int = 65_536,
+                          sources: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Per corpus source: bits per byte over (up to `max_bytes` of) its held-out documents."""
+    from learner.corpus import read_documents
+
+    per_source: dict[str, list[bytes]] = {}
+    for document in read_documents(corpus, "heldout", sources):
+        taken = sum(len(d) for d in per_source.get(document.source, []))
+        if taken < max_bytes:
+            per_source.setdefault(document.source, []).append(document.data[: max_bytes - taken])
+    return {source: bits_per_byte(model, b"".join(parts)) for source, parts in per_source.items()}
+
+
+def forgetting(
+    base: HybridLM, corpus: Path, stream: bytes, *, learning: LearningConfig, chunk_tokens: int = 512,
+    max_bytes: int = 65_536,
+) -> dict[str, dict[str, float]]:
+    """Held-out bits per byte per source before and after learning `stream` online (ratio > 1: forgetting)."""
+    before = heldout_bits_per_byte(base, corpus, max_bytes=max_bytes)
+    model = copy.deepcopy(base)
+    learner = OnlineLearner(model, learning)
+    tokens = torch.tensor([[int(Special.BEGIN), *stream]])
+    state = model.init_state(1)
+    for inputs, targets in stream_chunks(model, tokens, chunk_tokens):
+        state = learner.step(Chunk(inputs, targets, state)).state
+    model.eval()
+    after = heldout_bits_per_byte(model, corpus, max_bytes=max_bytes)
+    return {s: {"before": before[s], "after": after[s], "ratio": after[s] / before[s]} for s in before}

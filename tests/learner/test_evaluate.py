@@ -40,3 +40,30 @@ def test_cli_reports_all_arms_and_draws_the_plot(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["bits_per_byte"]) == set(ARMS) and summary["both_over_static"] > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_forgetting_reports_every_held_out_source(tmp_path, base):
+    from learner.corpus import SOURCES, build_corpus
+    from learner.evaluate import forgetting
+
+    docs = next(s for s in SOURCES if s.name == "python-docs")
+    build_corpus(tmp_path / "c", synthetic_per_split={"train": 2, "heldout": 2}, sources=(docs,))
+    frozen = forgetting(base, tmp_path / "c", TEXT, learning=LearningConfig(learning_rate=0.0), max_bytes=2_000)
+    assert set(frozen) == {"python-docs", "synthetic"}
+    assert all(row["ratio"] == 1.0 for row in frozen.values())  # nothing learned, nothing forgotten
+    learned = forgetting(base, tmp_path / "c", TEXT * 3, learning=LearningConfig(learning_rate=0.5, trainable="all"),
+                         max_bytes=2_000)
+    assert any(row["ratio"] != 1.0 for row in learned.values())
+
+
+def test_cli_passkey_runs_and_plots(tmp_path, capsys):
+    from learner.corpus import SOURCES, build_corpus
+
+    docs = next(s for s in SOURCES if s.name == "python-docs")
+    build_corpus(tmp_path / "c", synthetic_per_split={"train": 1, "heldout": 1}, sources=(docs,))
+    plot = tmp_path / "passkey.png"
+    assert main(["eval", "passkey", "--corpus", str(tmp_path / "c"), "--preset", "tiny", "--distances", "200",
+                 "--trials", "2", "--plot", str(plot), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["distance"], r["retrieval"], r["trials"]) for r in rows] == [(200, True, 2), (200, False, 2)]
+    assert plot.read_bytes()[:4] == b"\x89PNG"

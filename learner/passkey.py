@@ -1,0 +1,114 @@
+"""Passkey recall: a 5-digit key stated once, asked for after up to a million bytes of natural text.
+
+With retrieval the agent's real memory store (SQL + FAISS, in a temporary SQLite
+file) holds what was read; without, only the recurrent state and the attention
+window can carry the key, which they cannot beyond the window.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from learner.synthetic import passkey_document
+from memory.db import make_engine, make_session_factory
+from memory.migrate import upgrade
+from memory.schema import Agent
+from memory.store import MemoryStore, Span
+from models import HybridLM, Special
+
+NATURAL_SOURCES = ("python-docs", "gcide", "jargon", "fortunes")
+
+
+@dataclass
+class PasskeyResult:
+    distance: int
+    retrieval: bool
+    trials: int = 0
+    correct: int = 0
+    answers: list[tuple[str, str]] = field(default_factory=list)  # (expected, produced)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(1, self.trials)
+
+
+def filler_pool(corpus: Path, max_bytes: int = 4 << 20) -> bytes:
+    """Natural held-out text (never trained on) to hide passkeys in."""
+    from learner.corpus import read_documents
+
+    pool = bytearray()
+    for document in read_documents(corpus, "heldout", NATURAL_SOURCES):
+        pool += document.data
+        if len(pool) >= max_bytes:
+            break
+    if len(pool) < 4096:
+        raise ValueError(f"{corpus} has too little held-out natural text for passkey filler")
+    return bytes(pool)
+
+
+class _Memory:
+    """A fresh agent memory per trial in one temporary database."""
+
+    def __init__(self, directory: Path, head_dim: int):
+        url = f"sqlite:///{directory / 'passkey.db'}"
+        upgrade(url)
+        self.engine = make_engine(url)
+        self.sessions = make_session_factory(self.engine)
+        self.head_dim = head_dim
+
+    def new_store(self) -> MemoryStore:
+        with self.sessions.begin() as db:
+            agent = Agent(name=f"trial-{random.getrandbits(48)}", base_checkpoint="eval")
+            db.add(agent)
+            db.flush()
+            agent_id = agent.id
+        return MemoryStore(agent_id=agent_id, sessions=self.sessions, head_dim=self.head_dim)
+
+
+@torch.no_grad()
+def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, chunk_tokens: int = 512) -> str:
+    """Read `document` (ending in the question), then greedily produce 5 bytes: the model's answer."""
+    tokens = [int(Special.BEGIN), *document]
+    state = model.init_state(1)
+    for start in range(0, len(tokens), chunk_tokens):
+        piece = tokens[start : start + chunk_tokens]
+        out = model(torch.tensor([piece]), state, store)
+        state = out.state
+        if store is not None and out.memory_kv is not None:
+            store.add_spans([Span(keys=out.memory_kv.keys[0], values=out.memory_kv.values[0], text=b"",
+                                  byte_start=start, byte_end=start + len(piece))])
+    answer = []
+    logits = out.logits[0, -1]
+    for _ in range(5):
+        token = int(logits[:256].argmax())
+        answer.append(token)
+        out = model(torch.tensor([[token]]), state, store)
+        state, logits = out.state, out.logits[0, -1]
+    return bytes(answer).decode("utf-8", errors="replace")
+
+
+def passkey_eval(model: HybridLM, pool: bytes, *, distances: list[int], trials: dict[int, int],
+                 retrieval_modes: tuple[bool, ...] = (True, False), seed: int = 0) -> list[PasskeyResult]:
+    """Accuracy per (distance, retrieval on/off); trial i of a distance uses the same key and filler in both modes."""
+    model.eval()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        memory = _Memory(Path(tmp), model.config.head_dim)
+        for distance in distances:
+            rng = random.Random(f"{seed}-{distance}")
+            documents = [passkey_document(pool, rng, distance) for _ in range(trials[distance])]
+            for retrieval in retrieval_modes:
+                result = PasskeyResult(distance, retrieval)
+                for document, key in documents:
+                    produced = recall_passkey(model, document, memory.new_store() if retrieval else None)
+                    result.trials += 1
+                    result.correct += produced == key.decode()
+                    result.answers.append((key.decode(), produced))
+                results.append(result)
+        memory.engine.dispose()
+    return results
