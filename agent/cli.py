@@ -144,6 +144,15 @@ def _eval_forgetting(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from learner.export import export_checkpoint
+
+    card = export_checkpoint(args.run, args.out, args.corpus, heldout_bytes=args.heldout_bytes,
+                             wall_seconds=args.wall_seconds, hardware=args.hardware)
+    print(json.dumps(card) if args.json else f"wrote {args.out} (held-out bits per byte: {card['heldout_bits_per_byte']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="A continual-learning agent with memory.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train_base)
+
+    export = commands.add_parser("export-checkpoint", help="publish a run's latest checkpoint with a model card")
+    export.add_argument("run", type=Path)
+    export.add_argument("out", type=Path)
+    export.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    export.add_argument("--heldout-bytes", type=int, default=65_536)
+    export.add_argument("--wall-seconds", type=float, help="training wall time, if the run did not record it")
+    export.add_argument("--hardware", help="where it trained (default: this machine)")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(handler=_export)
 
     evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="eval_command", required=True)
     stream = evaluate.add_parser("stream", help="prequential bits per byte over a text, four arms")

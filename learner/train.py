@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class Trainer:
         self._last = torch.full((config.batch_size, 1), int(Special.BEGIN), device=self.device)
         self.step = 0
         self.history: list[dict] = []  # one entry per logged step: step, loss (nats), lr
+        self.elapsed_seconds = 0.0  # training wall time, summed over resumed runs
 
     def next_batch(self) -> torch.Tensor:
         """(B, T + 1) tokens: the inputs and, shifted by one, their targets; streams overlap by one token."""
@@ -142,7 +144,7 @@ class Trainer:
             memory[f"{row}.keys"], memory[f"{row}.values"] = mem.keys.contiguous().cpu(), mem.values.contiguous().cpu()
         save_file(memory, tmp / "memory.safetensors")
         meta = {"step": self.step, "config": asdict(self.config), "streams": [s.cursor() for s in self.streams],
-                "last": self._last.tolist(), "history": self.history,
+                "last": self._last.tolist(), "history": self.history, "elapsed_seconds": self.elapsed_seconds,
                 "rng": torch.get_rng_state().tolist()}
         (tmp / "trainer.json").write_text(json.dumps(meta))
         tmp.rename(directory)
@@ -167,6 +169,7 @@ class Trainer:
             stream.restore(cursor)
         self._last = torch.tensor(meta["last"], device=self.device)
         self.step, self.history = meta["step"], meta["history"]
+        self.elapsed_seconds = meta.get("elapsed_seconds", 0.0)
         torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
         return True
 
@@ -178,7 +181,9 @@ class Trainer:
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
         smoothed = None
         while self.step < self.config.steps:
+            started = time.perf_counter()
             loss = self.train_step()
+            self.elapsed_seconds += time.perf_counter() - started
             smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
             self.history.append({"step": self.step, "loss": round(loss, 4), "lr": learning_rate(self.config, self.step - 1)})
             rate = bar.format_dict.get("rate") or 0.0

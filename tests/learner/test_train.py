@@ -47,3 +47,16 @@ def test_streams_mark_documents_and_cover_them_in_order():
     first = reader.documents[reader.order[0]]
     assert tokens[0] == Special.DOCUMENT and bytes(tokens[1 : 1 + len(first)]) == first
     assert tokens.count(int(Special.DOCUMENT)) >= 3  # it wraps around: the stream never ends
+
+
+def test_export_writes_weights_and_a_model_card(tmp_path):
+    from agent.cli import main
+    from models import HybridLM
+
+    data = corpus(tmp_path)
+    Trainer(config(steps=3), data, tmp_path / "run", model_config=TINY).run(progress=False)
+    assert main(["export-checkpoint", str(tmp_path / "run"), str(tmp_path / "ckpt"), "--corpus", str(data),
+                 "--heldout-bytes", "2000"]) == 0
+    assert HybridLM.load(tmp_path / "ckpt").config == TINY
+    card = (tmp_path / "ckpt" / "MODEL_CARD.md").read_text()
+    assert "python-docs" in card and "steps: 3" in card
