@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="stream a text file through the model and sample from it")
     demo.add_argument("--file", type=Path, default=DEFAULT_FILE, help="text to stream (default: %(default)s)")
-    demo.add_argument("--checkpoint", type=Path, help="a saved model directory (default: a fresh model)")
+    demo.add_argument("--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)")
     demo.add_argument("--preset", default="small", help="model preset when no checkpoint is given")
     demo.add_argument("--max-bytes", type=int, default=16_384, help="bytes of the file to read")
     demo.add_argument("--chunk", type=int, default=512, help="bytes per model call")

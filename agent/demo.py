@@ -19,6 +19,8 @@ import torch
 from models import ByteTokenizer, HybridLM, ModelConfig, SamplingConfig, State, TensorMemory, generate
 
 DEFAULT_FILE = Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
+# The shipped base model; absent in a checkout without it, in which case a fresh model is used.
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "small"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ def run_demo(
     *, checkpoint: Path | None, preset: str, source: Path, max_bytes: int, chunk: int, seed: int
 ) -> DemoReport:
     torch.manual_seed(seed)
+    if checkpoint is None and preset == "small" and (SHIPPED_CHECKPOINT / "config.json").exists():
+        checkpoint = SHIPPED_CHECKPOINT
     model = HybridLM.load(checkpoint) if checkpoint else HybridLM(ModelConfig.preset(preset))
     model.eval()
     data = source.read_bytes()[:max_bytes]
