@@ -51,30 +51,28 @@ class StreamReader:
         random.Random(seed).shuffle(self.order)
         self.position = 0  # index into order
         self.offset = 0  # bytes of the current document already read
-        self.pending: list[int] = []
+        self.marked = False  # whether the current document's marker has been emitted
 
     def take(self, count: int) -> list[int]:
         out: list[int] = []
         while len(out) < count:
-            if not self.pending:
-                document = self.documents[self.order[self.position % len(self.order)]]
-                if self.offset == 0:
-                    self.pending = [int(Special.DOCUMENT)]
-                step = min(count - len(out) - len(self.pending), len(document) - self.offset)
-                self.pending += list(document[self.offset : self.offset + step])
-                self.offset += step
-                if self.offset >= len(document):
-                    self.position, self.offset = self.position + 1, 0
-            need = count - len(out)
-            out += self.pending[:need]
-            self.pending = self.pending[need:]
+            document = self.documents[self.order[self.position % len(self.order)]]
+            if not self.marked:
+                out.append(int(Special.DOCUMENT))
+                self.marked = True
+                continue
+            step = min(count - len(out), len(document) - self.offset)
+            out += document[self.offset : self.offset + step]
+            self.offset += step
+            if self.offset >= len(document):
+                self.position, self.offset, self.marked = self.position + 1, 0, False
         return out
 
     def cursor(self) -> dict:
-        return {"position": self.position, "offset": self.offset, "pending": self.pending}
+        return {"position": self.position, "offset": self.offset, "marked": self.marked}
 
     def restore(self, cursor: dict) -> None:
-        self.position, self.offset, self.pending = cursor["position"], cursor["offset"], list(cursor["pending"])
+        self.position, self.offset, self.marked = cursor["position"], cursor["offset"], cursor["marked"]
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:

@@ -60,3 +60,15 @@ def test_export_writes_weights_and_a_model_card(tmp_path):
     assert HybridLM.load(tmp_path / "ckpt").config == TINY
     card = (tmp_path / "ckpt" / "MODEL_CARD.md").read_text()
     assert "python-docs" in card and "steps: 3" in card
+
+
+def test_streams_give_the_same_tokens_whatever_the_chunking():
+    documents = [b"abc", b"", b"defgh", b"ij"]
+    whole = StreamReader(documents, seed=1).take(40)
+    reader = StreamReader(documents, seed=1)
+    pieces = [token for size in (1, 1, 3, 2, 1, 5, 7, 20) for token in reader.take(size)]
+    assert pieces == whole
+    expected = []
+    for i in range(20):
+        expected += [int(Special.DOCUMENT), *documents[reader.order[i % len(documents)]]]
+    assert whole == expected[:40]  # each document once, in the seeded order, behind its marker
