@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +43,6 @@ def prequential(
     chunk_tokens: int = 512,
     learning: LearningConfig = LearningConfig(),
     memory_tokens: int | None = 65_536,
-    on_chunk: Callable[[int, int], None] | None = None,
 ) -> ArmResult:
     """Score `data` chunk by chunk for one arm; the base model is never modified."""
     if arm not in ARMS:
@@ -57,8 +55,7 @@ def prequential(
     memory = TensorMemory(model.config.head_dim, capacity=memory_tokens) if arm in ("retrieval", "both") else None
     tokens = torch.tensor([[int(Special.BEGIN), *data]])
     state, result = model.init_state(1), ArmResult(arm)
-    chunks = list(stream_chunks(model, tokens, chunk_tokens))
-    for index, (inputs, targets) in enumerate(chunks):
+    for inputs, targets in stream_chunks(tokens, chunk_tokens):
         if learns:
             step = learner.step(Chunk(inputs, targets, state), memory)
         else:
@@ -72,8 +69,6 @@ def prequential(
         result.bits += bits
         result.positions.append(result.bytes_scored)
         result.chunk_bpb.append(bits / step.tokens)
-        if on_chunk is not None:
-            on_chunk(index + 1, len(chunks))
     return result
 
 
@@ -105,7 +100,7 @@ def bits_per_byte(model: HybridLM, data: bytes, chunk_tokens: int = 512) -> floa
     """Bits per byte of `data` read as one fresh stream by a fixed model (state carried, no memory)."""
     tokens = torch.tensor([[int(Special.BEGIN), *data]])
     state, bits = model.init_state(1), 0.0
-    for inputs, targets in stream_chunks(model, tokens, chunk_tokens):
+    for inputs, targets in stream_chunks(tokens, chunk_tokens):
         out = model(inputs, state)
         state = out.state
         bits += model.loss(out.logits, targets).item() * targets.numel() / math.log(2)
@@ -135,7 +130,7 @@ def forgetting(
     learner = OnlineLearner(model, learning)
     tokens = torch.tensor([[int(Special.BEGIN), *stream]])
     state = model.init_state(1)
-    for inputs, targets in stream_chunks(model, tokens, chunk_tokens):
+    for inputs, targets in stream_chunks(tokens, chunk_tokens):
         state = learner.step(Chunk(inputs, targets, state)).state
     model.eval()
     after = heldout_bits_per_byte(model, corpus, max_bytes=max_bytes)

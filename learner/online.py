@@ -136,7 +136,7 @@ class OnlineLearner:
             param.grad = None
 
 
-def stream_chunks(model: HybridLM, tokens: torch.Tensor, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def stream_chunks(tokens: torch.Tensor, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(inputs, targets) pairs covering a (1, N) stream: consecutive chunks overlap by one token,
     so every token after the first is a target exactly once."""
     for start in range(0, tokens.shape[1] - 1, chunk_size):

@@ -219,8 +219,7 @@ class MemoryStore:
                 .order_by(MemoryTombstone.id.desc()).limit(1)
             )
             self.tombstone_watermark = last_tombstone or 0
-            rows, offsets, keys, _ = self.mirror.live_pairs()
-            self.index.rebuild(pair_ids(rows, offsets), keys.astype(np.float32))
+            self._refit_index()
 
     # -- searching -----------------------------------------------------------------------------
 

@@ -59,7 +59,6 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 class GatedMLP(nn.Module):
     def __init__(self, width: int, expanded_width: int, out_init_scale: float):
         super().__init__()
-        self.expanded_width = expanded_width
         # Gate and value projections fused into one matmul: out = gelu(gate) * value.
         self.up = Dense(width, 2 * expanded_width)
         self.down = Dense(expanded_width, width, init_scale=out_init_scale)

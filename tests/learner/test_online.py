@@ -15,7 +15,7 @@ def fresh_model() -> HybridLM:
 def read(learner: OnlineLearner, data: bytes, chunk: int = 64, memory=None) -> list[float]:
     tokens = torch.tensor([list(data)])
     state, losses = learner.model.init_state(1), []
-    for inputs, targets in stream_chunks(learner.model, tokens, chunk):
+    for inputs, targets in stream_chunks(tokens, chunk):
         result = learner.step(Chunk(inputs, targets, state), memory)
         state = result.state
         losses.append(result.loss)
@@ -54,7 +54,7 @@ def test_downstream_learning_never_changes_stored_keys():
 def test_all_learning_makes_keys_stale_and_reencode_refreshes_them():
     model = fresh_model()
     tokens = torch.tensor([list(TEXT)])
-    chunks = [inputs for inputs, _ in stream_chunks(model, tokens, 32)]
+    chunks = [inputs for inputs, _ in stream_chunks(tokens, 32)]
     stale = list(reencode(model, chunks))
     read(OnlineLearner(model, LearningConfig(learning_rate=0.1, trainable="all")), TEXT * 2)
     fresh = list(reencode(model, chunks))
@@ -90,7 +90,7 @@ def test_replay_adds_the_old_chunk_to_the_update():
     model = fresh_model()
     learner = OnlineLearner(model, LearningConfig(learning_rate=0.05, anchor_decay=0.0))
     tokens = torch.tensor([list(TEXT)])
-    (old_in, old_tg), (new_in, new_tg) = list(stream_chunks(model, tokens, 50))[:2]
+    (old_in, old_tg), (new_in, new_tg) = list(stream_chunks(tokens, 50))[:2]
     old = Chunk(old_in, old_tg, model.init_state(1))
 
     def loss_on_old() -> float:
