@@ -52,7 +52,7 @@ def _train_base(args: argparse.Namespace) -> int:
     trainer = Trainer(config, args.corpus, args.out, device=args.device)
     if trainer.resume():
         print(f"resuming {args.out} at step {trainer.step}")
-    trainer.run(progress=not args.quiet)
+    trainer.run(progress=not args.quiet, max_seconds=None if args.max_minutes is None else args.max_minutes * 60)
     print(f"checkpoint: {args.out / (args.out / 'latest').read_text().strip()}")
     return 0
 
@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-bf16", action="store_true", help="train in fp32")
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--max-minutes", type=float, help="checkpoint and stop after this much wall time (resume later)")
     train.set_defaults(handler=_train_base)
 
     export = commands.add_parser("export-checkpoint", help="publish a run's latest checkpoint with a model card")

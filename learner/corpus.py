@@ -144,7 +144,7 @@ class _ShardWriter:
 def build_corpus(out: Path, *, seed: int = 0, synthetic_per_split: dict[str, int] | None = None,
                  max_bytes_per_source: int | None = None, sources: tuple[Source, ...] = SOURCES) -> dict:
     """Write the corpus under `out` and return its manifest."""
-    synthetic_per_split = synthetic_per_split or {"train": 1_500, "heldout": 100}
+    synthetic_per_split = synthetic_per_split or {"train": 4_000, "heldout": 100}
     out = Path(out)
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)

@@ -160,9 +160,12 @@ class Trainer:
         self.model.load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
         self.state = State.from_bytes((directory / "state.bin").read_bytes()).to(self.device)
-        memory = load_file(directory / "memory.safetensors", device=str(self.device))
-        for row, mem in enumerate(self.memory.rows):
-            mem.keys, mem.values = memory[f"{row}.keys"], memory[f"{row}.values"]
+        # The per-stream memories are large (rows x memory_tokens pairs); a checkpoint moved
+        # between machines without them resumes with empty memories, which refill in a few steps.
+        if (directory / "memory.safetensors").exists():
+            memory = load_file(directory / "memory.safetensors", device=str(self.device))
+            for row, mem in enumerate(self.memory.rows):
+                mem.keys, mem.values = memory[f"{row}.keys"], memory[f"{row}.values"]
         for stream, cursor in zip(self.streams, meta["streams"]):
             stream.restore(cursor)
         self._last = torch.tensor(meta["last"], device=self.device)
@@ -171,10 +174,15 @@ class Trainer:
         torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
         return True
 
-    def run(self, progress: bool = True) -> None:
-        """Train to `config.steps`, checkpointing every `checkpoint_every` steps and at the end."""
+    def run(self, progress: bool = True, max_seconds: float | None = None) -> None:
+        """Train to `config.steps`, checkpointing every `checkpoint_every` steps and at the end.
+
+        With `max_seconds`, stop (and checkpoint) once that much wall time has passed in
+        this call, so a run can be spread over sessions of bounded length and resumed.
+        """
         from tqdm import tqdm
 
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
         bytes_per_step = self.config.batch_size * self.config.chunk_tokens
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
         smoothed = None
@@ -187,6 +195,9 @@ class Trainer:
             rate = bar.format_dict.get("rate") or 0.0
             bar.set_postfix(loss=f"{smoothed:.3f}", bpb=f"{smoothed / math.log(2):.3f}", bytes_s=f"{rate * bytes_per_step:,.0f}")
             bar.update(1)
-            if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps or out_of_time:
                 self.save()
+            if out_of_time:
+                break
         bar.close()

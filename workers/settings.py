@@ -1,0 +1,55 @@
+"""The one settings object of the service, read from `LIFELONG_*` environment variables (or `.env`).
+
+Embedded defaults need no external service: an SQLite file and an SQL-backed
+Celery transport on a second SQLite file, both under the data directory.
+Scale-out sets `LIFELONG_DATABASE_URL` (PostgreSQL) and `LIFELONG_BROKER_URL`
+(Redis). It lives in `workers` because the workers are the lowest layer that
+needs it; the API (`agent`) imports it from here.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The shipped base model, found relative to the source tree (an editable install or a checkout).
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "small"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIFELONG_", env_file=".env", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("lifelong-data"), description="SQLite files, admin key, snapshots live here")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir")
+    broker_url: str | None = Field(None, description="Celery broker; default: SQL transport under data_dir")
+    base_checkpoint: Path = Field(SHIPPED_CHECKPOINT, description="the default base model of new agents")
+    device: str = Field("cpu", description="torch device for serving and learning")
+
+    admin_key: str | None = Field(None, description="admin API key; default: generated on first start")
+    max_message_bytes: int = Field(64 * 1024, gt=0, description="largest chat message accepted (413 beyond)")
+    max_document_bytes: int = Field(1 << 30, gt=0, description="largest document stream accepted (413 beyond)")
+
+    chunk_bytes: int = Field(2048, gt=0, description="bytes per online-learning step")
+    keep_versions: int = Field(10, ge=1, description="weight versions kept per agent, tagged ones aside")
+    worker_concurrency: int = Field(1, ge=1, description="processes per worker (learn order is kept per agent)")
+
+    @model_validator(mode="after")
+    def _absolute_data_dir(self) -> Settings:
+        object.__setattr__(self, "data_dir", self.data_dir.expanduser().resolve())
+        return self
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'lifelong.db'}"
+
+    @cached_property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external broker is configured (the worker may run inside the serving command)."""
+        return self.broker_url is None
