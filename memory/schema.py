@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -85,6 +86,9 @@ class Session(Base):
     state: Mapped[bytes | None] = mapped_column(LargeBinary)  # models.State.to_bytes() after the last event
     position: Mapped[int] = mapped_column(BigInteger, default=0)  # tokens the state has read
     next_seq: Mapped[int] = mapped_column(Integer, default=0)  # sequence number of the next event
+    # The learner's own stream state: it reads with the weights of its time, so it is not `state`.
+    learn_state: Mapped[bytes | None] = mapped_column(LargeBinary)  # after every learned token but the last
+    learn_last_token: Mapped[int | None] = mapped_column(Integer)  # that last token: the next chunk's first input
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -98,12 +102,14 @@ class Event(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)  # order within the session
     role: Mapped[str] = mapped_column(String(16))  # user, assistant, system, document
     content: Mapped[bytes] = mapped_column(LargeBinary)  # raw bytes, exactly as received
     byte_offset: Mapped[int] = mapped_column(BigInteger)  # offset of `content` in the session's byte stream
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     learned_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    learned_bits: Mapped[float | None] = mapped_column(Float)  # prequential score: bits before learning from it
     failed_reason: Mapped[str | None] = mapped_column(Text)
 
 
@@ -117,6 +123,8 @@ class Document(Base):
     status: Mapped[str] = mapped_column(String(16), default="receiving")  # receiving, queued, learning, learned, failed
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_processed: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The received bytes until `ingest` splits them into chunk events (then None: the events hold them).
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     failed_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
@@ -167,7 +175,9 @@ class WeightVersion(Base):
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     parent_version: Mapped[int | None] = mapped_column(Integer)
-    path: Mapped[str] = mapped_column(String(1000))  # where the learned parameters (a delta over the base) live
+    # safetensors of the learned parameters only, an overlay on the agent's base checkpoint. In SQL so that
+    # publishing a version commits in the same transaction as the events it learned.
+    weights: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     events_learned_through: Mapped[int] = mapped_column(BigInteger, default=0)  # highest event id included
     tag: Mapped[str | None] = mapped_column(String(200))  # tagged versions are kept when pruning
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

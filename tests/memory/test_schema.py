@@ -31,7 +31,7 @@ def test_every_table_round_trips(sessions):
             Memory(agent_id=agent.id, event_id=event.id, session_id=session.id, byte_start=0, byte_end=4, text="hi \ufffd",
                    num_tokens=2, head_dim=2, keys=b"\x01\x02" * 4, values=b"\x03\x04" * 4, weight_version=3),
             MemoryTombstone(agent_id=agent.id, memory_id=99),
-            WeightVersion(agent_id=agent.id, version=1, parent_version=None, path="w/1.safetensors",
+            WeightVersion(agent_id=agent.id, version=1, parent_version=None, weights=b"overlay",
                           events_learned_through=event.id, tag="good"),
         ])
         ids = (agent.id, session.id, event.id)
