@@ -1,0 +1,46 @@
+"""An agent's base model and learning configuration, from what its SQL row says."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from learner.online import LearningConfig
+from models import HybridLM, ModelConfig
+
+PRESET_PREFIX = "preset:"
+# Seed of preset bases: every process must build bit-identical weights from "preset:NAME".
+PRESET_SEED = 0
+
+
+@lru_cache(maxsize=4)
+def _cached_base(spec: str, device: str) -> HybridLM:
+    if spec.startswith(PRESET_PREFIX):
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(PRESET_SEED)
+        try:
+            model = HybridLM(ModelConfig.preset(spec.removeprefix(PRESET_PREFIX)))
+        finally:
+            torch.random.set_rng_state(generator_state)
+        return model.to(device).eval()
+    return HybridLM.load(spec, device=device).eval()
+
+
+def load_base(spec: str, device: str = "cpu") -> HybridLM:
+    """A fresh copy of the base model `spec` names: a checkpoint directory, or "preset:NAME"
+    (seeded random weights, for tests). Loaded once per process; callers own the copy."""
+    return copy.deepcopy(_cached_base(spec, device))
+
+
+def learning_config(settings: dict[str, Any] | None) -> LearningConfig:
+    """An agent's `learning_settings` as a LearningConfig; unknown keys are an error, not ignored."""
+    settings = settings or {}
+    known = {field.name for field in dataclasses.fields(LearningConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown learning settings {unknown}; use {sorted(known)}")
+    return LearningConfig(**settings)

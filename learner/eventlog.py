@@ -1,0 +1,113 @@
+"""The event log an agent learns from: appending chat turns, and documents split into chunk events.
+
+Plain functions on the caller's SQL session (the caller commits); enqueueing the learning that
+follows is `workers.submit`'s job, after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from memory.schema import Document, Event
+from memory.schema import Session as StreamSession
+from models.tokenizer import ROLE_TOKENS
+
+
+def create_session(db: Session, *, agent_id: int, kind: str = "chat") -> StreamSession:
+    if kind not in ("chat", "stream"):
+        raise ValueError(f"session kind must be 'chat' or 'stream', got {kind!r}")
+    session = StreamSession(agent_id=agent_id, kind=kind, position=0, next_seq=0)
+    db.add(session)
+    db.flush()
+    return session
+
+
+def append_events(db: Session, *, session_id: int, events: Sequence[tuple[str, bytes]],
+                  document_id: int | None = None) -> list[Event]:
+    """Append (role, content) events to a session's log, in order; returns them with ids."""
+    session = db.get(StreamSession, session_id)
+    if session is None:
+        raise LookupError(f"session {session_id} does not exist")
+    for role, content in events:
+        if role not in ROLE_TOKENS:
+            raise ValueError(f"unknown role {role!r}; use one of {sorted(ROLE_TOKENS)}")
+        if not content:
+            raise ValueError("an event needs at least one byte of content")
+    last = db.execute(select(Event.byte_offset, func.length(Event.content)).where(Event.session_id == session_id)
+                      .order_by(Event.seq.desc()).limit(1)).first()
+    offset = 0 if last is None else last[0] + last[1]
+    rows = []
+    for role, content in events:
+        rows.append(Event(agent_id=session.agent_id, session_id=session_id, document_id=document_id,
+                          seq=session.next_seq, role=role, content=content, byte_offset=offset))
+        session.next_seq += 1
+        offset += len(content)
+    db.add_all(rows)
+    db.flush()
+    return rows
+
+
+def create_document(db: Session, *, agent_id: int, data: bytes, name: str = "",
+                    content_type: str = "text/plain") -> Document:
+    """A received document, queued for `ingest` to split into chunk events."""
+    if not data:
+        raise ValueError("a document needs at least one byte")
+    document = Document(agent_id=agent_id, name=name, content_type=content_type, status="queued",
+                        bytes_received=len(data), bytes_processed=0, content=data)
+    db.add(document)
+    db.flush()
+    return document
+
+
+def split_document(db: Session, *, document_id: int, chunk_bytes: int) -> list[int]:
+    """Split a document into chunk events of its own stream session; returns their ids.
+
+    Idempotent: a document already split returns its existing events, so a redelivered
+    `ingest` changes nothing.
+    """
+    document = db.get(Document, document_id)
+    if document is None:
+        raise LookupError(f"document {document_id} does not exist")
+    existing = list(db.scalars(select(Event.id).where(Event.document_id == document_id).order_by(Event.id)))
+    if existing or document.content is None:
+        return existing
+    data = document.content
+    session = create_session(db, agent_id=document.agent_id, kind="stream")
+    pieces = [data[start : start + chunk_bytes] for start in range(0, len(data), chunk_bytes)]
+    events = append_events(db, session_id=session.id, document_id=document_id,
+                           events=[("document", piece) for piece in pieces])
+    document.content = None  # the chunk events hold the bytes now
+    return [event.id for event in events]
+
+
+def mark_failed(db: Session, *, agent_id: int, through_event_id: int, reason: str) -> int:
+    """Mark the agent's pending events up to `through_event_id` (and their documents) failed; returns how many."""
+    pending = (Event.agent_id == agent_id, Event.id <= through_event_id, Event.learned_at.is_(None),
+               Event.failed_reason.is_(None))
+    document_ids = set(db.scalars(select(Event.document_id).where(*pending, Event.document_id.is_not(None))))
+    count = db.execute(update(Event).where(*pending).values(failed_reason=reason)).rowcount
+    if document_ids:
+        db.execute(update(Document).where(Document.id.in_(document_ids))
+                   .values(status="failed", failed_reason=reason, updated_at=datetime.now(timezone.utc)))
+    return count
+
+
+def mark_document_failed(db: Session, *, document_id: int, reason: str) -> None:
+    db.execute(update(Document).where(Document.id == document_id)
+               .values(status="failed", failed_reason=reason, updated_at=datetime.now(timezone.utc)))
+
+
+def pending_learning(db: Session) -> list[tuple[int, int]]:
+    """(agent id, highest pending event id) of every agent with events neither learned nor failed."""
+    rows = db.execute(select(Event.agent_id, func.max(Event.id))
+                      .where(Event.learned_at.is_(None), Event.failed_reason.is_(None)).group_by(Event.agent_id))
+    return [(agent_id, event_id) for agent_id, event_id in rows]
+
+
+def unsplit_documents(db: Session) -> list[int]:
+    """Ids of received documents not yet split into chunk events."""
+    return list(db.scalars(select(Document.id).where(Document.content.is_not(None), Document.status != "failed")))

@@ -1,0 +1,294 @@
+"""Learning an agent's event log exactly once and in order: the domain function behind `learn` tasks.
+
+`learn_through` learns every event of an agent that is neither learned nor failed, up to a given
+event id, in id order, and commits everything in ONE transaction: each event's learned_at and
+prequential bits, the memory rows of what it read, each session's learner stream state, and a new
+weight version. A task naming a later event therefore also learns the earlier ones, so delivery order
+cannot reorder learning, and a task whose events are learned already is a no-op.
+
+Exactly once is a database property: the commit happens under a per-agent lock (SELECT ... FOR NO KEY
+UPDATE on PostgreSQL, which leaves inserting events free; SQLite's one write lock) after checking that
+nothing the work was based on has changed: the agent's newest version and the events' state. If
+anything has, the work is discarded and redone from what committed. The gradient steps run outside
+the lock because SQLite has a single write lock per database: holding it through seconds of compute
+would stall every chat append of every agent.
+
+Letters: T time, D head dim.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import torch
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from learner.base import learning_config, load_base
+from learner.online import Chunk, OnlineLearner, stream_chunks
+from learner.versions import latest_version, load_weights, prune_versions, publish_version
+from memory.ids import MAX_SPAN_TOKENS
+from memory.schema import Agent, Document, Event
+from memory.schema import Session as StreamSession
+from memory.store import MemoryStore, Span
+from models import ByteTokenizer, HybridLM, Special, State
+
+log = logging.getLogger(__name__)
+
+# Redo limit when other learners keep committing first; past it the caller retries later.
+MAX_ATTEMPTS = 8
+
+
+class LearnConflict(RuntimeError):
+    """Other learners of this agent kept committing first; a transient condition, worth a retry."""
+
+
+def event_tokens(event: Event) -> list[int]:
+    """The tokens an event adds to its session's stream (the serving runtime must read the same).
+
+    A chat event is one turn: role marker, bytes, end of turn. A document's chunk events are one
+    stream: the document marker before its first chunk, bytes only after.
+    """
+    if event.document_id is not None:
+        marker = [int(Special.DOCUMENT)] if event.seq == 0 else []
+        return marker + list(event.content)
+    return ByteTokenizer().encode_turn(event.role, event.content)
+
+
+@dataclass
+class AgentLearner:
+    """One agent's model at one version, with its online learner; cached by a worker process."""
+
+    agent_id: int
+    spec: tuple[str, str]  # (base checkpoint, learning settings as JSON): a change means rebuild
+    model: HybridLM
+    learner: OnlineLearner
+    store: MemoryStore
+    version: int
+
+    def learned_weights(self) -> dict[str, torch.Tensor]:
+        return {name: param.detach().clone() for name, param in self.learner.params.items()}
+
+    @torch.no_grad()
+    def adopt(self, weights: dict[str, torch.Tensor]) -> None:
+        """Set the learned parameters to a version's values (anchoring still pulls toward the base)."""
+        params = dict(self.model.named_parameters())
+        for name, base in self.learner.base.items():
+            params[name].copy_(weights.get(name, base))
+
+
+class LearnerCache:
+    """Per worker process: the last model of each agent, reused while no one else publishes a version."""
+
+    def __init__(self, sessions: sessionmaker[Session], device: str = "cpu"):
+        self.sessions = sessions
+        self.device = device
+        self._agents: dict[int, AgentLearner] = {}
+
+    def get(self, agent: Agent, version: int) -> AgentLearner:
+        spec = (agent.base_checkpoint, repr(sorted((agent.learning_settings or {}).items())))
+        cached = self._agents.get(agent.id)
+        if cached is None or cached.spec != spec:
+            model = load_base(agent.base_checkpoint, self.device)
+            learner = OnlineLearner(model, learning_config(agent.learning_settings))
+            store = MemoryStore.open(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim)
+            cached = AgentLearner(agent.id, spec, model, learner, store, version=-1)
+        if cached.version != version:
+            with self.sessions() as db:
+                cached.adopt(load_weights(db, agent.id, version))
+            cached.version = version
+        self._agents[agent.id] = cached
+        return cached
+
+    def forget(self, agent_id: int) -> None:
+        """Drop an agent whose in-RAM weights may no longer match any committed version."""
+        self._agents.pop(agent_id, None)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the work is based on, read in one short transaction."""
+
+    agent: Agent
+    version: int
+    events: list[Event]
+    streams: dict[int, tuple[bytes | None, int | None]]  # session id -> (learn_state, learn_last_token)
+
+
+@dataclass
+class LearnReport:
+    version: int  # the agent's version after this call
+    events: int = 0  # events learned by this call
+    tokens: int = 0
+    bits: float = 0.0  # prequential: summed before learning from each chunk
+    attempts: int = 0
+    event_ids: list[int] = field(default_factory=list)
+
+
+def _read_plan(db: Session, agent_id: int, through_event_id: int, max_events: int) -> _Plan | None:
+    agent = db.get(Agent, agent_id)
+    if agent is None:
+        return None
+    events = list(db.scalars(
+        select(Event).where(Event.agent_id == agent_id, Event.id <= through_event_id, Event.learned_at.is_(None),
+                            Event.failed_reason.is_(None)).order_by(Event.id).limit(max_events)))
+    session_ids = sorted({event.session_id for event in events})
+    streams = {row.id: (row.learn_state, row.learn_last_token) for row in db.execute(
+        select(StreamSession.id, StreamSession.learn_state, StreamSession.learn_last_token)
+        .where(StreamSession.id.in_(session_ids)))}
+    return _Plan(agent, latest_version(db, agent_id), events, streams)
+
+
+@dataclass
+class _Learned:
+    bits: dict[int, float]  # event id -> prequential bits
+    tokens: int
+    spans: list[Span]
+    streams: dict[int, tuple[bytes, int]]  # session id -> new (learn_state, learn_last_token)
+
+
+def _spans(event: Event, tokens: Sequence[int], start: int, keys: torch.Tensor, values: torch.Tensor,
+           version: int, byte_base: int, bytes_before: list[int]) -> list[Span]:
+    """Memory rows for the pairs of input tokens tokens[start : start + T]; keys/values: (T, D)."""
+    spans = []
+    for offset in range(0, keys.shape[0], MAX_SPAN_TOKENS):
+        first, end = start + offset, min(start + offset + MAX_SPAN_TOKENS, start + keys.shape[0])
+        spans.append(Span(
+            keys=keys[offset : offset + end - first], values=values[offset : offset + end - first],
+            text=ByteTokenizer().decode(tokens[first:end]), byte_start=byte_base + bytes_before[first],
+            byte_end=byte_base + bytes_before[end], event_id=event.id, document_id=event.document_id,
+            session_id=event.session_id, weight_version=version))
+    return spans
+
+
+def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Learned:
+    model, learner = agent_learner.model, agent_learner.learner
+    states: dict[int, State] = {}
+    last_tokens: dict[int, int] = {}
+    for session_id, (blob, last) in plan.streams.items():
+        states[session_id] = State.from_bytes(blob).to(model.device) if blob else model.init_state(1)
+        last_tokens[session_id] = int(Special.BEGIN) if last is None else last
+    out = _Learned(bits={}, tokens=0, spans=[], streams={})
+    for event in plan.events:
+        # The previous event's last token is this one's first input: every token is a target exactly once.
+        tokens = [last_tokens[event.session_id], *event_tokens(event)]
+        bytes_before = [0]
+        for token in tokens:
+            bytes_before.append(bytes_before[-1] + (token < 256))
+        byte_base = event.byte_offset - (tokens[0] < 256)  # stream offset of tokens[0] if it is a byte
+        state, bits, start = states[event.session_id], 0.0, 0
+        stream = torch.tensor([tokens], device=model.device)
+        for inputs, targets in stream_chunks(stream, chunk_tokens):
+            step = learner.step(Chunk(inputs, targets, state), agent_learner.store)
+            state = step.state
+            bits += step.loss * step.tokens / math.log(2)
+            out.tokens += step.tokens
+            if step.memory_kv is not None:
+                out.spans += _spans(event, tokens, start, step.memory_kv.keys[0], step.memory_kv.values[0],
+                                    plan.version, byte_base, bytes_before)
+            start += inputs.shape[1]
+        states[event.session_id], last_tokens[event.session_id] = state, tokens[-1]
+        out.bits[event.id] = bits
+    out.streams = {sid: (states[sid].to_bytes(), last_tokens[sid]) for sid in plan.streams}
+    return out
+
+
+def lock_agent(db: Session, agent_id: int) -> None:
+    """Hold the agent's learning lock until the transaction ends."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update(key_share=True))
+    else:
+        # SQLite: a write as the first statement takes the database's write lock (waiting for it).
+        db.execute(update(Agent).where(Agent.id == agent_id).values(name=Agent.name))
+
+
+def _unchanged(db: Session, plan: _Plan) -> bool:
+    if latest_version(db, plan.agent.id) != plan.version:
+        return False
+    ids = [event.id for event in plan.events]
+    changed = db.scalar(select(Event.id).where(
+        Event.id.in_(ids), (Event.learned_at.is_not(None)) | (Event.failed_reason.is_not(None))).limit(1))
+    return changed is None
+
+
+def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLearner, keep_versions: int) -> int:
+    now = datetime.now(timezone.utc)
+    for event in plan.events:
+        db.execute(update(Event).where(Event.id == event.id).values(learned_at=now, learned_bits=learned.bits[event.id]))
+    for session_id, (blob, last) in learned.streams.items():
+        db.execute(update(StreamSession).where(StreamSession.id == session_id)
+                   .values(learn_state=blob, learn_last_token=last, updated_at=now))
+    agent_learner.store.add_spans(learned.spans, db=db)
+    per_document: dict[int, int] = {}
+    for event in plan.events:
+        if event.document_id is not None:
+            per_document[event.document_id] = per_document.get(event.document_id, 0) + len(event.content)
+    for document_id, count in per_document.items():
+        document = db.get(Document, document_id)
+        document.bytes_processed += count
+        document.status = "learned" if document.bytes_processed >= document.bytes_received else "learning"
+    version = publish_version(db, agent_id=plan.agent.id, weights=agent_learner.learned_weights(),
+                              parent_version=plan.version, events_learned_through=plan.events[-1].id)
+    prune_versions(db, agent_id=plan.agent.id, keep=keep_versions)
+    return version
+
+
+def learn_through(sessions: sessionmaker[Session], cache: LearnerCache, *, agent_id: int, event_id: int,
+                  chunk_tokens: int = 2048, keep_versions: int = 10, max_events: int = 1,
+                  commit_delay_s: float = 0.0) -> LearnReport:
+    """Learn the agent's pending events up to `event_id`, exactly once; returns what this call did.
+
+    A backlog commits in batches of `max_events` events, each batch one transaction and one version.
+    With the default of one event per batch, each event retrieves the memories of every event before
+    it, exactly as if the tasks had been delivered one by one in order (a batch's memory rows become
+    searchable only when it commits).
+    `commit_delay_s` is a test hook: a pause between learning and committing, so a test can kill
+    the process at the worst moment.
+    """
+    total = LearnReport(version=0)
+    while True:
+        batch = _learn_batch(sessions, cache, agent_id=agent_id, event_id=event_id, chunk_tokens=chunk_tokens,
+                             keep_versions=keep_versions, max_events=max_events, commit_delay_s=commit_delay_s)
+        total.version = batch.version
+        total.attempts += batch.attempts
+        if not batch.events:
+            return total
+        total.events += batch.events
+        total.tokens += batch.tokens
+        total.bits += batch.bits
+        total.event_ids += batch.event_ids
+
+
+def _learn_batch(sessions: sessionmaker[Session], cache: LearnerCache, *, agent_id: int, event_id: int,
+                 chunk_tokens: int, keep_versions: int, max_events: int, commit_delay_s: float) -> LearnReport:
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        with sessions() as db:
+            plan = _read_plan(db, agent_id, event_id, max_events)
+        if plan is None:
+            raise LookupError(f"agent {agent_id} does not exist")
+        if not plan.events:
+            return LearnReport(version=plan.version, attempts=attempt)
+        agent_learner = cache.get(plan.agent, plan.version)
+        try:
+            learned = _learn(agent_learner, plan, chunk_tokens)
+            if commit_delay_s:
+                time.sleep(commit_delay_s)
+            with sessions.begin() as db:
+                lock_agent(db, agent_id)
+                version = _commit(db, plan, learned, agent_learner, keep_versions) if _unchanged(db, plan) else None
+        except BaseException:
+            cache.forget(agent_id)  # RAM weights moved past every committed version
+            raise
+        if version is None:
+            cache.forget(agent_id)
+            log.info("agent %s: another learner committed first; redoing (attempt %d)", agent_id, attempt)
+            continue
+        agent_learner.version = version
+        return LearnReport(version=version, events=len(plan.events), tokens=learned.tokens,
+                           bits=sum(learned.bits.values()), attempts=attempt, event_ids=[e.id for e in plan.events])
+    raise LearnConflict(f"agent {agent_id}: other learners committed first {MAX_ATTEMPTS} times; retry later")

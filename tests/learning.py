@@ -1,0 +1,67 @@
+"""Fixtures for the learning tests: a migrated database on each backend, agents on the tiny preset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sqlalchemy import func, select
+
+from learner.base import load_base
+from learner.eventlog import create_session
+from learner.learn import LearnerCache
+from memory.db import make_engine, make_session_factory
+from memory.migrate import upgrade
+from memory.schema import Agent, Memory, WeightVersion
+from tests.dbs import empty_db_url  # noqa: F401 - re-exported fixture
+
+TINY = "preset:tiny"
+# A rate large enough that one step visibly moves the weights.
+FAST_LEARNING = {"learning_rate": 0.05}
+
+
+@pytest.fixture
+def db_url(empty_db_url) -> str:  # noqa: F811
+    upgrade(empty_db_url)
+    return empty_db_url
+
+
+@pytest.fixture
+def sessions(db_url):
+    engine = make_engine(db_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def new_agent(sessions, name: str, learning: dict | None = None) -> tuple[int, int]:
+    """(agent id, chat session id) of a fresh tiny agent."""
+    with sessions.begin() as db:
+        agent = Agent(name=name, base_checkpoint=TINY, learning_settings=learning or FAST_LEARNING)
+        db.add(agent)
+        db.flush()
+        return agent.id, create_session(db, agent_id=agent.id).id
+
+
+def learned_weights(sessions, agent_id: int) -> dict[str, torch.Tensor]:
+    """The agent's current learned parameters, as a fresh learner would load them."""
+    with sessions() as db:
+        agent = db.get(Agent, agent_id)
+    learner = LearnerCache(sessions).get(agent, version=_latest(sessions, agent_id))
+    return learner.learned_weights()
+
+
+def _latest(sessions, agent_id: int) -> int:
+    with sessions() as db:
+        return db.scalar(select(func.max(WeightVersion.version)).where(WeightVersion.agent_id == agent_id)) or 0
+
+
+def memory_rows(sessions, agent_id: int) -> list[tuple[int | None, int, int, bytes]]:
+    """(event id, byte start, byte end, keys) of the agent's memory rows, in id order."""
+    with sessions() as db:
+        return [tuple(row) for row in db.execute(
+            select(Memory.event_id, Memory.byte_start, Memory.byte_end, Memory.keys)
+            .where(Memory.agent_id == agent_id).order_by(Memory.id))]
+
+
+def base_weights(names) -> dict[str, torch.Tensor]:
+    params = dict(load_base(TINY).named_parameters())
+    return {name: params[name].detach() for name in names}
