@@ -153,6 +153,15 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from workers.app import run_worker
+    from workers.settings import Settings
+
+    run_worker(Settings(), queues=tuple(args.queues.split(",")), concurrency=args.concurrency,
+               loglevel=args.loglevel, hostname=args.hostname)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="A continual-learning agent with memory.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--trainable", choices=["downstream", "all"], default="downstream")
     forget.add_argument("--json", action="store_true")
     forget.set_defaults(handler=_eval_forgetting)
+
+    worker = commands.add_parser("worker", help="run a Celery worker: online learning, ingestion, maintenance "
+                                                "(configured by LIFELONG_* environment variables)")
+    worker.add_argument("--queues", default="learn,ingest,maintenance", help="comma-separated (default: %(default)s)")
+    worker.add_argument("--concurrency", type=int, help="worker processes (default: LIFELONG_WORKER_CONCURRENCY or 1)")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--hostname", help="Celery node name, e.g. learn1@%%h")
+    worker.set_defaults(handler=_worker)
     return parser
 
 

@@ -8,6 +8,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 POSTGRES_URL = os.environ.get("LIFELONG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Tests flush this Redis database: point it at one nobody else uses (e.g. .../5 on a shared machine).
+REDIS_URL = os.environ.get("LIFELONG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -25,6 +27,22 @@ def postgres_or_skip() -> str:
     finally:
         engine.dispose()
     return POSTGRES_URL
+
+
+def redis_or_skip() -> str:
+    """The Redis URL with its database flushed; skips locally (fails in CI) when the server is absent."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        if IN_CI:
+            pytest.fail(f"Redis must be reachable at {REDIS_URL} under CI=true: {exc}")
+        pytest.skip(f"no Redis at {REDIS_URL} ({type(exc).__name__}); set LIFELONG_TEST_REDIS_URL or start it")
+    finally:
+        client.close()
+    return REDIS_URL
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

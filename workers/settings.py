@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     chunk_bytes: int = Field(2048, gt=0, description="bytes per online-learning step")
     keep_versions: int = Field(10, ge=1, description="weight versions kept per agent, tagged ones aside")
     worker_concurrency: int = Field(1, ge=1, description="processes per worker (learn order is kept per agent)")
+    broker_visibility_timeout_s: int = Field(
+        3600, gt=0, description="Redis: seconds before a task whose worker died unacknowledged is delivered again"
+    )
+    task_max_retries: int = Field(8, ge=0, description="retries of a task on transient DB/broker errors")
+    learn_commit_delay_s: float = Field(
+        0.0, ge=0, description="test hook: pause between learning and committing, so a test can kill a worker there"
+    )
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

@@ -1,0 +1,138 @@
+"""Real `lifelong worker` processes on each broker: order per agent, duplicates, kill -9 mid-task."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import redis
+import torch
+from sqlalchemy import create_engine, func, select, text
+
+from learner.eventlog import append_events
+from learner.learn import LearnerCache, learn_through
+from memory.db import make_engine, make_session_factory
+from memory.schema import Document, Event, WeightVersion
+from tests.learning import learned_weights, memory_rows, new_agent
+from tests.workers.conftest import children, wait_for
+from workers.submit import enqueue_learning, submit_document, submit_events
+
+TURNS = [b"first of all, the weather", b"second: it rained", b"third, and then it cleared up in the evening"]
+
+
+@pytest.fixture
+def sessions(deployment):
+    engine = make_engine(deployment.settings.resolved_database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _learned(sessions, agent_ids) -> bool:
+    with sessions() as db:
+        return not db.scalar(select(func.count()).select_from(Event).where(
+            Event.agent_id.in_(agent_ids), Event.learned_at.is_(None)))
+
+
+def _document_status(sessions, document_id: int) -> str:
+    with sessions() as db:
+        return db.get(Document, document_id).status
+
+
+def _reference(tmp_path, turns) -> tuple[dict[str, torch.Tensor], list]:
+    """Weights and memory rows of the same turns learned one by one in this process, on SQLite."""
+    from memory.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'reference.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    agent_id, session_id = new_agent(sessions, "reference")
+    cache = LearnerCache(sessions)
+    for turn in turns:
+        with sessions.begin() as db:
+            event_id = append_events(db, session_id=session_id, events=[("user", turn)])[0].id
+        learn_through(sessions, cache, agent_id=agent_id, event_id=event_id, chunk_tokens=64)
+    result = learned_weights(sessions, agent_id), memory_rows(sessions, agent_id)
+    engine.dispose()
+    return result
+
+
+def _assert_learned_like(sessions, agent_id, reference) -> None:
+    weights, rows = reference
+    got = learned_weights(sessions, agent_id)
+    assert all(torch.equal(got[name], weights[name]) for name in weights), "weights differ from one-by-one learning"
+    assert [row[1:] for row in memory_rows(sessions, agent_id)] == [row[1:] for row in rows]
+
+
+def test_a_worker_learns_two_interleaved_agents_in_order(deployment, start_worker, sessions, tmp_path):
+    app = deployment.app()
+    agents = [new_agent(sessions, name) for name in ("ada", "bob")]
+    ids: dict[int, list[int]] = {agent_id: [] for agent_id, _ in agents}
+    with sessions.begin() as db:  # interleaved: ada, bob, ada, bob, ...
+        for turn in TURNS:
+            for agent_id, session_id in agents:
+                ids[agent_id].append(append_events(db, session_id=session_id, events=[("user", turn)])[0].id)
+    # Delivered newest first, each twice: neither order nor duplicates may change what is learned.
+    for position in reversed(range(len(TURNS))):
+        for agent_id, _ in agents:
+            for _ in range(2):
+                enqueue_learning(app, agent_id=agent_id, event_id=ids[agent_id][position])
+    reader, _ = new_agent(sessions, "cy")
+    document_id = submit_document(app, sessions, agent_id=reader, data=b"".join(TURNS), name="turns.txt")
+    worker = start_worker(deployment, concurrency=2)
+    wait_for(lambda: _learned(sessions, list(ids)), "every event learned", worker)
+    wait_for(lambda: _document_status(sessions, document_id) == "learned", "the document learned", worker)
+
+    reference = _reference(tmp_path, TURNS)
+    for agent_id, event_ids in ids.items():
+        with sessions() as db:
+            chain = db.execute(select(WeightVersion.version, WeightVersion.parent_version,
+                                      WeightVersion.events_learned_through)
+                               .where(WeightVersion.agent_id == agent_id).order_by(WeightVersion.version)).all()
+        assert [tuple(row) for row in chain] == [(i + 1, i, event_id) for i, event_id in enumerate(event_ids)]
+        assert [row[0] for row in memory_rows(sessions, agent_id)] == sorted(row[0] for row in memory_rows(sessions, agent_id))
+        _assert_learned_like(sessions, agent_id, reference)
+
+
+def _task_taken(deployment) -> bool:
+    """Whether the broker has handed a task to a worker that has not acknowledged it yet."""
+    if deployment.name == "redis":
+        client = redis.Redis.from_url(deployment.settings.resolved_broker_url)
+        try:
+            return client.hlen("unacked") > 0
+        finally:
+            client.close()
+    engine = create_engine(deployment.settings.resolved_broker_url.removeprefix("sqla+"))
+    try:
+        with engine.connect() as connection:
+            return bool(connection.scalar(text("SELECT count(*) FROM kombu_message WHERE visible = 0")))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("victim", ["pool process", "whole worker"])
+def test_kill_9_mid_learn_redelivers_and_applies_exactly_once(deployment, start_worker, sessions, tmp_path, victim):
+    app = deployment.app()
+    agent_id, session_id = new_agent(sessions, "ada")
+    # The pause between learning and committing puts the kill after the work and before the commit.
+    worker = start_worker(deployment, LIFELONG_LEARN_COMMIT_DELAY_S="5")
+    wait_for(lambda: children(worker.pid), "the worker's pool process", worker)
+    submit_events(app, sessions, session_id=session_id, events=[("user", TURNS[0])])
+    wait_for(lambda: _task_taken(deployment), "the learn task to start", worker)
+    assert not _learned(sessions, [agent_id]), "the kill must land before the commit; lengthen the pause"
+    if victim == "pool process":
+        # The parent sees its child die and puts the task back on the queue (reject on worker loss).
+        os.kill(children(worker.pid)[0], signal.SIGKILL)
+    else:
+        # Everything dies; a new worker gets the task back: from Redis after the visibility timeout,
+        # from the SQL transport (which loses a dead consumer's message) through the start-up requeue.
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        assert not _learned(sessions, [agent_id])
+        worker = start_worker(deployment, LIFELONG_LEARN_COMMIT_DELAY_S="0")
+    wait_for(lambda: _learned(sessions, [agent_id]), "the event learned after the kill", worker)
+
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(WeightVersion).where(WeightVersion.agent_id == agent_id)) == 1
+    _assert_learned_like(sessions, agent_id, _reference(tmp_path, TURNS[:1]))

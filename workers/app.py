@@ -1,0 +1,74 @@
+"""The Celery app, configured from the one Settings object.
+
+Queues: `learn` (online learning; order per agent is kept by the database, see learner.learn),
+`ingest` (split documents into chunk events) and `maintenance` (prune versions, rebuild index
+snapshots). Tasks are long and idempotent, so they are acknowledged late, one prefetched at a time,
+and requeued when the process running them dies.
+
+`celery -A workers.app worker` (or `lifelong worker`) uses the module-level `app`, configured from
+`LIFELONG_*` environment variables.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from workers.settings import Settings
+
+QUEUES = ("learn", "ingest", "maintenance")
+
+
+def make_app(settings: Settings) -> Celery:
+    app = Celery("lifelong", broker=settings.resolved_broker_url, set_as_current=False)
+    if settings.resolved_broker_url.startswith("sqla+sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # kombu passes these to create_engine: wait for SQLite's lock rather than fail at once.
+        transport_options = {"connect_args": {"timeout": 30}}
+    else:
+        # Redis: an unacknowledged task (its worker died) is delivered again after this long.
+        transport_options = {"visibility_timeout": settings.broker_visibility_timeout_s}
+    app.conf.update(
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="learn",
+        task_routes={
+            "lifelong.learn": {"queue": "learn"},
+            "lifelong.ingest": {"queue": "ingest"},
+            "lifelong.prune_versions": {"queue": "maintenance"},
+            "lifelong.rebuild_index": {"queue": "maintenance"},
+        },
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,  # progress lives in SQL (events, documents), not in a result backend
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    app.conf.lifelong_settings = settings
+    # The tasks are shared tasks: importing them registers them with every app, this one included.
+    import workers.tasks  # noqa: F401
+
+    return app
+
+
+app = make_app(Settings())
+
+
+def run_worker(settings: Settings, *, queues: tuple[str, ...] = QUEUES, concurrency: int | None = None,
+               loglevel: str = "INFO", hostname: str | None = None) -> None:
+    """Run a worker in this process until it is stopped (what `lifelong worker` does).
+
+    The prefork pool runs each task in a child process: if a child dies mid-task, the parent sees it
+    and the task goes back to the queue (reject on worker loss) for a fresh child.
+    """
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown:
+        raise ValueError(f"unknown queues {unknown}; choose from {list(QUEUES)}")
+    argv = ["worker", f"--queues={','.join(queues)}", f"--concurrency={concurrency or settings.worker_concurrency}",
+            "--prefetch-multiplier=1", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    make_app(settings).worker_main(argv)
