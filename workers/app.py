@@ -17,14 +17,19 @@ from kombu import Queue
 from workers.settings import Settings
 
 QUEUES = ("learn", "ingest", "maintenance")
+SQL_PREFIXES = ("sqla+", "sqlalchemy+")
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("lifelong", broker=settings.resolved_broker_url, set_as_current=False)
-    if settings.resolved_broker_url.startswith("sqla+sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker_url, transport = settings.resolved_broker_url, None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if broker_url.startswith(SQL_PREFIXES):
+        # The same SQL transport, polling faster (see workers.transport); it takes the bare database URL.
+        broker_url, transport = broker_url.split("+", 1)[1], "workers.transport:Transport"
+    app = Celery("lifelong", broker=broker_url, set_as_current=False)
+    if transport is not None:
         # kombu passes these to create_engine: wait for SQLite's lock rather than fail at once.
-        transport_options = {"connect_args": {"timeout": 30}}
+        transport_options = {"connect_args": {"timeout": 30}} if broker_url.startswith("sqlite") else {}
     else:
         # Redis: an unacknowledged task (its worker died) is delivered again after this long.
         transport_options = {"visibility_timeout": settings.broker_visibility_timeout_s}
@@ -44,6 +49,7 @@ def make_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options=transport_options,
+        broker_transport=transport,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )

@@ -1,0 +1,213 @@
+"""Online learning through the broker and a worker, against the same steps done bare:
+`python -m bench.learn --json`.
+
+A long stream of Python's own sources is submitted as one document to a real `lifelong worker`
+process on the embedded deployment (SQLite + the SQL transport, in a temporary directory), with the
+shipped base checkpoint. Measured: bytes/s from submission to "learned" (ingest, one learn task and
+one committed version per chunk: memories, stream state, weights, all in SQL); bytes/s of the same
+online steps (same chunks, same learning rule, retrieval from the same kind of FAISS index in RAM)
+with no queue and no SQL; prequential bits per byte of the static and both (learning + retrieval)
+arms; and forgetting: held-out base-data bits per byte with the weights the worker published, over
+those of the base.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from sqlalchemy import func, select
+
+from bench.local_text import stdlib_text
+from learner.base import load_base
+from learner.eventlog import create_session
+from learner.evaluate import bits_per_byte, heldout_bits_per_byte, prequential
+from learner.learn import event_tokens
+from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
+from learner.serving import ServingModel
+from memory.db import make_engine, make_session_factory
+from memory.migrate import upgrade
+from memory.schema import Agent, Document, Event
+from memory.codec import encode_pairs
+from memory.ids import MAX_SPAN_TOKENS
+from memory.store import MemoryStore, flat_queries
+from models import RetrievedMemory, Special
+from workers.app import make_app
+from workers.settings import SHIPPED_CHECKPOINT, Settings
+from workers.submit import submit_document, submit_events
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class RamMemory:
+    """The worker's retrieval (the store's FAISS index and fp16 pairs) with no SQL behind it.
+
+    Exact search over a growing tensor (TensorMemory) would cost far more than the worker's IVF
+    search past 8K pairs and make the comparison meaningless; this reaches into MemoryStore's
+    index-side helpers instead.
+    """
+
+    def __init__(self, head_dim: int):
+        self.store = MemoryStore(agent_id=0, sessions=None, head_dim=head_dim)
+        self.next_id = 1
+
+    def add(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        keys, values = keys.reshape(-1, keys.shape[-1]), values.reshape(-1, values.shape[-1])
+        rows = []
+        for start in range(0, keys.shape[0], MAX_SPAN_TOKENS):
+            end = start + MAX_SPAN_TOKENS
+            rows.append((self.next_id, encode_pairs(keys[start:end]), encode_pairs(values[start:end])))
+            self.next_id += 1
+        self.store._index_rows(rows)
+        if self.store.index.needs_rebuild():
+            self.store._refit_index()
+
+    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
+        return self.store.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
+
+
+def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: LearningConfig) -> tuple[float, float]:
+    """(bytes/s, prequential bits per byte) of the worker's online steps with no queue and no SQL."""
+    model = load_base(base_spec)
+    learner = OnlineLearner(model, learning)
+    memory = RamMemory(model.config.head_dim)
+    state, last, bits = model.init_state(1), int(Special.BEGIN), 0.0
+    started = time.perf_counter()
+    for seq, start in enumerate(range(0, len(data), chunk_bytes)):
+        # The same tokens the worker reads for chunk event `seq` of a document (see learner.learn).
+        event = Event(document_id=1, seq=seq, role="document", content=data[start : start + chunk_bytes])
+        tokens = [last, *event_tokens(event)]
+        for inputs, targets in stream_chunks(torch.tensor([tokens]), chunk_bytes):
+            step = learner.step(Chunk(inputs, targets, state), memory)
+            state = step.state
+            bits += step.loss * step.tokens / math.log(2)
+            memory.add(*step.memory_kv)
+        last = tokens[-1]
+    return len(data) / (time.perf_counter() - started), bits / len(data)
+
+
+def _wait(condition, what: str, worker: subprocess.Popen, limit_s: float = 1800.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited ({worker.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting for {what} after {limit_s}s")
+        time.sleep(0.05)
+
+
+def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path) -> dict:
+    """Learn `data` as a document through a real worker; returns speed, scores and the learned model."""
+    env = {"LIFELONG_DATA_DIR": str(workdir), "LIFELONG_CHUNK_BYTES": str(chunk_bytes)}
+    settings = Settings(data_dir=workdir, chunk_bytes=chunk_bytes)
+    workdir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    app = make_app(settings)
+    worker_env = {k: v for k, v in os.environ.items() if not k.startswith("LIFELONG_")} | env
+    log = open(workdir / "worker.log", "wb")
+    worker = subprocess.Popen([sys.executable, "-m", "agent.cli", "worker", "--concurrency=1", "--loglevel=WARNING"],
+                              cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with sessions.begin() as db:
+            warmup = Agent(name="warm-up", base_checkpoint=base_spec)
+            agent = Agent(name="bench", base_checkpoint=base_spec)
+            db.add_all([warmup, agent])
+            db.flush()
+            warmup_session = create_session(db, agent_id=warmup.id).id
+            agent_id, warmup_id = agent.id, warmup.id
+        # A first task loads the base model in the worker's pool process; timing starts after it.
+        submit_events(app, sessions, session_id=warmup_session, events=[("user", b"warm up")])
+        _wait(lambda: _pending(sessions, warmup_id) == 0, "the warm-up task", worker)
+        started = time.perf_counter()
+        document_id = submit_document(app, sessions, agent_id=agent_id, data=data, name="stdlib.py")
+        _wait(lambda: _status(sessions, document_id) in ("learned", "failed"), "the document", worker)
+        seconds = time.perf_counter() - started
+        if _status(sessions, document_id) == "failed":
+            raise RuntimeError(f"the worker failed the document; see {workdir / 'worker.log'}")
+        with sessions() as db:
+            bits = db.scalar(select(func.sum(Event.learned_bits)).where(Event.document_id == document_id))
+            versions = db.scalar(select(func.count()).select_from(Event).where(Event.document_id == document_id))
+        serving = ServingModel(sessions=sessions, agent_id=agent_id, base=load_base(base_spec))
+        return {"bytes_per_s": len(data) / seconds, "seconds": seconds, "prequential_bpb": bits / len(data),
+                "chunks": versions, "model": serving.current().model}
+    finally:
+        os.kill(worker.pid, signal.SIGTERM)  # warm shutdown: the main process stops its pool
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        engine.dispose()
+
+
+def _pending(sessions, agent_id: int) -> int:
+    with sessions() as db:
+        return db.scalar(select(func.count()).select_from(Event).where(Event.agent_id == agent_id,
+                                                                       Event.learned_at.is_(None)))
+
+
+def _status(sessions, document_id: int) -> str:
+    with sessions() as db:
+        return db.scalar(select(Document.status).where(Document.id == document_id))
+
+
+def heldout(model, corpus: Path, max_bytes: int, fallback: bytes) -> dict[str, float]:
+    """Held-out base-data bits per byte per source (the corpus's held-out split; stdlib text without it)."""
+    if (corpus / "manifest.json").exists():
+        return heldout_bits_per_byte(model, corpus, max_bytes=max_bytes)
+    return {"stdlib-heldout": bits_per_byte(model, fallback)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT)
+    parser.add_argument("--bytes", type=int, default=128 * 1024, help="length of the learned stream")
+    parser.add_argument("--chunk", type=int, default=2048, help="bytes per chunk event (one step, one version)")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus", help="held-out base data")
+    parser.add_argument("--heldout-bytes", type=int, default=8192, help="held-out bytes per source")
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = parser.parse_args(argv)
+
+    data = stdlib_text(args.bytes, skip=4 << 20)
+    fallback = stdlib_text(args.heldout_bytes, skip=1 << 20)
+    spec = str(args.checkpoint)
+    learning = LearningConfig()
+    bare_bps, bare_bpb = bare_learning(spec, data, args.chunk, learning)
+    static = prequential(load_base(spec), data, arm="static", chunk_tokens=args.chunk).bits_per_byte
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = through_worker(spec, data, args.chunk, Path(tmp) / "data")
+    before = heldout(load_base(spec), args.corpus, args.heldout_bytes, fallback)
+    after = heldout(worker["model"].eval(), args.corpus, args.heldout_bytes, fallback)
+    forgetting = sum(after.values()) / sum(before.values())  # equal bytes per source: pooled bits ratio
+    report = {
+        "checkpoint": spec, "stream_bytes": len(data), "chunk_bytes": args.chunk, "chunks": worker["chunks"],
+        "learning": {"learning_rate": learning.learning_rate, "trainable": learning.trainable,
+                     "anchor_decay": learning.anchor_decay},
+        "learn_bytes_per_s": round(worker["bytes_per_s"], 1),
+        "bare_train_bytes_per_s": round(bare_bps, 1),
+        "ratio": round(worker["bytes_per_s"] / bare_bps, 3),
+        "prequential_bpb": {"static": round(static, 4), "both": round(bare_bpb, 4),
+                            "both_through_worker": round(worker["prequential_bpb"], 4)},
+        "forgetting": round(forgetting, 4),
+        "heldout_bpb": {source: {"before": round(before[source], 4), "after": round(after[source], 4)}
+                        for source in before},
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(json.dumps(report) if args.json else json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
