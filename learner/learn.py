@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import learning_config, load_base
 from learner.online import Chunk, OnlineLearner, stream_chunks
-from learner.versions import latest_version, load_weights, prune_versions, publish_version
+from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
 from memory.ids import MAX_SPAN_TOKENS
 from memory.schema import Agent, Document, Event
 from memory.schema import Session as StreamSession
@@ -273,7 +273,10 @@ def _learn_batch(sessions: sessionmaker[Session], cache: LearnerCache, *, agent_
             raise LookupError(f"agent {agent_id} does not exist")
         if not plan.events:
             return LearnReport(version=plan.version, attempts=attempt)
-        agent_learner = cache.get(plan.agent, plan.version)
+        try:
+            agent_learner = cache.get(plan.agent, plan.version)
+        except VersionNotFound:  # pruned since the plan was read: newer versions exist, so plan again
+            continue
         try:
             learned = _learn(agent_learner, plan, chunk_tokens)
             if commit_delay_s:

@@ -50,9 +50,11 @@ class ServingModel:
         if newest == self._current.version:
             return False
         with self._swap_lock:
-            if newest == self._current.version:
-                return False
             with self.sessions() as db:
+                # Read again with the weights: a version seen a moment ago may have been pruned since.
+                newest = latest_version(db, self.agent_id)
+                if newest == self._current.version:
+                    return False
                 weights = load_weights(db, self.agent_id, newest)
             self._current = Loaded(self._build(weights), newest)
         return True
