@@ -30,7 +30,7 @@ class MemoryReader(Protocol):
 def empty_retrieval(queries: torch.Tensor, top_k: int) -> RetrievedMemory:
     batch, steps, heads, dim = queries.shape
     zeros = queries.new_zeros(batch, steps, heads, top_k, dim)
-    return RetrievedMemory(zeros, zeros, torch.zeros(batch, steps, heads, top_k, dtype=torch.bool))
+    return RetrievedMemory(zeros, zeros, torch.zeros(batch, steps, heads, top_k, dtype=torch.bool, device=queries.device))
 
 
 class TensorMemory:
