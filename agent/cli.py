@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from agent.commands import register as register_client_commands
 from agent.demo import DEFAULT_FILE, run_demo
 from learner.corpus import build_corpus
 
@@ -255,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--hostname", help="Celery node name, e.g. learn1@%%h")
     worker.set_defaults(handler=_worker)
+
+    register_client_commands(commands)  # chat, ingest, memories, agents, keys (HTTP clients) and migrate
     return parser
 
 

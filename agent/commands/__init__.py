@@ -1,0 +1,15 @@
+"""The CLI's client commands (they talk to a running server over HTTP, docs/API.md) and `migrate`."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.commands import agents, chat, ingest, keys, memories, migrate
+from agent.commands.common import client_options
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    options = client_options()
+    for module in (chat, ingest, memories, agents, keys):
+        module.register(commands, options)
+    migrate.register(commands)

@@ -1,0 +1,55 @@
+"""`lifelong agents create|list|show|delete`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from agent.commands.common import emit_list, emit_object, emit_result, guarded, make_client
+
+AGENT_FIELDS = ("id", "name", "weight_version", "memory_count", "bytes_learned", "queue_lag")
+
+
+def _create(args: argparse.Namespace) -> int:
+    try:
+        learning = None if args.learning is None else json.loads(args.learning)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--learning is not a JSON object: {exc}") from exc
+    with make_client(args) as client:
+        agent = client.create_agent(name=args.name, base_checkpoint=args.base_checkpoint, learning=learning)
+    return emit_result(args, agent, f"created agent {agent['id']} ({agent.get('name', args.name)})")
+
+
+def _list(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        return emit_list(args, client.list_agents(), AGENT_FIELDS, empty="no agents")
+
+
+def _show(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        agent = client.get_agent(args.agent_id)
+    return emit_object(args, agent, AGENT_FIELDS)
+
+
+def _delete(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        client.delete_agent(args.agent_id)
+    return emit_result(args, {"deleted": args.agent_id}, f"deleted agent {args.agent_id}")
+
+
+def register(commands: argparse._SubParsersAction, options: argparse.ArgumentParser) -> None:
+    agents = commands.add_parser("agents", help="create, list, inspect and delete agents (a server's API)")
+    actions = agents.add_subparsers(dest="agents_command", required=True)
+    create = actions.add_parser("create", parents=[options], help="create an agent")
+    create.add_argument("name")
+    create.add_argument("--base-checkpoint", help="a checkpoint directory on the server (default: the server's)")
+    create.add_argument("--learning", help='learning settings as a JSON object, e.g. \'{"learning_rate": 0.001}\'')
+    create.set_defaults(handler=guarded(_create))
+    listing = actions.add_parser("list", parents=[options], help="list agents")
+    listing.set_defaults(handler=guarded(_list))
+    show = actions.add_parser("show", parents=[options], help="weight version, memories, bytes learned, queue lag")
+    show.add_argument("agent_id", type=int)
+    show.set_defaults(handler=guarded(_show))
+    delete = actions.add_parser("delete", parents=[options], help="delete an agent with its memories and weights")
+    delete.add_argument("agent_id", type=int)
+    delete.set_defaults(handler=guarded(_delete))

@@ -1,0 +1,110 @@
+"""`lifelong memories list|show|recall|forget|export|import`: inspect and curate what an agent remembers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.commands.common import agent_option, emit_list, emit_object, emit_result, guarded, make_client
+from agent.commands.streams import open_source, pieces
+
+MEMORY_FIELDS = ("id", "document_id", "session_id", "weight_version", "hit_count", "text")
+RECALL_FIELDS = ("memory_id", "score", "token_hits", "text")
+
+
+def _list(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        rows = client.list_memories(args.agent, limit=args.limit, document_id=args.document, session_id=args.session,
+                                    source=args.source)
+        return emit_list(args, rows, MEMORY_FIELDS, empty="no memories")
+
+
+def _show(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        return emit_object(args, client.get_memory(args.memory_id), MEMORY_FIELDS)
+
+
+def _recall(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        result = client.recall(args.agent, args.query, top_k=args.top_k)
+    # docs/API.md leaves the envelope open: accept a bare list or the list envelope `{"data": [...]}`.
+    hits = result.get("data", []) if isinstance(result, dict) else result
+    return emit_list(args, hits, RECALL_FIELDS, empty="nothing would be recalled")
+
+
+def _forget(args: argparse.Namespace) -> int:
+    chosen = [args.memory_id is not None, args.document is not None, args.session is not None, args.all]
+    if sum(chosen) != 1:
+        raise ValueError("name exactly one of: a memory id, --document ID, --session ID, --all")
+    with make_client(args) as client:
+        if args.memory_id is not None:
+            client.delete_memory(args.memory_id)
+            return emit_result(args, {"deleted": 1}, f"forgot memory {args.memory_id}")
+        if args.agent is None:
+            raise ValueError("--agent is needed to forget by --document, --session or --all")
+        result = client.delete_memories(args.agent, document_id=args.document, session_id=args.session,
+                                        everything=args.all)
+    return emit_result(args, result, f"forgot {result.get('deleted', 0)} memories")
+
+
+def _export(args: argparse.Namespace) -> int:
+    out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
+    try:
+        with make_client(args) as client:
+            for piece in client.export_memories(args.agent):
+                out.write(piece)
+    finally:
+        out.flush()
+        if out is not sys.stdout.buffer:
+            out.close()
+    if args.out != "-":
+        print(f"exported agent {args.agent}'s memories to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    stream, _ = open_source(args.file)
+    with stream, make_client(args) as client:
+        result = client.import_memories(args.agent, pieces(stream))
+    return emit_result(args, result, f"imported {result.get('imported', 0)} memories into agent {args.agent}")
+
+
+def register(commands: argparse._SubParsersAction, options: argparse.ArgumentParser) -> None:
+    memories = commands.add_parser("memories", help="list, inspect, recall, forget, export and import memories")
+    actions = memories.add_subparsers(dest="memories_command", required=True)
+
+    listing = actions.add_parser("list", parents=[options], help="newest first, with filters")
+    agent_option(listing)
+    listing.add_argument("--document", type=int, help="only memories of this document")
+    listing.add_argument("--session", type=int, help="only memories of this session")
+    listing.add_argument("--source", help="only memories from this kind of source")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
+    listing.set_defaults(handler=guarded(_list))
+
+    show = actions.add_parser("show", parents=[options], help="one memory with provenance and hit statistics")
+    show.add_argument("memory_id", type=int)
+    show.set_defaults(handler=guarded(_show))
+
+    recall = actions.add_parser("recall", parents=[options], help="what the agent would recall reading a text")
+    agent_option(recall)
+    recall.add_argument("query")
+    recall.add_argument("--top-k", type=int)
+    recall.set_defaults(handler=guarded(_recall))
+
+    forget = actions.add_parser("forget", parents=[options], help="delete one memory, or a source's, or all")
+    forget.add_argument("memory_id", type=int, nargs="?")
+    agent_option(forget, required=False)
+    forget.add_argument("--document", type=int, help="forget everything learned from this document")
+    forget.add_argument("--session", type=int, help="forget everything learned from this session")
+    forget.add_argument("--all", action="store_true", help="forget everything the agent remembers")
+    forget.set_defaults(handler=guarded(_forget))
+
+    export = actions.add_parser("export", parents=[options], help="NDJSON of an agent's memories")
+    agent_option(export)
+    export.add_argument("--out", "-o", default="-", help="a file (default: stdout)")
+    export.set_defaults(handler=guarded(_export))
+
+    load = actions.add_parser("import", parents=[options], help="import an NDJSON export (FILE or - for stdin)")
+    agent_option(load)
+    load.add_argument("file")
+    load.set_defaults(handler=guarded(_import))

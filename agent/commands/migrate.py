@@ -1,0 +1,29 @@
+"""`lifelong migrate`: bring the configured database to the newest schema (compose runs it before the api)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from memory.migrate import upgrade
+    from workers.settings import Settings
+
+    settings = Settings()
+    shown = make_url(settings.resolved_database_url).render_as_string()  # the password hidden
+    try:
+        upgrade(settings.resolved_database_url)
+    except OperationalError as exc:
+        print(f"lifelong migrate: cannot use the database at {shown}: {' '.join(str(exc.orig).split())}", file=sys.stderr)
+        return 1
+    print(f"database at the newest schema: {shown}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    migrate = commands.add_parser("migrate", help="upgrade the database (LIFELONG_DATABASE_URL) to the newest schema")
+    migrate.set_defaults(handler=_migrate)
