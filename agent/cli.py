@@ -29,7 +29,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _corpus_build(args: argparse.Namespace) -> int:
-    manifest = build_corpus(args.out, seed=args.seed, max_bytes_per_source=args.max_bytes_per_source)
+    synthetic = None if args.synthetic_train is None else {"train": args.synthetic_train, "heldout": 100}
+    manifest = build_corpus(args.out, seed=args.seed, max_bytes_per_source=args.max_bytes_per_source,
+                            synthetic_per_split=synthetic, synthetic_kinds=tuple(args.synthetic_kinds.split(",")),
+                            synthetic_min_distance=args.synthetic_min_distance)
     if args.json:
         print(json.dumps(manifest))
         return 0
@@ -53,6 +56,9 @@ def _train_base(args: argparse.Namespace) -> int:
     trainer = Trainer(config, args.corpus, args.out, device=args.device)
     if trainer.resume():
         print(f"resuming {args.out} at step {trainer.step}")
+    elif args.init:
+        trainer.init_from(args.init)
+        print(f"fine-tuning {args.init}")
     trainer.run(progress=not args.quiet, max_seconds=None if args.max_minutes is None else args.max_minutes * 60)
     print(f"checkpoint: {args.out / (args.out / 'latest').read_text().strip()}")
     return 0
@@ -181,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, default=Path("data/corpus"), help="output directory (default: %(default)s)")
     build.add_argument("--seed", type=int, default=0, help="seed of the synthetic tasks")
     build.add_argument("--max-bytes-per-source", type=int, help="cap each source (for quick builds)")
+    build.add_argument("--synthetic-train", type=int, help="synthetic training documents (default 4,000)")
+    build.add_argument("--synthetic-kinds", default="passkey,facts,repeat", help="comma-separated: passkey,facts,repeat,records")
+    build.add_argument("--synthetic-min-distance", type=int, default=1_000, help="shortest statement-to-question gap, bytes")
     build.add_argument("--json", action="store_true", help="print the manifest as one JSON object")
     build.set_defaults(handler=_corpus_build)
 
@@ -197,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-bf16", action="store_true", help="train in fp32")
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--init", type=Path, help="start from this saved model's weights (fine-tuning) instead of scratch")
     train.add_argument("--max-minutes", type=float, help="checkpoint and stop after this much wall time (resume later)")
     train.set_defaults(handler=_train_base)
 

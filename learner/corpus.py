@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from learner.synthetic import synthetic_documents
+from learner.synthetic import KINDS, synthetic_documents
 
 FORMAT = 1
 SPLITS = ("train", "heldout")
@@ -142,8 +142,13 @@ class _ShardWriter:
 
 
 def build_corpus(out: Path, *, seed: int = 0, synthetic_per_split: dict[str, int] | None = None,
-                 max_bytes_per_source: int | None = None, sources: tuple[Source, ...] = SOURCES) -> dict:
-    """Write the corpus under `out` and return its manifest."""
+                 max_bytes_per_source: int | None = None, sources: tuple[Source, ...] = SOURCES,
+                 synthetic_kinds: tuple[str, ...] = KINDS[:3], synthetic_min_distance: int = 1_000) -> dict:
+    """Write the corpus under `out` and return its manifest.
+
+    The synthetic options make copy-dense variants for fine-tuning (e.g. short
+    distances and random records, so in-context copying is learned first).
+    """
     synthetic_per_split = synthetic_per_split or {"train": 4_000, "heldout": 100}
     out = Path(out)
     for split in SPLITS:
@@ -171,10 +176,12 @@ def build_corpus(out: Path, *, seed: int = 0, synthetic_per_split: dict[str, int
     writer = _ShardWriter(out, "synthetic")
     for split_number, split in enumerate(SPLITS):
         pool = bytes(prose[split]) or b"The quick brown fox jumps over the lazy dog. "
-        for name, data in synthetic_documents(pool, count=synthetic_per_split[split], seed=seed * 2 + split_number):
+        for name, data in synthetic_documents(pool, count=synthetic_per_split[split], seed=seed * 2 + split_number,
+                                              kinds=synthetic_kinds, min_distance=synthetic_min_distance):
             writer.write(split, name, data)
     manifest["sources"].append({"name": "synthetic", "licence": "generated", "included": True,
-                                "origin": "learner.synthetic over this corpus's own prose", "splits": writer.close()})
+                                "origin": "learner.synthetic over this corpus's own prose", "kinds": list(synthetic_kinds),
+                                "min_distance": synthetic_min_distance, "splits": writer.close()})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

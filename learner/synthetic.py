@@ -1,7 +1,9 @@
 """Synthetic long-range documents that teach the retrieval layer to retrieve.
 
 Each one states something once and asks for it thousands of bytes later, over
-natural filler text: a passkey, key-value facts, or a passage repeated verbatim.
+natural filler text: a passkey, key-value facts, a passage repeated verbatim, or
+many random records recalled later. Random keys and values matter: text the
+model can memorise in its weights teaches it nothing about copying from context.
 Deterministic for a seed; the filler comes from whatever split is being built,
 so held-out tasks use held-out filler.
 """
@@ -50,8 +52,28 @@ def repeat_document(pool: bytes, rng: random.Random, passage: int, gap: int) -> 
     return text + _filler(pool, rng, gap) + text
 
 
-def synthetic_documents(pool: bytes, *, count: int, seed: int, max_distance: int = 16_000) -> Iterator[tuple[str, bytes]]:
-    """`count` (name, document) pairs cycling through the three kinds, distances log-uniform from 1K bytes.
+def records_document(pool: bytes, rng: random.Random, records: int, gap: int) -> bytes:
+    """Random `[name] = value` records with filler between, then every one recalled in random order.
+
+    Dense in copying: each recall's value can only come from where it was stated.
+    """
+    letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+    names = [f"{''.join(rng.choices(letters, k=2))}-{rng.randrange(1000, 9999)}" for _ in range(records)]
+    values = [f"{rng.randrange(10_000, 100_000)}" for _ in range(records)]
+    parts = []
+    for name, value in zip(names, values):
+        parts += [f"\n[{name}] = {value}\n".encode(), _filler(pool, rng, rng.randrange(0, gap + 1))]
+    for i in rng.sample(range(records), records):
+        parts.append(f"\nRecall [{names[i]}]: {values[i]}\n".encode())
+    return b"".join(parts)
+
+
+KINDS = ("passkey", "facts", "repeat", "records")
+
+
+def synthetic_documents(pool: bytes, *, count: int, seed: int, max_distance: int = 16_000, min_distance: int = 1_000,
+                        kinds: tuple[str, ...] = KINDS[:3]) -> Iterator[tuple[str, bytes]]:
+    """`count` (name, document) pairs cycling through `kinds`, distances log-uniform in [min, max] bytes.
 
     The default ceiling matches base training's per-stream memory (16K tokens): a
     fact stated further back than the memory reaches teaches nothing. Passkey
@@ -59,12 +81,16 @@ def synthetic_documents(pool: bytes, *, count: int, seed: int, max_distance: int
     """
     rng = random.Random(seed)
     for i in range(count):
-        distance = int(1_000 * 2 ** rng.uniform(0, math.log2(max_distance / 1_000)))
-        kind = i % 3
-        if kind == 0:
+        distance = int(min_distance * 2 ** rng.uniform(0, math.log2(max_distance / min_distance)))
+        kind = kinds[i % len(kinds)]
+        if kind == "passkey":
             document, answer = passkey_document(pool, rng, distance)
             yield f"passkey-{i:06d}", document + answer + b".\n"
-        elif kind == 1:
+        elif kind == "facts":
             yield f"facts-{i:06d}", facts_document(pool, rng, facts=rng.randrange(3, 9), gap=distance // 4)
-        else:
+        elif kind == "repeat":
             yield f"repeat-{i:06d}", repeat_document(pool, rng, passage=rng.randrange(200, 2_000), gap=distance)
+        elif kind == "records":
+            yield f"records-{i:06d}", records_document(pool, rng, records=rng.randrange(8, 25), gap=distance // 8)
+        else:
+            raise ValueError(f"unknown synthetic kind {kind!r}; expected one of {KINDS}")

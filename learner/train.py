@@ -127,6 +127,13 @@ class Trainer:
         self.step += 1
         return loss.item()
 
+    def init_from(self, model_dir: Path) -> None:
+        """Start from a saved model's weights (same architecture); optimizer and schedule start fresh."""
+        loaded = HybridLM.load(model_dir, device=self.device)
+        if loaded.config != self.model.config:
+            raise ValueError(f"{model_dir} is a different architecture than preset {self.config.preset!r}")
+        self.model.load_state_dict(loaded.state_dict())
+
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save(self) -> Path:

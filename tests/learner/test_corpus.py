@@ -1,9 +1,11 @@
 import json
 import random
 
+import pytest
+
 from agent.cli import main
 from learner.corpus import SOURCES, Source, assign_splits, build_corpus, read_documents
-from learner.synthetic import facts_document, passkey_document
+from learner.synthetic import facts_document, passkey_document, records_document, synthetic_documents
 
 DOCS = next(s for s in SOURCES if s.name == "python-docs")
 MISSING = Source("absent", "none", "/nowhere", lambda: iter(()), lambda: False)
@@ -52,6 +54,24 @@ def test_synthetic_tasks_state_once_and_ask_later():
         if line.startswith("Q: What is the code for "):
             name, value = line.removeprefix("Q: What is the code for ").split("? A: ")
             assert f"The code for {name} is {value}" in facts
+
+
+def test_records_are_all_recalled_with_the_values_stated():
+    pool = b"All work and no play makes Jack a dull boy. " * 100
+    text = records_document(pool, random.Random(2), records=6, gap=300).decode()
+    stated = dict(line[1:].split("] = ") for line in text.splitlines() if line.startswith("["))
+    recalled = dict(line.removeprefix("Recall [").split("]: ") for line in text.splitlines() if line.startswith("Recall"))
+    assert len(stated) == 6 and recalled == stated
+
+
+def test_synthetic_kinds_and_distances_are_settings():
+    pool = b"filler " * 5000
+    documents = list(synthetic_documents(pool, count=8, seed=0, kinds=("records", "passkey"), min_distance=64,
+                                         max_distance=128))
+    assert [name.split("-")[0] for name, _ in documents] == ["records", "passkey"] * 4
+    assert all(len(doc) < 2_000 + 128 + 200 for name, doc in documents if name.startswith("passkey"))
+    with pytest.raises(ValueError, match="unknown synthetic kind"):
+        list(synthetic_documents(pool, count=1, seed=0, kinds=("nope",)))
 
 
 def test_cli_builds_a_corpus(tmp_path, capsys):

@@ -72,3 +72,23 @@ def test_streams_give_the_same_tokens_whatever_the_chunking():
     for i in range(20):
         expected += [int(Special.DOCUMENT), *documents[reader.order[i % len(documents)]]]
     assert whole == expected[:40]  # each document once, in the seeded order, behind its marker
+
+
+def test_a_run_stopped_by_its_time_limit_checkpoints_and_resumes(tmp_path):
+    data = corpus(tmp_path)
+    stopped = Trainer(config(steps=6, checkpoint_every=100), data, tmp_path / "run", model_config=TINY)
+    stopped.run(progress=False, max_seconds=0.0)  # out of time after the first step
+    assert stopped.step == 1 and (tmp_path / "run" / "latest").read_text() == "step-0000001"
+    resumed = Trainer(config(steps=6), data, tmp_path / "run", model_config=TINY)
+    assert resumed.resume() and resumed.step == 1
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    data = corpus(tmp_path)
+    source = Trainer(config(), data, tmp_path / "a", model_config=TINY)
+    source.train_step()
+    source.model.save(tmp_path / "model")
+    tuned = Trainer(config(seed=7), data, tmp_path / "b", model_config=TINY)
+    tuned.init_from(tmp_path / "model")
+    a, b = source.model.state_dict(), tuned.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and tuned.step == 0
