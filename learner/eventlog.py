@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from learner.learn import lock_agent
 from memory.schema import Document, Event
 from memory.schema import Session as StreamSession
 from models.tokenizer import ROLE_TOKENS
@@ -63,6 +64,42 @@ def create_document(db: Session, *, agent_id: int, data: bytes, name: str = "",
     return document
 
 
+def open_document(db: Session, *, agent_id: int, name: str = "",
+                  content_type: str = "text/plain") -> tuple[Document, StreamSession]:
+    """A document that arrives in pieces (status "receiving"), and the stream session its chunk events join."""
+    document = Document(agent_id=agent_id, name=name, content_type=content_type, status="receiving",
+                        bytes_received=0, bytes_processed=0)
+    db.add(document)
+    db.flush()
+    return document, create_session(db, agent_id=agent_id, kind="stream")
+
+
+def append_document_chunks(db: Session, *, document_id: int, session_id: int, chunks: Sequence[bytes]) -> list[Event]:
+    """Append received chunks of an open document as its next chunk events; returns them with ids."""
+    events = append_events(db, session_id=session_id, document_id=document_id,
+                           events=[("document", chunk) for chunk in chunks])
+    db.execute(update(Document).where(Document.id == document_id).values(
+        bytes_received=Document.bytes_received + sum(map(len, chunks)), updated_at=datetime.now(timezone.utc)))
+    return events
+
+
+def finish_document(db: Session, *, agent_id: int, document_id: int) -> Document:
+    """Every byte of an open document has arrived: from now on its status follows learning.
+
+    Learners may already have learned some chunks (a chat turn's task learns every earlier event);
+    holding the agent's learning lock means none commits between this read and this write.
+    """
+    lock_agent(db, agent_id)
+    document = db.get(Document, document_id)
+    db.refresh(document)
+    if document.bytes_processed >= document.bytes_received:
+        document.status = "learned"
+    else:
+        document.status = "learning" if document.bytes_processed else "queued"
+    document.updated_at = datetime.now(timezone.utc)
+    return document
+
+
 def split_document(db: Session, *, document_id: int, chunk_bytes: int) -> list[int]:
     """Split a document into chunk events of its own stream session; returns their ids.
 
@@ -97,6 +134,9 @@ def mark_failed(db: Session, *, agent_id: int, through_event_id: int, reason: st
 
 
 def mark_document_failed(db: Session, *, document_id: int, reason: str) -> None:
+    """The document failed; its chunks not learned yet are never learned (those learned stay learned)."""
+    db.execute(update(Event).where(Event.document_id == document_id, Event.learned_at.is_(None),
+                                   Event.failed_reason.is_(None)).values(failed_reason=reason))
     db.execute(update(Document).where(Document.id == document_id)
                .values(status="failed", failed_reason=reason, updated_at=datetime.now(timezone.utc)))
 

@@ -231,7 +231,9 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
     for document_id, count in per_document.items():
         document = db.get(Document, document_id)
         document.bytes_processed += count
-        document.status = "learned" if document.bytes_processed >= document.bytes_received else "learning"
+        # A document still arriving (or failed) keeps its status; finish_document sets it under this lock.
+        if document.status not in ("receiving", "failed"):
+            document.status = "learned" if document.bytes_processed >= document.bytes_received else "learning"
     version = publish_version(db, agent_id=plan.agent.id, weights=agent_learner.learned_weights(),
                               parent_version=plan.version, events_learned_through=plan.events[-1].id)
     prune_versions(db, agent_id=plan.agent.id, keep=keep_versions)

@@ -80,6 +80,12 @@ class SearchResult:
         return RetrievedMemory(keys, values, torch.from_numpy(self.live).reshape(shape).to(queries.device))
 
 
+def display_text(data: bytes) -> str:
+    """A span's bytes as text: invalid UTF-8 and NUL (which PostgreSQL text cannot hold) become U+FFFD.
+    The bytes themselves stay exact in the event log."""
+    return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
 def flat_queries(queries: torch.Tensor) -> np.ndarray:
     """(B, T, H, D) tensor -> (B*T*H, D) float32 array, FAISS's layout."""
     return queries.detach().reshape(-1, queries.shape[-1]).float().cpu().numpy()
@@ -143,7 +149,7 @@ class MemoryStore:
         return Memory(
             agent_id=self.agent_id, event_id=span.event_id, document_id=span.document_id, session_id=span.session_id,
             imported_from=span.imported_from, byte_start=span.byte_start, byte_end=span.byte_end,
-            text=span.text.decode("utf-8", errors="replace"), num_tokens=count, head_dim=self.head_dim,
+            text=display_text(span.text), num_tokens=count, head_dim=self.head_dim,
             keys=encode_pairs(span.keys), values=encode_pairs(span.values), weight_version=span.weight_version,
         )
 

@@ -21,14 +21,16 @@ class SamplingConfig:
     seed: int | None = None  # fixes the sample for a given state and prompt
     max_bytes: int = 1024  # byte budget of one reply
     stop_at_end_of_turn: bool = True
+    # End of turn is not sampled before this many bytes: a logged reply must hold at least one byte.
+    min_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0, got {self.max_bytes}")
+        if not 0 <= self.min_bytes <= self.max_bytes:
+            raise ValueError(f"need 0 <= min_bytes <= max_bytes, got {self.min_bytes} and {self.max_bytes}")
 
 
 StopReason = Literal["end_of_turn", "max_bytes"]
@@ -46,12 +48,13 @@ def compile_decoder(model: HybridLM) -> Decoder:
     return torch.compile(model, options={"cpp_wrapper": True})
 
 
-def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> int:
-    """One token id from (V,) logits. Only bytes and end-of-turn may be produced."""
+def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None,
+                 allow_end: bool = True) -> int:
+    """One token id from (V,) logits. Only bytes and (when `allow_end`) end-of-turn may be produced."""
     logits = logits.float().clone()
     allowed = torch.zeros_like(logits, dtype=torch.bool)
     allowed[:NUM_BYTES] = True
-    allowed[int(Special.END_OF_TURN)] = sampling.stop_at_end_of_turn
+    allowed[int(Special.END_OF_TURN)] = sampling.stop_at_end_of_turn and allow_end
     logits[~allowed] = float("-inf")
     if sampling.temperature == 0:
         return int(logits.argmax())
@@ -98,7 +101,8 @@ class Generation:
             out = self.model(self.prompt.to(self.model.device), self.state, self.memory)
             self.state = out.state
             while emitted_bytes < self.sampling.max_bytes:
-                token = sample_token(out.logits[0, -1].cpu(), self.sampling, generator)
+                token = sample_token(out.logits[0, -1].cpu(), self.sampling, generator,
+                                     allow_end=emitted_bytes >= self.sampling.min_bytes)
                 self.tokens.append(token)
                 out = self.decoder(torch.tensor([[token]], device=self.model.device), self.state, self.memory)
                 self.state = out.state

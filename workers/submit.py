@@ -13,9 +13,21 @@ from collections.abc import Sequence
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.eventlog import append_events, create_document, pending_learning, unsplit_documents
+from learner.eventlog import (
+    append_document_chunks,
+    append_events,
+    create_document,
+    finish_document,
+    mark_document_failed,
+    open_document,
+    pending_learning,
+    unsplit_documents,
+)
 
 log = logging.getLogger(__name__)
+
+# Chunk events one `learn` task of a document covers (about 8 s of work at 2 KiB chunks on 2 CPU cores).
+CHUNKS_PER_TASK = 16
 
 
 def enqueue_learning(app: Celery, *, agent_id: int, event_id: int) -> None:
@@ -35,6 +47,19 @@ def enqueue_rebuild_index(app: Celery, *, agent_id: int) -> None:
     app.send_task("lifelong.rebuild_index", args=(agent_id,))
 
 
+def enqueue_document_learning(app: Celery, *, agent_id: int, event_ids: Sequence[int]) -> None:
+    """Learning of a document's chunk events (committed), one task per CHUNKS_PER_TASK of them.
+
+    Every chunk commits on its own (progress shows chunk by chunk); a task covers several so the
+    broker's per-task cost is paid once per CHUNKS_PER_TASK steps, and no task runs for hours.
+    """
+    ends = list(event_ids[CHUNKS_PER_TASK - 1 :: CHUNKS_PER_TASK])
+    if event_ids and ends[-1:] != [event_ids[-1]]:
+        ends.append(event_ids[-1])
+    for event_id in ends:
+        enqueue_learning(app, agent_id=agent_id, event_id=event_id)
+
+
 def submit_events(app: Celery, sessions: sessionmaker[Session], *, session_id: int,
                   events: Sequence[tuple[str, bytes]]) -> list[int]:
     """Append (role, content) events to a session, commit, enqueue their learning; returns their ids."""
@@ -52,6 +77,63 @@ def submit_document(app: Celery, sessions: sessionmaker[Session], *, agent_id: i
         document_id = create_document(db, agent_id=agent_id, data=data, name=name, content_type=content_type).id
     enqueue_ingest(app, document_id=document_id)
     return document_id
+
+
+class DocumentUpload:
+    """A document received in pieces of any size, in bounded memory: whole chunk events are committed
+    CHUNKS_PER_TASK at a time as they arrive, and their learning is enqueued after each commit.
+
+    `finish()` commits the tail and hands the status over to learning; `fail()` marks a broken upload
+    failed (chunks already committed stay in the log; those not learned yet never will be).
+    """
+
+    def __init__(self, app: Celery, sessions: sessionmaker[Session], *, agent_id: int, chunk_bytes: int,
+                 name: str = "", content_type: str = "text/plain"):
+        self.app, self.sessions, self.agent_id, self.chunk_bytes = app, sessions, agent_id, chunk_bytes
+        self.name, self.content_type = name, content_type
+        self.document_id: int | None = None
+        self.bytes_written = 0
+        self._session_id: int | None = None
+        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.bytes_written += len(data)
+        self._buffer += data
+        while len(self._buffer) >= self.chunk_bytes:
+            self._chunks.append(bytes(self._buffer[: self.chunk_bytes]))
+            del self._buffer[: self.chunk_bytes]
+            if len(self._chunks) >= CHUNKS_PER_TASK:
+                self._commit(finish=False)
+
+    def finish(self) -> int:
+        """Commit what is left and return the document id; ValueError if no byte ever arrived."""
+        if self._buffer:
+            self._chunks.append(bytes(self._buffer))
+            self._buffer.clear()
+        if self.document_id is None and not self._chunks:
+            raise ValueError("the document is empty: send at least one byte")
+        self._commit(finish=True)
+        return self.document_id
+
+    def fail(self, reason: str) -> None:
+        if self.document_id is not None:
+            with self.sessions.begin() as db:
+                mark_document_failed(db, document_id=self.document_id, reason=reason)
+
+    def _commit(self, *, finish: bool) -> None:
+        with self.sessions.begin() as db:
+            if self.document_id is None:
+                document, session = open_document(db, agent_id=self.agent_id, name=self.name,
+                                                  content_type=self.content_type)
+                self.document_id, self._session_id = document.id, session.id
+            event_ids = [event.id for event in append_document_chunks(
+                db, document_id=self.document_id, session_id=self._session_id, chunks=self._chunks)] \
+                if self._chunks else []
+            if finish:
+                finish_document(db, agent_id=self.agent_id, document_id=self.document_id)
+        self._chunks = []
+        enqueue_document_learning(self.app, agent_id=self.agent_id, event_ids=event_ids)
 
 
 def requeue_pending(app: Celery, sessions: sessionmaker[Session]) -> int:

@@ -27,12 +27,9 @@ from memory.schema import Agent, Document
 from memory.store import MemoryStore
 from workers.context import WorkerContext, worker_context
 from workers.settings import Settings
-from workers.submit import enqueue_learning, requeue_pending
+from workers.submit import enqueue_document_learning, requeue_pending
 
 log = logging.getLogger(__name__)
-
-# Chunk events one `learn` task of a document covers (about 8 s of work at 2 KiB chunks on 2 CPU cores).
-CHUNKS_PER_TASK = 16
 
 TRANSIENT = (
     sql_errors.OperationalError,
@@ -96,11 +93,7 @@ def ingest(self: Task, document_id: int) -> dict:
         with context.sessions.begin() as db:
             event_ids = split_document(db, document_id=document_id, chunk_bytes=context.settings.chunk_bytes)
             agent_id = db.get(Document, document_id).agent_id
-        # Every chunk commits on its own (progress shows chunk by chunk); a task covers several so the
-        # broker's per-task cost is paid once per CHUNKS_PER_TASK steps, and no task runs for hours.
-        ends = event_ids[CHUNKS_PER_TASK - 1 :: CHUNKS_PER_TASK]
-        for event_id in ends + event_ids[-1:] if ends[-1:] != event_ids[-1:] else ends:
-            enqueue_learning(self.app, agent_id=agent_id, event_id=event_id)
+        enqueue_document_learning(self.app, agent_id=agent_id, event_ids=event_ids)
         return {"chunks": len(event_ids)}
 
     def fail(context: WorkerContext, reason: str) -> None:

@@ -64,3 +64,11 @@ def test_sampler_respects_top_p_and_never_emits_role_tokens():
     assert draws == {65}
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0)
+
+
+def test_min_bytes_holds_end_of_turn_back(tiny_model):
+    model = ScriptedModel(tiny_model, [int(Special.END_OF_TURN), 65, int(Special.END_OF_TURN)]).eval()
+    gen = generate(model, torch.tensor([[1]]), sampling=SamplingConfig(temperature=0, min_bytes=1))
+    assert "".join(gen) != "" and gen.stop_reason == "end_of_turn"
+    with pytest.raises(ValueError, match="min_bytes"):
+        SamplingConfig(min_bytes=5, max_bytes=4)
