@@ -74,7 +74,8 @@ class Client:
     # -- keys
 
     def create_key(self, *, agent_id: int | None = None, name: str | None = None) -> JSON:
-        return self._json("POST", "/v1/keys", json={"agent_id": agent_id, "name": name})
+        body: JSON = {"agent_id": agent_id} if name is None else {"agent_id": agent_id, "name": name}
+        return self._json("POST", "/v1/keys", json=body)
 
     def list_keys(self, *, limit: int | None = None) -> Iterator[JSON]:
         return self._pages("/v1/keys", {}, limit)

@@ -7,7 +7,7 @@ import sys
 
 from agent.commands.common import emit_list, emit_result, guarded, make_client, print_json
 
-KEY_FIELDS = ("id", "agent_id", "name", "created_at")
+KEY_FIELDS = ("id", "agent_id", "name", "created_at", "revoked_at")
 
 
 def _create(args: argparse.Namespace) -> int:

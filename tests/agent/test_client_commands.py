@@ -114,6 +114,9 @@ def test_keys_print_the_secret_alone_on_stdout(api, capsys):
 
     assert main(["keys", "list", "--json"]) == 0
     assert ndjson(capsys.readouterr().out) == [{"id": 9, "agent_id": 3, "name": "ci"}]
+    assert main(["keys", "create"]) == 0  # an admin key: agent_id null, the name left to the server's default
+    assert json.loads(api.sent("POST", "/v1/keys")[-1].content) == {"agent_id": None}
+    capsys.readouterr()
     assert main(["keys", "revoke", "9", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"revoked": 9}
 
