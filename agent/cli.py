@@ -155,7 +155,8 @@ def _export(args: argparse.Namespace) -> int:
     from learner.export import export_checkpoint
 
     card = export_checkpoint(args.run, args.out, args.corpus, heldout_bytes=args.heldout_bytes,
-                             wall_seconds=args.wall_seconds, hardware=args.hardware)
+                             wall_seconds=args.wall_seconds, hardware=args.hardware,
+                            initialized_from=args.initialized_from)
     print(json.dumps(card) if args.json else f"wrote {args.out} (held-out bits per byte: {card['heldout_bits_per_byte']})")
     return 0
 
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     export.add_argument("--heldout-bytes", type=int, default=65_536)
     export.add_argument("--wall-seconds", type=float, help="training wall time, if the run did not record it")
+    export.add_argument("--initialized-from", type=Path, help="the base a fine-tuning run started from, if not recorded")
     export.add_argument("--hardware", help="where it trained (default: this machine)")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=_export)

@@ -24,7 +24,8 @@ def _cpu_name() -> str:
 
 
 def export_checkpoint(run: Path, out: Path, corpus: Path, *, heldout_bytes: int = 65_536,
-                      wall_seconds: float | None = None, hardware: str | None = None) -> dict:
+                      wall_seconds: float | None = None, hardware: str | None = None,
+                      initialized_from: Path | None = None) -> dict:
     """Copy the latest checkpoint's model to `out` and write MODEL_CARD.md and card.json beside it."""
     run, out = Path(run), Path(out)
     latest = run / (run / "latest").read_text().strip()
@@ -45,9 +46,22 @@ def export_checkpoint(run: Path, out: Path, corpus: Path, *, heldout_bytes: int 
         "training_config": config, "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": [{k: s[k] for k in ("name", "licence", "origin", "included")} for s in manifest["sources"]],
     }
+    parent = initialized_from or meta.get("initialized_from")
+    if parent and (Path(parent) / "card.json").is_file():  # a fine-tuning run: keep the base's lineage
+        base = json.loads((Path(parent) / "card.json").read_text())
+        card["fine_tuned_from"] = {k: base[k] for k in ("steps", "trained_bytes", "wall_seconds", "hardware",
+                                                         "heldout_bits_per_byte", "training_config") if k in base}
     (out / "card.json").write_text(json.dumps(card, indent=2))
     (out / "MODEL_CARD.md").write_text(_markdown(card))
     return card
+
+
+def _lineage(card: dict) -> str:
+    base = card.get("fine_tuned_from")
+    if not base:
+        return ""
+    return (f"- fine-tuned from a base of {base['steps']:,} steps ({base['trained_bytes']:,} bytes, "
+            f"{base['wall_seconds']:,.0f} s on {base['hardware']}); the steps above are the fine-tuning's\n")
 
 
 def _markdown(card: dict) -> str:
@@ -66,7 +80,7 @@ across chunks, each stream retrieving from its own past.
 - wall time: {card['wall_seconds']:,.0f} s ({hours:.2f} h) on {card['hardware']}
 - final training loss: {card['final_train_loss_nats']} nats per byte
 - exported: {card['exported_at']}
-
+{_lineage(card)}
 ## Held-out bits per byte (first {card['heldout_bytes_per_source']:,} held-out bytes of each source, fresh stream)
 
 | source | bits per byte |

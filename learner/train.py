@@ -101,6 +101,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []  # one entry per logged step: step, loss (nats), lr
         self.elapsed_seconds = 0.0  # training wall time, summed over resumed runs
+        self.initialized_from: str | None = None  # the saved model a fine-tuning run started from
 
     def next_batch(self) -> torch.Tensor:
         """(B, T + 1) tokens: the inputs and, shifted by one, their targets; streams overlap by one token."""
@@ -133,6 +134,7 @@ class Trainer:
         if loaded.config != self.model.config:
             raise ValueError(f"{model_dir} is a different architecture than preset {self.config.preset!r}")
         self.model.load_state_dict(loaded.state_dict())
+        self.initialized_from = str(model_dir)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -150,6 +152,7 @@ class Trainer:
         save_file(memory, tmp / "memory.safetensors")
         meta = {"step": self.step, "config": asdict(self.config), "streams": [s.cursor() for s in self.streams],
                 "last": self._last.tolist(), "history": self.history, "elapsed_seconds": self.elapsed_seconds,
+                "initialized_from": self.initialized_from,
                 "rng": torch.get_rng_state().tolist()}
         (tmp / "trainer.json").write_text(json.dumps(meta))
         tmp.rename(directory)
@@ -178,6 +181,7 @@ class Trainer:
         self._last = torch.tensor(meta["last"], device=self.device)
         self.step, self.history = meta["step"], meta["history"]
         self.elapsed_seconds = meta.get("elapsed_seconds", 0.0)
+        self.initialized_from = meta.get("initialized_from")
         torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
         return True
 

@@ -61,6 +61,14 @@ def test_export_writes_weights_and_a_model_card(tmp_path):
     card = (tmp_path / "ckpt" / "MODEL_CARD.md").read_text()
     assert "python-docs" in card and "steps: 3" in card
 
+    tuned = Trainer(config(steps=2), data, tmp_path / "tuned", model_config=TINY)
+    tuned.init_from(tmp_path / "ckpt")
+    tuned.run(progress=False)
+    assert main(["export-checkpoint", str(tmp_path / "tuned"), str(tmp_path / "ckpt2"), "--corpus", str(data),
+                 "--heldout-bytes", "2000"]) == 0
+    card = (tmp_path / "ckpt2" / "MODEL_CARD.md").read_text()
+    assert "steps: 2" in card and "fine-tuned from a base of 3 steps" in card
+
 
 def test_streams_give_the_same_tokens_whatever_the_chunking():
     documents = [b"abc", b"", b"defgh", b"ij"]
