@@ -156,7 +156,7 @@ def _export(args: argparse.Namespace) -> int:
 
     card = export_checkpoint(args.run, args.out, args.corpus, heldout_bytes=args.heldout_bytes,
                              wall_seconds=args.wall_seconds, hardware=args.hardware,
-                            initialized_from=args.initialized_from)
+                             initialized_from=args.initialized_from)
     print(json.dumps(card) if args.json else f"wrote {args.out} (held-out bits per byte: {card['heldout_bits_per_byte']})")
     return 0
 
