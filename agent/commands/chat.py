@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 
-from agent.client import Client
+from agent.client import JSON, Client
 from agent.commands.common import guarded, make_client, print_json
 
 PROMPT = "you> "
@@ -30,7 +31,7 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _messages(message: str | None, interactive: bool):
+def _messages(message: str | None, interactive: bool) -> Iterator[str]:
     """One message from -m, else each line typed (or piped) until end of input."""
     if message is not None:
         yield message
@@ -48,7 +49,7 @@ def _messages(message: str | None, interactive: bool):
 
 def _turn(client: Client, session_id: int, content: str, args: argparse.Namespace) -> None:
     reply: list[str] = []
-    done: dict = {}
+    done: JSON = {}
     for event in client.stream_message(session_id, content, max_tokens=args.max_tokens,
                                        temperature=args.temperature, seed=args.seed):
         if event.event == "piece":

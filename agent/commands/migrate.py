@@ -8,17 +8,19 @@ import sys
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from memory.migrate import upgrade
+from workers.settings import Settings
+
 
 def _migrate(args: argparse.Namespace) -> int:
-    from memory.migrate import upgrade
-    from workers.settings import Settings
-
     settings = Settings()
     shown = make_url(settings.resolved_database_url).render_as_string()  # the password hidden
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # the embedded SQLite file's directory
     try:
         upgrade(settings.resolved_database_url)
     except OperationalError as exc:
-        print(f"lifelong migrate: cannot use the database at {shown}: {' '.join(str(exc.orig).split())}", file=sys.stderr)
+        reason = " ".join(str(exc.orig).split())  # psycopg's messages span lines; the CLI's errors do not
+        print(f"lifelong migrate: cannot use the database at {shown}: {reason}", file=sys.stderr)
         return 1
     print(f"database at the newest schema: {shown}")
     return 0

@@ -88,7 +88,8 @@ def test_agents_create_show_delete(api, capsys):
 
     assert main(["agents", "create", "ada", "--learning", '{"learning_rate": 0.001}', "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["id"] == 3
-    assert json.loads(api.sent("POST", "/v1/agents")[0].content) == {"name": "ada", "learning": {"learning_rate": 0.001}}
+    sent = json.loads(api.sent("POST", "/v1/agents")[0].content)
+    assert sent == {"name": "ada", "learning": {"learning_rate": 0.001}}
 
     assert main(["agents", "show", "3"]) == 0
     shown = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
@@ -300,12 +301,12 @@ def test_ingest_missing_file_is_one_line(api, capsys, tmp_path):
 
 
 def test_migrate_upgrades_the_configured_database(monkeypatch, capsys, tmp_path):
-    url = f"sqlite:///{tmp_path / 'l.db'}"
-    monkeypatch.setenv("LIFELONG_DATABASE_URL", url)
-    monkeypatch.setenv("LIFELONG_DATA_DIR", str(tmp_path / "data"))
+    # The embedded default: an SQLite file in a data directory that does not exist yet.
+    monkeypatch.delenv("LIFELONG_DATABASE_URL", raising=False)
+    monkeypatch.setenv("LIFELONG_DATA_DIR", str(tmp_path / "new" / "data"))
     assert main(["migrate"]) == 0
     assert "database at the newest schema" in capsys.readouterr().out
-    engine = create_engine(url)
+    engine = create_engine(f"sqlite:///{tmp_path / 'new' / 'data' / 'lifelong.db'}")
     assert {"agents", "memories", "alembic_version"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 

@@ -14,7 +14,8 @@ from tests.topology import Topology, load_compose, service_spec
 def test_service_env_is_composes_with_the_local_servers(tmp_path):
     spec = service_spec(load_compose(), "learn-worker", database_url="postgresql://db", broker_url="redis://b/1",
                         data_dir=tmp_path)
-    assert spec.argv == [sys.executable, "-m", "agent.cli", "worker", "--queues", "learn,ingest", "--hostname", "learn@%h"]
+    assert spec.argv == [sys.executable, "-m", "agent.cli", "worker", "--queues", "learn,ingest",
+                         "--hostname", "learn@%h"]
     assert spec.env["LIFELONG_DATABASE_URL"] == "postgresql://db" and spec.env["LIFELONG_DATA_DIR"] == str(tmp_path)
     assert spec.env["LIFELONG_ADMIN_KEY"]  # from .env.example, as `cp .env.example .env` gives
     gpu = service_spec(load_compose(), "learn-worker-gpu", database_url="d", broker_url="b", data_dir=tmp_path)
