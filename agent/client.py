@@ -222,6 +222,14 @@ def _server_message(response: httpx.Response) -> str:
     return json.dumps(body)[:200]
 
 
+def _event_message(payload: JSON) -> str:
+    """The sentence of an error event: `{"message"}` or the error envelope `{"error": {"message"}}`."""
+    error = payload.get("error")
+    if isinstance(error, dict):
+        error = error.get("message")
+    return str(payload.get("message") or error or json.dumps(payload))
+
+
 def _parse_sse(lines: Iterable[str]) -> Iterator[SseEvent]:
     """Server-Sent Events (the subset the API sends: `event:` and JSON `data:` fields, blank-line separated).
 
@@ -240,9 +248,11 @@ def _parse_sse(lines: Iterable[str]) -> Iterator[SseEvent]:
                 data.append(value)
             continue
         if data:
-            payload = json.loads("\n".join(data))
+            try:
+                payload = json.loads("\n".join(data))
+            except ValueError as exc:
+                raise ApiError(f"the server sent a malformed event: {' '.join(data)[:200]}") from exc
             if event == "error":
-                message = payload.get("message") or payload.get("error", {}).get("message") or json.dumps(payload)
-                raise ApiError(f"the server failed mid-reply: {message}")
+                raise ApiError(f"the server failed mid-reply: {_event_message(payload)}")
             yield SseEvent(event, payload)
         event, data = "message", []

@@ -153,10 +153,11 @@ def test_chat_resumes_a_session_and_reports_json(api, capsys):
     assert not api.sent("POST", "/v1/agents/3/sessions")
 
 
-def test_chat_error_event_mid_stream_is_one_line(api, capsys):
+@pytest.mark.parametrize("payload", [{"message": "the model failed to load"},
+                                     {"error": {"code": "internal_error", "message": "the model failed to load"}}])
+def test_chat_error_event_mid_stream_is_one_line(api, capsys, payload):
     api.on("GET", "/v1/sessions/42", httpx.Response(200, json={"id": 42}))
-    api.on("POST", "/v1/sessions/42/messages",
-           sse(("piece", {"text": "par"}), ("error", {"message": "the model failed to load"})))
+    api.on("POST", "/v1/sessions/42/messages", sse(("piece", {"text": "par"}), ("error", payload)))
     assert main(["chat", "--session", "42", "-m", "hi"]) == 1
     err = capsys.readouterr().err
     assert err.endswith("lifelong chat: the server failed mid-reply: the model failed to load\n")
