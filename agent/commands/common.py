@@ -13,6 +13,8 @@ from typing import Any
 from agent.client import DEFAULT_URL, JSON, ApiError, Client
 
 Handler = Callable[[argparse.Namespace], int]
+# A table cell longer than this is cut (a memory's text runs to hundreds of bytes); `show` prints it whole.
+MAX_CELL = 60
 
 
 def client_options() -> argparse.ArgumentParser:
@@ -65,7 +67,7 @@ def print_object(obj: JSON, fields: Sequence[str] | None = None) -> None:
 
 def print_table(rows: Iterable[JSON], columns: Sequence[str], *, empty: str) -> None:
     """An aligned table of the named columns (missing values blank); `empty` when there are no rows."""
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[_truncate(_cell(row.get(c))) for c in columns] for row in rows]
     if not cells:
         print(empty)
         return
@@ -98,6 +100,10 @@ def emit_result(args: argparse.Namespace, result: JSON, message: str) -> int:
     else:
         print(message)
     return 0
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
 def _cell(value: Any) -> str:

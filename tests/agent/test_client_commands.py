@@ -210,15 +210,17 @@ def test_ingest_failed_document_exits_non_zero(api, capsys, tmp_path):
 
 
 def test_memories_list_show_recall(api, capsys):
-    memory = {"id": 11, "document_id": 5, "session_id": None, "weight_version": 2, "hit_count": 0, "text": "a\nb"}
+    text = "a\nb" + "c" * 100
+    memory = {"id": 11, "document_id": 5, "session_id": None, "weight_version": 2, "hit_count": 0, "text": text}
     api.on("GET", "/v1/agents/3/memories", httpx.Response(200, json={"data": [memory], "next_cursor": "more"}))
     api.on("GET", "/v1/memories/11", httpx.Response(200, json={**memory, "byte_start": 0}))
     api.on("POST", "/v1/agents/3/memories/recall",
-           httpx.Response(200, json={"data": [{"memory_id": 11, "score": 0.9, "token_hits": 4, "text": "a\nb"}]}))
+           httpx.Response(200, json={"data": [{"memory_id": 11, "score": 0.9, "token_hits": 4, "text": text}]}))
 
     assert main(["memories", "list", "--agent", "3", "--document", "5", "--limit", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and lines[1].split() == ["11", "5", "2", "0", "a\\nb"]  # one row per memory
+    # One line per memory, its text cut to fit (newlines shown escaped).
+    assert len(lines) == 2 and lines[1].split() == ["11", "5", "2", "0", "a\\nb" + "c" * 55 + "…"]
     params = api.requests[0].url.params
     assert params["document_id"] == "5" and params["limit"] == "1" and "session_id" not in params
     assert len(api.requests) == 1  # the limit was reached: the next page is not fetched

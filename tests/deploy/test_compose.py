@@ -58,11 +58,9 @@ def test_commands_are_real_subcommands_and_flags(name):
         assert set(args.queues.split(",")) <= set(QUEUES)
 
 
-def test_the_api_serves_without_an_embedded_worker():
+def test_the_api_leaves_learning_and_migrations_to_their_services():
     args = parse(SERVICES["api"]["command"])
-    # Learning belongs to the worker services; an api learning too would race them for the same queues.
-    flags = {name for name, value in vars(args).items() if value is True}
-    assert "no_worker" in flags, f"`lifelong serve` took {vars(args)}; expected a --no-worker flag"
+    assert args.no_worker and args.no_migrate, vars(args)
 
 
 def test_workers_cover_every_queue_and_their_health_checks_ping_their_own_node():
