@@ -170,6 +170,15 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from agent.serve import serve
+    from workers.settings import Settings
+
+    serve(Settings(), host=args.host, port=args.port, migrate=not args.no_migrate,
+          worker=False if args.no_worker else None, log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="A continual-learning agent with memory.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -268,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--hostname", help="Celery node name, e.g. learn1@%%h")
     worker.set_defaults(handler=_worker)
+
+    serve = commands.add_parser("serve", help="run the HTTP API (and, on the embedded defaults, a learning worker "
+                                              "beside it: no external service needed)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-migrate", action="store_true", help="do not upgrade the database schema at start")
+    serve.add_argument("--no-worker", action="store_true", help="never start a worker here (run 'lifelong worker')")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(handler=_serve)
 
     register_client_commands(commands)  # chat, ingest, memories, agents, keys (HTTP clients) and migrate
     return parser

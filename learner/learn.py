@@ -60,6 +60,12 @@ def event_tokens(event: Event) -> list[int]:
     return ByteTokenizer().encode_turn(event.role, event.content)
 
 
+def chat_position_after(event: Event) -> int:
+    """Tokens a chat session's stream has read once it has read `event`: BEGIN, then per event what
+    `event_tokens` gives (role marker, bytes, end of turn), found without loading the earlier events."""
+    return 1 + event.byte_offset + len(event.content) + 2 * (event.seq + 1)
+
+
 @dataclass
 class AgentLearner:
     """One agent's model at one version, with its online learner; cached by a worker process."""

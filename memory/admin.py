@@ -115,12 +115,13 @@ def delete_memories(
     memory_id: int | None = None,
     event_id: int | None = None,
     document_id: int | None = None,
+    session_id: int | None = None,
     everything: bool = False,
 ) -> int:
-    """Delete one memory, all from one source (event or document), or all of an agent's; returns the count."""
-    chosen = [x is not None for x in (memory_id, event_id, document_id)].count(True) + int(everything)
+    """Delete one memory, all from one source (event, document or session), or all of an agent's; returns the count."""
+    chosen = [x is not None for x in (memory_id, event_id, document_id, session_id)].count(True) + int(everything)
     if chosen != 1:
-        raise ValueError("name exactly one of memory_id, event_id, document_id or everything=True")
+        raise ValueError("name exactly one of memory_id, event_id, document_id, session_id or everything=True")
     query = select(Memory.id).where(Memory.agent_id == agent_id)
     if memory_id is not None:
         query = query.where(Memory.id == memory_id)
@@ -128,6 +129,8 @@ def delete_memories(
         query = query.where(Memory.event_id == event_id)
     elif document_id is not None:
         query = query.where(Memory.document_id == document_id)
+    elif session_id is not None:
+        query = query.where(Memory.session_id == session_id)
     return len(delete_memory_rows(db, agent_id=agent_id, memory_ids=list(db.scalars(query))))
 
 

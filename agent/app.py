@@ -1,0 +1,52 @@
+"""The FastAPI application: `create_app(settings)`; OpenAPI docs at /docs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import Scope
+
+from agent.errors import install_error_handlers
+from agent.limits import BodyLimitMiddleware
+from agent.metrics import MetricsMiddleware
+from agent.routes import agents, documents, health, memories, openai, sessions, weights
+from agent.services import Services
+from workers.settings import Settings
+
+# JSON bodies hold a message whose bytes may be escaped (\uXXXX: 6 characters a byte), plus the rest.
+JSON_OVERHEAD = 16 * 1024
+
+
+def body_limit(settings: Settings):
+    """Documents, imports and OpenAI requests (whole histories) may be large; other bodies hold one message."""
+    large = ("/documents", "/memories/import", "/chat/completions")
+
+    def limit_for(scope: Scope) -> int:
+        if scope["path"].endswith(large):
+            return settings.max_document_bytes
+        return 6 * settings.max_message_bytes + JSON_OVERHEAD
+
+    return limit_for
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The API over `settings`; `services` are started with the app unless given (then the caller owns them)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = services or Services.start(settings)
+        app.state.services = started
+        yield
+        if services is None:
+            started.close()
+
+    app = FastAPI(title="lifelong", version="1", lifespan=lifespan,
+                  description="A continual-learning agent service with memory. See docs/API.md.")
+    install_error_handlers(app)
+    for module in (agents, sessions, documents, memories, weights, openai, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings))
+    app.add_middleware(MetricsMiddleware)
+    return app

@@ -1,0 +1,69 @@
+"""Errors as JSON a person can act on: `{"error": {"code": "...", "message": "..."}}`, never a 500 for bad input."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
+         503: "unavailable"}
+
+
+class ApiError(StarletteHTTPException):
+    """An HTTP error with a stable machine-readable code and a sentence for people."""
+
+    def __init__(self, status_code: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(status_code, detail=message, headers=headers)
+        self.code = code or CODES.get(status_code, "error")
+
+
+def not_found(what: str) -> ApiError:
+    """404 for what does not exist and for what belongs to another agent alike (never reveal which)."""
+    return ApiError(404, f"{what} not found; check the id (and that your key belongs to its agent)")
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _location(loc) -> str:
+    return ".".join(str(part) for part in loc if part != "body") or "body"
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI reports a JSON body that is not UTF-8 as a generic 400; it is invalid input: 422.
+        return error_response(422, "invalid_utf8", "the request body is not valid UTF-8; send UTF-8 encoded JSON")
+    code = getattr(exc, "code", None) or CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.method} {request.url.path}; see /docs"
+    return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        detail = next(e for e in errors if e.get("type") == "json_invalid")
+        reason = (detail.get("ctx") or {}).get("error", "malformed")
+        return error_response(422, "malformed_json", f"the request body is not valid JSON ({reason})")
+    parts = [f"{_location(error['loc'])}: {error['msg']}" for error in errors]
+    return error_response(422, "invalid_request", "; ".join(parts))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "the server failed on this request; it was logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

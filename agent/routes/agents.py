@@ -1,0 +1,124 @@
+"""Agents (create: admin) and API keys (admin)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from agent.auth import issue_key
+from agent.deps import AdminKey, CurrentKey, Db, ServicesDep, agent_for
+from agent.errors import ApiError, not_found
+from agent.pagination import MAX_LIMIT, decode_cursor, page_of
+from agent.schemas import AgentCreate, AgentPublic, KeyCreate, KeyCreated, KeyPublic, Page
+from learner.base import PRESET_PREFIX, learning_config
+from learner.versions import latest_version
+from memory.admin import delete_memories
+from memory.schema import Agent, ApiKey, Event, Memory
+from models import ModelConfig
+from models.model import CONFIG_FILE
+
+router = APIRouter(prefix="/v1", tags=["agents"])
+
+
+def agent_public(db: Session, agent: Agent) -> AgentPublic:
+    pending = (Event.agent_id == agent.id, Event.learned_at.is_(None), Event.failed_reason.is_(None))
+    return AgentPublic(
+        id=agent.id, name=agent.name, base_checkpoint=agent.base_checkpoint, learning=agent.learning_settings or {},
+        created_at=agent.created_at, weight_version=latest_version(db, agent.id),
+        memory_count=db.scalar(select(func.count()).select_from(Memory).where(Memory.agent_id == agent.id)),
+        bytes_learned=db.scalar(select(func.coalesce(func.sum(func.length(Event.content)), 0)).where(
+            Event.agent_id == agent.id, Event.learned_at.is_not(None))),
+        queue_lag=db.scalar(select(func.count()).select_from(Event).where(*pending)),
+    )
+
+
+def _check_base(spec: str) -> None:
+    """A base checkpoint every process can load: a known preset or a saved model directory."""
+    try:
+        if spec.startswith(PRESET_PREFIX):
+            ModelConfig.preset(spec.removeprefix(PRESET_PREFIX))
+        elif not (Path(spec) / CONFIG_FILE).is_file():
+            raise ValueError(f"{spec} is not a saved model directory (no {CONFIG_FILE}); give a directory or 'preset:NAME'")
+    except ValueError as exc:
+        raise ApiError(422, f"base_checkpoint: {exc}") from None
+
+
+@router.post("/agents", status_code=201, response_model=AgentPublic)
+def create_agent(body: AgentCreate, db: Db, services: ServicesDep, _: AdminKey) -> AgentPublic:
+    base = body.base_checkpoint or str(services.settings.base_checkpoint)
+    _check_base(base)
+    try:
+        learning_config(body.learning)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, f"learning: {exc}") from None
+    agent = Agent(name=body.name, base_checkpoint=base, learning_settings=body.learning or {})
+    db.add(agent)
+    try:
+        db.commit()
+    except IntegrityError:
+        raise ApiError(409, f"an agent named {body.name!r} exists; choose another name") from None
+    return agent_public(db, agent)
+
+
+@router.get("/agents", response_model=Page[AgentPublic])
+def list_agents(db: Db, principal: CurrentKey, cursor: str | None = None,
+                limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[AgentPublic]:
+    query = select(Agent).order_by(Agent.id).limit(limit + 1)
+    if (after := decode_cursor(cursor)) is not None:
+        query = query.where(Agent.id > after)
+    if not principal.is_admin:
+        query = query.where(Agent.id == principal.agent_id)
+    rows, next_cursor = page_of(list(db.scalars(query)), limit, lambda agent: agent.id)
+    return Page(data=[agent_public(db, agent) for agent in rows], next_cursor=next_cursor)
+
+
+@router.get("/agents/{agent_id}", response_model=AgentPublic)
+def get_agent(agent_id: int, db: Db, principal: CurrentKey) -> AgentPublic:
+    return agent_public(db, agent_for(db, principal, agent_id))
+
+
+@router.delete("/agents/{agent_id}", status_code=204)
+def delete_agent(agent_id: int, db: Db, services: ServicesDep, principal: AdminKey) -> Response:
+    agent = agent_for(db, principal, agent_id)
+    # Tombstones first: a process still holding this agent's index drops its memories at catch-up.
+    delete_memories(db, agent_id=agent.id, everything=True)
+    db.delete(agent)
+    db.commit()
+    services.runtimes.drop(agent_id)
+    return Response(status_code=204)
+
+
+@router.post("/keys", status_code=201, response_model=KeyCreated)
+def create_key(body: KeyCreate, db: Db, principal: AdminKey) -> KeyCreated:
+    if body.agent_id is not None:
+        agent_for(db, principal, body.agent_id)
+    row, key = issue_key(db, agent_id=body.agent_id, name=body.name)
+    db.commit()
+    return KeyCreated(id=row.id, key=key, agent_id=row.agent_id, name=row.name)
+
+
+@router.get("/keys", response_model=Page[KeyPublic])
+def list_keys(db: Db, _: AdminKey, cursor: str | None = None,
+              limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[KeyPublic]:
+    query = select(ApiKey).order_by(ApiKey.id).limit(limit + 1)
+    if (after := decode_cursor(cursor)) is not None:
+        query = query.where(ApiKey.id > after)
+    rows, next_cursor = page_of(list(db.scalars(query)), limit, lambda key: key.id)
+    return Page(data=[KeyPublic(id=k.id, agent_id=k.agent_id, name=k.name, created_at=k.created_at,
+                                revoked_at=k.revoked_at) for k in rows], next_cursor=next_cursor)
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+def revoke_key(key_id: int, db: Db, _: AdminKey) -> Response:
+    row = db.get(ApiKey, key_id)
+    if row is None:
+        raise not_found(f"key {key_id}")
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(timezone.utc)
+        db.commit()
+    return Response(status_code=204)

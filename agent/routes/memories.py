@@ -1,0 +1,117 @@
+"""Memories of an agent: list, inspect, what would be recalled, delete, export and import (NDJSON)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from agent.deps import CurrentKey, Db, ServicesDep, agent_for
+from agent.errors import ApiError, not_found
+from agent.schemas import Deleted, Imported, MemoryPublic, Page, RecallHitPublic, RecallRequest
+from memory.admin import MAX_PAGE, delete_memories, export_ndjson, get_memory, import_ndjson, list_memories
+from memory.schema import Memory
+
+router = APIRouter(prefix="/v1", tags=["memories"])
+
+
+@router.get("/agents/{agent_id}/memories", response_model=Page[MemoryPublic])
+def list_agent_memories(agent_id: int, db: Db, principal: CurrentKey, cursor: str | None = None,
+                        limit: int = Query(50, ge=1, le=MAX_PAGE), document_id: int | None = None,
+                        session_id: int | None = None, event_id: int | None = None,
+                        text: str | None = Query(None, description="only memories whose text contains this")):
+    """Newest first."""
+    agent = agent_for(db, principal, agent_id)
+    try:
+        page = list_memories(db, agent_id=agent.id, cursor=cursor, limit=limit, event_id=event_id,
+                             document_id=document_id, session_id=session_id, text_contains=text)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
+    return Page(data=[MemoryPublic.model_validate(item) for item in page.items], next_cursor=page.next_cursor)
+
+
+def _memory_agent(db, principal, memory_id: int) -> int:
+    agent_id = db.scalar(select(Memory.agent_id).where(Memory.id == memory_id))
+    if agent_id is None or not principal.can_access(agent_id):
+        raise not_found(f"memory {memory_id}")
+    return agent_id
+
+
+@router.get("/memories/{memory_id}", response_model=MemoryPublic)
+def get_one_memory(memory_id: int, db: Db, principal: CurrentKey) -> MemoryPublic:
+    return MemoryPublic.model_validate(get_memory(db, agent_id=_memory_agent(db, principal, memory_id),
+                                                  memory_id=memory_id))
+
+
+@router.delete("/memories/{memory_id}", status_code=204)
+def delete_one_memory(memory_id: int, db: Db, principal: CurrentKey) -> Response:
+    delete_memories(db, agent_id=_memory_agent(db, principal, memory_id), memory_id=memory_id)
+    db.commit()
+    return Response(status_code=204)
+
+
+@router.delete("/agents/{agent_id}/memories", response_model=Deleted)
+def delete_agent_memories(agent_id: int, db: Db, principal: CurrentKey, document_id: int | None = None,
+                          session_id: int | None = None, event_id: int | None = None,
+                          all: bool = Query(False, description="delete every memory of the agent")) -> Deleted:
+    agent = agent_for(db, principal, agent_id)
+    try:
+        deleted = delete_memories(db, agent_id=agent.id, document_id=document_id, session_id=session_id,
+                                  event_id=event_id, everything=all)
+    except ValueError:
+        raise ApiError(422, "name exactly one of ?document_id=, ?session_id=, ?event_id= or ?all=true") from None
+    db.commit()
+    return Deleted(deleted=deleted)
+
+
+@router.post("/agents/{agent_id}/memories/recall", response_model=list[RecallHitPublic])
+async def recall_memories(agent_id: int, body: RecallRequest, services: ServicesDep,
+                          principal: CurrentKey) -> list[RecallHitPublic]:
+    """The memories the retrieval layer would fetch while reading `query` (from a fresh stream)."""
+
+    def work() -> list[RecallHitPublic]:
+        with services.sessions() as db:
+            runtime = services.runtimes.get(agent_for(db, principal, agent_id))
+            try:
+                hits = runtime.recall(db, query=body.query, limit=body.top_k)
+            except ValueError as exc:
+                raise ApiError(422, str(exc)) from None
+        return [RecallHitPublic.model_validate(hit) for hit in hits]
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/agents/{agent_id}/memories/export", response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}}}})
+def export_memories(agent_id: int, db: Db, services: ServicesDep, principal: CurrentKey) -> StreamingResponse:
+    """One JSON line per memory, pairs included, oldest first; streamed from the database."""
+    agent_id = agent_for(db, principal, agent_id).id
+
+    def lines():
+        with services.sessions() as export_db:  # its own: the request's session closes before the stream ends
+            for line in export_ndjson(export_db, agent_id=agent_id):
+                yield line + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/agents/{agent_id}/memories/import", response_model=Imported,
+             openapi_extra={"requestBody": {"content": {"application/x-ndjson": {}}, "required": True}})
+async def import_memories(agent_id: int, request: Request, services: ServicesDep, principal: CurrentKey) -> Imported:
+    """All or nothing: a bad line is a 422 naming it, and nothing is imported."""
+    body = await request.body()
+
+    def work() -> int:
+        with services.sessions() as db:
+            runtime = services.runtimes.get(agent_for(db, principal, agent_id))
+            try:
+                count = import_ndjson(db, store=runtime.store, lines=body.splitlines())
+            except ValueError as exc:
+                db.rollback()
+                raise ApiError(422, str(exc)) from None
+            db.commit()
+        runtime.store.catch_up()
+        return count
+
+    return Imported(imported=await run_in_threadpool(work))

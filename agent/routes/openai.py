@@ -1,0 +1,100 @@
+"""OpenAI-compatible chat completions: `model` names the agent, the last user message is the new input.
+
+The session is the header X-Lifelong-Session or the body's `session_id`; without either a new chat
+session is created, and every response names its session in the X-Lifelong-Session header.
+Earlier messages in `messages` are ignored: the session's state has read them already.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fastapi import APIRouter, Header
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import select
+
+from agent.auth import Principal
+from agent.deps import CurrentKey, ServicesDep
+from agent.errors import ApiError, not_found
+from agent.runtime import TurnResult
+from agent.schemas import ChatCompletionRequest
+from agent.services import Services
+from agent.sse import SSE_HEADERS, sse_event
+from agent.turns import chat_target, message_bytes, run_turn, stream_turn
+from learner.eventlog import create_session
+from memory.schema import Agent
+from models import SamplingConfig
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+SESSION_HEADER = "X-Lifelong-Session"
+DEFAULTS = SamplingConfig()
+
+
+def _last_user_text(body: ChatCompletionRequest) -> str:
+    for message in reversed(body.messages):
+        if message.role == "user":
+            if isinstance(message.content, str):
+                return message.content
+            if isinstance(message.content, list):  # content parts: only text parts carry input here
+                return "".join(part.get("text", "") for part in message.content if part.get("type") == "text")
+    raise ApiError(422, "messages holds no user message; the last user message is the new input")
+
+
+def _session_for(services: Services, principal: Principal, agent_name: str, session_id: int | None) -> int:
+    """The session to continue, or a new one of the agent `agent_name`."""
+    with services.sessions() as db:
+        agent_id = db.scalar(select(Agent.id).where(Agent.name == agent_name))
+        if agent_id is None or not principal.can_access(agent_id):
+            raise not_found(f"model (agent) {agent_name!r}")
+        if session_id is not None:
+            return session_id  # chat_target checks it exists, is a chat and is the caller's
+        session = create_session(db, agent_id=agent_id, kind="chat")
+        db.commit()
+        return session.id
+
+
+def _finish_reason(result: TurnResult) -> str:
+    return "stop" if result.stop_reason == "end_of_turn" else "length"
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, principal: CurrentKey,
+                           x_lifelong_session: int | None = Header(None)):
+    content = message_bytes(_last_user_text(body), services.settings.max_message_bytes)
+    if not content:
+        raise ApiError(422, "the last user message is empty")
+    session_id = await run_in_threadpool(_session_for, services, principal, body.model,
+                                         x_lifelong_session if x_lifelong_session is not None else body.session_id)
+    target = await chat_target(services, principal, session_id)
+    if target.agent_name != body.model:
+        raise not_found(f"session {session_id}")  # a session of another agent than `model` names
+    sampling = SamplingConfig(
+        temperature=DEFAULTS.temperature if body.temperature is None else body.temperature,
+        top_p=DEFAULTS.top_p if body.top_p is None else body.top_p, seed=body.seed,
+        max_bytes=body.max_completion_tokens or body.max_tokens or 256)
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    headers = {SESSION_HEADER: str(session_id)}
+    base = {"id": completion_id, "created": created, "model": body.model}
+    if not body.stream:
+        result = await run_turn(services, target, content, sampling)
+        return JSONResponse({
+            **base, "object": "chat.completion",
+            "choices": [{"index": 0, "finish_reason": _finish_reason(result), "logprobs": None,
+                         "message": {"role": "assistant", "content": result.reply.decode("utf-8", errors="replace")}}],
+            "usage": {"prompt_tokens": len(content) + 2, "completion_tokens": len(result.reply) + 1,
+                      "total_tokens": len(content) + len(result.reply) + 3},
+        }, headers=headers)
+
+    def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
+        return sse_event(None, {**base, "object": "chat.completion.chunk",
+                                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+
+    async def events():
+        yield chunk({"role": "assistant", "content": ""})
+        async for item in stream_turn(services, target, content, sampling):
+            yield chunk({}, _finish_reason(item)) if isinstance(item, TurnResult) else chunk({"content": item})
+        yield sse_event(None, "[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})

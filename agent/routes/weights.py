@@ -1,0 +1,32 @@
+"""Weight versions of an agent: list, roll back (a new version carrying an old one's weights)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from agent.deps import CurrentKey, Db, agent_for
+from agent.errors import ApiError
+from agent.schemas import RollbackRequest, VersionPublic
+from learner.learn import lock_agent
+from learner.versions import VersionNotFound, list_versions, rollback
+
+router = APIRouter(prefix="/v1", tags=["weights"])
+
+
+@router.get("/agents/{agent_id}/weights", response_model=list[VersionPublic])
+def list_weight_versions(agent_id: int, db: Db, principal: CurrentKey) -> list[VersionPublic]:
+    """Kept versions, newest first (version 0, the base checkpoint, is implicit)."""
+    return [VersionPublic.model_validate(v) for v in list_versions(db, agent_for(db, principal, agent_id).id)]
+
+
+@router.post("/agents/{agent_id}/weights/rollback", response_model=VersionPublic)
+def rollback_weights(agent_id: int, body: RollbackRequest, db: Db, principal: CurrentKey) -> VersionPublic:
+    """Serving picks the new version up at its next request; learning continues from it."""
+    agent = agent_for(db, principal, agent_id)
+    lock_agent(db, agent.id)  # a learner publishing meanwhile would otherwise race for the same number
+    try:
+        version = rollback(db, agent_id=agent.id, to_version=body.version)
+    except VersionNotFound as exc:
+        raise ApiError(404, f"{exc}; list versions with GET /v1/agents/{agent_id}/weights") from None
+    db.commit()
+    return VersionPublic.model_validate(next(v for v in list_versions(db, agent.id) if v.version == version))

@@ -1,0 +1,227 @@
+"""The per-agent runtime of a serving process: one loaded model (following the agent's newest weight
+version), its memory store, and the streaming state of its chat sessions.
+
+A chat turn logs the user's message first, then reads it from the session's state (cached here; from
+SQL on a miss), samples the reply with retrieval over the agent's memory, and commits the reply event
+together with the new state, so a restarted server continues exactly where this one stopped. Learning
+is only enqueued: a turn never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import torch
+from celery import Celery
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from learner.base import load_base
+from learner.eventlog import append_events
+from learner.learn import chat_position_after, event_tokens
+from learner.serving import ServingModel
+from memory.admin import RecallHit, recall
+from memory.schema import Agent, Event
+from memory.schema import Session as StreamSession
+from memory.store import MemoryStore, flat_queries
+from models import RetrievedMemory, SamplingConfig, Special, State, generate
+from workers.settings import Settings
+from workers.submit import enqueue_learning
+from workers.tasks import snapshot_dir
+
+log = logging.getLogger(__name__)
+
+# Chat sessions whose state stays in RAM per agent; older ones are read back from SQL when they return.
+CACHED_SESSIONS = 256
+
+
+class StateMismatch(RuntimeError):
+    """A stored session state that matches no point of the session's log (not the caller's fault)."""
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    user_event_id: int
+    reply_event_id: int
+    reply: bytes
+    stop_reason: str
+    weight_version: int
+    first_byte_ms: float
+    elapsed_ms: float
+
+
+class _CaughtUpReader:
+    """Searches the store as it is: one catch-up per request, not one SQL round trip per token."""
+
+    def __init__(self, store: MemoryStore):
+        self.store = store
+
+    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
+        return self.store.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
+
+
+@dataclass
+class _CachedState:
+    created_at: datetime  # with the id, tells a session from a later one that reused its id
+    state: State
+
+
+def uncovered_events(db: Session, *, session_id: int, position: int) -> list[Event]:
+    """The events of a chat session its state (at `position` tokens) has not read yet, oldest first.
+
+    Normally just the new user message; more after a crash between logging a message and saving the
+    state that read it. Walks back from the newest event, so the cost does not grow with the history.
+    """
+    newer: list[Event] = []
+    page = 16
+    while True:
+        query = select(Event).where(Event.session_id == session_id).order_by(Event.seq.desc()).limit(page)
+        if newer:
+            query = query.where(Event.seq < newer[-1].seq)
+        events = list(db.scalars(query))
+        for event in events:
+            after = chat_position_after(event)
+            if after == position:
+                return newer[::-1]
+            if after < position:
+                break
+            newer.append(event)
+        else:
+            if len(events) == page:
+                continue
+            if position <= 1:  # nothing but BEGIN (or nothing at all) read yet
+                return newer[::-1]
+        raise StateMismatch(f"session {session_id}: its state ({position} tokens) matches no point of its log")
+
+
+class AgentRuntime:
+    """One agent in one serving process; safe to use from many threads (one turn per session at a time)."""
+
+    def __init__(self, *, agent: Agent, sessions: sessionmaker[Session], celery: Celery, settings: Settings):
+        self.agent_id, self.created_at = agent.id, agent.created_at
+        self.sessions, self.celery = sessions, celery
+        base = load_base(agent.base_checkpoint, settings.device)
+        self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base)
+        snapshot = snapshot_dir(settings, agent.id)
+        self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,
+                                      snapshot=snapshot if snapshot.exists() else None)
+        self._states: OrderedDict[int, _CachedState] = OrderedDict()
+        self._states_lock = threading.Lock()
+        self._session_locks: dict[int, threading.Lock] = {}
+
+    def _lock_for(self, session_id: int) -> threading.Lock:
+        with self._states_lock:
+            return self._session_locks.setdefault(session_id, threading.Lock())
+
+    def _load_state(self, db: Session, row: StreamSession) -> State | None:
+        with self._states_lock:
+            cached = self._states.get(row.id)
+        if cached is not None and cached.created_at == row.created_at and cached.state.position == row.position:
+            return cached.state
+        blob = db.scalar(select(StreamSession.state).where(StreamSession.id == row.id))
+        return None if blob is None else State.from_bytes(blob).to(self.serving.current().model.device)
+
+    def _remember(self, session_id: int, created_at: datetime, state: State) -> None:
+        with self._states_lock:
+            self._states[session_id] = _CachedState(created_at, state)
+            self._states.move_to_end(session_id)
+            while len(self._states) > CACHED_SESSIONS:
+                self._states.popitem(last=False)
+
+    def chat(self, *, session_id: int, content: bytes, sampling: SamplingConfig,
+             on_piece: Callable[[str], None] = lambda piece: None) -> TurnResult:
+        """One turn: log `content`, stream the reply's pieces to `on_piece`, log the reply and the state."""
+        started = time.perf_counter()
+        sampling = SamplingConfig(temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
+                                  max_bytes=sampling.max_bytes, min_bytes=1)  # an event holds at least one byte
+        with self._lock_for(session_id):
+            with self.sessions.begin() as db:
+                user_event_id = append_events(db, session_id=session_id, events=[("user", content)])[0].id
+            last_logged = user_event_id
+            try:
+                result = self._reply(session_id, user_event_id, sampling, on_piece, started)
+                last_logged = result.reply_event_id
+                return result
+            finally:
+                self._enqueue_learning(last_logged)
+
+    def _reply(self, session_id: int, user_event_id: int, sampling: SamplingConfig,
+               on_piece: Callable[[str], None], started: float) -> TurnResult:
+        self.serving.refresh()  # between requests: a newer weight version is picked up here
+        model, version = self.serving.current()
+        self.store.catch_up()
+        with self.sessions() as db:
+            row = db.get(StreamSession, session_id)
+            state = self._load_state(db, row)
+            position = 0 if state is None else state.position
+            unread = uncovered_events(db, session_id=session_id, position=position)
+            created_at = row.created_at
+        prompt = [int(Special.BEGIN)] if position == 0 else []
+        for event in unread:
+            prompt += event_tokens(event)
+        prompt.append(int(Special.ASSISTANT))
+        reader = _CaughtUpReader(self.store) if model.retrieval_block is not None else None
+        generation = generate(model, torch.tensor([prompt]), state=state, memory=reader, sampling=sampling)
+        first_byte_ms = None
+        for piece in generation:
+            if first_byte_ms is None:
+                first_byte_ms = (time.perf_counter() - started) * 1000
+            on_piece(piece)
+        state = generation.state
+        if generation.stop_reason == "max_bytes":  # close the turn as the log will: role, bytes, end of turn
+            with torch.inference_mode():
+                state = model(torch.tensor([[int(Special.END_OF_TURN)]], device=model.device), state, reader).state
+        reply = bytes(token for token in generation.tokens if token < 256)
+        with self.sessions.begin() as db:
+            reply_event_id = append_events(db, session_id=session_id, events=[("assistant", reply)])[0].id
+            db.execute(update(StreamSession).where(StreamSession.id == session_id)
+                       .values(state=state.to_bytes(), position=state.position))
+        self._remember(session_id, created_at, state)
+        return TurnResult(user_event_id=user_event_id, reply_event_id=reply_event_id, reply=reply,
+                          stop_reason=generation.stop_reason, weight_version=version,
+                          first_byte_ms=first_byte_ms if first_byte_ms is not None else 0.0,
+                          elapsed_ms=(time.perf_counter() - started) * 1000)
+
+    def _enqueue_learning(self, event_id: int) -> None:
+        try:
+            enqueue_learning(self.celery, agent_id=self.agent_id, event_id=event_id)
+        except Exception as exc:  # noqa: BLE001 - the turn is logged; every worker start re-enqueues pending work
+            log.warning("agent %s: could not enqueue learning through event %s (%s); it stays pending in SQL",
+                        self.agent_id, event_id, exc)
+
+    def recall(self, db: Session, *, query: str, limit: int) -> list[RecallHit]:
+        self.serving.refresh()
+        return recall(db, store=self.store, model=self.serving.current().model, text=query, limit=limit)
+
+
+class Runtimes:
+    """The runtimes of the agents this process has served, loaded on first use."""
+
+    def __init__(self, *, settings: Settings, sessions: sessionmaker[Session], celery: Celery):
+        self.settings, self.sessions, self.celery = settings, sessions, celery
+        self._runtimes: dict[int, AgentRuntime] = {}
+        self._lock = threading.Lock()
+
+    def get(self, agent: Agent) -> AgentRuntime:
+        runtime = self._runtimes.get(agent.id)
+        if runtime is None or runtime.created_at != agent.created_at:
+            with self._lock:  # one load per agent; loading reads a checkpoint and the agent's memory
+                runtime = self._runtimes.get(agent.id)
+                if runtime is None or runtime.created_at != agent.created_at:
+                    runtime = AgentRuntime(agent=agent, sessions=self.sessions, celery=self.celery,
+                                           settings=self.settings)
+                    self._runtimes[agent.id] = runtime
+        return runtime
+
+    def drop(self, agent_id: int) -> None:
+        with self._lock:
+            self._runtimes.pop(agent_id, None)
+
+    def loaded(self) -> list[AgentRuntime]:
+        return list(self._runtimes.values())

@@ -1,0 +1,196 @@
+"""Request and response bodies of the HTTP API, one group per resource."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null on the last")
+
+
+# -- agents and keys ---------------------------------------------------------------------------
+
+
+class AgentCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+                      description="unique; letters, digits, '_', '.', '-' (it is the model name of /v1/chat/completions)")
+    base_checkpoint: str | None = Field(None, max_length=500,
+                                        description="a model directory or 'preset:NAME'; default: the server's")
+    learning: dict[str, Any] | None = Field(None, description="online learning settings (learning_rate, trainable, ...)")
+
+
+class AgentPublic(BaseModel):
+    id: int
+    name: str
+    base_checkpoint: str
+    learning: dict[str, Any]
+    created_at: datetime
+    weight_version: int
+    memory_count: int = Field(description="memory rows (spans of up to 64 tokens)")
+    bytes_learned: int
+    queue_lag: int = Field(description="events logged and not yet learned (nor failed)")
+
+
+class KeyCreate(BaseModel):
+    agent_id: int | None = Field(None, description="the agent the key may touch; null: an admin key")
+    name: str = Field("", max_length=200)
+
+
+class KeyPublic(BaseModel):
+    id: int
+    agent_id: int | None
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(BaseModel):
+    id: int
+    key: str = Field(description="shown once; only its hash is stored")
+    agent_id: int | None
+    name: str
+
+
+# -- sessions and messages ---------------------------------------------------------------------
+
+
+class SessionPublic(BaseModel):
+    id: int
+    agent_id: int
+    kind: Literal["chat", "stream"]
+    position: int = Field(description="tokens the session's streaming state has read")
+    events: int = Field(description="events in the session's log")
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageCreate(BaseModel):
+    content: str = Field(min_length=1, description="the user's message (UTF-8)")
+    stream: bool = Field(False, description="reply as Server-Sent Events")
+    max_tokens: int = Field(256, ge=1, le=65_536, description="byte budget of the reply")
+    temperature: float = Field(0.8, ge=0, le=5, description="0: greedy")
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, description="fixes the sample for a given state")
+
+
+class TurnPublic(BaseModel):
+    user_event_id: int
+    reply_event_id: int
+    content: str
+    stop_reason: Literal["end_of_turn", "max_bytes"]
+    weight_version: int
+    bytes_in: int
+    bytes_out: int
+    first_byte_ms: float
+    elapsed_ms: float
+
+
+class MessagePublic(BaseModel):
+    id: int
+    seq: int
+    role: str
+    content: str = Field(description="UTF-8; invalid bytes shown as U+FFFD")
+    created_at: datetime
+    learned: bool
+    failed_reason: str | None
+
+
+# -- documents ---------------------------------------------------------------------------------
+
+
+class DocumentPublic(BaseModel):
+    id: int
+    agent_id: int
+    name: str
+    content_type: str
+    status: Literal["receiving", "queued", "learning", "learned", "failed"]
+    bytes_received: int
+    bytes_learned: int
+    failed_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- memories and weights ----------------------------------------------------------------------
+
+
+class MemoryPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    agent_id: int
+    event_id: int | None
+    document_id: int | None
+    session_id: int | None
+    imported_from: str | None
+    byte_start: int
+    byte_end: int
+    text: str
+    num_tokens: int
+    weight_version: int
+    created_at: datetime
+    hit_count: int
+    last_hit_at: datetime | None
+
+
+class RecallRequest(BaseModel):
+    query: str = Field(min_length=1)
+    top_k: int = Field(20, ge=1, le=500)
+
+
+class RecallHitPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    memory_id: int
+    score: float
+    token_hits: int
+    text: str
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+class Imported(BaseModel):
+    imported: int
+
+
+class VersionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    parent_version: int | None
+    events_learned_through: int
+    tag: str | None
+    created_at: datetime
+
+
+class RollbackRequest(BaseModel):
+    version: int = Field(ge=0, description="the version whose weights become current again (0: the base)")
+
+
+# -- OpenAI-compatible chat completions --------------------------------------------------------
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model: str = Field(description="the agent's name")
+    messages: list[ChatMessage] = Field(min_length=1, description="only the last user message is new input")
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=65_536)
+    max_completion_tokens: int | None = Field(None, ge=1, le=65_536)
+    temperature: float | None = Field(None, ge=0, le=5)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0)
+    session_id: int | None = Field(None, description="continue this session (or header X-Lifelong-Session)")

@@ -1,0 +1,64 @@
+"""`lifelong serve`: the API in this process and, on the embedded defaults, a learning worker beside it."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+
+import uvicorn
+
+from agent.app import create_app
+from agent.auth import ensure_admin_key
+from memory.db import make_engine, make_session_factory
+from memory.migrate import upgrade
+from workers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _embedded_worker(parent_pid: int) -> None:
+    """The worker child: configured from the same LIFELONG_* environment; exits when its parent is gone."""
+    from workers.app import run_worker
+
+    def watch_parent() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)  # orphaned (the server was killed): no one would stop this worker otherwise
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    run_worker(Settings(), hostname=f"embedded-{parent_pid}@%h")
+
+
+def start_embedded_worker() -> multiprocessing.Process:
+    # spawn, not fork: the parent has imported torch, whose threads do not survive a fork.
+    process = multiprocessing.get_context("spawn").Process(target=_embedded_worker, args=(os.getpid(),),
+                                                           name="lifelong-worker")
+    process.start()
+    return process
+
+
+def serve(settings: Settings, *, host: str, port: int, migrate: bool = True, worker: bool | None = None,
+          log_level: str = "info") -> None:
+    """Run until stopped. `worker` defaults to settings.embedded: then no external service is needed."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate:
+        upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        key_file = ensure_admin_key(settings, make_session_factory(engine))
+    finally:
+        engine.dispose()
+    if key_file is not None:
+        print(f"admin key: {key_file} (readable by you only; send it as 'Authorization: Bearer <key>')", flush=True)
+    child = start_embedded_worker() if (settings.embedded if worker is None else worker) else None
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    finally:
+        if child is not None:
+            child.terminate()  # Celery's warm shutdown: the task in progress finishes or is redelivered
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()

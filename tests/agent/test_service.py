@@ -1,0 +1,259 @@
+"""End to end through HTTP against real `lifelong serve` processes, on each deployment (see conftest)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+from sqlalchemy import select
+
+from memory.db import make_engine
+from memory.schema import Session as StreamSession
+from models import State
+from tests.agent.conftest import MAX_DOCUMENT_BYTES, MAX_MESSAGE_BYTES
+from tests.agent.server import WAIT_S, Deployment, stream_message
+
+LEARNING = {"learning_rate": 0.01}
+TURNS = ["hello, who are you?", "tell me about the lighthouse", "and what did the keeper say?"]
+DOCUMENT = b"".join(f"Line {i}: the keeper of the northern lighthouse logs ship number {i * 7919 % 10007}.\n".encode()
+                    for i in range(500))  # ~36 KB
+
+
+def new_agent(deployment: Deployment, name: str) -> tuple[int, str]:
+    """(agent id, a key scoped to it)."""
+    with deployment.client(deployment.admin_key) as admin:
+        created = admin.post("/v1/agents", json={"name": name, "base_checkpoint": "preset:tiny", "learning": LEARNING})
+        assert created.status_code == 201, created.text
+        agent_id = created.json()["id"]
+        key = admin.post("/v1/keys", json={"agent_id": agent_id, "name": f"{name}'s key"})
+        assert key.status_code == 201 and key.json()["agent_id"] == agent_id
+        return agent_id, key.json()["key"]
+
+
+def new_session(client: httpx.Client, agent_id: int) -> int:
+    response = client.post(f"/v1/agents/{agent_id}/sessions")
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def wait_learned(client: httpx.Client, agent_id: int) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        agent = client.get(f"/v1/agents/{agent_id}").json()
+        if agent["queue_lag"] == 0:
+            return agent
+        time.sleep(0.2)
+    pytest.fail(f"agent {agent_id} still has events to learn after {WAIT_S}s")
+
+
+def saved_state(deployment: Deployment, session_id: int) -> State:
+    """As stored (compared as tensors: the blob's header order may differ from process to process)."""
+    url = deployment.env.get("LIFELONG_DATABASE_URL") or f"sqlite:///{deployment.data_dir / 'lifelong.db'}"
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return State.from_bytes(connection.scalar(select(StreamSession.state).where(StreamSession.id == session_id)))
+    finally:
+        engine.dispose()
+
+
+def test_chat_streams_and_a_restarted_server_continues_exactly(deployment):
+    # Two identical agents told identical things: `twin` takes its last turn before the restart,
+    # `ada` after it. Same weights, memories and state => same reply, same next-token distribution.
+    (ada, ada_key), (twin, twin_key) = new_agent(deployment, "ada"), new_agent(deployment, "twin")
+    with deployment.client(ada_key) as ada_client, deployment.client(twin_key) as twin_client:
+        sessions = {ada: new_session(ada_client, ada), twin: new_session(twin_client, twin)}
+        for seed, turn in enumerate(TURNS):
+            replies = []
+            for agent_id, client in ((ada, ada_client), (twin, twin_client)):
+                text, done = stream_message(client, sessions[agent_id], turn, seed=seed, max_tokens=48)
+                assert done["bytes_in"] == len(turn.encode()) and 1 <= done["bytes_out"] <= 48
+                assert 0 < done["first_byte_ms"] <= done["elapsed_ms"] and done["reply_event_id"] > done["user_event_id"]
+                replies.append(text)
+                wait_learned(client, agent_id)
+            assert replies[0] == replies[1]
+        history = ada_client.get(f"/v1/sessions/{sessions[ada]}/messages", params={"limit": 4}).json()
+        assert [m["role"] for m in history["data"]] == ["user", "assistant"] * 2 and history["next_cursor"]
+        rest = ada_client.get(f"/v1/sessions/{sessions[ada]}/messages", params={"cursor": history["next_cursor"]})
+        assert [m["content"] for m in rest.json()["data"]][0::2] == TURNS[2:]
+        last = {"content": "one more thing", "seed": 7, "temperature": 1.0, "top_p": 1.0, "max_tokens": 64}
+        twin_reply = twin_client.post(f"/v1/sessions/{sessions[twin]}/messages", json=last).json()
+
+    deployment.restart_server()
+    with deployment.client(ada_key) as ada_client:
+        assert ada_client.get(f"/v1/sessions/{sessions[ada]}").json()["position"] > 0
+        ada_reply = ada_client.post(f"/v1/sessions/{sessions[ada]}/messages", json=last).json()
+    assert ada_reply["content"] == twin_reply["content"]
+    assert ada_reply["weight_version"] == twin_reply["weight_version"] > 0
+    # The state after the turn decides the next token's distribution: identical to the bit.
+    ada_state, twin_state = saved_state(deployment, sessions[ada]), saved_state(deployment, sessions[twin])
+    assert ada_state.position == twin_state.position
+    for ada_layer, twin_layer in zip(ada_state.layers, twin_state.layers, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(ada_layer, twin_layer, strict=True))
+
+
+def test_a_document_ingested_while_chatting_is_learned_and_its_memories_curated(deployment):
+    agent_id, key = new_agent(deployment, "reader")
+    with deployment.client(key) as client:
+        session_id = new_session(client, agent_id)
+        uploaded: dict = {}
+
+        def body():
+            for start in range(0, len(DOCUMENT), 4096):
+                yield DOCUMENT[start : start + 4096]
+                time.sleep(0.02)
+
+        def upload():
+            with deployment.client(key) as uploader:
+                uploaded["response"] = uploader.post(f"/v1/agents/{agent_id}/documents", params={"name": "log.txt"},
+                                                     content=body(), headers={"Content-Type": "text/plain"})
+
+        thread = threading.Thread(target=upload)
+        thread.start()
+        started = time.monotonic()
+        text, done = stream_message(client, session_id, "what is in the logbook?", seed=1, max_tokens=32)
+        assert time.monotonic() - started < 30, "a chat turn waited on the document"
+        thread.join()
+        response = uploaded["response"]
+        assert response.status_code == 202, response.text
+        document = response.json()
+        assert document["bytes_received"] == len(DOCUMENT) and document["name"] == "log.txt"
+        assert document["status"] in ("queued", "learning", "learned")
+
+        deadline = time.monotonic() + WAIT_S
+        while (document := client.get(f"/v1/documents/{document['id']}").json())["status"] != "learned":
+            assert document["status"] != "failed" and time.monotonic() < deadline, document
+            time.sleep(0.3)
+        assert document["bytes_learned"] == len(DOCUMENT)
+        wait_learned(client, agent_id)
+
+        # Provenance: document memories name the document; chat memories name the session and its events.
+        from_document = client.get(f"/v1/agents/{agent_id}/memories",
+                                   params={"document_id": document["id"], "limit": 500}).json()["data"]
+        assert from_document and all(m["document_id"] == document["id"] and m["event_id"] for m in from_document)
+        assert sum(m["byte_end"] - m["byte_start"] for m in from_document) >= len(DOCUMENT) - 1
+        from_chat = client.get(f"/v1/agents/{agent_id}/memories", params={"session_id": session_id}).json()["data"]
+        assert from_chat and all(m["session_id"] == session_id and m["document_id"] is None for m in from_chat)
+        one = client.get(f"/v1/memories/{from_document[0]['id']}").json()
+        assert one["text"] and one["hit_count"] >= 0 and one["agent_id"] == agent_id
+
+        query = {"query": DOCUMENT[:300].decode(), "top_k": 50}
+        recalled = {hit["memory_id"] for hit in client.post(f"/v1/agents/{agent_id}/memories/recall", json=query).json()}
+        document_ids = {m["id"] for m in from_document}
+        assert recalled & document_ids
+        deleted = client.delete(f"/v1/agents/{agent_id}/memories", params={"document_id": document["id"]}).json()
+        assert deleted == {"deleted": len(document_ids)}
+        recalled = {hit["memory_id"] for hit in client.post(f"/v1/agents/{agent_id}/memories/recall", json=query).json()}
+        assert recalled and not recalled & document_ids  # chat memories remain recallable; the document's are gone
+        assert client.get(f"/v1/memories/{from_document[0]['id']}").status_code == 404
+
+        exported = client.get(f"/v1/agents/{agent_id}/memories/export")
+        lines = exported.text.splitlines()
+        assert exported.status_code == 200 and len(lines) == len(client.get(
+            f"/v1/agents/{agent_id}/memories", params={"limit": 500}).json()["data"])
+        assert client.post(f"/v1/agents/{agent_id}/memories/import", content="\n".join(lines[:2])).json() == {"imported": 2}
+
+
+def test_the_openai_client_streams_a_reply(deployment):
+    agent_id, key = new_agent(deployment, "oracle")
+    client = openai.OpenAI(base_url=f"{deployment.url}/v1", api_key=key, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="oracle", messages=[{"role": "user", "content": "hi"}], max_tokens=16, seed=3)
+    session_id = int(raw.headers["X-Lifelong-Session"])
+    assert raw.parse().choices[0].message.content
+    stream = client.chat.completions.create(
+        model="oracle", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "and now?"}],
+        stream=True, max_tokens=24, seed=4, extra_headers={"X-Lifelong-Session": str(session_id)})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    with deployment.client(key) as http:
+        assert http.get(f"/v1/sessions/{session_id}").json()["events"] == 4  # both turns in one session
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nobody", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_an_agent_key_sees_nothing_of_another_agent(deployment):
+    (owner, owner_key), (_, other_key) = new_agent(deployment, "owner"), new_agent(deployment, "other")
+    with deployment.client(owner_key) as client, deployment.client(other_key) as other:
+        session_id = new_session(client, owner)
+        client.post(f"/v1/sessions/{session_id}/messages", json={"content": "a secret", "max_tokens": 8})
+        document = client.post(f"/v1/agents/{owner}/documents", content=b"private notes " * 100).json()
+        wait_learned(client, owner)
+        memory_id = client.get(f"/v1/agents/{owner}/memories").json()["data"][0]["id"]
+        for method, path in [("GET", f"/v1/sessions/{session_id}"), ("GET", f"/v1/sessions/{session_id}/messages"),
+                             ("GET", f"/v1/memories/{memory_id}"), ("DELETE", f"/v1/memories/{memory_id}"),
+                             ("GET", f"/v1/documents/{document['id']}"), ("GET", f"/v1/agents/{owner}"),
+                             ("GET", f"/v1/agents/{owner}/memories"), ("GET", f"/v1/agents/{owner}/weights")]:
+            assert other.request(method, path).status_code == 404, (method, path)
+        assert other.post(f"/v1/sessions/{session_id}/messages", json={"content": "tell me"}).status_code == 404
+        assert other.post(f"/v1/agents/{owner}/documents", content=b"x").status_code == 404
+        assert other.post("/v1/chat/completions", json={"model": "owner", "messages": [
+            {"role": "user", "content": "hi"}]}).status_code == 404
+        assert other.post("/v1/keys", json={}).status_code == 403
+        assert [a["name"] for a in other.get("/v1/agents").json()["data"]] == ["other"]
+        assert client.get(f"/v1/memories/{memory_id}").status_code == 200  # still there
+
+
+def test_every_bad_input_gets_its_4xx(deployment):
+    agent_id, key = new_agent(deployment, "strict")
+    with deployment.client(key) as client, deployment.client(None) as anonymous, \
+            deployment.client(deployment.admin_key) as admin:
+        session_id = new_session(client, agent_id)
+        messages = f"/v1/sessions/{session_id}/messages"
+        json_headers = {"Content-Type": "application/json"}
+        cases = [
+            (anonymous.get("/v1/agents"), 401),
+            (deployment.client("ll_wrong").get("/v1/agents"), 401),
+            (client.get("/v1/sessions/999999"), 404),
+            (client.get("/v1/documents/999999"), 404),
+            (client.get("/v1/memories/999999"), 404),
+            (client.get("/v1/agents/999999/memories"), 404),
+            (client.get("/v1/nowhere"), 404),
+            (client.post(messages, content=b'{"content": "unterminated', headers=json_headers), 422),
+            (client.post(messages, content=b'{"content": "\xff\xfe"}', headers=json_headers), 422),
+            (client.post(messages, content=b'{"content": "\\ud800"}', headers=json_headers), 422),
+            (client.post(messages, json={"content": ""}), 422),
+            (client.post(messages, json={"content": "hi", "max_tokens": 0}), 422),
+            (client.post(messages, json={"content": "x" * (MAX_MESSAGE_BYTES + 1)}), 413),
+            (client.post(messages, content=b"{" + b" " * (7 * MAX_MESSAGE_BYTES + 20_000) + b"}",
+                         headers=json_headers), 413),
+            (client.get(messages, params={"cursor": "not-a-cursor"}), 422),
+            (client.post(f"/v1/agents/{agent_id}/documents", content=b""), 422),
+            (client.post(f"/v1/agents/{agent_id}/documents", content=b'{"text": "ok"}\nnot json\n',
+                         headers={"Content-Type": "application/x-ndjson"}), 422),
+            (client.post(f"/v1/agents/{agent_id}/memories/import", content=b'{"format": 99}'), 422),
+            (client.delete(f"/v1/agents/{agent_id}/memories"), 422),
+            (client.post(f"/v1/agents/{agent_id}/memories/recall", json={"query": ""}), 422),
+            (client.post(f"/v1/agents/{agent_id}/weights/rollback", json={"version": 12345}), 404),
+            (client.post("/v1/chat/completions", json={"model": "strict", "messages": [
+                {"role": "system", "content": "no user here"}]}), 422),
+            (admin.post("/v1/agents", json={"name": "strict"}), 409),
+            (admin.post("/v1/agents", json={"name": "x", "learning": {"nonsense": 1}}), 422),
+            (admin.post("/v1/agents", json={"name": "y", "base_checkpoint": "/no/such/model"}), 422),
+            (admin.post("/v1/agents", json={"name": "bad name!"}), 422),
+        ]
+        for number, (response, status) in enumerate(cases):
+            assert response.status_code == status, (number, response.status_code, response.text)
+            error = response.json()["error"]
+            assert error["code"] and error["message"], (number, response.text)
+
+        # An oversized streamed document (no Content-Length) stops at the limit: 413, recorded as failed.
+        def too_much():
+            for _ in range(MAX_DOCUMENT_BYTES // 10_000 + 2):
+                yield b"y" * 10_000
+
+        response = client.post(f"/v1/agents/{agent_id}/documents", content=too_much())
+        assert response.status_code == 413, response.text
+        agent = client.get(f"/v1/agents/{agent_id}").json()
+        wait_learned(client, agent_id)  # nothing of it is left pending
+        assert agent["queue_lag"] >= 0
+        # No request above, nor in the other tests of this module, was answered with a 500.
+        assert not [line for line in anonymous.get("/metrics").text.splitlines()
+                    if line.startswith("lifelong_http_requests_total") and 'status="5' in line]
+        assert json.loads(anonymous.get("/healthz").text) == {"status": "ok"}
