@@ -7,10 +7,14 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.commands import register as register_client_commands
 from agent.demo import DEFAULT_FILE, run_demo
 from learner.corpus import build_corpus
+
+if TYPE_CHECKING:
+    from learner.online import LearningConfig
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -64,19 +68,26 @@ def _train_base(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learning_config(args: argparse.Namespace) -> LearningConfig:
+    """The online learning settings of an eval command; options left out keep LearningConfig's defaults."""
+    from learner.online import LearningConfig
+
+    given = {"learning_rate": args.lr, "trainable": args.trainable, "rule": args.rule, "anchor_decay": args.anchor}
+    return LearningConfig(**{name: value for name, value in given.items() if value is not None})
+
+
 def _eval_stream(args: argparse.Namespace) -> int:
     from learner.evaluate import plot_arms, prequential
-    from learner.online import LearningConfig
 
     data = args.file.read_bytes()[: args.max_bytes]
     model = _load_model(args)
-    learning = LearningConfig(learning_rate=args.lr, trainable=args.trainable)
+    learning = _learning_config(args)
     results = [prequential(model, data, arm=arm, chunk_tokens=args.chunk, learning=learning) for arm in args.arms]
     if args.plot:
         plot_arms(results, args.plot, title=f"prequential bits per byte: {args.file.name}")
     summary = {
-        "file": str(args.file), "bytes": len(data), "chunk_tokens": args.chunk, "learning_rate": args.lr,
-        "trainable": args.trainable, "bits_per_byte": {r.arm: round(r.bits_per_byte, 4) for r in results},
+        "file": str(args.file), "bytes": len(data), "chunk_tokens": args.chunk, "learning": dataclasses.asdict(learning),
+        "bits_per_byte": {r.arm: round(r.bits_per_byte, 4) for r in results},
     }
     if "static" in args.arms and "both" in args.arms:
         summary["both_over_static"] = round(results[args.arms.index("both")].bits_per_byte
@@ -138,13 +149,13 @@ def _plot_passkey(results, path: Path) -> None:
 
 def _eval_forgetting(args: argparse.Namespace) -> int:
     from learner.evaluate import forgetting
-    from learner.online import LearningConfig
 
     stream = args.stream.read_bytes()[: args.max_bytes]
-    learning = LearningConfig(learning_rate=args.lr, trainable=args.trainable)
+    learning = _learning_config(args)
     report = forgetting(_load_model(args), args.corpus, stream, learning=learning, max_bytes=args.heldout_bytes)
     if args.json:
-        print(json.dumps({"stream": str(args.stream), "bytes": len(stream), "sources": report}))
+        print(json.dumps({"stream": str(args.stream), "bytes": len(stream), "learning": dataclasses.asdict(learning),
+                          "sources": report}))
     else:
         for source, row in report.items():
             print(f"{source:>14}: {row['before']:.4f} -> {row['after']:.4f} bits per byte (x{row['ratio']:.4f})")
@@ -238,8 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--preset", default="small")
     stream.add_argument("--chunk", type=int, default=512)
     stream.add_argument("--max-bytes", type=int, default=1 << 20)
-    stream.add_argument("--lr", type=float, default=1e-3, help="online learning rate of the learning arms")
-    stream.add_argument("--trainable", choices=["downstream", "all"], default="downstream")
+    stream.add_argument("--lr", type=float, help="online learning rate of the learning arms (default: LearningConfig's)")
+    stream.add_argument("--trainable", choices=["downstream", "all"], help="what learns (default: LearningConfig's)")
+    stream.add_argument("--rule", choices=["normalized", "sgd"], help="online update rule (default: LearningConfig's)")
+    stream.add_argument("--anchor", type=float, help="pull toward the base per step (default: LearningConfig's)")
     stream.add_argument("--arms", nargs="+", default=["static", "retrieval", "learning", "both"],
                         choices=["static", "retrieval", "learning", "both"])
     stream.add_argument("--plot", type=Path, help="write a PNG of bits per byte against position")
@@ -265,8 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--preset", default="small")
     forget.add_argument("--max-bytes", type=int, default=1 << 20)
     forget.add_argument("--heldout-bytes", type=int, default=65_536, help="held-out bytes scored per source")
-    forget.add_argument("--lr", type=float, default=1e-3)
-    forget.add_argument("--trainable", choices=["downstream", "all"], default="downstream")
+    forget.add_argument("--lr", type=float, help="online learning rate (default: LearningConfig's)")
+    forget.add_argument("--trainable", choices=["downstream", "all"], help="what learns (default: LearningConfig's)")
+    forget.add_argument("--rule", choices=["normalized", "sgd"], help="online update rule (default: LearningConfig's)")
+    forget.add_argument("--anchor", type=float, help="pull toward the base per step (default: LearningConfig's)")
     forget.add_argument("--json", action="store_true")
     forget.set_defaults(handler=_eval_forgetting)
 

@@ -33,10 +33,17 @@ class LearningConfig:
     anchor_decay: float = 1e-3
     # Global gradient-norm clip.
     grad_clip: float = 1.0
+    # "normalized": each tensor's step is its gradient divided by that gradient's RMS, so the learning
+    # rate is a per-entry step size whatever the gradient scale (a stateless cousin of the RMS-scaled
+    # updates of dynamic evaluation); "sgd": plain clipped SGD, whose steps shrink with the gradients
+    # of a well-trained model until learning does nothing.
+    rule: Literal["normalized", "sgd"] = "sgd"
 
     def __post_init__(self) -> None:
         if self.learning_rate < 0 or not 0 <= self.anchor_decay < 1 or self.grad_clip <= 0:
             raise ValueError("learning_rate >= 0, 0 <= anchor_decay < 1 and grad_clip > 0 are required")
+        if self.rule not in ("normalized", "sgd"):
+            raise ValueError(f"rule must be 'normalized' or 'sgd', got {self.rule!r}")
         if self.trainable not in ("downstream", "all"):
             raise ValueError(f"trainable must be 'downstream' or 'all', got {self.trainable!r}")
 
@@ -130,6 +137,10 @@ class OnlineLearner:
         for name, param in self.params.items():
             if param.grad is None:
                 continue
+            if self.config.rule == "normalized":
+                mask = self.masks[name]
+                entries = param.grad.numel() if mask is None else mask.sum()
+                param.grad.div_((param.grad.square().sum() / entries).sqrt().clamp_min(1e-12))
             param.add_(param.grad, alpha=-self.config.learning_rate)
             if self.config.anchor_decay:
                 param.lerp_(self.base[name], self.config.anchor_decay)

@@ -32,6 +32,29 @@ def test_learning_a_text_lowers_its_loss_on_the_second_pass(trainable):
     assert second < 0.9 * first, (first, second)
 
 
+@pytest.mark.parametrize("trainable", ["downstream", "all"])
+def test_the_normalized_rule_steps_each_tensor_by_the_learning_rate(trainable):
+    model = fresh_model()
+    learner = OnlineLearner(model, LearningConfig(learning_rate=1e-3, trainable=trainable, anchor_decay=0.0,
+                                                  rule="normalized", grad_clip=1e9))
+    before = {name: p.detach().clone() for name, p in learner.params.items()}
+    read(learner, TEXT[:64])  # one chunk: one step
+    for name, param in learner.params.items():
+        mask = learner.masks[name]
+        moved = param.detach() - before[name]
+        entries = moved.numel() if mask is None else int(mask.sum())
+        rms = float(moved.square().sum() / entries) ** 0.5
+        if rms:  # a parameter the chunk's loss does not reach gets no gradient
+            assert rms == pytest.approx(1e-3, rel=1e-3), name
+    assert second_pass_is_easier(OnlineLearner(fresh_model(), LearningConfig(
+        learning_rate=3e-3, trainable=trainable, anchor_decay=0.0, rule="normalized")))
+
+
+def second_pass_is_easier(learner: OnlineLearner) -> bool:
+    first = sum(read(learner, TEXT * 3))
+    return sum(read(learner, TEXT * 3)) < 0.9 * first
+
+
 def test_learning_rate_zero_leaves_weights_bit_identical():
     model = fresh_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
