@@ -20,6 +20,9 @@ JSON = dict[str, Any]
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Reading a reply or a streamed upload can take long on a CPU; connecting should not.
 TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+# The API's largest page (agent.pagination.MAX_LIMIT, memory.admin.MAX_PAGE): a bigger ?limit= is a 422,
+# so a long listing asks for pages of at most this and follows the cursor.
+MAX_PAGE = 500
 
 
 class ApiError(Exception):
@@ -55,11 +58,8 @@ class Client:
     # -- agents
 
     def create_agent(self, *, name: str, base_checkpoint: str | None = None, learning: JSON | None = None) -> JSON:
-        body: JSON = {"name": name}
-        if base_checkpoint is not None:
-            body["base_checkpoint"] = base_checkpoint
-        if learning is not None:
-            body["learning"] = learning
+        """201 with the agent; a name in use is a 409."""
+        body = _present({"name": name, "base_checkpoint": base_checkpoint, "learning": learning})
         return self._json("POST", "/v1/agents", json=body)
 
     def list_agents(self, *, limit: int | None = None) -> Iterator[JSON]:
@@ -74,8 +74,8 @@ class Client:
     # -- keys
 
     def create_key(self, *, agent_id: int | None = None, name: str | None = None) -> JSON:
-        body: JSON = {"agent_id": agent_id} if name is None else {"agent_id": agent_id, "name": name}
-        return self._json("POST", "/v1/keys", json=body)
+        # agent_id is always sent (null: an admin key); a missing name leaves the server's default.
+        return self._json("POST", "/v1/keys", json={"agent_id": agent_id, **_present({"name": name})})
 
     def list_keys(self, *, limit: int | None = None) -> Iterator[JSON]:
         return self._pages("/v1/keys", {}, limit)
@@ -92,8 +92,9 @@ class Client:
         return self._json("GET", f"/v1/sessions/{session_id}")
 
     def stream_message(self, session_id: int, content: str, **options: Any) -> Iterator[SseEvent]:
-        """The reply as it is generated: `piece` events ({"text"}), then one `done` event."""
-        body = {"content": content, "stream": True, **{k: v for k, v in options.items() if v is not None}}
+        """The reply as it is generated: `piece` events ({"text"}), then one `done` event (user_event_id,
+        reply_event_id, stop_reason, weight_version, bytes_in, bytes_out, first_byte_ms, elapsed_ms)."""
+        body = {"content": content, "stream": True, **_present(options)}
         with self._stream("POST", f"/v1/sessions/{session_id}/messages", json=body) as response:
             yield from _parse_sse(response.iter_lines())
 
@@ -111,27 +112,29 @@ class Client:
 
     # -- memories
 
-    def list_memories(self, agent_id: int, *, limit: int | None = None, **filters: Any) -> Iterator[JSON]:
-        params = {k: v for k, v in filters.items() if v is not None}
-        return self._pages(f"/v1/agents/{agent_id}/memories", params, limit)
+    def list_memories(self, agent_id: int, *, limit: int | None = None, document_id: int | None = None,
+                      session_id: int | None = None, event_id: int | None = None,
+                      text: str | None = None) -> Iterator[JSON]:
+        """Newest first; `text` keeps the memories whose text contains it."""
+        filters = {"document_id": document_id, "session_id": session_id, "event_id": event_id, "text": text}
+        return self._pages(f"/v1/agents/{agent_id}/memories", _present(filters), limit)
 
     def get_memory(self, memory_id: int) -> JSON:
         return self._json("GET", f"/v1/memories/{memory_id}")
 
-    def recall(self, agent_id: int, query: str, *, top_k: int | None = None) -> JSON:
-        body: JSON = {"query": query} if top_k is None else {"query": query, "top_k": top_k}
+    def recall(self, agent_id: int, query: str, *, top_k: int | None = None) -> list[JSON]:
+        """The hits, best first (the API answers a bare list, not a page)."""
+        body = _present({"query": query, "top_k": top_k})
         return self._json("POST", f"/v1/agents/{agent_id}/memories/recall", json=body)
 
     def delete_memory(self, memory_id: int) -> None:
         self._request("DELETE", f"/v1/memories/{memory_id}")
 
     def delete_memories(self, agent_id: int, *, document_id: int | None = None, session_id: int | None = None,
-                        everything: bool = False) -> JSON:
-        params: JSON = {"all": "true"} if everything else {}
-        if document_id is not None:
-            params["document_id"] = document_id
-        if session_id is not None:
-            params["session_id"] = session_id
+                        event_id: int | None = None, everything: bool = False) -> JSON:
+        """`{deleted}`; the server wants exactly one of the three ids or `everything`."""
+        params = _present({"document_id": document_id, "session_id": session_id, "event_id": event_id,
+                           "all": "true" if everything else None})
         return self._json("DELETE", f"/v1/agents/{agent_id}/memories", params=params)
 
     def export_memories(self, agent_id: int) -> Iterator[bytes]:
@@ -151,8 +154,7 @@ class Client:
             page_params = dict(params)
             if cursor:
                 page_params["cursor"] = cursor
-            if limit is not None:
-                page_params["limit"] = limit - seen
+            page_params["limit"] = MAX_PAGE if limit is None else min(limit - seen, MAX_PAGE)
             page = self._json("GET", path, params=page_params)
             for item in page.get("data", []):
                 yield item
@@ -163,7 +165,7 @@ class Client:
             if not cursor:
                 return
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> JSON:
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
         try:
             return response.json()
@@ -195,6 +197,11 @@ class Client:
             raise ApiError(f"the server at {self.base_url} did not answer in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise ApiError(f"the connection to {self.base_url} failed: {exc}") from exc
+
+
+def _present(values: dict[str, Any]) -> JSON:
+    """The entries that are set: an option left out is not sent, so the server's default applies."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _raise_for_status(response: httpx.Response) -> None:

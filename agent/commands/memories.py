@@ -8,14 +8,15 @@ import sys
 from agent.commands.common import agent_option, emit_list, emit_object, emit_result, guarded, make_client
 from agent.commands.streams import open_source, pieces
 
-MEMORY_FIELDS = ("id", "document_id", "session_id", "weight_version", "hit_count", "text")
+# Provenance first: the event a memory was read from and that event's document or chat session.
+MEMORY_FIELDS = ("id", "event_id", "document_id", "session_id", "weight_version", "hit_count", "text")
 RECALL_FIELDS = ("memory_id", "score", "token_hits", "text")
 
 
 def _list(args: argparse.Namespace) -> int:
     with make_client(args) as client:
         rows = client.list_memories(args.agent, limit=args.limit, document_id=args.document, session_id=args.session,
-                                    source=args.source)
+                                    event_id=args.event, text=args.text)
         return emit_list(args, rows, MEMORY_FIELDS, empty="no memories")
 
 
@@ -26,24 +27,22 @@ def _show(args: argparse.Namespace) -> int:
 
 def _recall(args: argparse.Namespace) -> int:
     with make_client(args) as client:
-        result = client.recall(args.agent, args.query, top_k=args.top_k)
-    # docs/API.md leaves the envelope open: accept a bare list or the list envelope `{"data": [...]}`.
-    hits = result.get("data", []) if isinstance(result, dict) else result
+        hits = client.recall(args.agent, args.query, top_k=args.top_k)
     return emit_list(args, hits, RECALL_FIELDS, empty="nothing would be recalled")
 
 
 def _forget(args: argparse.Namespace) -> int:
-    chosen = [args.memory_id is not None, args.document is not None, args.session is not None, args.all]
-    if sum(chosen) != 1:
-        raise ValueError("name exactly one of: a memory id, --document ID, --session ID, --all")
+    chosen = [args.memory_id, args.document, args.session, args.event]
+    if sum(x is not None for x in chosen) + args.all != 1:
+        raise ValueError("name exactly one of: a memory id, --document ID, --session ID, --event ID, --all")
     with make_client(args) as client:
         if args.memory_id is not None:
             client.delete_memory(args.memory_id)
             return emit_result(args, {"deleted": 1}, f"forgot memory {args.memory_id}")
         if args.agent is None:
-            raise ValueError("--agent is needed to forget by --document, --session or --all")
+            raise ValueError("--agent is needed to forget by --document, --session, --event or --all")
         result = client.delete_memories(args.agent, document_id=args.document, session_id=args.session,
-                                        everything=args.all)
+                                        event_id=args.event, everything=args.all)
     return emit_result(args, result, f"forgot {result.get('deleted', 0)} memories")
 
 
@@ -77,7 +76,8 @@ def register(commands: argparse._SubParsersAction, options: argparse.ArgumentPar
     agent_option(listing)
     listing.add_argument("--document", type=int, help="only memories of this document")
     listing.add_argument("--session", type=int, help="only memories of this session")
-    listing.add_argument("--source", help="only memories from this kind of source")
+    listing.add_argument("--event", type=int, help="only memories read from this event (a message or a chunk)")
+    listing.add_argument("--text", help="only memories whose text contains this")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
     listing.set_defaults(handler=guarded(_list))
 
@@ -96,6 +96,7 @@ def register(commands: argparse._SubParsersAction, options: argparse.ArgumentPar
     agent_option(forget, required=False)
     forget.add_argument("--document", type=int, help="forget everything learned from this document")
     forget.add_argument("--session", type=int, help="forget everything learned from this session")
+    forget.add_argument("--event", type=int, help="forget everything read from this event")
     forget.add_argument("--all", action="store_true", help="forget everything the agent remembers")
     forget.set_defaults(handler=guarded(_forget))
 

@@ -101,6 +101,14 @@ def test_agents_create_show_delete(api, capsys):
     assert main(["agents", "create", "ada", "--learning", "{not json"]) == 2
     assert "--learning is not a JSON object" in capsys.readouterr().err
 
+    # A name in use: the server's 409 and its sentence, on one line.
+    api.on("POST", "/v1/agents", httpx.Response(409, json={"error": {
+        "code": "conflict", "message": "an agent named 'ada' exists; choose another name"}}))
+    assert main(["agents", "create", "ada", "--base-checkpoint", "preset:tiny"]) == 1
+    assert capsys.readouterr().err == ("lifelong agents: 409 conflict: an agent named 'ada' exists; "
+                                       "choose another name\n")
+    assert json.loads(api.sent("POST", "/v1/agents")[-1].content) == {"name": "ada", "base_checkpoint": "preset:tiny"}
+
 
 def test_keys_print_the_secret_alone_on_stdout(api, capsys):
     api.on("POST", "/v1/keys", httpx.Response(201, json={"id": 9, "key": "ll_secret", "agent_id": 3, "name": "ci"}))
@@ -123,9 +131,11 @@ def test_keys_print_the_secret_alone_on_stdout(api, capsys):
 
 
 def reply_route(request: httpx.Request) -> httpx.Response:
+    """The server's SSE reply: `piece` events, then `done` with exactly the fields docs/API.md names."""
     content = json.loads(request.content)["content"]
-    return sse(("piece", {"text": "echo: "}), ("piece", {"text": content}),
-               ("done", {"user_event_id": 1, "reply_event_id": 2, "bytes_in": len(content), "bytes_out": 20}))
+    done = {"user_event_id": 1, "reply_event_id": 2, "stop_reason": "end_of_turn", "weight_version": 0,
+            "bytes_in": len(content), "bytes_out": 6 + len(content), "first_byte_ms": 12.5, "elapsed_ms": 40.0}
+    return sse(("piece", {"text": "echo: "}), ("piece", {"text": content}), ("done", done))
 
 
 def test_chat_creates_a_session_and_streams_each_line(api, capsys, monkeypatch):
@@ -149,7 +159,7 @@ def test_chat_resumes_a_session_and_reports_json(api, capsys):
     assert main(["chat", "--session", "42", "-m", "again", "--json"]) == 0
     first, turn = ndjson(capsys.readouterr().out)
     assert first == {"session_id": 42}
-    assert turn["reply"] == "echo: again" and turn["reply_event_id"] == 2
+    assert turn["reply"] == "echo: again" and turn["reply_event_id"] == 2 and turn["stop_reason"] == "end_of_turn"
     assert not api.sent("POST", "/v1/agents/3/sessions")
 
 
@@ -211,26 +221,40 @@ def test_ingest_failed_document_exits_non_zero(api, capsys, tmp_path):
 
 def test_memories_list_show_recall(api, capsys):
     text = "a\nb" + "c" * 100
-    memory = {"id": 11, "document_id": 5, "session_id": None, "weight_version": 2, "hit_count": 0, "text": text}
-    api.on("GET", "/v1/agents/3/memories", httpx.Response(200, json={"data": [memory], "next_cursor": "more"}))
+    memory = {"id": 11, "event_id": 40, "document_id": 5, "session_id": 6, "weight_version": 2, "hit_count": 0,
+              "text": text}
+    api.on("GET", "/v1/agents/3/memories", lambda r: httpx.Response(200, json={
+        "data": [memory], "next_cursor": None if "cursor" in r.url.params else "more"}))
     api.on("GET", "/v1/memories/11", httpx.Response(200, json={**memory, "byte_start": 0}))
+    # The API answers recall with a bare list of hits, best first (not a page).
     api.on("POST", "/v1/agents/3/memories/recall",
-           httpx.Response(200, json={"data": [{"memory_id": 11, "score": 0.9, "token_hits": 4, "text": text}]}))
+           httpx.Response(200, json=[{"memory_id": 11, "score": 0.9, "token_hits": 4, "text": text}]))
 
     assert main(["memories", "list", "--agent", "3", "--document", "5", "--limit", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    # One line per memory, its text cut to fit (newlines shown escaped).
-    assert len(lines) == 2 and lines[1].split() == ["11", "5", "2", "0", "a\\nb" + "c" * 55 + "…"]
+    # One line per memory, provenance first, its text cut to fit (newlines shown escaped).
+    assert len(lines) == 2 and lines[1].split() == ["11", "40", "5", "6", "2", "0", "a\\nb" + "c" * 55 + "…"]
     params = api.requests[0].url.params
     assert params["document_id"] == "5" and params["limit"] == "1" and "session_id" not in params
     assert len(api.requests) == 1  # the limit was reached: the next page is not fetched
+
+    # The server's other filters: the event read, and text the memory contains.
+    assert main(["memories", "list", "--agent", "3", "--event", "40", "--text", "a b", "--limit", "2000",
+                 "--json"]) == 0
+    assert [m["event_id"] for m in ndjson(capsys.readouterr().out)] == [40, 40]  # two pages, then the end
+    first, second = (dict(r.url.params) for r in api.requests[-2:])
+    assert first == {"event_id": "40", "text": "a b", "limit": "500"}  # pages no larger than the API's
+    assert second == {**first, "cursor": "more"}
+
+    assert main(["memories", "recall", "--agent", "3", "a b"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["11", "0.9", "4"]
 
     assert main(["memories", "show", "11", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["byte_start"] == 0
 
     assert main(["memories", "recall", "--agent", "3", "a b", "--top-k", "4", "--json"]) == 0
     assert ndjson(capsys.readouterr().out)[0]["memory_id"] == 11
-    assert json.loads(api.sent("POST", "/v1/agents/3/memories/recall")[0].content) == {"query": "a b", "top_k": 4}
+    assert json.loads(api.sent("POST", "/v1/agents/3/memories/recall")[-1].content) == {"query": "a b", "top_k": 4}
 
 
 def test_memories_forget_one_by_source_or_all(api, capsys):
@@ -243,13 +267,16 @@ def test_memories_forget_one_by_source_or_all(api, capsys):
     assert capsys.readouterr().out == "forgot 12 memories\n"
     assert main(["memories", "forget", "--agent", "3", "--all", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"deleted": 12}
-    assert [dict(r.url.params) for r in api.sent("DELETE", "/v1/agents/3/memories")] == [{"document_id": "5"},
-                                                                                          {"all": "true"}]
+    assert main(["memories", "forget", "--agent", "3", "--event", "40"]) == 0
+    capsys.readouterr()
+    assert [dict(r.url.params) for r in api.sent("DELETE", "/v1/agents/3/memories")] == [
+        {"document_id": "5"}, {"all": "true"}, {"event_id": "40"}]
     # Ambiguous or empty targets are refused before anything is deleted.
     assert main(["memories", "forget", "11", "--agent", "3", "--all"]) == 2
+    assert main(["memories", "forget", "--agent", "3", "--document", "5", "--event", "40"]) == 2
     assert main(["memories", "forget", "--agent", "3"]) == 2
     assert "name exactly one of" in capsys.readouterr().err
-    assert len(api.sent("DELETE", "/v1/agents/3/memories")) == 2
+    assert len(api.sent("DELETE", "/v1/agents/3/memories")) == 3
 
 
 def test_memories_export_and_import_stream_ndjson(api, capsys, tmp_path):
@@ -271,6 +298,8 @@ def test_memories_export_and_import_stream_ndjson(api, capsys, tmp_path):
     (httpx.Response(401, json={"error": {"code": "unauthorized", "message": "missing or wrong API key"}}),
      "401 unauthorized: missing or wrong API key (pass an API key with --key or LIFELONG_API_KEY)"),
     (httpx.Response(404, json={"error": {"code": "not_found", "message": "no agent 3"}}), "404 not found: no agent 3"),
+    (httpx.Response(403, json={"error": {"code": "forbidden", "message": "this needs an admin key"}}),
+     "403 forbidden: this needs an admin key"),
     (httpx.Response(422, json={"detail": [{"msg": "field required"}]}),
      '422 unprocessable entity: [{"msg": "field required"}]'),
     (httpx.Response(502, text="<html>bad gateway</html>"), "502 bad gateway: <html>bad gateway</html>"),
