@@ -39,7 +39,7 @@ from memory.schema import Event
 from memory.schema import Session as StreamSession
 from memory.store import MemoryStore
 from models import Special
-from tests.agent.server import Deployment, sse_events
+from bench.deployment import Deployment, sse_events
 from workers.settings import SHIPPED_CHECKPOINT
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from celery.utils.nodenames import host_format
 
+from bench.deployment import free_port, is_ready
 from workers.app import make_app
 from workers.settings import Settings
 
@@ -99,12 +98,6 @@ def _replace_option(argv: list[str], flag: str, value: str) -> list[str]:
     return [*argv[:at], value, *argv[at + 1:]]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Topology:
     """Services of compose.yaml as local processes (each in its own process group, killed on exit)."""
 
@@ -157,7 +150,7 @@ class Topology:
                                        stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[name] = process
         if name == "api":
-            self.wait_for(self._ready, "the api's /readyz", name)
+            self.wait_for(lambda: is_ready(self.api_url), "the api's /readyz", name)
         return process
 
     def worker_node(self, name: str) -> str:
@@ -208,12 +201,6 @@ class Topology:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.api_url}/readyz", timeout=2.0).status_code == 200
-        except httpx.TransportError:
-            return False
 
     def _process_env(self, spec: ServiceSpec) -> dict[str, str]:
         # The test process's own LIFELONG_* variables must not reach the services: compose would not pass them.
