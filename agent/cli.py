@@ -1,4 +1,8 @@
-"""The `lifelong` command line."""
+"""The `lifelong` command line.
+
+Commands import what they run inside their handlers: the client commands (chat, ingest, ...) then
+start without loading torch, which would add a second to every call.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.commands import register as register_client_commands
-from agent.demo import DEFAULT_FILE, run_demo
-from learner.corpus import build_corpus
 
 if TYPE_CHECKING:
     from learner.online import LearningConfig
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from agent.demo import DEFAULT_FILE, run_demo
+
     report = run_demo(
-        checkpoint=args.checkpoint, preset=args.preset, source=args.file,
+        checkpoint=args.checkpoint, preset=args.preset, source=args.file or DEFAULT_FILE,
         max_bytes=args.max_bytes, chunk=args.chunk, seed=args.seed,
     )
     if args.json:
@@ -33,6 +37,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _corpus_build(args: argparse.Namespace) -> int:
+    from learner.corpus import build_corpus
+
     synthetic = None if args.synthetic_train is None else {"train": args.synthetic_train, "heldout": 100}
     manifest = build_corpus(args.out, seed=args.seed, max_bytes_per_source=args.max_bytes_per_source,
                             synthetic_per_split=synthetic, synthetic_kinds=tuple(args.synthetic_kinds.split(",")),
@@ -194,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="A continual-learning agent with memory.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="stream a text file through the model and sample from it")
-    demo.add_argument("--file", type=Path, default=DEFAULT_FILE, help="text to stream (default: %(default)s)")
+    demo.add_argument("--file", type=Path, help="text to stream (default: the Python standard library's textwrap.py)")
     demo.add_argument("--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)")
     demo.add_argument("--preset", default="small", help="model preset when no checkpoint is given")
     demo.add_argument("--max-bytes", type=int, default=16_384, help="bytes of the file to read")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
-
-from memory.migrate import upgrade
-from workers.settings import Settings
-
 
 def _migrate(args: argparse.Namespace) -> int:
+    # Imported here: every `lifelong` command registers this one, and Alembic is slow to import.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from memory.migrate import upgrade
+    from workers.settings import Settings
+
     settings = Settings()
     shown = make_url(settings.resolved_database_url).render_as_string()  # the password hidden
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # the embedded SQLite file's directory
