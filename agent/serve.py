@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -40,6 +41,18 @@ def start_embedded_worker() -> multiprocessing.Process:
     return process
 
 
+def chat_hint(*, host: str, port: int, key_file: Path | None) -> str:
+    """What to type in another terminal to talk to this server (printed at start, for people)."""
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # a wildcard is not an address to call
+    key = f"$(cat {key_file})" if key_file is not None else "$LIFELONG_ADMIN_KEY"
+    return "\n".join([
+        "chat from another terminal:",
+        f"  export LIFELONG_URL=http://{shown_host}:{port} LIFELONG_API_KEY={key}",
+        "  lifelong agents create ada        # prints the new agent's id",
+        "  lifelong chat --agent ID          # Ctrl-D ends; resume with --session ID",
+    ])
+
+
 def serve(settings: Settings, *, host: str, port: int, migrate: bool = True, worker: bool | None = None,
           log_level: str = "info") -> None:
     """Run until stopped. `worker` defaults to settings.embedded: then no external service is needed."""
@@ -53,6 +66,7 @@ def serve(settings: Settings, *, host: str, port: int, migrate: bool = True, wor
         engine.dispose()
     if key_file is not None:
         print(f"admin key: {key_file} (readable by you only; send it as 'Authorization: Bearer <key>')", flush=True)
+    print(chat_hint(host=host, port=port, key_file=key_file), flush=True)
     child = start_embedded_worker() if (settings.embedded if worker is None else worker) else None
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
