@@ -24,7 +24,9 @@ Trainable = Literal["downstream", "all"]
 
 @dataclass(frozen=True)
 class LearningConfig:
-    # SGD step size; 0 turns learning off entirely (weights stay bit-identical).
+    # Step size (per entry under the normalized rule); 0 turns learning off entirely (weights stay
+    # bit-identical). The defaults here were chosen by measurement on the shipped small checkpoint
+    # (BENCHMARKS.md, "Learning"): the largest step whose forgetting stays about 1.02.
     learning_rate: float = 1e-3
     # "downstream": only what cannot change stored keys/values (they never go stale);
     # "all": every parameter (stored pairs must then be re-encoded in the background).
@@ -37,7 +39,7 @@ class LearningConfig:
     # rate is a per-entry step size whatever the gradient scale (a stateless cousin of the RMS-scaled
     # updates of dynamic evaluation); "sgd": plain clipped SGD, whose steps shrink with the gradients
     # of a well-trained model until learning does nothing.
-    rule: Literal["normalized", "sgd"] = "sgd"
+    rule: Literal["normalized", "sgd"] = "normalized"
 
     def __post_init__(self) -> None:
         if self.learning_rate < 0 or not 0 <= self.anchor_decay < 1 or self.grad_clip <= 0:
