@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from agent.errors import ApiError
 
@@ -26,8 +30,14 @@ def decode_cursor(cursor: str | None) -> int | None:
         raise ApiError(422, f"cursor {cursor!r} is not one this API returned; start again without a cursor") from None
 
 
-def page_of(rows: list, limit: int, key) -> tuple[list, str | None]:
-    """`rows` fetched with limit + 1: the page and the cursor of the next one (None on the last)."""
+def keyset_page(db: Session, query: Select, key: InstrumentedAttribute[int], *, cursor: str | None,
+                limit: int) -> tuple[list[Any], str | None]:
+    """One page of `query`'s rows in ascending `key` (unique), resuming after `cursor`, and the cursor of
+    the next page (None on the last). One row more than the page is read, to know whether there is a next."""
+    query = query.order_by(key).limit(limit + 1)
+    if (after := decode_cursor(cursor)) is not None:
+        query = query.where(key > after)
+    rows = list(db.scalars(query))
     if len(rows) > limit:
-        return rows[:limit], encode_cursor(key(rows[limit - 1]))
+        return rows[:limit], encode_cursor(getattr(rows[limit - 1], key.key))
     return rows, None

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from agent.auth import issue_key
 from agent.deps import AdminKey, CurrentKey, Db, ServicesDep, agent_for
 from agent.errors import ApiError, not_found
-from agent.pagination import MAX_LIMIT, decode_cursor, page_of
+from agent.pagination import MAX_LIMIT, keyset_page
 from agent.schemas import AgentCreate, AgentPublic, KeyCreate, KeyCreated, KeyPublic, Page
 from learner.base import PRESET_PREFIX, learning_config
 from learner.versions import latest_version
@@ -68,12 +68,8 @@ def create_agent(body: AgentCreate, db: Db, services: ServicesDep, _: AdminKey) 
 @router.get("/agents", response_model=Page[AgentPublic])
 def list_agents(db: Db, principal: CurrentKey, cursor: str | None = None,
                 limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[AgentPublic]:
-    query = select(Agent).order_by(Agent.id).limit(limit + 1)
-    if (after := decode_cursor(cursor)) is not None:
-        query = query.where(Agent.id > after)
-    if not principal.is_admin:
-        query = query.where(Agent.id == principal.agent_id)
-    rows, next_cursor = page_of(list(db.scalars(query)), limit, lambda agent: agent.id)
+    query = select(Agent) if principal.is_admin else select(Agent).where(Agent.id == principal.agent_id)
+    rows, next_cursor = keyset_page(db, query, Agent.id, cursor=cursor, limit=limit)
     return Page(data=[agent_public(db, agent) for agent in rows], next_cursor=next_cursor)
 
 
@@ -105,10 +101,7 @@ def create_key(body: KeyCreate, db: Db, principal: AdminKey) -> KeyCreated:
 @router.get("/keys", response_model=Page[KeyPublic])
 def list_keys(db: Db, _: AdminKey, cursor: str | None = None,
               limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[KeyPublic]:
-    query = select(ApiKey).order_by(ApiKey.id).limit(limit + 1)
-    if (after := decode_cursor(cursor)) is not None:
-        query = query.where(ApiKey.id > after)
-    rows, next_cursor = page_of(list(db.scalars(query)), limit, lambda key: key.id)
+    rows, next_cursor = keyset_page(db, select(ApiKey), ApiKey.id, cursor=cursor, limit=limit)
     return Page(data=[KeyPublic(id=k.id, agent_id=k.agent_id, name=k.name, created_at=k.created_at,
                                 revoked_at=k.revoked_at) for k in rows], next_cursor=next_cursor)
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agent.deps import CurrentKey, Db, ServicesDep, agent_for, session_for
-from agent.pagination import MAX_LIMIT, decode_cursor, page_of
+from agent.pagination import MAX_LIMIT, keyset_page
 from agent.runtime import TurnResult
 from agent.schemas import MessageCreate, MessagePublic, Page, SessionPublic, TurnPublic
 from agent.sse import SSE_HEADERS, sse_event
@@ -42,11 +42,8 @@ def create_chat_session(agent_id: int, db: Db, principal: CurrentKey) -> Session
 def list_sessions(agent_id: int, db: Db, principal: CurrentKey, cursor: str | None = None,
                   limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[SessionPublic]:
     agent = agent_for(db, principal, agent_id)
-    query = select(StreamSession).where(StreamSession.agent_id == agent.id, StreamSession.kind == "chat") \
-        .order_by(StreamSession.id).limit(limit + 1)
-    if (after := decode_cursor(cursor)) is not None:
-        query = query.where(StreamSession.id > after)
-    rows, next_cursor = page_of(list(db.scalars(query)), limit, lambda session: session.id)
+    query = select(StreamSession).where(StreamSession.agent_id == agent.id, StreamSession.kind == "chat")
+    rows, next_cursor = keyset_page(db, query, StreamSession.id, cursor=cursor, limit=limit)
     return Page(data=[session_public(db, session) for session in rows], next_cursor=next_cursor)
 
 
@@ -93,10 +90,8 @@ def list_messages(session_id: int, db: Db, principal: CurrentKey, cursor: str | 
                   limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[MessagePublic]:
     """Oldest first; pass next_cursor to read on."""
     session = session_for(db, principal, session_id)
-    query = select(Event).where(Event.session_id == session.id).order_by(Event.seq).limit(limit + 1)
-    if (after := decode_cursor(cursor)) is not None:
-        query = query.where(Event.seq > after)
-    rows, next_cursor = page_of(list(db.scalars(query)), limit, lambda event: event.seq)
+    query = select(Event).where(Event.session_id == session.id)
+    rows, next_cursor = keyset_page(db, query, Event.seq, cursor=cursor, limit=limit)
     return Page(data=[MessagePublic(id=e.id, seq=e.seq, role=e.role, content=e.content.decode("utf-8", errors="replace"),
                                     created_at=e.created_at, learned=e.learned_at is not None,
                                     failed_reason=e.failed_reason) for e in rows], next_cursor=next_cursor)
