@@ -6,12 +6,16 @@ import sysconfig
 from pathlib import Path
 
 
-def stdlib_text(num_bytes: int, skip: int = 0) -> bytes:
-    """`num_bytes` of Python source, concatenated in a fixed (sorted) file order after skipping `skip` bytes."""
+def stdlib_text(num_bytes: int, skip: int = 0, *, tests: bool = False) -> bytes:
+    """`num_bytes` of Python source, concatenated in a fixed (sorted) file order after skipping `skip` bytes.
+
+    With `tests`, only the standard library's test suite: code the base model never trained on
+    (the corpus excludes it), so learning from it is measured on unseen text.
+    """
     root = Path(sysconfig.get_paths()["stdlib"])
     out, seen = bytearray(), 0
     for path in sorted(root.rglob("*.py")):
-        if "test" in path.parts or "site-packages" in path.parts:
+        if ("test" in path.parts) != tests or "site-packages" in path.parts:
             continue
         data = path.read_bytes()
         if seen + len(data) <= skip:
