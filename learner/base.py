@@ -43,4 +43,10 @@ def learning_config(settings: dict[str, Any] | None) -> LearningConfig:
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ValueError(f"unknown learning settings {unknown}; use {sorted(known)}")
-    return LearningConfig(**settings)
+    config = LearningConfig(**settings)
+    if config.trainable != "downstream":
+        # "all" changes the layers that compute stored keys; until the maintenance workers re-encode
+        # stored memories, an agent learning that way would retrieve with stale keys.
+        raise ValueError("agents learn with trainable='downstream' only (re-encoding stored memories for "
+                         "'all' is not available in the workers yet; `lifelong eval` measures 'all')")
+    return config
