@@ -15,6 +15,7 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -193,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     forgetting = sum(after.values()) / sum(before.values())  # equal bytes per source: pooled bits ratio
     report = {
         "checkpoint": spec, "stream_bytes": len(data), "chunk_bytes": args.chunk, "chunks": worker["chunks"],
-        "learning": {"learning_rate": learning.learning_rate, "trainable": learning.trainable,
-                     "anchor_decay": learning.anchor_decay},
+        "learning": dataclasses.asdict(learning),
         "learn_bytes_per_s": round(worker["bytes_per_s"], 1),
         "bare_train_bytes_per_s": round(bare_bps, 1),
         "ratio": round(worker["bytes_per_s"] / bare_bps, 3),
