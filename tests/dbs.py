@@ -51,3 +51,22 @@ def empty_db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'lifelong.db'}"
     return postgres_or_skip()
+
+
+@pytest.fixture
+def db_url(empty_db_url) -> str:
+    """An empty database migrated to the newest schema, on each supported backend."""
+    from memory.migrate import upgrade
+
+    upgrade(empty_db_url)
+    return empty_db_url
+
+
+@pytest.fixture
+def sessions(db_url):
+    """A session factory on `db_url`; its engine is disposed after the test."""
+    from memory.db import make_engine, make_session_factory
+
+    engine = make_engine(db_url)
+    yield make_session_factory(engine)
+    engine.dispose()

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from sqlalchemy import func, select
 
 from learner.base import load_base
 from learner.eventlog import create_session
 from learner.learn import LearnerCache
-from memory.db import make_engine, make_session_factory
-from memory.migrate import upgrade
 from memory.schema import Agent, Memory, WeightVersion
-from tests.dbs import empty_db_url  # noqa: F401 - re-exported fixture
+from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - re-exported fixtures
 
 TINY = "preset:tiny"
 # A rate large enough that one step visibly moves the weights.
 FAST_LEARNING = {"learning_rate": 0.05}
-
-
-@pytest.fixture
-def db_url(empty_db_url) -> str:  # noqa: F811
-    upgrade(empty_db_url)
-    return empty_db_url
-
-
-@pytest.fixture
-def sessions(db_url):
-    engine = make_engine(db_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def new_agent(sessions, name: str, learning: dict | None = None) -> tuple[int, int]:
