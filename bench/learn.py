@@ -1,8 +1,8 @@
 """Online learning through the broker and a worker, against the same steps done bare:
 `python -m bench.learn --json`.
 
-A long stream of Python's own test suite (code the base never trained on) is submitted as one document to a real `lifelong worker`
-process on the embedded deployment (SQLite + the SQL transport, in a temporary directory), with the
+A long stream of Python's own test suite (code the base never trained on) is submitted as one
+document to a real `lifelong worker` process on the embedded deployment (SQLite + the SQL transport, in a temporary directory), with the
 shipped base checkpoint. Measured: bytes/s from submission to "learned" (ingest, one learn task and
 one committed version per chunk: memories, stream state, weights, all in SQL); bytes/s of the same
 online steps (same chunks, same learning rule, retrieval from the same kind of FAISS index in RAM)
