@@ -3,12 +3,12 @@
 
 A long stream of Python's own test suite (code the base never trained on) is submitted as one
 document to a real `lifelong worker` process on the embedded deployment (SQLite + the SQL
-transport, in a temporary directory), with the shipped base checkpoint. Measured: bytes/s from submission to "learned" (ingest, one learn task and
-one committed version per chunk: memories, stream state, weights, all in SQL); bytes/s of the same
-online steps (same chunks, same learning rule, retrieval from the same kind of FAISS index in RAM)
-with no queue and no SQL; prequential bits per byte of the static and both (learning + retrieval)
-arms; and forgetting: held-out base-data bits per byte with the weights the worker published, over
-those of the base.
+transport, in a temporary directory), with the shipped base checkpoint. Measured: bytes/s from
+submission to "learned" (ingest, one learn task and one committed version per chunk: memories,
+stream state, weights, all in SQL); bytes/s of the same online steps (same chunks, same learning
+rule, retrieval from the same kind of FAISS index in RAM) with no queue and no SQL; prequential
+bits per byte of the static and both (learning + retrieval) arms; and forgetting: held-out base-
+data bits per byte with the weights the worker published, over those of the base.
 Prints one JSON object.
 """
 
