@@ -101,6 +101,16 @@ def build_history(database_url: str, *, agent_id: int, session_id: int, base: st
                    .values(state=state.to_bytes(), position=state.position))
 
 
+def wait_until_learned(client: httpx.Client, agent_ids: list[int], timeout_s: float = 1800.0) -> float:
+    """Seconds until no agent has events waiting to be learned (the chat turns' backlog)."""
+    started = time.perf_counter()
+    while any(client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] for agent_id in agent_ids):
+        if time.perf_counter() - started > timeout_s:
+            raise RuntimeError(f"learning backlog not drained after {timeout_s:.0f} s")
+        time.sleep(0.5)
+    return time.perf_counter() - started
+
+
 def ingest_figures(client: httpx.Client, agent_id: int, data: bytes, base: str, chunk_bytes: int) -> dict:
     started = time.perf_counter()
     document = client.post(f"/v1/agents/{agent_id}/documents", content=data,
@@ -177,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             report["history_1m"] = chat_figures(client, long, args.turns, args.max_tokens)
             report["memory_count_long"] = client.get(f"/v1/agents/{agents['long']}").json()["memory_count"]
             report.update(concurrent_figures(deployment, key, agents["fresh"], args.concurrent, args.max_tokens))
+            # The worker learns the chat turns above first; an ingest timed before that backlog
+            # drains would measure it too.
+            report["chat_backlog_drain_s"] = round(wait_until_learned(client, list(agents.values())), 1)
             report.update(ingest_figures(client, agents["reader"], stdlib_text(args.ingest_bytes, skip=1 << 22),
                                          args.base, args.chunk_bytes))
     finally:
