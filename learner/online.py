@@ -33,7 +33,7 @@ class LearningConfig:
     trainable: Trainable = "downstream"
     # Fraction of the distance to the base weights removed after each step (dynamic evaluation's anchoring).
     anchor_decay: float = 1e-3
-    # Global gradient-norm clip.
+    # Global gradient-norm clip (plain SGD only: the normalized rule rescales each tensor anyway).
     grad_clip: float = 1.0
     # "normalized": each tensor's step is its gradient divided by that gradient's RMS, so the learning
     # rate is a per-entry step size whatever the gradient scale (a stateless cousin of the RMS-scaled
@@ -135,7 +135,8 @@ class OnlineLearner:
         for name, param in self.params.items():
             if param.grad is not None and self.masks[name] is not None:
                 param.grad.mul_(self.masks[name])
-        torch.nn.utils.clip_grad_norm_(grads, self.config.grad_clip)
+        if self.config.rule == "sgd":
+            torch.nn.utils.clip_grad_norm_(grads, self.config.grad_clip)
         for name, param in self.params.items():
             if param.grad is None:
                 continue
