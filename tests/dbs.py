@@ -13,6 +13,13 @@ REDIS_URL = os.environ.get("LIFELONG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def _unreachable(server: str, url: str, variable: str, exc: Exception) -> None:
+    """A server the tests need is absent: fail under CI=true (it must be there), skip locally."""
+    if IN_CI:
+        pytest.fail(f"{server} must be reachable at {url} under CI=true: {exc}")
+    pytest.skip(f"no {server} at {url} ({type(exc).__name__}); set {variable} or start it")
+
+
 def postgres_or_skip() -> str:
     """The PostgreSQL URL with an empty public schema; skips locally (fails in CI) when the server is absent."""
     engine = create_engine("postgresql+psycopg://" + POSTGRES_URL.removeprefix("postgresql://"))
@@ -21,9 +28,7 @@ def postgres_or_skip() -> str:
             connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
             connection.execute(text("CREATE SCHEMA public"))
     except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
-        if IN_CI:
-            pytest.fail(f"PostgreSQL must be reachable at {POSTGRES_URL} under CI=true: {exc}")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL} ({type(exc).__name__}); set LIFELONG_TEST_POSTGRES_URL or start it")
+        _unreachable("PostgreSQL", POSTGRES_URL, "LIFELONG_TEST_POSTGRES_URL", exc)
     finally:
         engine.dispose()
     return POSTGRES_URL
@@ -37,9 +42,7 @@ def redis_or_skip() -> str:
     try:
         client.flushdb()
     except redis.RedisError as exc:
-        if IN_CI:
-            pytest.fail(f"Redis must be reachable at {REDIS_URL} under CI=true: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL} ({type(exc).__name__}); set LIFELONG_TEST_REDIS_URL or start it")
+        _unreachable("Redis", REDIS_URL, "LIFELONG_TEST_REDIS_URL", exc)
     finally:
         client.close()
     return REDIS_URL
