@@ -32,6 +32,19 @@ class IndexConfig:
     train_points_per_list: int = 64
 
 
+# FAISS's k-means wants at least this many training points per inverted list.
+MIN_POINTS_PER_LIST = 39
+
+
+def ivf_lists(vectors: int, lists_per_sqrt: float) -> int:
+    """Inverted lists for an index of `vectors`: lists_per_sqrt * sqrt(n) rounded up to a power of two
+    (the index keeps growing until its next retrain), but never so many that a list trains on
+    fewer than MIN_POINTS_PER_LIST vectors."""
+    wanted = 2 ** math.ceil(math.log2(lists_per_sqrt * math.sqrt(vectors)))
+    affordable = 2 ** max(0, math.floor(math.log2(vectors / MIN_POINTS_PER_LIST)))
+    return max(1, min(wanted, affordable))
+
+
 class VectorIndex:
     """Inner-product search over (id, vector) pairs; not thread-safe (the store serialises access)."""
 
@@ -78,8 +91,7 @@ class VectorIndex:
             index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
             trained_at = 0
         else:
-            # Rounded up: the index keeps growing until the next retrain.
-            nlist = 2 ** math.ceil(math.log2(self.config.ivf_lists_per_sqrt * math.sqrt(n)))
+            nlist = ivf_lists(n, self.config.ivf_lists_per_sqrt)
             index = faiss.index_factory(self.dim, f"IVF{nlist},SQfp16", faiss.METRIC_INNER_PRODUCT)
             sample = np.random.default_rng(seed).choice(n, size=min(n, nlist * self.config.train_points_per_list), replace=False)
             index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))

@@ -189,3 +189,13 @@ def test_ivf_store_deletes_and_snapshots_like_the_exact_one(sessions, make_agent
         assert reopened.index.kind == "ivf" and len(reopened) == 29 * 100
         found = reopened.search(probe, 1)
         assert not torch.allclose(found.keys.view(100, DIM), probe.view(100, DIM), atol=1e-3)
+
+
+@pytest.mark.parametrize("vectors", [8_193, 17_920, 40_000, 1_000_000])
+def test_ivf_lists_never_train_on_fewer_points_than_faiss_wants(vectors):
+    from memory.index import MIN_POINTS_PER_LIST, ivf_lists
+
+    lists = ivf_lists(vectors, IndexConfig().ivf_lists_per_sqrt)
+    assert lists & (lists - 1) == 0  # a power of two
+    assert lists * MIN_POINTS_PER_LIST <= vectors
+    assert lists >= min(4 * vectors**0.5, vectors / MIN_POINTS_PER_LIST) / 2  # and not needlessly few
