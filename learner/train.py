@@ -40,6 +40,9 @@ class TrainConfig:
     bf16: bool = True  # autocast where the device supports it (measured equal loss on CPU, see BENCHMARKS.md)
     seed: int = 0
     checkpoint_every: int = 200
+    # Parameter-name prefixes that learn (e.g. "blocks.5." for the retrieval block); empty: all.
+    # Frozen lower blocks also skip their backward pass, which makes fine-tuning the top cheap.
+    train_only: tuple[str, ...] = ()
 
 
 class StreamReader:
@@ -88,7 +91,7 @@ class Trainer:
         self.config, self.out, self.device = config, Path(out), torch.device(device)
         torch.manual_seed(config.seed)
         self.model = HybridLM(model_config or ModelConfig.preset(config.preset)).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
+        self.optimizer = torch.optim.AdamW(self._trainable_parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay, betas=(0.9, 0.95))
         documents = [d.data for d in read_documents(corpus, "train")]
         if not documents:
@@ -102,6 +105,17 @@ class Trainer:
         self.history: list[dict] = []  # one entry per logged step: step, loss (nats), lr
         self.elapsed_seconds = 0.0  # training wall time, summed over resumed runs
         self.initialized_from: str | None = None  # the saved model a fine-tuning run started from
+
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        prefixes = self.config.train_only
+        chosen = []
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(not prefixes or name.startswith(prefixes))
+            if parameter.requires_grad:
+                chosen.append(parameter)
+        if not chosen:
+            raise ValueError(f"no parameter name starts with any of {list(prefixes)}")
+        return chosen
 
     def next_batch(self) -> torch.Tensor:
         """(B, T + 1) tokens: the inputs and, shifted by one, their targets; streams overlap by one token."""
@@ -119,7 +133,7 @@ class Trainer:
             out = self.model(batch[:, :-1], self.state, self.memory)
         loss = self.model.loss(out.logits, batch[:, 1:])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state = out.state
@@ -129,12 +143,38 @@ class Trainer:
         return loss.item()
 
     def init_from(self, model_dir: Path) -> None:
-        """Start from a saved model's weights (same architecture); optimizer and schedule start fresh."""
-        loaded = HybridLM.load(model_dir, device=self.device)
-        if loaded.config != self.model.config:
+        """Start from a saved model's weights (same architecture); optimizer and schedule start fresh.
+
+        Parameters the saved model lacks (added to the architecture since) keep their initial values.
+        """
+        config, weights = HybridLM.read(model_dir)
+        if config != self.model.config:
             raise ValueError(f"{model_dir} is a different architecture than preset {self.config.preset!r}")
-        self.model.load_state_dict(loaded.state_dict())
+        self.model.load_state_dict({k: w.to(self.device) for k, w in weights.items()}, strict=False)
+        unexpected = set(weights) - set(self.model.state_dict())
+        if unexpected:
+            raise ValueError(f"{model_dir} has weights this architecture does not: {sorted(unexpected)}")
+        block = self.model.retrieval_block
+        if block is not None and f"blocks.{self.model.config.retrieval_layer}.temporal.memory_out.weight" not in weights:
+            block.init_readout(self.model.embedding, self._residual_norm_at_retrieval())
         self.initialized_from = str(model_dir)
+
+    @torch.no_grad()
+    def _residual_norm_at_retrieval(self) -> float:
+        """Mean norm of the residual stream entering the retrieval block, on the first training document."""
+        index = self.model.config.retrieval_layer
+        sample = [int(Special.BEGIN), *self.streams[0].documents[0][:2048]]
+        captured: dict[str, torch.Tensor] = {}
+
+        def capture(module: torch.nn.Module, args: tuple, out: object) -> None:
+            captured["x"] = args[0]
+
+        hook = self.model.blocks[index].register_forward_hook(capture)
+        try:
+            self.model(torch.tensor([sample], device=self.device))
+        finally:
+            hook.remove()
+        return float(captured["x"].norm(dim=-1).mean())
 
     # -- checkpoints ---------------------------------------------------------------------------
 

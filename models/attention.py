@@ -92,23 +92,19 @@ def _window_mask(
     return additive.repeat_interleave(heads, dim=1)[None]
 
 
-def sliding_window_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cached: int, window: int, scale: float
-) -> torch.Tensor:
-    """Causal multi-query attention of T new queries over [C cached + T new] keys.
+class _WindowBlocks(NamedTuple):
+    q: torch.Tensor  # (B, N, block * H, D)
+    k: torch.Tensor  # (B, N, span, D)
+    v: torch.Tensor  # (B, N, span, D)
+    mask: torch.Tensor  # (1, N, block * H, span) additive, 0 or -inf
 
-    q: (B, T, H, D); k, v: (B, C + T, D). Query i sees keys i + C - window .. i + C.
-    Work is block-local: blocks of queries attend to a slice of span block + window,
-    so the cost is O(T * W), not O(T * (C + T)).
+
+def _window_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cached: int, window: int) -> _WindowBlocks:
+    """Cut T queries into blocks, each with the slice of span block + window keys it can see.
+
+    The cost of attending block by block is O(T * W), not O(T * (C + T)).
     """
     batch, steps, heads, dim = q.shape
-    if _flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        return _flash_attn_func(
-            q, k[:, :, None], v[:, :, None], softmax_scale=scale, causal=True, window_size=(window, 0)
-        )
-    if steps == 1 and cached <= window:
-        # Decoding: every cached key is inside the window, so no mask is needed.
-        return F.scaled_dot_product_attention(q.transpose(1, 2), k[:, None], v[:, None], scale=scale).transpose(1, 2)
     block = min(steps, window)  # queries per block
     # No query looks back further than the keys it has, so clamp the window to that.
     window = min(window, cached + steps - 1)
@@ -128,8 +124,42 @@ def sliding_window_attention(
         steps=steps, cached=cached, window=window, block=block, span=span,
         offset=offset, pad=pad, heads=heads, device=q.device,
     )
-    out = F.scaled_dot_product_attention(q_blocks, k_blocks, v_blocks, attn_mask=mask.type_as(q), scale=scale)
-    return out.reshape(batch, num_blocks * block, heads, dim)[:, :steps]
+    return _WindowBlocks(q_blocks, k_blocks, v_blocks, mask.type_as(q))
+
+
+def sliding_window_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cached: int, window: int, scale: float
+) -> torch.Tensor:
+    """Causal multi-query attention of T new queries over [C cached + T new] keys.
+
+    q: (B, T, H, D); k, v: (B, C + T, D). Query i sees keys i + C - window .. i + C.
+    """
+    batch, steps, heads, dim = q.shape
+    if _flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        return _flash_attn_func(
+            q, k[:, :, None], v[:, :, None], softmax_scale=scale, causal=True, window_size=(window, 0)
+        )
+    if steps == 1 and cached <= window:
+        # Decoding: every cached key is inside the window, so no mask is needed.
+        return F.scaled_dot_product_attention(q.transpose(1, 2), k[:, None], v[:, None], scale=scale).transpose(1, 2)
+    blocks = _window_blocks(q, k, v, cached=cached, window=window)
+    out = F.scaled_dot_product_attention(blocks.q, blocks.k, blocks.v, attn_mask=blocks.mask, scale=scale)
+    return out.reshape(batch, -1, heads, dim)[:, :steps]
+
+
+def sliding_window_attention_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cached: int, window: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sliding_window_attention` that also returns each query's log-sum-exp of scores: (B, T, H, D), (B, T, H).
+
+    The log-sum-exp lets another set of scores join the same softmax afterwards.
+    """
+    batch, steps, heads, dim = q.shape
+    blocks = _window_blocks(q, k, v, cached=cached, window=window)
+    scores = (blocks.q @ blocks.k.transpose(-1, -2)).float() * scale + blocks.mask.float()  # (B, N, block*H, span)
+    lse = scores.logsumexp(dim=-1, keepdim=True)
+    out = torch.exp(scores - lse).type_as(q) @ blocks.v
+    return out.reshape(batch, -1, heads, dim)[:, :steps], lse.reshape(batch, -1, heads)[:, :steps]
 
 
 def _append_window(cache: torch.Tensor, new: torch.Tensor, window: int) -> torch.Tensor:
@@ -179,18 +209,31 @@ class LocalAttention(nn.Module):
 
 
 class MemoryKV(NamedTuple):
-    """The (key, value) pairs a chunk contributes to the retrieval memory."""
+    """The (key, value) pairs a chunk contributes to the retrieval memory, one per token.
 
-    keys: torch.Tensor  # (B, T, D) L2-normalised, no position information
-    values: torch.Tensor  # (B, T, D)
+    Pair t is a transition: the key describes the context *before* token t (the
+    unit key of token t - 1; zero for a stream's first token) and the value names
+    token t. A later query that finds its own context there reads what came next.
+    """
+
+    keys: torch.Tensor  # (B, T, D) L2-normalised (or zero), no position information
+    values: torch.Tensor  # (B, T, D) the fixed unit code of token t (RetrievalAttention.token_codes)
+
+
+MEMORY_SCALE = 64.0  # initial sharpness of memory scores; learned per head afterwards
 
 
 class RetrievalAttention(LocalAttention):
-    """Local attention plus attention over the top-k pairs of an external memory (Memorizing Transformers).
+    """Local attention whose softmax also takes in the top-k transitions of an external memory.
 
-    Queries and keys are L2-normalised and multiplied by a learned per-head scale,
-    so local and memory scores live on one scale; retrieved pairs carry no position.
-    Output per head: g * memory_out + (1 - g) * local_out, g = sigmoid(gate_bias).
+    Memorizing Transformers' recipe with two changes that make retrieval learnable
+    by a small model: (1) the memory is searched with the current token's own unit
+    key, against the keys of the tokens *before* stored values (`MemoryKV`), so a
+    context seen before retrieves the token that followed it, by construction, with
+    no induction circuit to learn; (2) memory and local scores share one softmax, so
+    the mix is decided per query by how well the memory matches. The learned
+    per-head gate is a log-odds bias on every memory score; retrieved values reach
+    the residual stream through their own output projection.
     """
 
     def __init__(self, config: ModelConfig, out_init_scale: float):
@@ -198,37 +241,90 @@ class RetrievalAttention(LocalAttention):
         self.top_k = config.memory_top_k
         # log of the score scale; sqrt(D) makes cosine scores as sharp as dot products at init.
         self.log_scale = nn.Parameter(torch.full((self.heads,), 0.5 * math.log(self.head_dim)))
-        self.gate_bias = nn.Parameter(torch.zeros(self.heads))
-        # Tests and ablations force the gate (e.g. 1.0) without touching the weights.
+        # Memory scores compare a key with keys (cosine). Measured on a trained small model, a
+        # context read before matches its stored key at cosine ~0.99 while the best match of new
+        # text averages ~0.78; a sharp scale with the gate at -0.75 x scale starts the memory
+        # off taking over only where a context matches closely, with one pair winning.
+        self.memory_log_scale = nn.Parameter(torch.full((self.heads,), math.log(MEMORY_SCALE)))
+        self.gate_bias = nn.Parameter(torch.full((self.heads,), -0.75 * MEMORY_SCALE))
+        # A stored value says which token followed its context: a fixed random unit code per
+        # token. Values in memory get no gradient, so a learned value (such as the window's v,
+        # which measured barely separates the ten digits) could never learn to carry the token
+        # that a recall needs; a fixed code carries it by construction. Kept in the weights
+        # file so stored memories stay readable by every later version.
+        codes = torch.randn(config.vocab_size, self.head_dim, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("token_codes", F.normalize(codes, dim=-1))
+        # A retrieved value is the token that *followed* a matching context, a prediction rather than
+        # context like the window's values, so it reaches the residual stream through its own
+        # projection (see init_readout; HybridLM calls it at construction).
+        self.memory_out = Dense(self.heads * self.head_dim, config.width, bias=False, init_scale=0.0)
+        # Tests and ablations force the memory's share of the softmax (e.g. 1.0) without touching weights.
         self.forced_gate: float | None = None
 
+    @torch.no_grad()
+    def init_readout(self, embedding: torch.Tensor, gain: float) -> None:
+        """Start `memory_out` as a read-out that predicts the retrieved token.
+
+        Each head's code of token j maps to about `gain` times the direction of j's (tied)
+        embedding: random unit codes are nearly a tight frame (C^T C ~ V/D I), so
+        (D/V) C^T is close to C's pseudo-inverse, without a LAPACK solve whose last bits
+        vary from run to run. `gain` should match the residual stream's norm here: in a
+        trained model it is in the hundreds, and a read-out learned up from zero at the usual
+        step sizes would take thousands of steps to be heard at all.
+        """
+        targets = F.normalize(embedding.float(), dim=-1) * gain  # (V, width)
+        codes = self.token_codes.float()  # (V, D)
+        readout = codes.T @ targets * (codes.shape[1] / codes.shape[0])  # (D, width)
+        self.memory_out.weight.copy_(readout.repeat(self.heads, 1) / self.heads)
+
     def forward(  # type: ignore[override]
-        self, x: torch.Tensor, state: AttentionState, memory: MemoryReader | None
+        self, x: torch.Tensor, state: AttentionState, memory: MemoryReader | None, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, AttentionState, MemoryKV]:
+        """x: (B, T, width), the normed residual stream of `tokens` (B, T)."""
         q, k, v = self.project(x)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         scale = self.log_scale.exp().type_as(q)[:, None]  # (H, 1)
-        out = self.local_attention(q * scale, k, v, state, scale=1.0)  # (B, T, H, D)
-        if memory is not None:
-            out = self._mix_memory(q, scale, out, memory)
-        return self.out(out.flatten(-2)), self.next_state(state, k, v), MemoryKV(k.detach(), v.detach())
+        local, recalled = self._attend(q * scale, k, v, state, memory)  # (B, T, H, D) each
+        out = self.out(local.flatten(-2))
+        if recalled is not None:
+            out = out + self.memory_out(recalled.flatten(-2))
+        return out, self.next_state(state, k, v), self.transitions(state, k, tokens)
 
-    def _mix_memory(
-        self, q: torch.Tensor, scale: torch.Tensor, local_out: torch.Tensor, memory: MemoryReader
-    ) -> torch.Tensor:
-        found = memory.search(q.detach(), self.top_k)
-        keys, values = found.keys.type_as(q), found.values.type_as(q)  # (B, T, H, K, D)
-        scores = torch.einsum("bthd,bthkd->bthk", q, keys) * scale  # (B, T, H, K)
-        scores = scores.float().masked_fill(~found.mask, float("-inf"))
-        any_found = found.mask.any(dim=-1, keepdim=True)  # (B, T, H, 1)
-        probs = torch.softmax(scores, dim=-1).nan_to_num(0.0).type_as(q)
-        memory_out = torch.einsum("bthk,bthkd->bthd", probs, values)
-        gate = self.gate_value().type_as(q)[:, None]  # (H, 1)
-        # A query with nothing retrieved keeps its plain local output.
-        gate = torch.where(any_found, gate, torch.zeros_like(gate))
-        return gate * memory_out + (1.0 - gate) * local_out
+    def transitions(self, state: AttentionState, k: torch.Tensor, tokens: torch.Tensor) -> MemoryKV:
+        """This chunk's pairs: (unit key of the token before t, code of token t)."""
+        before = state.keys[:, -1:].type_as(k) if state.keys.shape[1] else torch.zeros_like(k[:, :1])
+        return MemoryKV(torch.cat([before, k[:, :-1]], dim=1).detach(), self.token_codes[tokens].type_as(k))
 
-    def gate_value(self) -> torch.Tensor:
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: AttentionState, memory: MemoryReader | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The local and the memory part of the joint softmax's output (None without a memory)."""
+        # The local part is computed the same way with or without a memory, so an empty
+        # memory gives exactly the memoryless output.
+        cached = state.keys.shape[1]
+        keys = apply_rope(torch.cat([state.keys.type_as(k), k], dim=1), 0, self.rope_max_wavelength)
+        values = torch.cat([state.values.type_as(v), v], dim=1)
+        q = apply_rope(q, cached, self.rope_max_wavelength)
+        local_out, local_lse = sliding_window_attention_lse(q, keys, values, cached=cached, window=self.window, scale=1.0)
+        if memory is None:
+            return local_out, None
+        memory_out, memory_lse = self._memory_attention(k, memory)
         if self.forced_gate is not None:
-            return torch.full_like(self.gate_bias, self.forced_gate)
-        return torch.sigmoid(self.gate_bias)
+            share = torch.full_like(memory_lse, self.forced_gate)
+        else:
+            share = torch.sigmoid(memory_lse - local_lse)  # the memory's part of the joint softmax
+        # A query with nothing retrieved keeps its plain local output (its memory_lse is -inf: share 0).
+        share = torch.where(torch.isfinite(memory_lse), share, torch.zeros_like(share)).type_as(q)[..., None]
+        return (1.0 - share) * local_out, share * memory_out
+
+    def _memory_attention(self, k: torch.Tensor, memory: MemoryReader) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention over the transitions whose context keys are nearest this token's key: (B, T, H, D), (B, T, H)."""
+        found = memory.search(k.detach()[:, :, None], self.top_k)  # one search per token, shared by the heads
+        keys, values = found.keys[:, :, 0].type_as(k), found.values[:, :, 0].type_as(k)  # (B, T, K, D)
+        similarity = torch.einsum("btd,btkd->btk", k, keys).float()  # (B, T, K)
+        scale = self.memory_log_scale.exp().float()[:, None]  # (H, 1)
+        scores = similarity[:, :, None] * scale + self.gate_bias.float()[:, None]  # (B, T, H, K)
+        scores = scores.masked_fill(~found.mask[:, :, :1], float("-inf"))
+        lse = scores.logsumexp(dim=-1)  # (B, T, H); -inf where nothing was found
+        probs = torch.exp(scores - lse[..., None]).nan_to_num(0.0).type_as(k)
+        return torch.einsum("bthk,btkd->bthd", probs, values), lse

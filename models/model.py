@@ -50,7 +50,7 @@ class ResidualBlock(nn.Module):
         return self.temporal.init_state(batch_size, device)
 
     def forward(
-        self, x: torch.Tensor, state: LayerState, position: int, memory: MemoryReader | None
+        self, x: torch.Tensor, state: LayerState, position: int, memory: MemoryReader | None, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, LayerState, MemoryKV | None]:
         normed = self.temporal_norm(x)
         memory_kv = None
@@ -59,7 +59,7 @@ class ResidualBlock(nn.Module):
         elif self.block_type == "attention":
             mixed, state = self.temporal(normed, state)
         else:
-            mixed, state, memory_kv = self.temporal(normed, state, memory)
+            mixed, state, memory_kv = self.temporal(normed, state, memory, tokens)
         x = x + mixed
         return x + self.mlp(self.mlp_norm(x)), state, memory_kv
 
@@ -75,6 +75,10 @@ class HybridLM(nn.Module):
         )
         self.blocks = nn.ModuleList(ResidualBlock(config, t) for t in config.block_types)
         self.final_norm = RMSNorm(config.width)
+        if self.retrieval_block is not None:
+            # At init the residual stream is the scaled embedding, so that is the read-out's scale.
+            gain = self.embed_scale * float(self.embedding.detach().norm(dim=-1).mean())
+            self.retrieval_block.init_readout(self.embedding, gain)
 
     @property
     def device(self) -> torch.device:
@@ -103,7 +107,7 @@ class HybridLM(nn.Module):
         new_layers: list[LayerState] = []
         memory_kv = None
         for block, layer_state in zip(self.blocks, state.layers):
-            x, layer_state, block_kv = block(x, layer_state, state.position, memory)
+            x, layer_state, block_kv = block(x, layer_state, state.position, memory, tokens)
             new_layers.append(layer_state)
             if block_kv is not None:
                 memory_kv = block_kv
@@ -136,14 +140,19 @@ class HybridLM(nn.Module):
         save_file(tensors, path / WEIGHTS_FILE, metadata={"format": "lifelong.HybridLM"})
         (path / CONFIG_FILE).write_text(self.config.to_json())
 
-    @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> HybridLM:
+    @staticmethod
+    def read(path: str | Path, device: torch.device | str = "cpu") -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+        """A saved model's config and raw weights, without building it."""
         path = Path(path)
         if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a saved model: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it")
-        config = ModelConfig.from_json((path / CONFIG_FILE).read_text())
+        return ModelConfig.from_json((path / CONFIG_FILE).read_text()), load_file(path / WEIGHTS_FILE, device=str(device))
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> HybridLM:
+        config, weights = cls.read(path, device)
         model = cls(config)
-        model.load_state_dict(load_file(path / WEIGHTS_FILE, device=str(device)))
+        model.load_state_dict(weights)
         return model.to(device)
 
 

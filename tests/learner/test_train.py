@@ -100,3 +100,54 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path):
     tuned.init_from(tmp_path / "model")
     a, b = source.model.state_dict(), tuned.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a) and tuned.step == 0
+
+
+def test_train_only_moves_just_the_named_parameters(tmp_path):
+    data = corpus(tmp_path)
+    trainer = Trainer(config(steps=2, train_only=("blocks.3.",)), data, tmp_path / "run", model_config=TINY)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run(progress=False)
+    after = trainer.model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("blocks.3.") for k in moved)
+
+
+def test_fine_tuning_keeps_fresh_values_for_parameters_the_saved_model_lacks(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    data = corpus(tmp_path)
+    source = Trainer(config(), data, tmp_path / "a", model_config=TINY)
+    source.model.save(tmp_path / "model")
+    weights = load_file(tmp_path / "model" / "model.safetensors")
+    new_name = "blocks.3.temporal.memory_log_scale"
+    del weights[new_name]  # saved before that parameter existed
+    save_file(weights, tmp_path / "model" / "model.safetensors")
+    tuned = Trainer(config(seed=7), data, tmp_path / "b", model_config=TINY)
+    fresh = tuned.model.state_dict()[new_name].clone()
+    tuned.init_from(tmp_path / "model")
+    state = tuned.model.state_dict()
+    assert torch.equal(state[new_name], fresh)
+    assert all(torch.equal(weights[k], state[k]) for k in weights)
+
+
+def test_fine_tuning_fits_a_missing_memory_readout_to_the_loaded_embedding(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    data = corpus(tmp_path)
+    source = Trainer(config(), data, tmp_path / "a", model_config=TINY)
+    for _ in range(2):
+        source.train_step()
+    source.model.save(tmp_path / "model")
+    weights = load_file(tmp_path / "model" / "model.safetensors")
+    del weights["blocks.3.temporal.memory_out.weight"]  # saved before the read-out existed
+    save_file(weights, tmp_path / "model" / "model.safetensors")
+    tuned = Trainer(config(seed=7), data, tmp_path / "b", model_config=TINY)
+    tuned.init_from(tmp_path / "model")
+
+    # The read-out maps each token's code onto that token's (loaded) embedding direction.
+    block = tuned.model.retrieval_block
+    readout = block.memory_out.weight[: block.head_dim]  # head 0's rows: (D, width)
+    predicted = block.token_codes[:256] @ readout  # (256, width)
+    logits = predicted @ tuned.model.embedding[:256].T
+    # Chance is 1/256; tiny's 32-dimensional codes cannot separate 256 tokens exactly (small's 64 do).
+    assert (logits.argmax(dim=1) == torch.arange(256)).float().mean() > 0.25
