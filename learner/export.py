@@ -60,8 +60,10 @@ def _lineage(card: dict) -> str:
     base = card.get("fine_tuned_from")
     if not base:
         return ""
+    only = card["training_config"].get("train_only")
+    learned = f", learning only parameters under {', '.join(only)}" if only else ""
     return (f"- fine-tuned from a base of {base['steps']:,} steps ({base['trained_bytes']:,} bytes, "
-            f"{base['wall_seconds']:,.0f} s on {base['hardware']}); the steps above are the fine-tuning's\n")
+            f"{base['wall_seconds']:,.0f} s on {base['hardware']}); the steps above are the fine-tuning's{learned}\n")
 
 
 def _markdown(card: dict) -> str:
@@ -72,7 +74,7 @@ def _markdown(card: dict) -> str:
     return f"""# lifelong base model: `{card['preset']}`
 
 {card['parameters']:,} parameters (hybrid RG-LRU / local attention / retrieval attention, byte-level).
-Trained from scratch with `lifelong train-base` on the corpus of `lifelong corpus build`, with
+Trained with `lifelong train-base` on the corpus of `lifelong corpus build`, with
 memory in the loop: {card['batch'][0]} parallel streams of {card['batch'][1]}-token chunks, state carried
 across chunks, each stream retrieving from its own past.
 

@@ -232,8 +232,8 @@ class RetrievalAttention(LocalAttention):
     context seen before retrieves the token that followed it, by construction, with
     no induction circuit to learn; (2) memory and local scores share one softmax, so
     the mix is decided per query by how well the memory matches. The learned
-    per-head gate is a log-odds bias on every memory score; retrieved values reach
-    the residual stream through their own output projection.
+    per-head gate is a cosine threshold under which memory scores fall away;
+    retrieved values reach the residual stream through their own output projection.
     """
 
     def __init__(self, config: ModelConfig, out_init_scale: float):
@@ -241,12 +241,15 @@ class RetrievalAttention(LocalAttention):
         self.top_k = config.memory_top_k
         # log of the score scale; sqrt(D) makes cosine scores as sharp as dot products at init.
         self.log_scale = nn.Parameter(torch.full((self.heads,), 0.5 * math.log(self.head_dim)))
-        # Memory scores compare a key with keys (cosine). Measured on a trained small model, a
-        # context read before matches its stored key at cosine ~0.99 while the best match of new
-        # text averages ~0.78; a sharp scale with the gate at -0.75 x scale starts the memory
-        # off taking over only where a context matches closely, with one pair winning.
+        # Memory scores are scale * (cosine - threshold): the threshold is the learned per-head
+        # gate, in units of cosine, so sharpening or softening the scale does not move the point
+        # where memory takes over (with a plain additive bias, training first shrank the scale,
+        # which silenced the memory exactly where contexts matched). Measured on a trained small
+        # model, a context read before matches its stored key at cosine ~0.99 while the best match
+        # of new text averages ~0.78: a sharp scale and a threshold of 0.75 start the memory off
+        # taking over only where a context matches closely, with one pair winning.
         self.memory_log_scale = nn.Parameter(torch.full((self.heads,), math.log(MEMORY_SCALE)))
-        self.gate_bias = nn.Parameter(torch.full((self.heads,), -0.75 * MEMORY_SCALE))
+        self.memory_threshold = nn.Parameter(torch.full((self.heads,), 0.75))
         # A stored value says which token followed its context: a fixed random unit code per
         # token. Values in memory get no gradient, so a learned value (such as the window's v,
         # which measured barely separates the ten digits) could never learn to carry the token
@@ -323,7 +326,7 @@ class RetrievalAttention(LocalAttention):
         keys, values = found.keys[:, :, 0].type_as(k), found.values[:, :, 0].type_as(k)  # (B, T, K, D)
         similarity = torch.einsum("btd,btkd->btk", k, keys).float()  # (B, T, K)
         scale = self.memory_log_scale.exp().float()[:, None]  # (H, 1)
-        scores = similarity[:, :, None] * scale + self.gate_bias.float()[:, None]  # (B, T, H, K)
+        scores = (similarity[:, :, None] - self.memory_threshold.float()[:, None]) * scale  # (B, T, H, K)
         scores = scores.masked_fill(~found.mask[:, :, :1], float("-inf"))
         lse = scores.logsumexp(dim=-1)  # (B, T, H); -inf where nothing was found
         probs = torch.exp(scores - lse[..., None]).nan_to_num(0.0).type_as(k)

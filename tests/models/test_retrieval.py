@@ -20,7 +20,7 @@ def test_memory_path_equals_exact_attention_over_stored_pairs(tiny_model):
     past = torch.randn(1, 40, width, generator=gen)
     now = torch.randn(1, 9, width, generator=gen)
     past_tokens, now_tokens = torch.randint(0, 256, (1, 40), generator=gen), torch.randint(0, 256, (1, 9), generator=gen)
-    block.gate_bias.copy_(torch.randn(block.heads, generator=gen))
+    block.memory_threshold.copy_(torch.rand(block.heads, generator=gen))
 
     _, state, past_kv = block(past, block.init_state(1), None, past_tokens)
     memory = TensorMemory(tiny_model.config.head_dim)
@@ -32,7 +32,7 @@ def test_memory_path_equals_exact_attention_over_stored_pairs(tiny_model):
     _, k, _ = block.project(now)
     k = F.normalize(k, dim=-1)  # (1, T, D): the memory is searched with each token's own key
     scale = block.memory_log_scale.exp()[:, None]  # (H, 1)
-    scores = torch.einsum("btd,sd->bts", k, past_kv.keys[0])[:, :, None] * scale + block.gate_bias[:, None]
+    scores = (torch.einsum("btd,sd->bts", k, past_kv.keys[0])[:, :, None] - block.memory_threshold[:, None]) * scale
     expected = torch.einsum("bths,sd->bthd", scores.softmax(-1), past_kv.values[0])
     # All of the softmax on memory: the window contributes only its projection's bias.
     expected = block.out.bias + block.memory_out(expected.flatten(-2))
@@ -91,7 +91,7 @@ def test_retrieved_memory_changes_predictions_through_the_gate(tiny_model):
     plain = tiny_model(now, out.state).logits
     recalled = tiny_model(now, out.state, memory).logits
     assert not torch.allclose(plain, recalled)
-    retrieval_block(tiny_model).gate_bias.fill_(-1e4)  # memory scores ~ -inf: memory contributes nothing
+    retrieval_block(tiny_model).memory_threshold.fill_(1e4)  # memory scores ~ -inf: memory contributes nothing
     closed = tiny_model(now, out.state, memory).logits
     torch.testing.assert_close(closed, plain, atol=1e-5, rtol=1e-5)
 
