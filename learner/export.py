@@ -56,10 +56,19 @@ def export_checkpoint(run: Path, out: Path, corpus: Path, *, heldout_bytes: int 
     return card
 
 
+def _final_loss(card: dict) -> str:
+    loss = card["final_train_loss_nats"]
+    return "none (no steps)" if loss is None else f"{loss} nats per byte"
+
+
 def _lineage(card: dict) -> str:
     base = card.get("fine_tuned_from")
     if not base:
         return ""
+    if card["steps"] == 0:
+        return (f"- converted from a base of {base['steps']:,} steps ({base['trained_bytes']:,} bytes, "
+                f"{base['wall_seconds']:,.0f} s on {base['hardware']}) with no gradient steps since: parameters "
+                f"the base lacks were initialised from its weights (`Trainer.init_from`)\n")
     only = card["training_config"].get("train_only")
     learned = f", learning only parameters under {', '.join(only)}" if only else ""
     return (f"- fine-tuned from a base of {base['steps']:,} steps ({base['trained_bytes']:,} bytes, "
@@ -71,16 +80,21 @@ def _markdown(card: dict) -> str:
     data = "\n".join(f"| {s['name']} | {s['licence']} | {s['origin']} | {'yes' if s['included'] else 'no'} |"
                      for s in card["data"])
     hours = card["wall_seconds"] / 3600
+    # A converted checkpoint's own run read nothing: describe how its base was trained.
+    batch = card["batch"]
+    if card["steps"] == 0 and card.get("fine_tuned_from", {}).get("training_config"):
+        trained = card["fine_tuned_from"]["training_config"]
+        batch = [trained["batch_size"], trained["chunk_tokens"]]
     return f"""# lifelong base model: `{card['preset']}`
 
 {card['parameters']:,} parameters (hybrid RG-LRU / local attention / retrieval attention, byte-level).
 Trained with `lifelong train-base` on the corpus of `lifelong corpus build`, with
-memory in the loop: {card['batch'][0]} parallel streams of {card['batch'][1]}-token chunks, state carried
+memory in the loop: {batch[0]} parallel streams of {batch[1]}-token chunks, state carried
 across chunks, each stream retrieving from its own past.
 
 - steps: {card['steps']:,} ({card['trained_bytes']:,} bytes read)
 - wall time: {card['wall_seconds']:,.0f} s ({hours:.2f} h) on {card['hardware']}
-- final training loss: {card['final_train_loss_nats']} nats per byte
+- final training loss: {_final_loss(card)}
 - exported: {card['exported_at']}
 {_lineage(card)}
 ## Held-out bits per byte (first {card['heldout_bytes_per_source']:,} held-out bytes of each source, fresh stream)
