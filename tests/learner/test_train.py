@@ -2,7 +2,7 @@ import torch
 
 from learner.corpus import SOURCES, build_corpus
 from learner.train import StreamReader, TrainConfig, Trainer
-from models import ModelConfig, Special
+from models import HybridLM, ModelConfig, Special
 
 DOCS = next(s for s in SOURCES if s.name == "python-docs")
 TINY = ModelConfig.preset("tiny")
@@ -151,3 +151,12 @@ def test_fine_tuning_fits_a_missing_memory_readout_to_the_loaded_embedding(tmp_p
     logits = predicted @ tuned.model.embedding[:256].T
     # Chance is 1/256; tiny's 32-dimensional codes cannot separate 256 tokens exactly (small's 64 do).
     assert (logits.argmax(dim=1) == torch.arange(256)).float().mean() > 0.25
+
+
+def test_a_zero_step_run_still_leaves_a_checkpoint(tmp_path):
+    data = corpus(tmp_path)
+    trainer = Trainer(config(steps=0), data, tmp_path / "run", model_config=TINY)
+    trainer.run(progress=False)
+    assert (tmp_path / "run" / "latest").read_text() == "step-0000000"
+    saved = HybridLM.load(tmp_path / "run" / "step-0000000" / "model").state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items())
