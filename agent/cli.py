@@ -109,9 +109,9 @@ def _eval_stream(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace):
-    from models import HybridLM, ModelConfig
+    from agent.demo import load_or_build
 
-    return HybridLM.load(args.checkpoint) if args.checkpoint else HybridLM(ModelConfig.preset(args.preset))
+    return load_or_build(args.checkpoint, args.preset)
 
 
 def _eval_passkey(args: argparse.Namespace) -> int:
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="eval_command", required=True)
     stream = evaluate.add_parser("stream", help="prequential bits per byte over a text, four arms")
     stream.add_argument("file", type=Path)
-    stream.add_argument("--checkpoint", type=Path, help="a saved model directory (default: fresh --preset weights)")
+    stream.add_argument("--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)")
     stream.add_argument("--preset", default="small")
     stream.add_argument("--chunk", type=int, default=512)
     stream.add_argument("--max-bytes", type=int, default=1 << 20)
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     passkey = evaluate.add_parser("passkey", help="passkey recall against distance, retrieval on and off")
     passkey.add_argument("--corpus", type=Path, default=Path("data/corpus"), help="held-out filler comes from here")
-    passkey.add_argument("--checkpoint", type=Path)
+    passkey.add_argument("--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)")
     passkey.add_argument("--preset", default="small")
     passkey.add_argument("--distances", default="1024,4096,16384,65536,1048576")
     passkey.add_argument("--trials", type=int, default=20, help="trials per distance up to 64K")
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     forget = evaluate.add_parser("forgetting", help="held-out bits per byte per source before/after learning a stream")
     forget.add_argument("stream", type=Path, help="text of another domain to learn online")
     forget.add_argument("--corpus", type=Path, default=Path("data/corpus"))
-    forget.add_argument("--checkpoint", type=Path)
+    forget.add_argument("--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)")
     forget.add_argument("--preset", default="small")
     forget.add_argument("--max-bytes", type=int, default=1 << 20)
     forget.add_argument("--heldout-bytes", type=int, default=65_536, help="held-out bytes scored per source")

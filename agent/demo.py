@@ -34,15 +34,19 @@ class DemoReport:
     sample: str
 
 
+def load_or_build(checkpoint: Path | None, preset: str) -> HybridLM:
+    """The given checkpoint; else the shipped one for the small preset; else fresh `preset` weights."""
+    if checkpoint is None and preset == "small" and (SHIPPED_CHECKPOINT / "config.json").exists():
+        checkpoint = SHIPPED_CHECKPOINT
+    return HybridLM.load(checkpoint) if checkpoint else HybridLM(ModelConfig.preset(preset))
+
+
 @torch.inference_mode()
 def run_demo(
     *, checkpoint: Path | None, preset: str, source: Path, max_bytes: int, chunk: int, seed: int
 ) -> DemoReport:
     torch.manual_seed(seed)
-    if checkpoint is None and preset == "small" and (SHIPPED_CHECKPOINT / "config.json").exists():
-        checkpoint = SHIPPED_CHECKPOINT
-    model = HybridLM.load(checkpoint) if checkpoint else HybridLM(ModelConfig.preset(preset))
-    model.eval()
+    model = load_or_build(checkpoint, preset).eval()
     data = source.read_bytes()[:max_bytes]
     if len(data) < 2:
         raise ValueError(f"{source} holds fewer than 2 bytes; give a longer text file")
