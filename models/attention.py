@@ -187,15 +187,20 @@ class LocalAttention(nn.Module):
         q, k, v = self.qkv(x).split([self.heads * self.head_dim, self.head_dim, self.head_dim], dim=-1)
         return q.view(batch, steps, self.heads, self.head_dim), k, v  # (B,T,H,D), (B,T,D), (B,T,D)
 
+    def window_inputs(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: AttentionState
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries and [cached + new] keys rotated relative to the oldest cached token, and the values."""
+        cached = state.keys.shape[1]
+        keys = apply_rope(torch.cat([state.keys.type_as(k), k], dim=1), 0, self.rope_max_wavelength)
+        values = torch.cat([state.values.type_as(v), v], dim=1)
+        return apply_rope(q, cached, self.rope_max_wavelength), keys, values
+
     def local_attention(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: AttentionState, scale: float
     ) -> torch.Tensor:
-        cached = state.keys.shape[1]
-        steps = q.shape[1]
-        keys = apply_rope(torch.cat([state.keys.type_as(k), k], dim=1), 0, self.rope_max_wavelength)
-        values = torch.cat([state.values.type_as(v), v], dim=1)
-        q = apply_rope(q, cached, self.rope_max_wavelength)
-        return sliding_window_attention(q, keys, values, cached=cached, window=self.window, scale=scale)
+        q, keys, values = self.window_inputs(q, k, v, state)
+        return sliding_window_attention(q, keys, values, cached=state.keys.shape[1], window=self.window, scale=scale)
 
     def next_state(self, state: AttentionState, k: torch.Tensor, v: torch.Tensor) -> AttentionState:
         return AttentionState(
@@ -304,11 +309,10 @@ class RetrievalAttention(LocalAttention):
         """The local and the memory part of the joint softmax's output (None without a memory)."""
         # The local part is computed the same way with or without a memory, so an empty
         # memory gives exactly the memoryless output.
-        cached = state.keys.shape[1]
-        keys = apply_rope(torch.cat([state.keys.type_as(k), k], dim=1), 0, self.rope_max_wavelength)
-        values = torch.cat([state.values.type_as(v), v], dim=1)
-        q = apply_rope(q, cached, self.rope_max_wavelength)
-        local_out, local_lse = sliding_window_attention_lse(q, keys, values, cached=cached, window=self.window, scale=1.0)
+        q, keys, values = self.window_inputs(q, k, v, state)
+        local_out, local_lse = sliding_window_attention_lse(
+            q, keys, values, cached=state.keys.shape[1], window=self.window, scale=1.0
+        )
         if memory is None:
             return local_out, None
         memory_out, memory_lse = self._memory_attention(k, memory)
