@@ -157,12 +157,12 @@ class Trainer:
         config, weights = HybridLM.read(model_dir)
         if config != self.model.config:
             raise ValueError(f"{model_dir} is a different architecture than preset {self.config.preset!r}")
-        self.model.load_state_dict({k: w.to(self.device) for k, w in weights.items()}, strict=False)
         unexpected = set(weights) - set(self.model.state_dict())
         if unexpected:
             raise ValueError(f"{model_dir} has weights this architecture does not: {sorted(unexpected)}")
+        loaded = self.model.load_state_dict({k: w.to(self.device) for k, w in weights.items()}, strict=False)
         block = self.model.retrieval_block
-        if block is not None and f"blocks.{self.model.config.retrieval_layer}.temporal.memory_out.weight" not in weights:
+        if block is not None and any(name.endswith(".memory_out.weight") for name in loaded.missing_keys):
             block.init_readout(self.model.embedding, READOUT_GAIN * self._residual_norm_at_retrieval())
         self.initialized_from = str(model_dir)
 
@@ -185,9 +185,12 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
+    def _checkpoint_dir(self) -> Path:
+        return self.out / f"step-{self.step:07d}"
+
     def save(self) -> Path:
         """Model, optimizer, data cursors, stream states and memories: everything to continue identically."""
-        directory = self.out / f"step-{self.step:07d}"
+        directory = self._checkpoint_dir()
         tmp = directory.with_name(directory.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         self.model.save(tmp / "model")
@@ -258,6 +261,6 @@ class Trainer:
                 self.save()
             if out_of_time:
                 break
-        if not (self.out / f"step-{self.step:07d}").exists():  # e.g. a zero-step run that only converts weights
+        if not self._checkpoint_dir().exists():  # e.g. a zero-step run that only converts weights
             self.save()
         bar.close()
