@@ -49,6 +49,8 @@ def export_checkpoint(run: Path, out: Path, corpus: Path, *, heldout_bytes: int 
     parent = initialized_from or meta.get("initialized_from")
     if parent and (Path(parent) / "card.json").is_file():  # a fine-tuning run: keep the base's lineage
         base = json.loads((Path(parent) / "card.json").read_text())
+        if base["steps"] == 0 and "fine_tuned_from" in base:  # the parent was a conversion: name what it converted
+            base = base["fine_tuned_from"]
         card["fine_tuned_from"] = {k: base[k] for k in ("steps", "trained_bytes", "wall_seconds", "hardware",
                                                          "heldout_bits_per_byte", "training_config") if k in base}
     (out / "card.json").write_text(json.dumps(card, indent=2))
@@ -68,7 +70,7 @@ def _lineage(card: dict) -> str:
     if card["steps"] == 0:
         return (f"- converted from a base of {base['steps']:,} steps ({base['trained_bytes']:,} bytes, "
                 f"{base['wall_seconds']:,.0f} s on {base['hardware']}) with no gradient steps since: parameters "
-                f"the base lacks were initialised from its weights (`Trainer.init_from`)\n")
+                f"the base lacks keep their initial values (`Trainer.init_from`)\n")
     only = card["training_config"].get("train_only")
     learned = f", learning only parameters under {', '.join(only)}" if only else ""
     return (f"- fine-tuned from a base of {base['steps']:,} steps ({base['trained_bytes']:,} bytes, "

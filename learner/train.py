@@ -45,13 +45,6 @@ class TrainConfig:
     train_only: tuple[str, ...] = ()
 
 
-# A memory read-out fitted to a trained model starts at this multiple of the residual stream's norm
-# where it joins it: on a 10-trial passkey probe (seeds apart from `eval passkey`'s) x1 recalled
-# 0.7 / 0.5 at 2K / 8K bytes and x2 0.9 / 1.0; x4 was overconfident (a repeat cost 0.99 bits per
-# byte instead of 0.48).
-READOUT_GAIN = 2.0
-
-
 class StreamReader:
     """An endless stream of one split's documents, in an order fixed by a seed; its cursor is resumable."""
 
@@ -160,28 +153,8 @@ class Trainer:
         unexpected = set(weights) - set(self.model.state_dict())
         if unexpected:
             raise ValueError(f"{model_dir} has weights this architecture does not: {sorted(unexpected)}")
-        loaded = self.model.load_state_dict({k: w.to(self.device) for k, w in weights.items()}, strict=False)
-        block = self.model.retrieval_block
-        if block is not None and any(name.endswith(".memory_out.weight") for name in loaded.missing_keys):
-            block.init_readout(self.model.embedding, READOUT_GAIN * self._residual_norm_at_retrieval())
+        self.model.load_state_dict({k: w.to(self.device) for k, w in weights.items()}, strict=False)
         self.initialized_from = str(model_dir)
-
-    @torch.no_grad()
-    def _residual_norm_at_retrieval(self) -> float:
-        """Mean norm of the residual stream entering the retrieval block, on the first training document."""
-        index = self.model.config.retrieval_layer
-        sample = [int(Special.BEGIN), *self.streams[0].documents[0][:2048]]
-        captured: dict[str, torch.Tensor] = {}
-
-        def capture(module: torch.nn.Module, args: tuple, out: object) -> None:
-            captured["x"] = args[0]
-
-        hook = self.model.blocks[index].register_forward_hook(capture)
-        try:
-            self.model(torch.tensor([sample], device=self.device))
-        finally:
-            hook.remove()
-        return float(captured["x"].norm(dim=-1).mean())
 
     # -- checkpoints ---------------------------------------------------------------------------
 

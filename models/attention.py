@@ -225,20 +225,53 @@ class MemoryKV(NamedTuple):
     values: torch.Tensor  # (B, T, D) the fixed unit code of token t (RetrievalAttention.token_codes)
 
 
+class MemoryPointer(NamedTuple):
+    """What the memory says about each position's next token, for the model's output mixture.
+
+    Per head, the memory's share of the joint softmax over [window, retrieved pairs] is the
+    weight of a pointer distribution over the tokens the retrieved pairs name: the
+    pointer-sentinel mixture, with the window playing the sentinel.
+    """
+
+    # (B, T, H) fp32: log-odds of memory against the window in each head's joint softmax, so the
+    # memory's share is its sigmoid; -inf where nothing was found.
+    share_logit: torch.Tensor
+    weights: torch.Tensor  # (B, T, H, K) fp32, each head's softmax over the retrieved pairs
+    tokens: torch.Tensor  # (B, T, K) int64, the token each retrieved pair says followed its context
+
+
+def mix_pointer(logits: torch.Tensor, pointer: MemoryPointer) -> torch.Tensor:
+    """Log-probabilities of p = (1 - g) softmax(logits) + mean over heads of share_h x pointer_h.
+
+    logits: (B, T, V); g is the mean share. log(1 - g) comes from the log-odds, so a share
+    that rounds to 1 in fp32 cannot zero the model's own distribution (a wrong recall would
+    then cost infinite bits).
+    """
+    heads = pointer.share_logit.shape[-1]
+    log_keep = F.logsigmoid(-pointer.share_logit).logsumexp(-1, keepdim=True) - math.log(heads)  # (B, T, 1)
+    copy_mass = (torch.sigmoid(pointer.share_logit)[..., None] * pointer.weights).sum(2) / heads  # (B, T, K)
+    copy = torch.zeros_like(logits).scatter_add_(-1, pointer.tokens, copy_mass)  # (B, T, V)
+    # log(copy) with -inf (and no NaN gradient) for the tokens no retrieved pair names.
+    log_copy = torch.where(copy > 0, copy, torch.ones_like(copy)).log().masked_fill(copy <= 0, float("-inf"))
+    return torch.logaddexp(log_keep + logits.log_softmax(-1), log_copy)
+
+
 MEMORY_SCALE = 64.0  # initial sharpness of memory scores; learned per head afterwards
 
 
 class RetrievalAttention(LocalAttention):
     """Local attention whose softmax also takes in the top-k transitions of an external memory.
 
-    Memorizing Transformers' recipe with two changes that make retrieval learnable
-    by a small model: (1) the memory is searched with the current token's own unit
-    key, against the keys of the tokens *before* stored values (`MemoryKV`), so a
-    context seen before retrieves the token that followed it, by construction, with
-    no induction circuit to learn; (2) memory and local scores share one softmax, so
-    the mix is decided per query by how well the memory matches. The learned
-    per-head gate is a cosine threshold under which memory scores fall away;
-    retrieved values reach the residual stream through their own output projection.
+    Memorizing Transformers' retrieval with two changes that make it usable by a small
+    model: (1) the memory is searched with the current token's own unit key, against the
+    keys of the tokens *before* stored values (`MemoryKV`), so a context seen before
+    retrieves the token that followed it, by construction, with no induction circuit to
+    learn; (2) memory and local scores share one softmax, and the memory's share of it
+    is the weight with which the retrieved tokens join the model's output distribution
+    (`MemoryPointer`, `mix_pointer`): a pointer-sentinel mixture. The residual stream sees
+    only the window, so a false recall costs at most log(1 / (1 - share)) bits and never
+    corrupts what the layers above compute. The learned per-head gate is a cosine
+    threshold under which memory scores fall away.
     """
 
     def __init__(self, config: ModelConfig, out_init_scale: float):
@@ -248,90 +281,56 @@ class RetrievalAttention(LocalAttention):
         self.log_scale = nn.Parameter(torch.full((self.heads,), 0.5 * math.log(self.head_dim)))
         # Memory scores are scale * (cosine - threshold): the threshold is the learned per-head
         # gate, in units of cosine, so sharpening or softening the scale does not move the point
-        # where memory takes over (with a plain additive bias, training first shrank the scale,
-        # which silenced the memory exactly where contexts matched). Measured on a trained small
-        # model, a context read before matches its stored key at cosine ~0.99 while the best match
-        # of new text averages ~0.78: a sharp scale and a threshold of 0.75 start the memory off
-        # taking over only where a context matches closely, with one pair winning.
+        # where memory takes over. Measured on a trained small model, a context read before
+        # matches its stored key at cosine ~0.99 while the best match of new text averages
+        # ~0.78: a sharp scale and a threshold of 0.75 start the memory off taking over only
+        # where a context matches closely, with one pair winning.
         self.memory_log_scale = nn.Parameter(torch.full((self.heads,), math.log(MEMORY_SCALE)))
         self.memory_threshold = nn.Parameter(torch.full((self.heads,), 0.75))
         # A stored value says which token followed its context: a fixed random unit code per
-        # token. Values in memory get no gradient, so a learned value (such as the window's v,
-        # which measured barely separates the ten digits) could never learn to carry the token
-        # that a recall needs; a fixed code carries it by construction. Kept in the weights
-        # file so stored memories stay readable by every later version.
+        # token, decoded back to the token when read. Values in memory get no gradient, so a
+        # learned value could never learn to carry the token that a recall needs; a fixed
+        # code carries it by construction. Kept in the weights file so stored memories stay
+        # readable by every later version.
         codes = torch.randn(config.vocab_size, self.head_dim, generator=torch.Generator().manual_seed(0))
         self.register_buffer("token_codes", F.normalize(codes, dim=-1))
-        # A retrieved value is the token that *followed* a matching context, a prediction rather than
-        # context like the window's values, so it reaches the residual stream through its own
-        # projection (see init_readout; HybridLM calls it at construction).
-        self.memory_out = Dense(self.heads * self.head_dim, config.width, bias=False, init_scale=0.0)
         # Tests and ablations force the memory's share of the softmax (e.g. 1.0) without touching weights.
         self.forced_gate: float | None = None
 
-    @torch.no_grad()
-    def init_readout(self, embedding: torch.Tensor, gain: float) -> None:
-        """Start `memory_out` as a read-out that predicts the retrieved token.
-
-        Each head's code of token j maps to about `gain` times the direction of j's (tied)
-        embedding: random unit codes are nearly a tight frame (C^T C ~ V/D I), so
-        (D/V) C^T is close to C's pseudo-inverse, without a LAPACK solve whose last bits
-        vary from run to run. `gain` should match the residual stream's norm here: in a
-        trained model it is in the hundreds, and a read-out learned up from zero at the usual
-        step sizes would take thousands of steps to be heard at all.
-        """
-        targets = F.normalize(embedding.float(), dim=-1) * gain  # (V, width)
-        codes = self.token_codes.float()  # (V, D)
-        readout = codes.T @ targets * (codes.shape[1] / codes.shape[0])  # (D, width)
-        self.memory_out.weight.copy_(readout.repeat(self.heads, 1) / self.heads)
-
     def forward(  # type: ignore[override]
         self, x: torch.Tensor, state: AttentionState, memory: MemoryReader | None, tokens: torch.Tensor
-    ) -> tuple[torch.Tensor, AttentionState, MemoryKV]:
+    ) -> tuple[torch.Tensor, AttentionState, MemoryKV, MemoryPointer | None]:
         """x: (B, T, width), the normed residual stream of `tokens` (B, T)."""
         q, k, v = self.project(x)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         scale = self.log_scale.exp().type_as(q)[:, None]  # (H, 1)
-        local, recalled = self._attend(q * scale, k, v, state, memory)  # (B, T, H, D) each
-        out = self.out(local.flatten(-2))
-        if recalled is not None:
-            out = out + self.memory_out(recalled.flatten(-2))
-        return out, self.next_state(state, k, v), self.transitions(state, k, tokens)
+        q, keys, values = self.window_inputs(q * scale, k, v, state)
+        local, local_lse = sliding_window_attention_lse(
+            q, keys, values, cached=state.keys.shape[1], window=self.window, scale=1.0
+        )  # (B, T, H, D), (B, T, H)
+        pointer = None if memory is None else self._point(k, memory, local_lse)
+        return self.out(local.flatten(-2)), self.next_state(state, k, v), self.transitions(state, k, tokens), pointer
 
     def transitions(self, state: AttentionState, k: torch.Tensor, tokens: torch.Tensor) -> MemoryKV:
         """This chunk's pairs: (unit key of the token before t, code of token t)."""
         before = state.keys[:, -1:].type_as(k) if state.keys.shape[1] else torch.zeros_like(k[:, :1])
         return MemoryKV(torch.cat([before, k[:, :-1]], dim=1).detach(), self.token_codes[tokens].type_as(k))
 
-    def _attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: AttentionState, memory: MemoryReader | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The local and the memory part of the joint softmax's output (None without a memory)."""
-        # The local part is computed the same way with or without a memory, so an empty
-        # memory gives exactly the memoryless output.
-        q, keys, values = self.window_inputs(q, k, v, state)
-        local_out, local_lse = sliding_window_attention_lse(
-            q, keys, values, cached=state.keys.shape[1], window=self.window, scale=1.0
-        )
-        if memory is None:
-            return local_out, None
-        memory_out, memory_lse = self._memory_attention(k, memory)
-        if self.forced_gate is not None:
-            share = torch.full_like(memory_lse, self.forced_gate)
-        else:
-            share = torch.sigmoid(memory_lse - local_lse)  # the memory's part of the joint softmax
-        # A query with nothing retrieved keeps its plain local output (its memory_lse is -inf: share 0).
-        share = torch.where(torch.isfinite(memory_lse), share, torch.zeros_like(share)).type_as(q)[..., None]
-        return (1.0 - share) * local_out, share * memory_out
-
-    def _memory_attention(self, k: torch.Tensor, memory: MemoryReader) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention over the transitions whose context keys are nearest this token's key: (B, T, H, D), (B, T, H)."""
+    def _point(self, k: torch.Tensor, memory: MemoryReader, local_lse: torch.Tensor) -> MemoryPointer:
+        """Search the transitions whose context keys are nearest each token's key, and weigh what they name."""
         found = memory.search(k.detach()[:, :, None], self.top_k)  # one search per token, shared by the heads
-        keys, values = found.keys[:, :, 0].type_as(k), found.values[:, :, 0].type_as(k)  # (B, T, K, D)
-        similarity = torch.einsum("btd,btkd->btk", k, keys).float()  # (B, T, K)
+        keys, values = found.keys[:, :, 0], found.values[:, :, 0]  # (B, T, K, D)
+        similarity = torch.einsum("btd,btkd->btk", k.float(), keys.float())  # (B, T, K)
         scale = self.memory_log_scale.exp().float()[:, None]  # (H, 1)
         scores = (similarity[:, :, None] - self.memory_threshold.float()[:, None]) * scale  # (B, T, H, K)
         scores = scores.masked_fill(~found.mask[:, :, :1], float("-inf"))
-        lse = scores.logsumexp(dim=-1)  # (B, T, H); -inf where nothing was found
-        probs = torch.exp(scores - lse[..., None]).nan_to_num(0.0).type_as(k)
-        return torch.einsum("bthk,btkd->bthd", probs, values), lse
+        memory_lse = scores.logsumexp(dim=-1)  # (B, T, H); -inf where nothing was found
+        weights = torch.exp(scores - memory_lse[..., None]).nan_to_num(0.0)
+        if self.forced_gate is None:
+            share_logit = memory_lse - local_lse.float()  # the memory's log-odds in the joint softmax
+        else:
+            share_logit = torch.full_like(memory_lse, torch.special.logit(torch.tensor(self.forced_gate)).item())
+        share_logit = share_logit.masked_fill(~torch.isfinite(memory_lse), float("-inf"))
+        # Stored values are exact token codes (fp16 in SQL): the nearest code is the token.
+        tokens = (values.float() @ self.token_codes.float().T).argmax(-1)  # (B, T, K)
+        return MemoryPointer(share_logit, weights, tokens)

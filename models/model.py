@@ -1,6 +1,7 @@
 """HybridLM: Griffin's recurrent + local-attention residual stack with one retrieval block.
 
     tokens -> embed (x sqrt(width)) -> [ResidualBlock] * L -> RMSNorm -> tied unembed -> soft cap
+           [-> with a memory: mixed with the retrieval block's pointer over recalled tokens]
 
 Each residual block is pre-norm: x + temporal(norm(x)), then x + mlp(norm(x)),
 where temporal is a RecurrentBlock, LocalAttention or RetrievalAttention.
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.attention import AttentionState, LocalAttention, MemoryKV, RetrievalAttention
+from models.attention import AttentionState, LocalAttention, MemoryKV, MemoryPointer, RetrievalAttention, mix_pointer
 from models.config import ModelConfig
 from models.layers import GatedMLP, RecurrentBlock, RecurrentState, RMSNorm
 from models.memory import MemoryReader
@@ -30,7 +31,9 @@ CONFIG_FILE = "config.json"
 
 @dataclass(frozen=True)
 class ModelOutput:
-    logits: torch.Tensor  # (B, T, V) fp32
+    # (B, T, V) fp32. With a memory these are log-probabilities (the pointer mixture); either way
+    # softmax, argmax and cross entropy read them as logits.
+    logits: torch.Tensor
     state: State  # the stream's state after these tokens (detached: callers truncate gradients here)
     memory_kv: MemoryKV | None  # this chunk's retrieval (key, value) pairs; None without a retrieval block
 
@@ -51,17 +54,17 @@ class ResidualBlock(nn.Module):
 
     def forward(
         self, x: torch.Tensor, state: LayerState, position: int, memory: MemoryReader | None, tokens: torch.Tensor
-    ) -> tuple[torch.Tensor, LayerState, MemoryKV | None]:
+    ) -> tuple[torch.Tensor, LayerState, MemoryKV | None, MemoryPointer | None]:
         normed = self.temporal_norm(x)
-        memory_kv = None
+        memory_kv = pointer = None
         if self.block_type == "recurrent":
             mixed, state = self.temporal(normed, state, position)
         elif self.block_type == "attention":
             mixed, state = self.temporal(normed, state)
         else:
-            mixed, state, memory_kv = self.temporal(normed, state, memory, tokens)
+            mixed, state, memory_kv, pointer = self.temporal(normed, state, memory, tokens)
         x = x + mixed
-        return x + self.mlp(self.mlp_norm(x)), state, memory_kv
+        return x + self.mlp(self.mlp_norm(x)), state, memory_kv, pointer
 
 
 class HybridLM(nn.Module):
@@ -75,10 +78,6 @@ class HybridLM(nn.Module):
         )
         self.blocks = nn.ModuleList(ResidualBlock(config, t) for t in config.block_types)
         self.final_norm = RMSNorm(config.width)
-        if self.retrieval_block is not None:
-            # At init the residual stream is the scaled embedding, so that is the read-out's scale.
-            gain = self.embed_scale * float(self.embedding.detach().norm(dim=-1).mean())
-            self.retrieval_block.init_readout(self.embedding, gain)
 
     @property
     def device(self) -> torch.device:
@@ -105,13 +104,15 @@ class HybridLM(nn.Module):
         self._check_state(state, tokens)
         x = self.embedding[tokens] * self.embed_scale  # (B, T, D)
         new_layers: list[LayerState] = []
-        memory_kv = None
+        memory_kv = pointer = None
         for block, layer_state in zip(self.blocks, state.layers):
-            x, layer_state, block_kv = block(x, layer_state, state.position, memory, tokens)
+            x, layer_state, block_kv, block_pointer = block(x, layer_state, state.position, memory, tokens)
             new_layers.append(layer_state)
             if block_kv is not None:
-                memory_kv = block_kv
+                memory_kv, pointer = block_kv, block_pointer
         logits = self.unembed(x)
+        if pointer is not None:
+            logits = mix_pointer(logits, pointer)
         new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1]).detach()
         return ModelOutput(logits=logits, state=new_state, memory_kv=memory_kv)
 

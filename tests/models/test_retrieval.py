@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from models import RetrievedMemory, TensorMemory
+from models.attention import MemoryPointer, mix_pointer
 
 
 def retrieval_block(model):
@@ -12,31 +13,60 @@ def retrieval_block(model):
     return block
 
 
+def token_mass(weights, tokens, vocab):
+    """(B, T, H, K) weights over pairs naming (B, T, K) tokens -> (B, T, H, V) weight per token."""
+    index = tokens[:, :, None].expand(-1, -1, weights.shape[2], -1)
+    return torch.zeros(*weights.shape[:3], vocab).scatter_add_(-1, index, weights)
+
+
 @torch.no_grad()
-def test_memory_path_equals_exact_attention_over_stored_pairs(tiny_model):
+def test_memory_pointer_is_exact_attention_over_stored_pairs_and_leaves_the_residual_alone(tiny_model):
     block = retrieval_block(tiny_model)
-    width = tiny_model.config.width
+    width, vocab = tiny_model.config.width, tiny_model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
     past = torch.randn(1, 40, width, generator=gen)
     now = torch.randn(1, 9, width, generator=gen)
     past_tokens, now_tokens = torch.randint(0, 256, (1, 40), generator=gen), torch.randint(0, 256, (1, 9), generator=gen)
     block.memory_threshold.copy_(torch.rand(block.heads, generator=gen))
 
-    _, state, past_kv = block(past, block.init_state(1), None, past_tokens)
+    _, state, past_kv, _ = block(past, block.init_state(1), None, past_tokens)
     memory = TensorMemory(tiny_model.config.head_dim)
     memory.add(past_kv.keys, past_kv.values)
     block.top_k = len(memory)  # k = number of stored pairs
-    block.forced_gate = 1.0
-    out, _, _ = block(now, state, memory, now_tokens)
+    plain, _, _, no_pointer = block(now, state, None, now_tokens)
+    out, _, _, pointer = block(now, state, memory, now_tokens)
+    assert no_pointer is None
+    assert torch.equal(out, plain)  # memory reaches the output distribution only, never the residual stream
 
     _, k, _ = block.project(now)
     k = F.normalize(k, dim=-1)  # (1, T, D): the memory is searched with each token's own key
     scale = block.memory_log_scale.exp()[:, None]  # (H, 1)
     scores = (torch.einsum("btd,sd->bts", k, past_kv.keys[0])[:, :, None] - block.memory_threshold[:, None]) * scale
-    expected = torch.einsum("bths,sd->bthd", scores.softmax(-1), past_kv.values[0])
-    # All of the softmax on memory: the window contributes only its projection's bias.
-    expected = block.out.bias + block.memory_out(expected.flatten(-2))
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    expected = token_mass(scores.softmax(-1), past_tokens.expand(9, -1)[None], vocab)  # (1, T, H, V)
+    torch.testing.assert_close(token_mass(pointer.weights, pointer.tokens, vocab), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pointer_mixture_is_a_distribution_that_keeps_the_model_s_own_share():
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.randn(2, 5, 12, generator=gen) * 4
+    weights = torch.rand(2, 5, 3, 4, generator=gen).softmax(-1)  # H=3 heads, K=4 pairs
+    tokens = torch.randint(0, 12, (2, 5, 4), generator=gen)
+    share_logit = torch.randn(2, 5, 3, generator=gen) * 3
+    share_logit[0, 0] = float("-inf")  # nothing found at one position
+    share_logit[1, 1] = 200.0  # a share that rounds to 1 in fp32
+
+    mixed = mix_pointer(logits, MemoryPointer(share_logit, weights, tokens))
+
+    torch.testing.assert_close(mixed.logsumexp(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+    share = torch.sigmoid(share_logit)  # (B, T, H)
+    expected = (1 - share.mean(-1, keepdim=True)) * logits.softmax(-1) + token_mass(
+        share[..., None] * weights, tokens, 12).mean(2)
+    torch.testing.assert_close(mixed.exp(), expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(mixed[0, 0], logits[0, 0].log_softmax(-1))  # no memory: the model alone
+    # However sure the memory is, a token it does not name keeps (1 - share) of the model's probability.
+    unnamed = [v for v in range(12) if v not in tokens[1, 1].tolist()][0]
+    assert torch.isfinite(mixed[1, 1, unnamed])
+    torch.testing.assert_close(mixed[1, 1, unnamed], logits[1, 1].log_softmax(-1)[unnamed] - 200.0, atol=1e-3, rtol=0)
 
 
 @torch.no_grad()
@@ -61,16 +91,23 @@ def test_a_context_seen_before_retrieves_the_token_that_followed_it(tiny_model):
     gen = torch.Generator().manual_seed(5)
     text = torch.randn(1, 20, tiny_model.config.width, generator=gen)
     tokens = torch.randint(0, 256, (1, 20), generator=gen)
-    _, _, pairs = block(text, block.init_state(1), None, tokens)
+    _, _, pairs, _ = block(text, block.init_state(1), None, tokens)
     memory = TensorMemory(tiny_model.config.head_dim)
     memory.add(pairs.keys, pairs.values)
-    block.top_k, block.forced_gate = 1, 1.0
+    block.top_k = 1
 
     # Reading the same inputs again from a fresh state: token t's key equals the stored key of pair t + 1.
-    out, _, _ = block(text[:, :19], block.init_state(1), memory, tokens[:, :19])
-    followed = block.token_codes[tokens[0, 1:20]]  # (19, D): the code of the token after each context
-    expected = block.out.bias + block.memory_out(followed[:, None].expand(-1, block.heads, -1).flatten(-2))[None]
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    _, _, _, pointer = block(text[:, :19], block.init_state(1), memory, tokens[:, :19])
+    assert torch.equal(pointer.tokens[0, :, 0], tokens[0, 1:20])  # the token after each context
+    torch.testing.assert_close(pointer.weights, torch.ones(1, 19, block.heads, 1))
+
+    # With all of the softmax on memory, the model predicts exactly the tokens that followed.
+    model_memory = TensorMemory(tiny_model.config.head_dim)
+    model_memory.add(*tiny_model(tokens).memory_kv)
+    block.forced_gate = 1.0
+    out = tiny_model(tokens[:, :19], memory=model_memory)
+    assert torch.equal(out.logits[0].argmax(-1), tokens[0, 1:20])
+    torch.testing.assert_close(out.logits[0].exp().max(-1).values, torch.ones(19))
 
 
 @torch.no_grad()
@@ -78,7 +115,8 @@ def test_empty_memory_or_no_memory_is_plain_local_attention(tiny_model):
     tokens = torch.randint(0, 256, (1, 50), generator=torch.Generator().manual_seed(2))
     without = tiny_model(tokens).logits
     empty = tiny_model(tokens, memory=TensorMemory(tiny_model.config.head_dim)).logits
-    assert torch.equal(without, empty)
+    # With a memory the model answers log-probabilities (the pointer mixture); an empty one adds nothing.
+    torch.testing.assert_close(empty, without.log_softmax(-1))
 
 
 @torch.no_grad()
@@ -90,10 +128,10 @@ def test_retrieved_memory_changes_predictions_through_the_gate(tiny_model):
     memory.add(*out.memory_kv)
     plain = tiny_model(now, out.state).logits
     recalled = tiny_model(now, out.state, memory).logits
-    assert not torch.allclose(plain, recalled)
+    assert not torch.allclose(plain.log_softmax(-1), recalled)
     retrieval_block(tiny_model).memory_threshold.fill_(1e4)  # memory scores ~ -inf: memory contributes nothing
     closed = tiny_model(now, out.state, memory).logits
-    torch.testing.assert_close(closed, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(closed, plain.log_softmax(-1), atol=1e-5, rtol=1e-5)
 
 
 def test_tensor_memory_top_k_and_mask():
