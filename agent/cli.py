@@ -119,8 +119,11 @@ def _eval_passkey(args: argparse.Namespace) -> int:
 
     distances = [int(d) for d in args.distances.split(",")]
     trials = {d: (args.trials if d <= 65_536 else args.trials_long) for d in distances}
-    results = passkey_eval(_load_model(args), filler_pool(args.corpus), distances=distances, trials=trials, seed=args.seed)
-    rows = [{"distance": r.distance, "retrieval": r.retrieval, "trials": r.trials, "accuracy": r.accuracy} for r in results]
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.retrieval]
+    results = passkey_eval(_load_model(args), filler_pool(args.corpus), distances=distances, trials=trials,
+                           retrieval_modes=modes, seed=args.seed)
+    rows = [{"distance": r.distance, "retrieval": r.retrieval, "trials": r.trials, "accuracy": r.accuracy,
+             "misses": [{"expected": e, "produced": p} for e, p in r.answers if e != p]} for r in results]
     if args.plot:
         _plot_passkey(results, args.plot)
     if args.json:
@@ -141,6 +144,8 @@ def _plot_passkey(results, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4))
     for retrieval in (True, False):
         points = [(r.distance, r.accuracy) for r in results if r.retrieval == retrieval]
+        if not points:
+            continue
         axes.plot(*zip(*points), marker="o", label="retrieval on" if retrieval else "retrieval off")
     axes.set_xscale("log")
     axes.set_xlabel("distance between passkey and question (bytes)")
@@ -275,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     passkey.add_argument("--trials", type=int, default=20, help="trials per distance up to 64K")
     passkey.add_argument("--trials-long", type=int, default=5, help="trials per distance beyond 64K")
     passkey.add_argument("--seed", type=int, default=0)
+    passkey.add_argument("--retrieval", choices=("both", "on", "off"), default="both",
+                         help="score with the memory on, off, or both (the same keys and filler either way)")
     passkey.add_argument("--plot", type=Path)
     passkey.add_argument("--json", action="store_true")
     passkey.set_defaults(handler=_eval_passkey)

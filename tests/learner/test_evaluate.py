@@ -67,3 +67,11 @@ def test_cli_passkey_runs_and_plots(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["results"]
     assert [(r["distance"], r["retrieval"], r["trials"]) for r in rows] == [(200, True, 2), (200, False, 2)]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    # Each row names its misses, so a failed recall can be examined.
+    assert all(len(r["misses"]) == r["trials"] - round(r["accuracy"] * r["trials"]) for r in rows)
+    assert all(set(miss) == {"expected", "produced"} for r in rows for miss in r["misses"])
+
+    assert main(["eval", "passkey", "--corpus", str(tmp_path / "c"), "--preset", "tiny", "--distances", "200",
+                 "--trials", "2", "--retrieval", "on", "--plot", str(plot), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["distance"], r["retrieval"]) for r in rows] == [(200, True)]
