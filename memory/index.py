@@ -77,6 +77,22 @@ class VectorIndex:
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
         return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
+    @property
+    def lists(self) -> int:
+        """Inverted lists of an IVF index (0 for an exact one)."""
+        return int(faiss.extract_index_ivf(self._index).nlist) if self.trained_at else 0
+
+    @property
+    def nprobe(self) -> int:
+        """Inverted lists probed per query (0 for an exact index)."""
+        return int(faiss.extract_index_ivf(self._index).nprobe) if self.trained_at else 0
+
+    @nprobe.setter
+    def nprobe(self, lists: int) -> None:
+        """Probe `lists` lists from now on (until the next rebuild, which goes back to the config's)."""
+        if self.trained_at:
+            faiss.extract_index_ivf(self._index).nprobe = lists
+
     def needs_rebuild(self) -> bool:
         """True when the index kind or training no longer fits its size."""
         n = len(self)
@@ -95,10 +111,10 @@ class VectorIndex:
             index = faiss.index_factory(self.dim, f"IVF{nlist},SQfp16", faiss.METRIC_INNER_PRODUCT)
             sample = np.random.default_rng(seed).choice(n, size=min(n, nlist * self.config.train_points_per_list), replace=False)
             index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
-            faiss.extract_index_ivf(index).nprobe = self.config.nprobe
             trained_at = n
         self._index = index
         self.trained_at = trained_at
+        self.nprobe = self.config.nprobe
         self.add(ids, vectors)
 
     def to_bytes(self) -> bytes:
@@ -108,7 +124,6 @@ class VectorIndex:
     def from_bytes(cls, blob: bytes, dim: int, trained_at: int, config: IndexConfig = IndexConfig()) -> VectorIndex:
         index = cls(dim, config)
         index._index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-        if trained_at:
-            faiss.extract_index_ivf(index._index).nprobe = config.nprobe
         index.trained_at = trained_at
+        index.nprobe = config.nprobe
         return index

@@ -94,6 +94,21 @@ def test_approximate_recall_at_32_against_exact(sessions, make_agent, model_keys
     assert recall >= 0.9, f"recall@32 {recall:.3f}"
 
 
+def test_probing_every_list_makes_ivf_search_exact(sessions, make_agent, model_keys):
+    keys, values, held_out = model_keys
+    store = MemoryStore(agent_id=make_agent("a"), sessions=sessions, head_dim=keys.shape[1],
+                        config=StoreConfig(index=IndexConfig(ivf_threshold=5_000, nprobe=1)))
+    store.add_spans([Span(keys=keys[i : i + 500], values=values[i : i + 500], text=b"t", byte_start=i, byte_end=i + 500)
+                     for i in range(0, len(keys), 500)])
+    assert store.index.kind == "ivf" and store.index.nprobe == 1
+    truth = np.sort(held_out[:200] @ keys.astype(np.float32).T, axis=1)[:, ::-1][:, :8]
+    one_list = store.search_ids(held_out[:200], 8).scores
+    store.index.nprobe = store.index.lists
+    every_list = store.search_ids(held_out[:200], 8).scores
+    np.testing.assert_allclose(every_list, truth, atol=1e-4)  # fp16 codes decode with float rounding
+    assert (one_list < truth - 1e-3).any()  # one probe alone misses some nearest keys
+
+
 def test_deleted_rows_never_come_back(sessions, make_agent, tmp_path):
     agent = make_agent("a")
     store = store_for(sessions, agent)
