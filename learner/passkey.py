@@ -19,7 +19,7 @@ from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent
 from memory.store import MemoryStore, Span
-from models import HybridLM, Special
+from models import HybridLM, Special, State
 
 NATURAL_SOURCES = ("python-docs", "gcide", "jargon", "fortunes")
 
@@ -51,7 +51,7 @@ def filler_pool(corpus: Path, max_bytes: int = 4 << 20) -> bytes:
     return bytes(pool)
 
 
-class _Memory:
+class TrialMemory:
     """A fresh agent memory per trial in one temporary database."""
 
     def __init__(self, directory: Path, head_dim: int):
@@ -82,9 +82,14 @@ def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, 
         if store is not None and out.memory_kv is not None:
             store.add_spans([Span(keys=out.memory_kv.keys[0], values=out.memory_kv.values[0], text=b"",
                                   byte_start=start, byte_end=start + len(piece))])
+    return greedy_answer(model, out.logits[0, -1], state, store)
+
+
+@torch.no_grad()
+def greedy_answer(model: HybridLM, logits: torch.Tensor, state: State, store: MemoryStore | None, length: int = 5) -> str:
+    """`length` bytes produced greedily from `logits` (the next byte's) and the stream state after them."""
     answer = []
-    logits = out.logits[0, -1]
-    for _ in range(5):
+    for _ in range(length):
         token = int(logits[:256].argmax())
         answer.append(token)
         out = model(torch.tensor([[token]]), state, store)
@@ -98,7 +103,7 @@ def passkey_eval(model: HybridLM, pool: bytes, *, distances: list[int], trials: 
     model.eval()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        memory = _Memory(Path(tmp), model.config.head_dim)
+        memory = TrialMemory(Path(tmp), model.config.head_dim)
         for distance in distances:
             rng = random.Random(f"{seed}-{distance}")
             documents = [passkey_document(pool, rng, distance) for _ in range(trials[distance])]

@@ -22,15 +22,18 @@ def _filler(pool: bytes, rng: random.Random, length: int) -> bytes:
     return pool[start : start + length]
 
 
+PASSKEY_STATEMENT = b"The pass key is "  # precedes the key where it is stated, and ends the question
+
+
 def passkey_document(pool: bytes, rng: random.Random, distance: int) -> tuple[bytes, bytes]:
     """(document, answer): a 5-digit passkey stated once, asked for `distance` filler bytes later.
 
     The document ends right after the question, so the answer is what comes next.
     """
     key = f"{rng.randrange(10_000, 100_000)}".encode()
-    statement = b"\nThe pass key is " + key + b". Remember it. " + key + b" is the pass key.\n"
+    statement = b"\n" + PASSKEY_STATEMENT + key + b". Remember it. " + key + b" is the pass key.\n"
     before = _filler(pool, rng, rng.randrange(0, 2_000))
-    return before + statement + _filler(pool, rng, distance) + b"\nWhat is the pass key? The pass key is ", key
+    return before + statement + _filler(pool, rng, distance) + b"\nWhat is the pass key? " + PASSKEY_STATEMENT, key
 
 
 def facts_document(pool: bytes, rng: random.Random, facts: int, gap: int) -> bytes:

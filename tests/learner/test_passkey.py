@@ -26,3 +26,22 @@ def test_eval_runs_both_modes_on_the_same_trials():
     assert [a[0] for a in results[0].answers] == [a[0] for a in results[1].answers]  # same keys in both modes
     assert all(0.0 <= r.accuracy <= 1.0 for r in results)
     assert all(len(key) == 5 and key.isdigit() for key, _ in results[0].answers)
+
+
+def test_a_replayed_trial_answers_what_the_evaluation_answers(tmp_path):
+    from bench.passkey_probe import probe_trial
+    from learner.passkey import TrialMemory
+
+    torch.manual_seed(0)
+    model = HybridLM(ModelConfig.preset("tiny")).eval()
+    document = POOL[:700] + b"\nThe pass key is 12345. Remember it.\n" + POOL[:900] + b"\nWhat is the pass key? The pass key is "
+    memory = TrialMemory(tmp_path, model.config.head_dim)
+    evaluated = recall_passkey(model, document, memory.new_store())
+    # The replay reads without searching (the state does not depend on the memory) and answers after.
+    replayed = probe_trial(model, document, b"12345", memory.new_store(), [10, 0])
+    assert replayed["answers"] == {"10": evaluated, "0": evaluated}
+    steps = replayed["exact_steps"]
+    assert "".join(step["produced"] for step in steps) == evaluated and [s["digit"] for s in steps] == list("12345")
+    assert all(step["rank"] >= 0 and -1.0 <= step["cosine"] <= 1.0 + 1e-3 and 0.0 <= step["memory_share"] <= 1.0
+               for step in steps)
+    memory.engine.dispose()

@@ -1,0 +1,147 @@
+"""One passkey trial replayed, to see what the memory search returns: `python -m bench.passkey_probe --json`.
+
+Rebuilds trial `--trial` of `lifelong eval passkey` at `--distance` (same seed, so the
+same key and filler) in a real memory store, then answers the question once per probe
+count (`--nprobe`; 0 probes every list: exact search). The stream state does not depend
+on the memory (recalled tokens only mix into the output), so the document is read once
+without searching and only the answers differ. For each answer step under exact search
+it reports the statement's own pair (the key of the byte before the digit, naming the
+digit): its cosine to the question's key, its rank among all stored keys, the best other
+cosine, and the memory's share of the output. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from learner.passkey import TrialMemory, filler_pool, greedy_answer
+from learner.synthetic import PASSKEY_STATEMENT, passkey_document
+from memory.store import MemoryStore, Span
+from models import HybridLM, RetrievedMemory, Special
+from workers.settings import SHIPPED_CHECKPOINT
+
+CHUNK = 512
+
+
+class RecordingReader:
+    """A memory that searches `store` and keeps, per forward, the last position's query and memory share."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.queries: list[torch.Tensor] = []
+        self.shares: list[float] = []  # appended by the retrieval block's forward hook
+
+    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
+        self.queries.append(queries.detach()[0, -1, 0].float())
+        return self.store.search(queries, top_k)
+
+
+def record_share(module: torch.nn.Module, inputs: tuple, output: tuple) -> None:
+    """Forward hook on the retrieval block: its memory's share of the output at the last position."""
+    memory, pointer = inputs[2], output[3]
+    if isinstance(memory, RecordingReader) and pointer is not None:
+        memory.shares.append(float(torch.sigmoid(pointer.share_logit[0, -1]).mean()))
+
+
+@torch.no_grad()
+def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore, nprobes: list[int]) -> dict:
+    """Read `document` into `store`, then answer once per probe count; see the module docstring."""
+    tokens = [int(Special.BEGIN), *document]
+    last_start = (len(tokens) - 1) // CHUNK * CHUNK
+    started = time.perf_counter()
+    state = model.init_state(1)
+    for start in range(0, last_start, CHUNK):
+        out = model(torch.tensor([tokens[start : start + CHUNK]]), state, None)
+        state = out.state
+        store.add_spans([Span(keys=out.memory_kv.keys[0], values=out.memory_kv.values[0], text=b"",
+                              byte_start=start, byte_end=start + CHUNK)])
+    store.catch_up()
+    read_s = time.perf_counter() - started
+
+    hook = model.retrieval_block.register_forward_hook(record_share)
+    try:
+        # The question's chunk searches before its own pairs are stored, as in the evaluation.
+        readers = {lists: RecordingReader(store) for lists in nprobes}
+        firsts = {}
+        for lists, reader in readers.items():
+            store.index.nprobe = lists or store.index.lists
+            firsts[lists] = model(torch.tensor([tokens[last_start:]]), state, reader)
+        pairs = firsts[nprobes[0]].memory_kv
+        store.add_spans([Span(keys=pairs.keys[0], values=pairs.values[0], text=b"", byte_start=last_start,
+                              byte_end=len(tokens))])
+        store.catch_up()
+        answers = {}
+        for lists, reader in readers.items():
+            store.index.nprobe = lists or store.index.lists
+            out = firsts[lists]
+            answers[str(lists)] = greedy_answer(model, out.logits[0, -1], out.state, reader)
+    finally:
+        hook.remove()
+    result = {
+        "key": key.decode(), "stored_pairs": len(store), "index": store.index.kind, "lists": store.index.lists,
+        "read_s": round(read_s, 1), "answers": answers,
+        "correct": {lists: answer == key.decode() for lists, answer in answers.items()},
+    }
+    if 0 in readers:
+        result["exact_steps"] = statement_pairs(store, document, key, readers[0], answers["0"])
+    return result
+
+
+def statement_pairs(store: MemoryStore, document: bytes, key: bytes, reader: RecordingReader, answer: str) -> list[dict]:
+    """Per answer step: how the statement's pair for that digit stood against every stored pair."""
+    _, _, keys, _ = store.mirror.live_pairs()  # in stream order: pair t names token t
+    keys = torch.from_numpy(keys).float()
+    first_digit = 1 + document.index(PASSKEY_STATEMENT + key) + len(PASSKEY_STATEMENT)  # +1: the stream starts with BEGIN
+    steps = []
+    for step, digit in enumerate(key.decode()):
+        cosines = keys @ reader.queries[step]
+        mine = cosines[first_digit + step].item()
+        others = cosines.clone()
+        others[first_digit + step] = -2.0
+        steps.append({
+            "digit": digit, "produced": answer[step], "cosine": round(mine, 4),
+            "rank": int((cosines > mine).sum()), "best_other_cosine": round(others.max().item(), 4),
+            "memory_share": round(reader.shares[step], 4),
+        })
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT)
+    parser.add_argument("--corpus", type=Path, default=Path("data/corpus"), help="held-out filler comes from here")
+    parser.add_argument("--distance", type=int, default=1 << 20)
+    parser.add_argument("--trial", type=int, default=2, help="which trial of that distance (0-based)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nprobe", default="10,16,32,64,0", help="probe counts to answer with; 0 is exact search")
+    args = parser.parse_args(argv)
+    nprobes = [int(n) for n in args.nprobe.split(",")]
+    if args.trial < 0 or any(n < 0 for n in nprobes):
+        parser.error("--trial and --nprobe take non-negative numbers")
+
+    torch.manual_seed(args.seed)
+    model = HybridLM.load(args.checkpoint).eval()
+    rng = random.Random(f"{args.seed}-{args.distance}")  # as `lifelong eval passkey` draws its trials
+    pool = filler_pool(args.corpus)
+    for _ in range(args.trial + 1):
+        document, key = passkey_document(pool, rng, args.distance)
+    with tempfile.TemporaryDirectory() as tmp:
+        memory = TrialMemory(Path(tmp), model.config.head_dim)
+        result = {"checkpoint": str(args.checkpoint), "distance": args.distance, "trial": args.trial, "seed": args.seed,
+                  **probe_trial(model, document, key, memory.new_store(), nprobes)}
+        memory.engine.dispose()
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
