@@ -7,7 +7,8 @@ on the memory (recalled tokens only mix into the output), so the document is rea
 without searching and only the answers differ. For each answer step under exact search
 it reports the statement's own pair (the key of the byte before the digit, naming the
 digit): its cosine to the question's key, its rank among all stored keys, the best other
-cosine, and the memory's share of the output. Prints one JSON object.
+cosine, and the memory's share of the output; then what that match depends on (the
+recurrent state, or the text around statement and question). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -25,23 +26,25 @@ import torch
 from learner.passkey import TrialMemory, filler_pool, greedy_answer
 from learner.synthetic import PASSKEY_STATEMENT, passkey_document
 from memory.store import MemoryStore, Span
-from models import HybridLM, RetrievedMemory, Special
+from models import HybridLM, RetrievedMemory, Special, State
+from models.memory import empty_retrieval
 from workers.settings import SHIPPED_CHECKPOINT
 
 CHUNK = 512
 
 
 class RecordingReader:
-    """A memory that searches `store` and keeps, per forward, the last position's query and memory share."""
+    """A memory that searches `store` (or finds nothing, without one) and keeps, per forward, the last
+    position's query and memory share."""
 
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore | None = None) -> None:
         self.store = store
         self.queries: list[torch.Tensor] = []
         self.shares: list[float] = []  # appended by the retrieval block's forward hook
 
     def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
         self.queries.append(queries.detach()[0, -1, 0].float())
-        return self.store.search(queries, top_k)
+        return empty_retrieval(queries, top_k) if self.store is None else self.store.search(queries, top_k)
 
 
 def record_share(module: torch.nn.Module, inputs: tuple, output: tuple) -> None:
@@ -92,14 +95,51 @@ def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore
     }
     if 0 in readers:
         result["exact_steps"] = statement_pairs(store, document, key, readers[0], answers["0"])
+    result["context_cosines"] = context_cosines(model, tokens, key, state, tokens[last_start:])
     return result
+
+
+def question_keys(model: HybridLM, context: list[int], key: bytes, state: State | None = None) -> list[torch.Tensor]:
+    """The retrieval keys that ask for each digit: after `context`, then after each true digit but the last."""
+    reader = RecordingReader()
+    out = model(torch.tensor([context]), model.init_state(1) if state is None else state, reader)
+    for digit in key[:-1]:
+        out = model(torch.tensor([[digit]]), out.state, reader)
+    return reader.queries[-len(key) :]
+
+
+def cosines(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
+    return [round(float(x @ y), 4) for x, y in zip(a, b)]
+
+
+@torch.no_grad()
+def context_cosines(model: HybridLM, tokens: list[int], key: bytes, state: State, last_chunk: list[int]) -> dict:
+    """What the match of question and statement depends on, with the true digits fed (no memory).
+
+    `stream_vs_fresh`: the question's keys read in the stream against those read from a fresh state
+    with only the last chunk (how much the recurrent state moves them). `both_fresh`: statement and
+    question each read from a fresh state with the same number of bytes before them.
+    """
+    first_digit = statement_start(bytes(tokens[1:]), key)
+    result = {"stream_vs_fresh": cosines(question_keys(model, last_chunk, key, state), question_keys(model, last_chunk, key))}
+    result["both_fresh"] = {
+        str(length): cosines(question_keys(model, tokens[-length:], key),
+                             question_keys(model, tokens[max(0, first_digit - length) : first_digit], key))
+        for length in (16, 64, 256, 512)
+    }
+    return result
+
+
+def statement_start(document: bytes, key: bytes) -> int:
+    """Stream position of the stated key's first digit (+1: the stream starts with BEGIN)."""
+    return 1 + document.index(PASSKEY_STATEMENT + key) + len(PASSKEY_STATEMENT)
 
 
 def statement_pairs(store: MemoryStore, document: bytes, key: bytes, reader: RecordingReader, answer: str) -> list[dict]:
     """Per answer step: how the statement's pair for that digit stood against every stored pair."""
     _, _, keys, _ = store.mirror.live_pairs()  # in stream order: pair t names token t
     keys = torch.from_numpy(keys).float()
-    first_digit = 1 + document.index(PASSKEY_STATEMENT + key) + len(PASSKEY_STATEMENT)  # +1: the stream starts with BEGIN
+    first_digit = statement_start(document, key)
     steps = []
     for step, digit in enumerate(key.decode()):
         cosines = keys @ reader.queries[step]

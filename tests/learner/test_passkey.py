@@ -44,4 +44,6 @@ def test_a_replayed_trial_answers_what_the_evaluation_answers(tmp_path):
     assert "".join(step["produced"] for step in steps) == evaluated and [s["digit"] for s in steps] == list("12345")
     assert all(step["rank"] >= 0 and -1.0 <= step["cosine"] <= 1.0 + 1e-3 and 0.0 <= step["memory_share"] <= 1.0
                for step in steps)
+    # With only "The pass key is " (16 bytes) before both, statement and question read identical keys.
+    assert replayed["context_cosines"]["both_fresh"]["16"] == [1.0] * 5
     memory.engine.dispose()
