@@ -93,9 +93,12 @@ def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore
         "read_s": round(read_s, 1), "answers": answers,
         "correct": {lists: answer == key.decode() for lists, answer in answers.items()},
     }
+    stored = torch.from_numpy(store.mirror.live_pairs()[2]).float()  # in stream order: pair t names token t
+    first_digit = statement_start(document, key)
     if 0 in readers:
-        result["exact_steps"] = statement_pairs(store, document, key, readers[0], answers["0"])
-    result["context_cosines"] = context_cosines(model, tokens, key, state, tokens[last_start:])
+        result["exact_steps"] = statement_pairs(stored, first_digit, key, readers[0], answers["0"])
+    statement = stored[first_digit : first_digit + len(key)]
+    result["context_cosines"] = context_cosines(model, tokens, key, state, tokens[last_start:], statement)
     return result
 
 
@@ -113,21 +116,26 @@ def cosines(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
 
 
 @torch.no_grad()
-def context_cosines(model: HybridLM, tokens: list[int], key: bytes, state: State, last_chunk: list[int]) -> dict:
+def context_cosines(model: HybridLM, tokens: list[int], key: bytes, state: State, last_chunk: list[int],
+                    statement: torch.Tensor) -> dict:
     """What the match of question and statement depends on, with the true digits fed (no memory).
 
-    `stream_vs_fresh`: the question's keys read in the stream against those read from a fresh state
-    with only the last chunk (how much the recurrent state moves them). `both_fresh`: statement and
-    question each read from a fresh state with the same number of bytes before them.
+    `question_in_stream` / `question_fresh_512`: the question's keys, read in the stream or from a
+    fresh state with only the last 512 bytes, against the statement's stored keys (how much the
+    recurrent state moves them). `both_fresh`: statement and question each read from a fresh state
+    with the same number of bytes before them (how much the text around them does).
     """
     first_digit = statement_start(bytes(tokens[1:]), key)
-    result = {"stream_vs_fresh": cosines(question_keys(model, last_chunk, key, state), question_keys(model, last_chunk, key))}
-    result["both_fresh"] = {
-        str(length): cosines(question_keys(model, tokens[-length:], key),
-                             question_keys(model, tokens[max(0, first_digit - length) : first_digit], key))
-        for length in (16, 64, 256, 512)
+    stored = list(statement)
+    return {
+        "question_in_stream": cosines(question_keys(model, last_chunk, key, state), stored),
+        "question_fresh_512": cosines(question_keys(model, tokens[-512:], key), stored),
+        "both_fresh": {
+            str(length): cosines(question_keys(model, tokens[-length:], key),
+                                 question_keys(model, tokens[max(0, first_digit - length) : first_digit], key))
+            for length in (16, 64, 256)
+        },
     }
-    return result
 
 
 def statement_start(document: bytes, key: bytes) -> int:
@@ -135,20 +143,17 @@ def statement_start(document: bytes, key: bytes) -> int:
     return 1 + document.index(PASSKEY_STATEMENT + key) + len(PASSKEY_STATEMENT)
 
 
-def statement_pairs(store: MemoryStore, document: bytes, key: bytes, reader: RecordingReader, answer: str) -> list[dict]:
-    """Per answer step: how the statement's pair for that digit stood against every stored pair."""
-    _, _, keys, _ = store.mirror.live_pairs()  # in stream order: pair t names token t
-    keys = torch.from_numpy(keys).float()
-    first_digit = statement_start(document, key)
+def statement_pairs(keys: torch.Tensor, first_digit: int, key: bytes, reader: RecordingReader, answer: str) -> list[dict]:
+    """Per answer step: how the statement's pair for that digit (keys[first_digit + step]) stood against all."""
     steps = []
     for step, digit in enumerate(key.decode()):
-        cosines = keys @ reader.queries[step]
-        mine = cosines[first_digit + step].item()
-        others = cosines.clone()
+        similarity = keys @ reader.queries[step]
+        mine = similarity[first_digit + step].item()
+        others = similarity.clone()
         others[first_digit + step] = -2.0
         steps.append({
             "digit": digit, "produced": answer[step], "cosine": round(mine, 4),
-            "rank": int((cosines > mine).sum()), "best_other_cosine": round(others.max().item(), 4),
+            "rank": int((similarity > mine).sum()), "best_other_cosine": round(others.max().item(), 4),
             "memory_share": round(reader.shares[step], 4),
         })
     return steps

@@ -1,4 +1,5 @@
 
+import pytest
 import torch
 
 from learner.passkey import passkey_eval, recall_passkey
@@ -45,5 +46,8 @@ def test_a_replayed_trial_answers_what_the_evaluation_answers(tmp_path):
     assert all(step["rank"] >= 0 and -1.0 <= step["cosine"] <= 1.0 + 1e-3 and 0.0 <= step["memory_share"] <= 1.0
                for step in steps)
     # With only "The pass key is " (16 bytes) before both, statement and question read identical keys.
-    assert replayed["context_cosines"]["both_fresh"]["16"] == [1.0] * 5
+    context = replayed["context_cosines"]
+    assert context["both_fresh"]["16"] == [1.0] * 5
+    # Fed the true first digit, the stream's question key is the one the exact search used.
+    assert context["question_in_stream"][0] == pytest.approx(steps[0]["cosine"], abs=2e-4)
     memory.engine.dispose()
