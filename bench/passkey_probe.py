@@ -91,7 +91,7 @@ def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore
     result = {
         "key": key.decode(), "stored_pairs": len(store), "index": store.index.kind, "lists": store.index.lists,
         "read_s": round(read_s, 1), "answers": answers,
-        "correct": {lists: answer == key.decode() for lists, answer in answers.items()},
+        "correct": {probes: answer == key.decode() for probes, answer in answers.items()},
     }
     stored = torch.from_numpy(store.mirror.live_pairs()[2]).float()  # in stream order: pair t names token t
     first_digit = statement_start(document, key)
