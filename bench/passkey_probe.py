@@ -98,7 +98,7 @@ def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore
     if 0 in readers:
         result["exact_steps"] = statement_pairs(stored, first_digit, key, readers[0], answers["0"])
     statement = stored[first_digit : first_digit + len(key)]
-    result["context_cosines"] = context_cosines(model, tokens, key, state, tokens[last_start:], statement)
+    result["context_cosines"] = context_cosines(model, tokens, key, first_digit, state, tokens[last_start:], statement)
     return result
 
 
@@ -116,8 +116,8 @@ def cosines(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
 
 
 @torch.no_grad()
-def context_cosines(model: HybridLM, tokens: list[int], key: bytes, state: State, last_chunk: list[int],
-                    statement: torch.Tensor) -> dict:
+def context_cosines(model: HybridLM, tokens: list[int], key: bytes, first_digit: int, state: State,
+                    last_chunk: list[int], statement: torch.Tensor) -> dict:
     """What the match of question and statement depends on, with the true digits fed (no memory).
 
     `question_in_stream` / `question_fresh_512`: the question's keys, read in the stream or from a
@@ -125,7 +125,6 @@ def context_cosines(model: HybridLM, tokens: list[int], key: bytes, state: State
     recurrent state moves them). `both_fresh`: statement and question each read from a fresh state
     with the same number of bytes before them (how much the text around them does).
     """
-    first_digit = statement_start(bytes(tokens[1:]), key)
     stored = list(statement)
     return {
         "question_in_stream": cosines(question_keys(model, last_chunk, key, state), stored),
@@ -169,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--nprobe", default="10,16,32,64,0", help="probe counts to answer with; 0 is exact search")
     args = parser.parse_args(argv)
-    nprobes = [int(n) for n in args.nprobe.split(",")]
+    try:
+        nprobes = [int(n) for n in args.nprobe.split(",")]
+    except ValueError:
+        parser.error(f"--nprobe takes comma-separated whole numbers, not {args.nprobe!r}")
     if args.trial < 0 or any(n < 0 for n in nprobes):
         parser.error("--trial and --nprobe take non-negative numbers")
 
