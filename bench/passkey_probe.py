@@ -23,14 +23,12 @@ from pathlib import Path
 
 import torch
 
-from learner.passkey import TrialMemory, filler_pool, greedy_answer
+from learner.passkey import CHUNK_TOKENS, TrialMemory, filler_pool, greedy_answer, store_chunk
 from learner.synthetic import PASSKEY_STATEMENT, passkey_document
-from memory.store import MemoryStore, Span
+from memory.store import MemoryStore
 from models import HybridLM, RetrievedMemory, Special, State
 from models.memory import empty_retrieval
 from workers.settings import SHIPPED_CHECKPOINT
-
-CHUNK = 512
 
 
 class RecordingReader:
@@ -58,14 +56,13 @@ def record_share(module: torch.nn.Module, inputs: tuple, output: tuple) -> None:
 def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore, nprobes: list[int]) -> dict:
     """Read `document` into `store`, then answer once per probe count; see the module docstring."""
     tokens = [int(Special.BEGIN), *document]
-    last_start = (len(tokens) - 1) // CHUNK * CHUNK
+    last_start = (len(tokens) - 1) // CHUNK_TOKENS * CHUNK_TOKENS
     started = time.perf_counter()
     state = model.init_state(1)
-    for start in range(0, last_start, CHUNK):
-        out = model(torch.tensor([tokens[start : start + CHUNK]]), state, None)
+    for start in range(0, last_start, CHUNK_TOKENS):
+        out = model(torch.tensor([tokens[start : start + CHUNK_TOKENS]]), state, None)
         state = out.state
-        store.add_spans([Span(keys=out.memory_kv.keys[0], values=out.memory_kv.values[0], text=b"",
-                              byte_start=start, byte_end=start + CHUNK)])
+        store_chunk(store, out.memory_kv, start, start + CHUNK_TOKENS)
     store.catch_up()
     read_s = time.perf_counter() - started
 
@@ -77,9 +74,7 @@ def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore
         for lists, reader in readers.items():
             store.index.nprobe = lists or store.index.lists
             firsts[lists] = model(torch.tensor([tokens[last_start:]]), state, reader)
-        pairs = firsts[nprobes[0]].memory_kv
-        store.add_spans([Span(keys=pairs.keys[0], values=pairs.values[0], text=b"", byte_start=last_start,
-                              byte_end=len(tokens))])
+        store_chunk(store, firsts[nprobes[0]].memory_kv, last_start, len(tokens))
         store.catch_up()
         answers = {}
         for lists, reader in readers.items():

@@ -19,7 +19,7 @@ from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent
 from memory.store import MemoryStore, Span
-from models import HybridLM, Special, State
+from models import HybridLM, MemoryKV, Special, State
 
 NATURAL_SOURCES = ("python-docs", "gcide", "jargon", "fortunes")
 
@@ -70,8 +70,16 @@ class TrialMemory:
         return MemoryStore(agent_id=agent_id, sessions=self.sessions, head_dim=self.head_dim)
 
 
+CHUNK_TOKENS = 512  # the evaluation reads a document this many tokens at a time
+
+
+def store_chunk(store: MemoryStore, pairs: MemoryKV, start: int, end: int) -> None:
+    """Commit one chunk's retrieval pairs (batch row 0), tokens [start, end) of the stream."""
+    store.add_spans([Span(keys=pairs.keys[0], values=pairs.values[0], text=b"", byte_start=start, byte_end=end)])
+
+
 @torch.no_grad()
-def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, chunk_tokens: int = 512) -> str:
+def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, chunk_tokens: int = CHUNK_TOKENS) -> str:
     """Read `document` (ending in the question), then greedily produce 5 bytes: the model's answer."""
     tokens = [int(Special.BEGIN), *document]
     state = model.init_state(1)
@@ -80,8 +88,7 @@ def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, 
         out = model(torch.tensor([piece]), state, store)
         state = out.state
         if store is not None and out.memory_kv is not None:
-            store.add_spans([Span(keys=out.memory_kv.keys[0], values=out.memory_kv.values[0], text=b"",
-                                  byte_start=start, byte_end=start + len(piece))])
+            store_chunk(store, out.memory_kv, start, start + len(piece))
     return greedy_answer(model, out.logits[0, -1], state, store)
 
 
