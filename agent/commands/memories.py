@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from agent.commands.common import agent_option, emit_list, emit_object, emit_result, guarded, make_client
 from agent.commands.streams import open_source, pieces
@@ -47,17 +48,24 @@ def _forget(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
-    try:
+    if args.out == "-":
         with make_client(args) as client:
             for piece in client.export_memories(args.agent):
+                sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()
+        return 0
+    # Written beside the target and renamed when complete: a broken stream leaves no half
+    # export behind, and an earlier export at that path stays as it was.
+    target = Path(args.out)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with make_client(args) as client, partial.open("wb") as out:
+            for piece in client.export_memories(args.agent):
                 out.write(piece)
+        partial.replace(target)
     finally:
-        out.flush()
-        if out is not sys.stdout.buffer:
-            out.close()
-    if args.out != "-":
-        print(f"exported agent {args.agent}'s memories to {args.out}", file=sys.stderr)
+        partial.unlink(missing_ok=True)
+    print(f"exported agent {args.agent}'s memories to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -294,6 +294,21 @@ def test_memories_export_and_import_stream_ndjson(api, capsys, tmp_path):
     assert upload.content == export and upload.headers["Content-Type"] == "application/x-ndjson"
 
 
+def test_a_broken_export_leaves_no_partial_file_and_keeps_an_earlier_export(api, capsys, tmp_path):
+    def broken():
+        yield b'{"format": 1}\n'
+        raise httpx.ReadError("connection reset")
+
+    api.on("GET", "/v1/agents/3/memories/export",
+           lambda request: httpx.Response(200, content=broken(), headers={"Content-Type": "application/x-ndjson"}))
+    out = tmp_path / "mem.ndjson"
+    out.write_bytes(b"earlier export\n")
+    assert main(["memories", "export", "--agent", "3", "-o", str(out)]) != 0
+    assert "connection reset" in capsys.readouterr().err
+    assert out.read_bytes() == b"earlier export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mem.ndjson"]
+
+
 @pytest.mark.parametrize(("response", "expected"), [
     (httpx.Response(401, json={"error": {"code": "unauthorized", "message": "missing or wrong API key"}}),
      "401 unauthorized: missing or wrong API key (pass an API key with --key or LIFELONG_API_KEY)"),
