@@ -110,7 +110,7 @@ class AgentRuntime:
         self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base)
         snapshot = snapshot_dir(settings, agent.id)
         self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,
-                                      snapshot=snapshot if snapshot.exists() else None)
+                                      snapshot=snapshot if snapshot.exists() else None, config=settings.store_config)
         self._states: OrderedDict[int, _CachedState] = OrderedDict()
         self._states_lock = threading.Lock()
         self._session_locks: dict[int, threading.Lock] = {}

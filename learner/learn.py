@@ -35,7 +35,7 @@ from learner.versions import VersionNotFound, latest_version, load_weights, prun
 from memory.ids import MAX_SPAN_TOKENS
 from memory.schema import Agent, Document, Event
 from memory.schema import Session as StreamSession
-from memory.store import MemoryStore, Span
+from memory.store import MemoryStore, Span, StoreConfig
 from models import ByteTokenizer, HybridLM, Special, State
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,10 @@ class AgentLearner:
 class LearnerCache:
     """Per worker process: the last model of each agent, reused while no one else publishes a version."""
 
-    def __init__(self, sessions: sessionmaker[Session], device: str = "cpu"):
+    def __init__(self, sessions: sessionmaker[Session], device: str = "cpu", store_config: StoreConfig = StoreConfig()):
         self.sessions = sessions
         self.device = device
+        self.store_config = store_config
         self._agents: dict[int, AgentLearner] = {}
 
     def get(self, agent: Agent, version: int) -> AgentLearner:
@@ -102,7 +103,8 @@ class LearnerCache:
         if cached is None or cached.spec != spec:
             model = load_base(agent.base_checkpoint, self.device)
             learner = OnlineLearner(model, learning_config(agent.learning_settings))
-            store = MemoryStore.open(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim)
+            store = MemoryStore.open(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim,
+                                     config=self.store_config)
             cached = AgentLearner(agent.id, spec, model, learner, store, version=-1)
         if cached.version != version:
             with self.sessions() as db:

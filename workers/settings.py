@@ -15,6 +15,9 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from memory.index import IndexConfig
+from memory.store import StoreConfig
+
 # The shipped base model, found relative to the source tree (an editable install or a checkout).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "small"
 
@@ -32,6 +35,11 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024, gt=0, description="largest chat message accepted (413 beyond)")
     max_document_bytes: int = Field(1 << 30, gt=0, description="largest document stream accepted (413 beyond)")
 
+    memory_nprobe: int = Field(
+        IndexConfig().nprobe, ge=1,
+        description="IVF lists each memory search probes once an agent's memory is large: more finds more, slower",
+    )
+
     chunk_bytes: int = Field(2048, gt=0, description="bytes per online-learning step")
     keep_versions: int = Field(10, ge=1, description="weight versions kept per agent, tagged ones aside")
     worker_concurrency: int = Field(1, ge=1, description="processes per worker (learn order is kept per agent)")
@@ -47,6 +55,11 @@ class Settings(BaseSettings):
     def _absolute_data_dir(self) -> Settings:
         object.__setattr__(self, "data_dir", self.data_dir.expanduser().resolve())
         return self
+
+    @property
+    def store_config(self) -> StoreConfig:
+        """How every process opens an agent's memory store."""
+        return StoreConfig(index=IndexConfig(nprobe=self.memory_nprobe))
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -124,7 +124,8 @@ def rebuild_index(self: Task, agent_id: int) -> dict:
             if agent is None:
                 raise LookupError(f"agent {agent_id} does not exist")
         head_dim = load_base(agent.base_checkpoint, context.settings.device).config.head_dim
-        store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=head_dim)
+        store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=head_dim,
+                            config=context.settings.store_config)
         store.rebuild()
         store.save_snapshot(snapshot_dir(context.settings, agent_id))
         return {"tokens": len(store)}

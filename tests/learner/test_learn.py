@@ -8,7 +8,7 @@ from sqlalchemy import select
 from learner.eventlog import append_events, create_document, split_document
 from learner.learn import LearnerCache, learn_through
 from learner.versions import list_versions
-from memory.schema import Document, Event
+from memory.schema import Agent, Document, Event
 from memory.schema import Session as StreamSession
 from models import State
 from tests.learning import base_weights, db_url, empty_db_url, learned_weights, memory_rows, new_agent, sessions  # noqa: F401
@@ -96,3 +96,15 @@ def test_a_document_splits_once_and_its_progress_is_committed_with_learning(sess
     # The spans tile the document's byte stream (the first input is the document marker, not a byte).
     assert rows[0][1] == 0 and rows[-1][2] == len(data) - 1
     assert all(a[2] == b[1] for a, b in zip(rows, rows[1:]))
+
+
+def test_the_learner_opens_each_agent_s_memory_with_the_configured_store(sessions):
+    from memory.index import IndexConfig
+    from memory.store import StoreConfig
+
+    agent_id, _ = new_agent(sessions, "a")
+    config = StoreConfig(index=IndexConfig(nprobe=3))
+    with sessions() as db:
+        agent = db.get(Agent, agent_id)
+        cached = LearnerCache(sessions, store_config=config).get(agent, version=0)
+    assert cached.store.config == config
