@@ -68,7 +68,9 @@ def test_downstream_learning_never_changes_stored_keys():
     tokens = torch.tensor([list(TEXT)])
     with torch.no_grad():
         keys_before = model(tokens).memory_kv
-    read(OnlineLearner(model, LearningConfig(learning_rate=0.1, trainable="downstream")), TEXT * 2)
+    # Read with a memory, so the memory key map would get gradients if it were allowed to learn.
+    learner = OnlineLearner(model, LearningConfig(learning_rate=0.1, trainable="downstream"))
+    read(learner, TEXT * 2, memory=TensorMemory(model.config.head_dim))
     with torch.no_grad():
         keys_after = model(tokens).memory_kv
     assert torch.equal(keys_before.keys, keys_after.keys) and torch.equal(keys_before.values, keys_after.values)
