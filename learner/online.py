@@ -75,8 +75,8 @@ def gradient_masks(model: HybridLM, trainable: Trainable) -> dict[str, torch.Ten
     """Per trainable parameter, None (learn all of it) or a 0/1 mask of the entries that may learn.
 
     "downstream" keeps fixed everything that feeds the retrieval block's keys and values:
-    every block below it, its pre-norm, the key/value columns of its projection, its memory
-    key map, and the embedding (tied to the output layer, so the output layer stays fixed too).
+    every block below it, its pre-norm, the key/value columns of its projection, and the
+    embedding (tied to the output layer, so the output layer stays fixed too).
     """
     if trainable == "all":
         return {name: None for name, _ in model.named_parameters()}
@@ -88,7 +88,7 @@ def gradient_masks(model: HybridLM, trainable: Trainable) -> dict[str, torch.Ten
     for name, param in model.named_parameters():
         if name.startswith("blocks."):
             layer = int(name.split(".")[1])
-            if layer < index or name.startswith((prefix + "temporal_norm", prefix + "temporal.memory_key")):
+            if layer < index or name.startswith(prefix + "temporal_norm"):
                 continue
             if name == prefix + "temporal.qkv.weight":
                 block = model.retrieval_block

@@ -217,7 +217,7 @@ class MemoryKV(NamedTuple):
     """The (key, value) pairs a chunk contributes to the retrieval memory, one per token.
 
     Pair t is a transition: the key describes the context *before* token t (the
-    memory key of token t - 1; zero for a stream's first token) and the value names
+    unit key of token t - 1; zero for a stream's first token) and the value names
     token t. A later query that finds its own context there reads what came next.
     """
 
@@ -263,7 +263,7 @@ class RetrievalAttention(LocalAttention):
     """Local attention whose softmax also takes in the top-k transitions of an external memory.
 
     Memorizing Transformers' retrieval with two changes that make it usable by a small
-    model: (1) the memory is searched with the current token's own memory key, against the
+    model: (1) the memory is searched with the current token's own unit key, against the
     keys of the tokens *before* stored values (`MemoryKV`), so a context seen before
     retrieves the token that followed it, by construction, with no induction circuit to
     learn; (2) memory and local scores share one softmax, and the memory's share of it
@@ -272,13 +272,6 @@ class RetrievalAttention(LocalAttention):
     only the window, so a false recall costs at most log(1 / (1 - share)) bits and never
     corrupts what the layers above compute. The learned per-head gate is a cosine
     threshold under which memory scores fall away.
-
-    The memory is searched with its own key (`memory_key`), not the window's: the window key
-    is shaped by what local attention needs, and carries the kind of text around a token as
-    much as the token's own recent bytes, so a context stated in one kind of text and asked
-    for in another matched weakly. The memory key is a learned map of the token's window key
-    and value, both of which the window cache keeps, so the key of a chunk's last token is
-    always at hand for the next chunk's first pair and the state format stays as it was.
     """
 
     def __init__(self, config: ModelConfig, out_init_scale: float):
@@ -294,10 +287,6 @@ class RetrievalAttention(LocalAttention):
         # where a context matches closely, with one pair winning.
         self.memory_log_scale = nn.Parameter(torch.full((self.heads,), math.log(MEMORY_SCALE)))
         self.memory_threshold = nn.Parameter(torch.full((self.heads,), 0.75))
-        # [unit window key | window value] -> memory key, (2D, D); it starts as the window key
-        # itself, so a model trained before it existed keeps its behaviour until this learns.
-        # (No random init: it would shift the initial weights of every module built after it.)
-        self.memory_key = nn.Parameter(torch.eye(2 * self.head_dim, self.head_dim))
         # A stored value says which token followed its context: a fixed random unit code per
         # token, decoded back to the token when read. Values in memory get no gradient, so a
         # learned value could never learn to carry the token that a recall needs; a fixed
@@ -319,29 +308,19 @@ class RetrievalAttention(LocalAttention):
         local, local_lse = sliding_window_attention_lse(
             q, keys, values, cached=state.keys.shape[1], window=self.window, scale=1.0
         )  # (B, T, H, D), (B, T, H)
-        memory_keys = self.memory_keys(k, v)  # (B, T, D)
-        pointer = None if memory is None else self._point(memory_keys, memory, local_lse)
-        pairs = self.transitions(state, memory_keys, tokens)
-        return self.out(local.flatten(-2)), self.next_state(state, k, v), pairs, pointer
+        pointer = None if memory is None else self._point(k, memory, local_lse)
+        return self.out(local.flatten(-2)), self.next_state(state, k, v), self.transitions(state, k, tokens), pointer
 
-    def memory_keys(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Unit memory keys of tokens from their unit window keys and their values: (B, T, D) each."""
-        return F.normalize(torch.cat([k, v.type_as(k)], dim=-1) @ self.memory_key.type_as(k), dim=-1)
+    def transitions(self, state: AttentionState, k: torch.Tensor, tokens: torch.Tensor) -> MemoryKV:
+        """This chunk's pairs: (unit key of the token before t, code of token t)."""
+        before = state.keys[:, -1:].type_as(k) if state.keys.shape[1] else torch.zeros_like(k[:, :1])
+        return MemoryKV(torch.cat([before, k[:, :-1]], dim=1).detach(), self.token_codes[tokens].type_as(k))
 
-    def transitions(self, state: AttentionState, memory_keys: torch.Tensor, tokens: torch.Tensor) -> MemoryKV:
-        """This chunk's pairs: (memory key of the token before t, code of token t)."""
-        if state.keys.shape[1]:
-            before = self.memory_keys(state.keys[:, -1:], state.values[:, -1:]).type_as(memory_keys)
-        else:
-            before = torch.zeros_like(memory_keys[:, :1])
-        keys = torch.cat([before, memory_keys[:, :-1]], dim=1).detach()
-        return MemoryKV(keys, self.token_codes[tokens].type_as(memory_keys))
-
-    def _point(self, queries: torch.Tensor, memory: MemoryReader, local_lse: torch.Tensor) -> MemoryPointer:
-        """Search the transitions whose context keys are nearest each token's memory key, and weigh what they name."""
-        found = memory.search(queries.detach()[:, :, None], self.top_k)  # one search per token, shared by the heads
+    def _point(self, k: torch.Tensor, memory: MemoryReader, local_lse: torch.Tensor) -> MemoryPointer:
+        """Search the transitions whose context keys are nearest each token's key, and weigh what they name."""
+        found = memory.search(k.detach()[:, :, None], self.top_k)  # one search per token, shared by the heads
         keys, values = found.keys[:, :, 0], found.values[:, :, 0]  # (B, T, K, D)
-        similarity = torch.einsum("btd,btkd->btk", queries.float(), keys.float())  # (B, T, K)
+        similarity = torch.einsum("btd,btkd->btk", k.float(), keys.float())  # (B, T, K)
         scale = self.memory_log_scale.exp().float()[:, None]  # (H, 1)
         scores = (similarity[:, :, None] - self.memory_threshold.float()[:, None]) * scale  # (B, T, H, K)
         scores = scores.masked_fill(~found.mask[:, :, :1], float("-inf"))

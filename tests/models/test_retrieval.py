@@ -38,11 +38,10 @@ def test_memory_pointer_is_exact_attention_over_stored_pairs_and_leaves_the_resi
     assert no_pointer is None
     assert torch.equal(out, plain)  # memory reaches the output distribution only, never the residual stream
 
-    _, k, v = block.project(now)
-    # (1, T, D): the memory is searched with each token's own memory key, a map of its window key and value
-    queries = F.normalize(torch.cat([F.normalize(k, dim=-1), v], dim=-1) @ block.memory_key, dim=-1)
+    _, k, _ = block.project(now)
+    k = F.normalize(k, dim=-1)  # (1, T, D): the memory is searched with each token's own key
     scale = block.memory_log_scale.exp()[:, None]  # (H, 1)
-    scores = (torch.einsum("btd,sd->bts", queries, past_kv.keys[0])[:, :, None] - block.memory_threshold[:, None]) * scale
+    scores = (torch.einsum("btd,sd->bts", k, past_kv.keys[0])[:, :, None] - block.memory_threshold[:, None]) * scale
     expected = token_mass(scores.softmax(-1), past_tokens.expand(9, -1)[None], vocab)  # (1, T, H, V)
     torch.testing.assert_close(token_mass(pointer.weights, pointer.tokens, vocab), expected, atol=1e-5, rtol=1e-5)
 
@@ -145,16 +144,3 @@ def test_tensor_memory_top_k_and_mask():
     assert found.mask.sum().item() == 2 * 6  # only 6 pairs exist
     torch.testing.assert_close(found.keys[0, :, 0, 0], keys[:2])  # nearest is itself
     torch.testing.assert_close(found.values[0, :, 0, 0], keys[:2] * 2)
-
-
-@torch.no_grad()
-def test_a_new_memory_key_map_is_the_window_key_so_older_models_keep_their_behaviour():
-    from models import HybridLM, ModelConfig
-
-    block = retrieval_block(HybridLM(ModelConfig.preset("tiny")))
-    gen = torch.Generator().manual_seed(7)
-    k = F.normalize(torch.randn(2, 5, block.head_dim, generator=gen), dim=-1)
-    v = torch.randn(2, 5, block.head_dim, generator=gen)
-    torch.testing.assert_close(block.memory_keys(k, v), k)
-    block.memory_key.add_(torch.randn(block.memory_key.shape, generator=gen))
-    assert not torch.allclose(block.memory_keys(k, v), k)  # once learned, the value shapes the key too
