@@ -27,6 +27,7 @@ from learner.eventlog import append_events
 from learner.learn import chat_position_after, event_tokens
 from learner.serving import ServingModel
 from memory.admin import RecallHit, recall
+from memory.db import chat_turn_lock
 from memory.schema import Agent, Event
 from memory.schema import Session as StreamSession
 from memory.store import MemoryStore, flat_queries
@@ -140,7 +141,7 @@ class AgentRuntime:
         started = time.perf_counter()
         sampling = SamplingConfig(temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
                                   max_bytes=sampling.max_bytes, min_bytes=1)  # an event holds at least one byte
-        with self._lock_for(session_id):
+        with self._lock_for(session_id), chat_turn_lock(self.sessions, session_id):
             with self.sessions.begin() as db:
                 user_event_id = append_events(db, session_id=session_id, events=[("user", content)])[0].id
             last_logged = user_event_id

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, event
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+
+# First key of the advisory locks this project takes on PostgreSQL (its two-key form), so they
+# cannot collide with another application's locks on the same database.
+ADVISORY_LOCK_NAMESPACE = 0x6C6C
 
 
 def make_engine(url: str) -> Engine:
@@ -27,3 +34,24 @@ def make_engine(url: str) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def chat_turn_lock(sessions: sessionmaker[Session], session_id: int) -> Iterator[None]:
+    """Serialise chat turns of one session across every process that serves it.
+
+    A turn reads the session's state, appends to its log and saves the state that read it;
+    two at once (two API processes, one session) would each save a state the log no longer
+    matches. On PostgreSQL this is a transaction-scoped advisory lock on its own connection,
+    released at the end of the turn or when a crashed process's connection drops, and it
+    locks no row, so chat and learning elsewhere never wait on it. SQLite deployments run one
+    API process, whose per-session thread lock already serialises its turns.
+    """
+    engine: Engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
+                           {"namespace": ADVISORY_LOCK_NAMESPACE, "key": session_id % (1 << 31)})
+        yield
