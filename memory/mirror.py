@@ -47,6 +47,14 @@ class PairMirror:
         self.row_lengths = np.delete(self.row_lengths, pos)
         return True
 
+    def row_keys(self, memory_id: int) -> np.ndarray | None:
+        """The keys of one live row, or None if it is not (or no longer) here."""
+        pos = np.searchsorted(self.row_ids, memory_id)
+        if pos >= len(self.row_ids) or self.row_ids[pos] != memory_id:
+            return None
+        start = self.row_starts[pos]
+        return self.keys[start : start + self.row_lengths[pos]]
+
     def slots(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(slot of each (row, offset), whether it is live, index of its row in `row_ids`)."""
         if len(self.row_ids) == 0:

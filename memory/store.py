@@ -46,6 +46,11 @@ class StoreConfig:
     lookback_ids: int = 256
     # Hit counts are written to SQL in one batch at most this often.
     hit_flush_seconds: float = 2.0
+    # Refit the index (IVF training at each doubling: seconds at 1M keys) in a thread while
+    # searches use the old one, instead of inside the catch-up that found it due. Serving and
+    # learning processes turn it on; evaluations keep it off, so their figures never depend on
+    # timing.
+    background_refit: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,11 @@ class MemoryStore:
         self.memory_watermark = 0  # highest memory id this store has seen
         self.tombstone_watermark = 0  # highest tombstone id this store has applied
         self._lock = threading.RLock()
+        # While a background refit runs: the rows added and removed since its snapshot, replayed
+        # onto the new index before it replaces the old one; None when no refit is in flight.
+        self._refit_journal: list[tuple[bool, int]] | None = None
+        self._refit_thread: threading.Thread | None = None
+        self._index_generation = 0  # bumped whenever the index is replaced wholesale
         self._pending_hits: Counter[int] = Counter()
         self._last_hit_flush = time.monotonic()
 
@@ -184,7 +194,10 @@ class MemoryStore:
             if tombstones:
                 self.tombstone_watermark = max(self.tombstone_watermark, tombstones[-1][0])
             if self.index.needs_rebuild():
-                self._refit_index()
+                if self.config.background_refit:
+                    self._start_background_refit()
+                else:
+                    self._refit_index()
         if time.monotonic() - self._last_hit_flush > self.config.hit_flush_seconds:
             self.flush_hits()
 
@@ -193,10 +206,14 @@ class MemoryStore:
             keys, values = decode_pairs(key_blob, self.head_dim), decode_pairs(value_blob, self.head_dim)
             self.mirror.add_row(memory_id, keys, values)
             self.index.add(token_ids(memory_id, keys.shape[0]), keys.astype(np.float32))
+            if self._refit_journal is not None:
+                self._refit_journal.append((True, memory_id))
 
     def _forget(self, memory_id: int) -> None:
         if self.mirror.remove_row(memory_id):
             self.index.remove_range(*id_range(memory_id))
+            if self._refit_journal is not None:
+                self._refit_journal.append((False, memory_id))
 
     def _refit_index(self) -> None:
         started = time.perf_counter()
@@ -206,11 +223,59 @@ class MemoryStore:
         log.info("agent %s: index refit as %s over %d keys in %.1fs", self.agent_id, self.index.kind, len(rows),
                  time.perf_counter() - started)
 
+    def _start_background_refit(self) -> None:
+        """Under the lock: snapshot the live pairs and fit a new index from them in a thread."""
+        if self._refit_journal is not None:
+            return  # one is already running
+        self.mirror.compact()
+        rows, offsets, keys, _ = self.mirror.live_pairs()
+        ids, vectors = pair_ids(rows, offsets), keys.astype(np.float32)
+        self._refit_journal, generation = [], self._index_generation
+        self._refit_thread = threading.Thread(target=self._refit_in_background, args=(ids, vectors, generation),
+                                              name=f"refit-agent-{self.agent_id}", daemon=True)
+        self._refit_thread.start()
+
+    def _refit_in_background(self, ids: np.ndarray, vectors: np.ndarray, generation: int) -> None:
+        started = time.perf_counter()
+        try:
+            index = VectorIndex(self.head_dim, self.config.index)
+            index.rebuild(ids, vectors)  # FAISS releases the GIL: searches go on meanwhile
+        except Exception:  # noqa: BLE001 - the old index keeps serving; the next catch-up tries again
+            log.exception("agent %s: background index refit failed", self.agent_id)
+            with self._lock:
+                if generation == self._index_generation:
+                    self._refit_journal = None
+            return
+        with self._lock:
+            if generation != self._index_generation:
+                return  # replaced wholesale meanwhile (rebuild, snapshot): stale, and any journal is a newer refit's
+            journal, self._refit_journal = self._refit_journal or [], None
+            for added, memory_id in journal:
+                keys = self.mirror.row_keys(memory_id) if added else None
+                if keys is not None:
+                    index.add(token_ids(memory_id, keys.shape[0]), keys.astype(np.float32))
+                elif not added:
+                    index.remove_range(*id_range(memory_id))
+            self.index = index
+        log.info("agent %s: index refit in the background as %s over %d keys in %.1fs (%d changes replayed)",
+                 self.agent_id, index.kind, len(ids), time.perf_counter() - started, len(journal))
+
+    def wait_for_refit(self, timeout: float | None = None) -> None:
+        """Block until a background refit in flight (if any) has replaced the index."""
+        thread = self._refit_thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _replace_index(self, index: VectorIndex, mirror: PairMirror) -> None:
+        """Under the lock: adopt a whole new view; a background refit in flight is dropped."""
+        self.index, self.mirror = index, mirror
+        self._index_generation += 1
+        self._refit_journal = None
+
     def rebuild(self) -> None:
         """Forget everything in RAM and rebuild the index from SQL alone."""
         with self._lock, self.sessions() as db:
-            self.mirror = PairMirror(self.head_dim)
-            self.index = VectorIndex(self.head_dim, self.config.index)
+            self._replace_index(VectorIndex(self.head_dim, self.config.index), PairMirror(self.head_dim))
             result = db.execute(
                 select(Memory.id, Memory.keys, Memory.values)
                 .where(Memory.agent_id == self.agent_id)
@@ -316,7 +381,7 @@ class MemoryStore:
             mirror.add_row(memory_id, pairs["keys"][start : start + length], pairs["values"][start : start + length])
             start += length
         with self._lock:
-            self.index, self.mirror = index, mirror
+            self._replace_index(index, mirror)
             self.memory_watermark, self.tombstone_watermark = meta["memory_watermark"], meta["tombstone_watermark"]
         return True
 

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     @property
     def store_config(self) -> StoreConfig:
         """How every process opens an agent's memory store."""
-        return StoreConfig(index=IndexConfig(nprobe=self.memory_nprobe))
+        return StoreConfig(index=IndexConfig(nprobe=self.memory_nprobe), background_refit=True)
 
     @cached_property
     def resolved_database_url(self) -> str:

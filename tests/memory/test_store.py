@@ -214,3 +214,71 @@ def test_ivf_lists_never_train_on_fewer_points_than_faiss_wants(vectors):
     assert lists & (lists - 1) == 0  # a power of two
     assert lists * MIN_POINTS_PER_LIST <= vectors
     assert lists >= min(4 * vectors**0.5, vectors / MIN_POINTS_PER_LIST) / 2  # and not needlessly few
+
+
+@pytest.fixture
+def held_refit(monkeypatch):
+    """(building, release): background refits signal `building`, then wait for `release` before fitting."""
+    import threading
+
+    from memory.index import VectorIndex
+
+    building, release = threading.Event(), threading.Event()
+    fit = VectorIndex.rebuild
+
+    def held_until_released(index, ids, vectors, seed=0):
+        if threading.current_thread().name.startswith("refit-"):
+            building.set()
+            assert release.wait(30)
+        fit(index, ids, vectors, seed)
+
+    monkeypatch.setattr(VectorIndex, "rebuild", held_until_released)
+    yield building, release
+    release.set()
+
+
+def background_store(sessions, agent) -> MemoryStore:
+    return store_for(sessions, agent, index=IndexConfig(ivf_threshold=1_000, ivf_lists_per_sqrt=1.0),
+                     background_refit=True)
+
+
+def test_a_background_refit_serves_the_old_index_meanwhile_and_misses_no_change(sessions, make_agent, held_refit):
+    from memory.ids import split_ids
+
+    building, release = held_refit
+    agent = make_agent("a")
+    store = background_store(sessions, agent)
+    every = spans(16, 100, seed=21)
+    first = store.add_spans(every[:12])  # 1,200 keys: past the threshold, so a refit starts
+    assert building.wait(30)
+    assert store.index.kind == "flat"  # the catch-up that found it due did not wait for it
+    later = store.add_spans(every[12:])  # rows and deletes while it runs
+    with sessions.begin() as db:
+        delete_memory_rows(db, agent_id=agent, memory_ids=[first[3], later[1]])
+    store.catch_up()
+    assert len(store) == 14 * 100 and store.search(queries(4, 5), 2).mask.all()  # still served
+
+    release.set()
+    store.wait_for_refit(30)
+    assert store.index.kind == "ivf" and len(store.index) == len(store) == 14 * 100
+    store.index.nprobe = store.index.lists  # every list: the check below is exact
+    deleted = {first[3], later[1]}
+    for row, span in zip(first + later, every):
+        found = store.search_ids(span.keys.astype(np.float32), 1)
+        rows, _ = split_ids(np.maximum(found.ids[:, 0], 0))
+        if row in deleted:
+            assert row not in set(rows[found.live[:, 0]].tolist())
+        else:
+            assert (rows == row).all() and found.live.all()
+
+
+def test_a_rebuild_during_a_background_refit_wins(sessions, make_agent, held_refit):
+    building, release = held_refit
+    store = background_store(sessions, make_agent("a"))
+    store.add_spans(spans(12, 100, seed=22))
+    assert building.wait(30)
+    store.rebuild()  # from SQL, synchronously: the refit in flight was fitted to an older view
+    rebuilt = store.index
+    release.set()
+    store.wait_for_refit(30)
+    assert store.index is rebuilt and rebuilt.kind == "ivf" and len(rebuilt) == 1_200
