@@ -215,21 +215,24 @@ class MemoryStore:
             if self._refit_journal is not None:
                 self._refit_journal.append((False, memory_id))
 
-    def _refit_index(self) -> None:
-        started = time.perf_counter()
+    def _live_ids_and_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Under the lock: what a refit fits, every live pair's FAISS id and key (the mirror compacted first)."""
         self.mirror.compact()
         rows, offsets, keys, _ = self.mirror.live_pairs()
-        self.index.rebuild(pair_ids(rows, offsets), keys.astype(np.float32))
-        log.info("agent %s: index refit as %s over %d keys in %.1fs", self.agent_id, self.index.kind, len(rows),
+        return pair_ids(rows, offsets), keys.astype(np.float32)
+
+    def _refit_index(self) -> None:
+        started = time.perf_counter()
+        ids, vectors = self._live_ids_and_vectors()
+        self.index.rebuild(ids, vectors)
+        log.info("agent %s: index refit as %s over %d keys in %.1fs", self.agent_id, self.index.kind, len(ids),
                  time.perf_counter() - started)
 
     def _start_background_refit(self) -> None:
         """Under the lock: snapshot the live pairs and fit a new index from them in a thread."""
         if self._refit_journal is not None:
             return  # one is already running
-        self.mirror.compact()
-        rows, offsets, keys, _ = self.mirror.live_pairs()
-        ids, vectors = pair_ids(rows, offsets), keys.astype(np.float32)
+        ids, vectors = self._live_ids_and_vectors()
         self._refit_journal, generation = [], self._index_generation
         self._refit_thread = threading.Thread(target=self._refit_in_background, args=(ids, vectors, generation),
                                               name=f"refit-agent-{self.agent_id}", daemon=True)

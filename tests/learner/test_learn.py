@@ -8,8 +8,10 @@ from sqlalchemy import select
 from learner.eventlog import append_events, create_document, split_document
 from learner.learn import LearnerCache, learn_through
 from learner.versions import list_versions
+from memory.index import IndexConfig
 from memory.schema import Agent, Document, Event
 from memory.schema import Session as StreamSession
+from memory.store import StoreConfig
 from models import State
 from tests.learning import base_weights, db_url, empty_db_url, learned_weights, memory_rows, new_agent, sessions  # noqa: F401
 
@@ -99,9 +101,6 @@ def test_a_document_splits_once_and_its_progress_is_committed_with_learning(sess
 
 
 def test_the_learner_opens_each_agent_s_memory_with_the_configured_store(sessions):
-    from memory.index import IndexConfig
-    from memory.store import StoreConfig
-
     agent_id, _ = new_agent(sessions, "a")
     config = StoreConfig(index=IndexConfig(nprobe=3))
     with sessions() as db:

@@ -68,7 +68,7 @@ def test_downstream_learning_never_changes_stored_keys():
     tokens = torch.tensor([list(TEXT)])
     with torch.no_grad():
         keys_before = model(tokens).memory_kv
-    # Read with a memory, so the memory key map would get gradients if it were allowed to learn.
+    # Read with a memory, so gradients also flow through the retrieval path that builds the keys.
     learner = OnlineLearner(model, LearningConfig(learning_rate=0.1, trainable="downstream"))
     read(learner, TEXT * 2, memory=TensorMemory(model.config.head_dim))
     with torch.no_grad():
