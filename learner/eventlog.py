@@ -88,6 +88,9 @@ def finish_document(db: Session, *, agent_id: int, document_id: int) -> Document
 
     Learners may already have learned some chunks (a chat turn's task learns every earlier event);
     holding the agent's learning lock means none commits between this read and this write.
+    Lock order: a learner takes the agent's lock, then updates the document's row. A transaction
+    that has already written that row (appended chunks) must have called `lock_agent` before it,
+    or the two wait for each other and PostgreSQL aborts one.
     """
     lock_agent(db, agent_id)
     document = db.get(Document, document_id)
@@ -123,6 +126,7 @@ def split_document(db: Session, *, document_id: int, chunk_bytes: int) -> list[i
 
 def mark_failed(db: Session, *, agent_id: int, through_event_id: int, reason: str) -> int:
     """Mark the agent's pending events up to `through_event_id` (and their documents) failed; returns how many."""
+    lock_agent(db, agent_id)  # before the event and document rows a learner's commit also writes
     pending = (Event.agent_id == agent_id, Event.id <= through_event_id, Event.learned_at.is_(None),
                Event.failed_reason.is_(None))
     document_ids = set(db.scalars(select(Event.document_id).where(*pending, Event.document_id.is_not(None))))
@@ -135,6 +139,10 @@ def mark_failed(db: Session, *, agent_id: int, through_event_id: int, reason: st
 
 def mark_document_failed(db: Session, *, document_id: int, reason: str) -> None:
     """The document failed; its chunks not learned yet are never learned (those learned stay learned)."""
+    agent_id = db.scalar(select(Document.agent_id).where(Document.id == document_id))
+    if agent_id is None:
+        return
+    lock_agent(db, agent_id)  # before the event and document rows a learner's commit also writes
     db.execute(update(Event).where(Event.document_id == document_id, Event.learned_at.is_(None),
                                    Event.failed_reason.is_(None)).values(failed_reason=reason))
     db.execute(update(Document).where(Document.id == document_id)

@@ -23,6 +23,7 @@ from learner.eventlog import (
     pending_learning,
     unsplit_documents,
 )
+from learner.learn import lock_agent
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class DocumentUpload:
 
     def _commit(self, *, finish: bool) -> None:
         with self.sessions.begin() as db:
+            if finish:  # finish_document's lock, taken before this transaction writes the document's row
+                lock_agent(db, self.agent_id)
             if self.document_id is None:
                 document, session = open_document(db, agent_id=self.agent_id, name=self.name,
                                                   content_type=self.content_type)

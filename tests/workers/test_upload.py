@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import threading
+import time
 
-from learner.learn import LearnerCache, learn_through
+import pytest
+from sqlalchemy import select, text, update
+
+from learner.learn import LearnerCache, learn_through, lock_agent
 from memory.schema import Document, Event
 from tests.learning import db_url, empty_db_url, new_agent, sessions  # noqa: F401 - fixtures
 from workers.submit import CHUNKS_PER_TASK, DocumentUpload
@@ -72,3 +76,49 @@ def test_an_empty_upload_creates_nothing(sessions):  # noqa: F811
         assert "empty" in str(exc)
     with sessions() as db:
         assert db.scalars(select(Document)).all() == []
+
+
+def _wait_for_a_lock_wait(sessions, timeout_s: float = 30.0) -> None:  # noqa: F811
+    """Until some other PostgreSQL backend is blocked on a row lock."""
+    deadline = time.monotonic() + timeout_s
+    with sessions() as db:
+        while not db.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND pid <> pg_backend_pid()")):
+            assert time.monotonic() < deadline, "the upload never waited for the learner"
+            time.sleep(0.02)
+
+
+def test_an_upload_finishing_while_a_learner_commits_waits_for_it_instead_of_deadlocking(sessions):  # noqa: F811
+    """A learner holds the agent's lock, then updates the document's progress. The upload's last commit
+    must take that lock before touching the document's row, or PostgreSQL aborts one of them."""
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no row locks to order")
+    agent_id, _ = new_agent(sessions, "a", learning={"learning_rate": 0.0})
+    upload = DocumentUpload(SentTasks(), sessions, agent_id=agent_id, chunk_bytes=64)
+    upload.write(b"x" * 64 * CHUNKS_PER_TASK)  # committed: the document exists, as learners see it
+    upload.write(b"tail")
+    locked, errors = threading.Event(), []
+
+    def learner_commit() -> None:
+        try:
+            with sessions.begin() as db:
+                lock_agent(db, agent_id)
+                locked.set()
+                _wait_for_a_lock_wait(sessions)  # the upload is now inside its last commit, blocked
+                db.execute(update(Document).where(Document.id == upload.document_id)
+                           .values(bytes_processed=Document.bytes_processed + 64))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    learner = threading.Thread(target=learner_commit)
+    learner.start()
+    locked.wait()
+    try:
+        document_id = upload.finish()
+    except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+        errors.append(exc)
+    learner.join()
+    assert errors == []
+    document = _document(sessions, document_id)
+    assert (document.status, document.bytes_received, document.bytes_processed) == \
+        ("learning", 64 * CHUNKS_PER_TASK + 4, 64)
