@@ -75,7 +75,9 @@ def open_document(db: Session, *, agent_id: int, name: str = "",
 
 
 def append_document_chunks(db: Session, *, document_id: int, session_id: int, chunks: Sequence[bytes]) -> list[Event]:
-    """Append received chunks of an open document as its next chunk events; returns them with ids."""
+    """Append received chunks of an open document as its next chunk events; returns them with ids.
+
+    It writes the document's row: the caller has taken `lock_agent` first."""
     events = append_events(db, session_id=session_id, document_id=document_id,
                            events=[("document", chunk) for chunk in chunks])
     db.execute(update(Document).where(Document.id == document_id).values(
@@ -88,9 +90,8 @@ def finish_document(db: Session, *, agent_id: int, document_id: int) -> Document
 
     Learners may already have learned some chunks (a chat turn's task learns every earlier event);
     holding the agent's learning lock means none commits between this read and this write.
-    Lock order: a learner takes the agent's lock, then updates the document's row. A transaction
-    that has already written that row (appended chunks) must have called `lock_agent` before it,
-    or the two wait for each other and PostgreSQL aborts one.
+    A transaction that appended chunks before this call must have taken the lock before them
+    (the lock order `lock_agent` states).
     """
     lock_agent(db, agent_id)
     document = db.get(Document, document_id)
@@ -107,11 +108,14 @@ def split_document(db: Session, *, document_id: int, chunk_bytes: int) -> list[i
     """Split a document into chunk events of its own stream session; returns their ids.
 
     Idempotent: a document already split returns its existing events, so a redelivered
-    `ingest` changes nothing.
+    `ingest` changes nothing. The check runs under the agent's lock (taken before this writes
+    the document's row, see its lock order), so two deliveries at once cannot both split.
     """
     document = db.get(Document, document_id)
     if document is None:
         raise LookupError(f"document {document_id} does not exist")
+    lock_agent(db, document.agent_id)
+    db.refresh(document)
     existing = list(db.scalars(select(Event.id).where(Event.document_id == document_id).order_by(Event.id)))
     if existing or document.content is None:
         return existing

@@ -207,7 +207,12 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Lear
 
 
 def lock_agent(db: Session, agent_id: int) -> None:
-    """Hold the agent's learning lock until the transaction ends."""
+    """Hold the agent's learning lock until the transaction ends.
+
+    Lock order: a learner's commit holds this while it marks events learned and updates their
+    documents' rows, so any other transaction that marks events or writes a document's row
+    takes it first, before those rows; the other way round, PostgreSQL aborts one of the two.
+    """
     if db.get_bind().dialect.name == "postgresql":
         db.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update(key_share=True))
     else:

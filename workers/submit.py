@@ -124,8 +124,7 @@ class DocumentUpload:
 
     def _commit(self, *, finish: bool) -> None:
         with self.sessions.begin() as db:
-            if finish:  # finish_document's lock, taken before this transaction writes the document's row
-                lock_agent(db, self.agent_id)
+            lock_agent(db, self.agent_id)  # before the document's row: see lock_agent
             if self.document_id is None:
                 document, session = open_document(db, agent_id=self.agent_id, name=self.name,
                                                   content_type=self.content_type)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
-
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from learner.learn import LearnerCache, learn_through, lock_agent
 from memory.schema import Document, Event
+from tests.dbs import another_backend_waits_for_a_lock
 from tests.learning import db_url, empty_db_url, new_agent, sessions  # noqa: F401 - fixtures
 from workers.submit import CHUNKS_PER_TASK, DocumentUpload
 
@@ -78,16 +77,6 @@ def test_an_empty_upload_creates_nothing(sessions):  # noqa: F811
         assert db.scalars(select(Document)).all() == []
 
 
-def _wait_for_a_lock_wait(sessions, timeout_s: float = 30.0) -> None:  # noqa: F811
-    """Until some other PostgreSQL backend is blocked on a row lock."""
-    deadline = time.monotonic() + timeout_s
-    with sessions() as db:
-        while not db.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                 "AND pid <> pg_backend_pid()")):
-            assert time.monotonic() < deadline, "the upload never waited for the learner"
-            time.sleep(0.02)
-
-
 def test_an_upload_finishing_while_a_learner_commits_waits_for_it_instead_of_deadlocking(sessions):  # noqa: F811
     """A learner holds the agent's lock, then updates the document's progress. The upload's last commit
     must take that lock before touching the document's row, or PostgreSQL aborts one of them."""
@@ -104,7 +93,8 @@ def test_an_upload_finishing_while_a_learner_commits_waits_for_it_instead_of_dea
             with sessions.begin() as db:
                 lock_agent(db, agent_id)
                 locked.set()
-                _wait_for_a_lock_wait(sessions)  # the upload is now inside its last commit, blocked
+                # The upload is now inside its last commit, blocked.
+                assert another_backend_waits_for_a_lock(sessions, timeout_s=30), "the upload never waited"
                 db.execute(update(Document).where(Document.id == upload.document_id)
                            .values(bytes_processed=Document.bytes_processed + 64))
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
