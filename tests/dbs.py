@@ -78,12 +78,10 @@ def sessions(db_url):
 
 def another_backend_waits_for_a_lock(sessions, timeout_s: float) -> bool:
     """Whether, within `timeout_s`, some other PostgreSQL backend is seen blocked on a lock."""
-    from sqlalchemy import text as sql
-
     deadline = time.monotonic() + timeout_s
     with sessions() as db:
-        while not db.scalar(sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                "AND pid <> pg_backend_pid()")):
+        while not db.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND pid <> pg_backend_pid()")):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)

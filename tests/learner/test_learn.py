@@ -104,7 +104,6 @@ def test_a_document_splits_once_and_its_progress_is_committed_with_learning(sess
     assert all(a[2] == b[1] for a, b in zip(rows, rows[1:]))
 
 
-
 def test_two_deliveries_of_one_ingest_at_once_split_the_document_once(sessions):
     if sessions.kw["bind"].dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time: the second split starts after the first commits")
@@ -127,6 +126,7 @@ def test_two_deliveries_of_one_ingest_at_once_split_the_document_once(sessions):
     with sessions() as db:
         stored = db.scalar(select(func.count()).select_from(Event).where(Event.document_id == document_id))
     assert stored == 3 and results["second"] == results["first"]
+
 
 def test_the_learner_opens_each_agent_s_memory_with_the_configured_store(sessions):
     agent_id, _ = new_agent(sessions, "a")
