@@ -8,12 +8,34 @@ The interval cannot go through transport options: this transport hands them all 
 
 from __future__ import annotations
 
+import time
+
 from kombu.transport.sqlalchemy import Channel as SqlChannel
 from kombu.transport.sqlalchemy import Transport as SqlTransport
-from sqlalchemy.exc import IntegrityError
+from kombu.transport.sqlalchemy.models import metadata
+from sqlalchemy.exc import DatabaseError, IntegrityError
+
+# Tries at creating the broker's tables: a lost race needs one more (the next look sees the tables).
+CREATE_TABLE_TRIES = 5
 
 
 class Channel(SqlChannel):
+    def _engine_from_config(self):
+        """kombu creates its tables (look, then CREATE) on every process's first use of the broker:
+        an API process and a starting worker doing it at once on a new broker file raced, and the
+        loser's "table already exists" reached kombu's publish retry, which reuses the closed channel
+        (AttributeError in send_task). The tables are made here first, the lost race retried."""
+        engine = super()._engine_from_config()
+        for attempt in range(1, CREATE_TABLE_TRIES + 1):
+            try:
+                metadata.create_all(engine)
+                return engine
+            except DatabaseError:
+                if attempt == CREATE_TABLE_TRIES:
+                    raise
+                time.sleep(0.05 * attempt)
+        return engine
+
     def _get_or_create(self, queue):
         """kombu creates a queue's row under a lock of its own process only: when an API process
         and a starting worker declare the same queue at once, the loser's insert breaks the unique

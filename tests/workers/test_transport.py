@@ -1,8 +1,31 @@
-"""The embedded SQL transport: a queue declared by two processes at once."""
+"""The embedded SQL transport: its tables and a queue, each created by two processes at once."""
 
 from kombu import Connection
+from kombu.transport.sqlalchemy.models import metadata
+from sqlalchemy import create_engine
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 
 from workers.transport import Channel
+
+
+def test_tables_another_process_created_meanwhile_are_used_not_fatal(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'broker.db'}"
+    real_has_table, looks = SQLiteDialect.has_table, []
+
+    def created_just_after_the_first_look(dialect, connection, table_name, *args, **kwargs):
+        if not looks:  # the other process (the worker starting) creates the tables right after we looked
+            looks.append(table_name)
+            other = create_engine(url)
+            metadata.create_all(other)
+            other.dispose()
+            return False
+        return real_has_table(dialect, connection, table_name, *args, **kwargs)
+
+    monkeypatch.setattr(SQLiteDialect, "has_table", created_just_after_the_first_look)
+    with Connection(url, transport="workers.transport:Transport") as api:
+        channel = api.default_channel
+        channel._put("learn", {"body": "x"})
+        assert looks and channel._size("learn") == 1
 
 
 def test_a_queue_another_process_created_meanwhile_is_used_not_fatal(tmp_path, monkeypatch):
