@@ -66,6 +66,9 @@ class _CaughtUpReader:
     def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
         return self.store.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
 
+    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
+        return self.store.follow(ids)
+
 
 @dataclass
 class _CachedState:

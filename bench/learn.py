@@ -76,6 +76,9 @@ class RamMemory:
     def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
         return self.store.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
 
+    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
+        return self.store.follow(ids)
+
 
 def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: LearningConfig) -> tuple[float, float]:
     """(bytes/s, prequential bits per byte) of the worker's online steps with no queue and no SQL."""

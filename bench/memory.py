@@ -28,7 +28,7 @@ from memory.migrate import upgrade
 from memory.schema import Agent
 from memory.store import MemoryStore, Span
 from models import HybridLM, ModelConfig, RetrievedMemory
-from models.memory import empty_retrieval
+from models.memory import empty_retrieval, nothing_follows
 from workers.settings import SHIPPED_CHECKPOINT
 
 SPAN = 512
@@ -45,6 +45,9 @@ class QueryRecorder:
     def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
         self.queries.append(queries.detach().clone())
         return empty_retrieval(queries, top_k)
+
+    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
+        return nothing_follows(ids, self.queries[-1].shape[-1])
 
 
 @torch.inference_mode()

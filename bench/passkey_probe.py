@@ -27,7 +27,7 @@ from learner.passkey import CHUNK_TOKENS, TrialMemory, filler_pool, greedy_answe
 from learner.synthetic import PASSKEY_STATEMENT, passkey_document
 from memory.store import MemoryStore
 from models import HybridLM, RetrievedMemory, Special, State
-from models.memory import empty_retrieval
+from models.memory import empty_retrieval, nothing_follows
 from workers.settings import SHIPPED_CHECKPOINT
 
 
@@ -43,6 +43,9 @@ class RecordingReader:
     def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
         self.queries.append(queries.detach()[0, -1, 0].float())
         return empty_retrieval(queries, top_k) if self.store is None else self.store.search(queries, top_k)
+
+    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
+        return nothing_follows(ids, self.queries[-1].shape[-1]) if self.store is None else self.store.follow(ids)
 
 
 def record_share(module: torch.nn.Module, inputs: tuple, output: tuple) -> None:

@@ -169,10 +169,7 @@ class Trainer:
         self.model.save(tmp / "model")
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.bin").write_bytes(self.state.to_bytes())
-        memory = {}
-        for row, mem in enumerate(self.memory.rows):
-            memory[f"{row}.keys"], memory[f"{row}.values"] = mem.keys.contiguous().cpu(), mem.values.contiguous().cpu()
-        save_file(memory, tmp / "memory.safetensors")
+        save_file({name: t.contiguous().cpu() for name, t in self.memory.tensors().items()}, tmp / "memory.safetensors")
         meta = {"step": self.step, "config": asdict(self.config), "streams": [s.cursor() for s in self.streams],
                 "last": self._last.tolist(), "history": self.history, "elapsed_seconds": self.elapsed_seconds,
                 "initialized_from": self.initialized_from,
@@ -196,9 +193,7 @@ class Trainer:
         # The per-stream memories are large (rows x memory_tokens pairs); a checkpoint moved
         # between machines without them resumes with empty memories, which refill in a few steps.
         if (directory / "memory.safetensors").exists():
-            memory = load_file(directory / "memory.safetensors", device=str(self.device))
-            for row, mem in enumerate(self.memory.rows):
-                mem.keys, mem.values = memory[f"{row}.keys"], memory[f"{row}.values"]
+            self.memory.load_tensors(load_file(directory / "memory.safetensors", device=str(self.device)))
         for stream, cursor in zip(self.streams, meta["streams"]):
             stream.restore(cursor)
         self._last = torch.tensor(meta["last"], device=self.device)

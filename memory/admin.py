@@ -154,6 +154,9 @@ class _RecordingReader:
         self.results.append(found)
         return found.as_retrieved(queries)
 
+    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
+        return self.store.follow(ids)
+
 
 @torch.inference_mode()
 def recall(

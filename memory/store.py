@@ -82,7 +82,8 @@ class SearchResult:
         shape = (*queries.shape[:-1], self.ids.shape[1])
         keys = torch.from_numpy(self.keys).reshape(*shape, -1).to(queries.device, torch.float32)
         values = torch.from_numpy(self.values).reshape(*shape, -1).to(queries.device, torch.float32)
-        return RetrievedMemory(keys, values, torch.from_numpy(self.live).reshape(shape).to(queries.device))
+        live = torch.from_numpy(self.live).reshape(shape).to(queries.device)
+        return RetrievedMemory(keys, values, live, torch.from_numpy(self.ids).reshape(shape).to(queries.device))
 
 
 def display_text(data: bytes) -> str:
@@ -321,6 +322,24 @@ class MemoryStore:
             hit = np.nonzero(counts)[0]
             self._pending_hits.update(dict(zip(self.mirror.row_ids[hit].tolist(), counts[hit].tolist())))
         return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)
+
+    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
+        """The pair stored right after each of `ids` in its row (models.MemoryReader); reads RAM only."""
+        flat = ids.reshape(-1).cpu().numpy()
+        rows, offsets = split_ids(np.maximum(flat, 0))
+        with self._lock:
+            slots, live, _ = self.mirror.slots(rows, offsets + 1)  # a row's last pair has no next one
+            live &= flat >= 0
+            keys = np.zeros((len(flat), self.head_dim), dtype=np.float16)
+            values = np.zeros_like(keys)
+            keys[live], values[live] = self.mirror.keys[slots[live]], self.mirror.values[slots[live]]
+        shape = (*ids.shape, self.head_dim)
+        return RetrievedMemory(
+            torch.from_numpy(keys).reshape(shape).to(ids.device, torch.float32),
+            torch.from_numpy(values).reshape(shape).to(ids.device, torch.float32),
+            torch.from_numpy(live).reshape(ids.shape).to(ids.device),
+            torch.from_numpy(np.where(live, flat + 1, -1)).reshape(ids.shape).to(ids.device),  # (row, offset + 1)
+        )
 
     def flush_hits(self) -> None:
         """Write accumulated hit counts in one batched UPDATE."""

@@ -39,6 +39,17 @@ class AttentionState(NamedTuple):
     values: torch.Tensor  # (B, C, D)
 
 
+class RetrievalState(NamedTuple):
+    """The retrieval block's window, and the pairs its last token weighed (R = 2K: searched, then
+    followed), so that the next token can follow the ones that named it (see RetrievalAttention)."""
+
+    keys: torch.Tensor  # (B, C, D) as AttentionState
+    values: torch.Tensor  # (B, C, D)
+    recalled_ids: torch.Tensor  # (B, R) int64 pair ids, -1 where none
+    recalled_tokens: torch.Tensor  # (B, R) int64, the token each named
+    recalled_scores: torch.Tensor  # (B, R) fp32, each one's recall score (see run_scores)
+
+
 @functools.lru_cache(maxsize=32)
 def _rope_table(length: int, rope_dim: int, max_wavelength: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """sin and cos of every (position, frequency) for positions 0..length-1: (length, rope_dim / 2) each.
@@ -256,13 +267,42 @@ def mix_pointer(logits: torch.Tensor, pointer: MemoryPointer) -> torch.Tensor:
     return torch.logaddexp(log_keep + logits.log_softmax(-1), log_copy)
 
 
+def run_scores(similarity: torch.Tensor, carried: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """Each pair's recall score: the best similarity along the run of pairs it continues.
+
+    similarity: (B, T, R) of each step's pairs; carried: (B, R) the scores of the pairs of the step
+    before the first; parent: (B, T, R) the slot among the previous step's pairs that a pair
+    continues, -1 where it starts a run. A pair has at most one parent, so runs are paths and the
+    running maximum comes from pointer jumping: log2(T) rounds instead of a loop over T.
+    """
+    batch, steps, slots = similarity.shape
+    scores = torch.cat([carried[:, None].type_as(similarity), similarity], dim=1).reshape(batch, -1)  # (B, (T+1)*R)
+    own = torch.arange((steps + 1) * slots, device=similarity.device).view(1, steps + 1, slots)
+    previous_step = own[:, :-1, :1]  # (1, T, 1): flat index of slot 0 of step t - 1 (step -1: the carried)
+    up = torch.where(parent >= 0, previous_step + parent, own[:, 1:])  # (B, T, R)
+    up = torch.cat([own[:, :1].expand(batch, -1, -1), up], dim=1).reshape(batch, -1)
+    for _ in range(max(1, math.ceil(math.log2(steps + 1)))):
+        scores = torch.maximum(scores, scores.gather(1, up))
+        up = up.gather(1, up)
+    return scores.view(batch, steps + 1, slots)[:, 1:]
+
+
+class _Pairs(NamedTuple):
+    """Pairs the retrieval block weighs at each step, with the tokens they name."""
+
+    ids: torch.Tensor  # (B, T, K) int64, -1 where masked
+    keys: torch.Tensor  # (B, T, K, D)
+    tokens: torch.Tensor  # (B, T, K) int64, -1 where masked
+    mask: torch.Tensor  # (B, T, K) bool
+
+
 MEMORY_SCALE = 64.0  # initial sharpness of memory scores; learned per head afterwards
 
 
 class RetrievalAttention(LocalAttention):
     """Local attention whose softmax also takes in the top-k transitions of an external memory.
 
-    Memorizing Transformers' retrieval with two changes that make it usable by a small
+    Memorizing Transformers' retrieval with three changes that make it usable by a small
     model: (1) the memory is searched with the current token's own unit key, against the
     keys of the tokens *before* stored values (`MemoryKV`), so a context seen before
     retrieves the token that followed it, by construction, with no induction circuit to
@@ -271,7 +311,13 @@ class RetrievalAttention(LocalAttention):
     (`MemoryPointer`, `mix_pointer`): a pointer-sentinel mixture. The residual stream sees
     only the window, so a false recall costs at most log(1 / (1 - share)) bits and never
     corrupts what the layers above compute. The learned per-head gate is a cosine
-    threshold under which memory scores fall away.
+    threshold under which memory scores fall away. (3) Recall follows the stored text, as
+    RetoMaton does: a pair that named the token that then came is followed to the pair
+    stored after it (`MemoryReader.follow`, no search needed), and that pair scores the
+    best similarity along the run it continues. A key reflects a few hundred bytes of
+    context, so text recalled in another setting (a passkey asked after other kinds of
+    text) matches less and less closely digit by digit; the run it continues has already
+    shown it is the right place to read.
     """
 
     def __init__(self, config: ModelConfig, out_init_scale: float):
@@ -297,9 +343,23 @@ class RetrievalAttention(LocalAttention):
         # Tests and ablations force the memory's share of the softmax (e.g. 1.0) without touching weights.
         self.forced_gate: float | None = None
 
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> RetrievalState:
+        window = super().init_state(batch_size, device)
+        return RetrievalState(*window, *self._nothing_recalled(batch_size, window.keys.device))
+
+    def upgrade_state(self, state: AttentionState | RetrievalState) -> RetrievalState:
+        """A state saved before recalls were carried (state format 1) reads as one that recalled nothing."""
+        if isinstance(state, RetrievalState):
+            return state
+        return RetrievalState(*state, *self._nothing_recalled(state.keys.shape[0], state.keys.device))
+
+    def _nothing_recalled(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        nothing = torch.full((batch, 2 * self.top_k), -1, dtype=torch.long, device=device)
+        return nothing, nothing.clone(), torch.zeros(batch, 2 * self.top_k, device=device)
+
     def forward(  # type: ignore[override]
-        self, x: torch.Tensor, state: AttentionState, memory: MemoryReader | None, tokens: torch.Tensor
-    ) -> tuple[torch.Tensor, AttentionState, MemoryKV, MemoryPointer | None]:
+        self, x: torch.Tensor, state: RetrievalState, memory: MemoryReader | None, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, RetrievalState, MemoryKV, MemoryPointer | None]:
         """x: (B, T, width), the normed residual stream of `tokens` (B, T)."""
         q, k, v = self.project(x)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
@@ -308,22 +368,70 @@ class RetrievalAttention(LocalAttention):
         local, local_lse = sliding_window_attention_lse(
             q, keys, values, cached=state.keys.shape[1], window=self.window, scale=1.0
         )  # (B, T, H, D), (B, T, H)
-        pointer = None if memory is None else self._point(k, memory, local_lse)
-        return self.out(local.flatten(-2)), self.next_state(state, k, v), self.transitions(state, k, tokens), pointer
+        window = self.next_state(state, k, v)
+        if memory is None:  # what the last token recalled can no longer be followed
+            pointer, recalled = None, self._nothing_recalled(k.shape[0], k.device)
+        else:
+            pointer, recalled = self._point(k, memory, local_lse, state, tokens)
+        return self.out(local.flatten(-2)), RetrievalState(*window, *recalled), self.transitions(state, k, tokens), pointer
 
-    def transitions(self, state: AttentionState, k: torch.Tensor, tokens: torch.Tensor) -> MemoryKV:
+    def transitions(self, state: RetrievalState, k: torch.Tensor, tokens: torch.Tensor) -> MemoryKV:
         """This chunk's pairs: (unit key of the token before t, code of token t)."""
         before = state.keys[:, -1:].type_as(k) if state.keys.shape[1] else torch.zeros_like(k[:, :1])
         return MemoryKV(torch.cat([before, k[:, :-1]], dim=1).detach(), self.token_codes[tokens].type_as(k))
 
-    def _point(self, k: torch.Tensor, memory: MemoryReader, local_lse: torch.Tensor) -> MemoryPointer:
-        """Search the transitions whose context keys are nearest each token's key, and weigh what they name."""
-        found = memory.search(k.detach()[:, :, None], self.top_k)  # one search per token, shared by the heads
-        keys, values = found.keys[:, :, 0], found.values[:, :, 0]  # (B, T, K, D)
-        similarity = torch.einsum("btd,btkd->btk", k.float(), keys.float())  # (B, T, K)
+    def _named(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The tokens stored values name (exact codes, fp16 in SQL: the nearest code is the token); -1 where masked."""
+        return (values.float() @ self.token_codes.float().T).argmax(-1).masked_fill(~mask, -1)
+
+    def _candidates(
+        self, k: torch.Tensor, memory: MemoryReader, state: RetrievalState, tokens: torch.Tensor
+    ) -> tuple[_Pairs, torch.Tensor]:
+        """Each step's pairs [searched | followed] (R = 2K), and the slot each continues among the
+        previous step's pairs (-1: it starts a run)."""
+        top_k = self.top_k
+        carried = (state.recalled_ids, state.recalled_tokens)
+        if carried[0].shape[1] != 2 * top_k:  # recalled under another top_k: start afresh
+            carried = self._nothing_recalled(k.shape[0], k.device)[:2]
+
+        found = memory.search(k.detach()[:, :, None], top_k)  # one search per token, shared by the heads
+        mask = found.mask[:, :, 0]
+        searched = _Pairs(found.ids[:, :, 0].masked_fill(~mask, -1), found.keys[:, :, 0],
+                          self._named(found.values[:, :, 0], mask), mask)
+        before_ids = torch.cat([carried[0][:, None, :top_k], searched.ids[:, :-1]], dim=1)  # (B, T, K)
+        before_tokens = torch.cat([carried[1][:, None, :top_k], searched.tokens[:, :-1]], dim=1)
+        after = memory.follow(before_ids)
+        # Follow only a pair that named the token that came, and not to a pair the search found anyway.
+        right = (before_tokens == tokens[:, :, None]) & (before_ids >= 0)
+        duplicate = (after.ids[..., :, None] == searched.ids[..., None, :]).any(-1)
+        followed_mask = after.mask & right & ~duplicate
+        followed = _Pairs(after.ids.masked_fill(~followed_mask, -1), after.keys,
+                          self._named(after.values, followed_mask), followed_mask)
+        before_followed_ids = torch.cat([carried[0][:, None, top_k:], followed.ids[:, :-1]], dim=1)
+        before_followed_tokens = torch.cat([carried[1][:, None, top_k:], followed.tokens[:, :-1]], dim=1)
+        pairs = _Pairs(*(torch.cat(parts, dim=2) for parts in zip(searched, followed)))
+        # Which previous pair each pair continues: the one whose successor it is, if that one named
+        # the token that came.
+        before_all_ids = torch.cat([before_ids, before_followed_ids], dim=2)  # (B, T, R)
+        successors = torch.cat([after.ids, memory.follow(before_followed_ids).ids], dim=2)
+        continued = (before_all_ids >= 0) & (successors >= 0) & (
+            torch.cat([before_tokens, before_followed_tokens], dim=2) == tokens[:, :, None])
+        link = (pairs.ids[..., :, None] == successors[..., None, :]) & continued[..., None, :] & pairs.mask[..., None]
+        parent = torch.where(link.any(-1), link.to(torch.uint8).argmax(-1), -1)  # (B, T, R)
+        return pairs, parent
+
+    def _point(
+        self, k: torch.Tensor, memory: MemoryReader, local_lse: torch.Tensor, state: RetrievalState, tokens: torch.Tensor
+    ) -> tuple[MemoryPointer, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Weigh each step's recalled pairs and what they name; returns the pointer and what the last step recalled."""
+        pairs, parent = self._candidates(k, memory, state, tokens)
+        similarity = torch.einsum("btd,btkd->btk", k.float(), pairs.keys.float())  # (B, T, R)
+        carried = state.recalled_scores if state.recalled_scores.shape[1] == pairs.ids.shape[2] \
+            else torch.zeros_like(similarity[:, 0])
+        recall = run_scores(similarity, carried, parent)  # (B, T, R)
         scale = self.memory_log_scale.exp().float()[:, None]  # (H, 1)
-        scores = (similarity[:, :, None] - self.memory_threshold.float()[:, None]) * scale  # (B, T, H, K)
-        scores = scores.masked_fill(~found.mask[:, :, :1], float("-inf"))
+        scores = (recall[:, :, None] - self.memory_threshold.float()[:, None]) * scale  # (B, T, H, R)
+        scores = scores.masked_fill(~pairs.mask[:, :, None], float("-inf"))
         memory_lse = scores.logsumexp(dim=-1)  # (B, T, H); -inf where nothing was found
         weights = torch.exp(scores - memory_lse[..., None]).nan_to_num(0.0)
         if self.forced_gate is None:
@@ -331,6 +439,5 @@ class RetrievalAttention(LocalAttention):
         else:
             share_logit = torch.full_like(memory_lse, torch.special.logit(torch.tensor(self.forced_gate)).item())
         share_logit = share_logit.masked_fill(~torch.isfinite(memory_lse), float("-inf"))
-        # Stored values are exact token codes (fp16 in SQL): the nearest code is the token.
-        tokens = (values.float() @ self.token_codes.float().T).argmax(-1)  # (B, T, K)
-        return MemoryPointer(share_logit, weights, tokens)
+        pointer = MemoryPointer(share_logit, weights, pairs.tokens.clamp(min=0))
+        return pointer, (pairs.ids[:, -1], pairs.tokens[:, -1], recall[:, -1].detach())

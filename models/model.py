@@ -21,9 +21,9 @@ from torch import nn
 
 from models.attention import AttentionState, LocalAttention, MemoryKV, MemoryPointer, RetrievalAttention, mix_pointer
 from models.config import ModelConfig
-from models.layers import GatedMLP, RecurrentBlock, RecurrentState, RMSNorm
+from models.layers import GatedMLP, RecurrentBlock, RMSNorm
 from models.memory import MemoryReader
-from models.state import LayerState, State
+from models.state import LayerState, State, layer_kind
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -102,6 +102,7 @@ class HybridLM(nn.Module):
         if state is None:
             state = self.init_state(tokens.shape[0])
         self._check_state(state, tokens)
+        state = self._upgrade_state(state)
         x = self.embedding[tokens] * self.embed_scale  # (B, T, D)
         new_layers: list[LayerState] = []
         memory_kv = pointer = None
@@ -116,6 +117,14 @@ class HybridLM(nn.Module):
         new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1]).detach()
         return ModelOutput(logits=logits, state=new_state, memory_kv=memory_kv)
 
+    def _upgrade_state(self, state: State) -> State:
+        index, block = self.config.retrieval_layer, self.retrieval_block
+        if block is None or not isinstance(state.layers[index], AttentionState):
+            return state
+        layers = list(state.layers)
+        layers[index] = block.upgrade_state(layers[index])
+        return State(layers=tuple(layers), position=state.position)
+
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         logits = (self.final_norm(x) @ self.embedding.T.type_as(x)).float()  # (B, T, V)
         cap = self.config.logits_soft_cap
@@ -126,9 +135,11 @@ class HybridLM(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     def _check_state(self, state: State, tokens: torch.Tensor) -> None:
-        kinds = ["recurrent" if isinstance(s, RecurrentState) else "attention" for s in state.layers]
-        expected = ["recurrent" if t == "recurrent" else "attention" for t in self.config.block_types]
-        if kinds != expected:
+        kinds = [layer_kind(s) for s in state.layers]
+        expected = list(self.config.block_types)
+        # A retrieval block's state from before recalls were carried is an attention state.
+        readable = [k == e or (k, e) == ("attention", "retrieval") for k, e in zip(kinds, expected)]
+        if len(kinds) != len(expected) or not all(readable):
             raise ValueError(f"state has layers {kinds} but this model has {expected}: it belongs to another model")
         if state.batch_size != tokens.shape[0]:
             raise ValueError(f"state batch size {state.batch_size} != tokens batch size {tokens.shape[0]}")

@@ -17,13 +17,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from models.attention import AttentionState
+from models.attention import AttentionState, RetrievalState
 from models.layers import RecurrentState
 
-LayerState = RecurrentState | AttentionState
+LayerState = RecurrentState | AttentionState | RetrievalState
 
 MAGIC = b"LLSTATE"
-FORMAT_VERSION = 1
+# 2: the retrieval block's state carries what its last token recalled. Version 1 blobs are still read
+# (their retrieval block has an attention state, which the model reads as having recalled nothing).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_KINDS: dict[str, type] = {"recurrent": RecurrentState, "attention": AttentionState, "retrieval": RetrievalState}
 _HEADER = struct.Struct("<7sH32s")
 
 
@@ -52,7 +56,7 @@ class State:
         tensors: dict[str, torch.Tensor] = {}
         kinds = []
         for i, layer in enumerate(self.layers):
-            kinds.append("recurrent" if isinstance(layer, RecurrentState) else "attention")
+            kinds.append(layer_kind(layer))
             for name, tensor in layer._asdict().items():
                 tensors[f"{i}.{name}"] = tensor.detach().to("cpu").contiguous()
         metadata = {"position": str(self.position), "kinds": json.dumps(kinds)}
@@ -66,9 +70,10 @@ class State:
         magic, version, digest = _HEADER.unpack_from(blob)
         if magic != MAGIC:
             raise StateFormatError("not a lifelong state blob (bad magic bytes)")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise StateFormatError(
-                f"state format version {version} is not supported (this build reads version {FORMAT_VERSION}); "
+                f"state format version {version} is not supported (this build reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}); "
                 "start a new session or convert the state with the matching release"
             )
         payload = blob[_HEADER.size :]
@@ -89,6 +94,10 @@ def _read_metadata(payload: bytes) -> dict[str, str]:
     return json.loads(payload[8 : 8 + header_len])["__metadata__"]
 
 
+def layer_kind(layer: LayerState) -> str:
+    return next(kind for kind, layer_type in _KINDS.items() if isinstance(layer, layer_type))
+
+
 def _layer_from(kind: str, index: int, tensors: dict[str, torch.Tensor]) -> LayerState:
-    layer_type = {"recurrent": RecurrentState, "attention": AttentionState}[kind]
+    layer_type = _KINDS[kind]
     return layer_type(*(tensors[f"{index}.{name}"] for name in layer_type._fields))

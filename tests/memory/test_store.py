@@ -59,6 +59,24 @@ def test_fewer_pairs_than_k_are_masked(sessions, make_agent):
     assert found.keys[~found.mask].abs().sum().item() == 0
 
 
+def test_follow_reads_the_next_pair_of_a_row_until_it_ends_or_is_deleted(sessions, make_agent):
+    store = store_for(sessions, make_agent("a"))
+    written = spans(2, 4, seed=3)
+    memory_ids = store.add_spans(written)
+    found = store.search(torch.from_numpy(written[0].keys[:3].astype(np.float32)).view(1, 3, 1, DIM), top_k=1)
+    first = found.ids[0, :, 0, 0]  # each query is a stored key: pairs 0, 1 and 2 of the first row
+    after = store.follow(torch.stack([first, torch.tensor([-1, -1, -1])]))  # (2, 3): a second row of nothing
+    assert after.ids[0].tolist() == (first + 1).tolist() and after.mask[0].all() and not after.mask[1].any()
+    np.testing.assert_allclose(after.keys[0].numpy(), written[0].keys[1:4].astype(np.float32), atol=1e-3)
+    np.testing.assert_allclose(after.values[0].numpy(), written[0].values[1:4].astype(np.float32), atol=1e-3)
+    last = after.ids[0, -1:]  # the row's last pair: nothing follows it, not even the next row's first
+    assert not store.follow(last).mask.any()
+    with sessions.begin() as db:
+        delete_memory_rows(db, agent_id=store.agent_id, memory_ids=memory_ids[:1])
+    store.catch_up()
+    assert not store.follow(first).mask.any()
+
+
 @pytest.fixture
 def model_keys():
     """Keys and queries of the tiny model's retrieval block over real text (Python's own sources)."""

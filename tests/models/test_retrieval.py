@@ -26,7 +26,8 @@ def test_memory_pointer_is_exact_attention_over_stored_pairs_and_leaves_the_resi
     gen = torch.Generator().manual_seed(0)
     past = torch.randn(1, 40, width, generator=gen)
     now = torch.randn(1, 9, width, generator=gen)
-    past_tokens, now_tokens = torch.randint(0, 256, (1, 40), generator=gen), torch.randint(0, 256, (1, 9), generator=gen)
+    # No stored pair names a token read now, so no run is followed: recall is by search alone.
+    past_tokens, now_tokens = torch.randint(0, 128, (1, 40), generator=gen), torch.randint(128, 256, (1, 9), generator=gen)
     block.memory_threshold.copy_(torch.rand(block.heads, generator=gen))
 
     _, state, past_kv, _ = block(past, block.init_state(1), None, past_tokens)
@@ -97,9 +98,10 @@ def test_a_context_seen_before_retrieves_the_token_that_followed_it(tiny_model):
     block.top_k = 1
 
     # Reading the same inputs again from a fresh state: token t's key equals the stored key of pair t + 1.
+    # Slots: [searched | followed]; the pair each step would follow is the one its search found.
     _, _, _, pointer = block(text[:, :19], block.init_state(1), memory, tokens[:, :19])
     assert torch.equal(pointer.tokens[0, :, 0], tokens[0, 1:20])  # the token after each context
-    torch.testing.assert_close(pointer.weights, torch.ones(1, 19, block.heads, 1))
+    torch.testing.assert_close(pointer.weights, torch.tensor([1.0, 0.0]).expand(1, 19, block.heads, 2))
 
     # With all of the softmax on memory, the model predicts exactly the tokens that followed.
     model_memory = TensorMemory(tiny_model.config.head_dim)

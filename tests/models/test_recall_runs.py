@@ -1,0 +1,186 @@
+"""Recall follows the stored text: a pair that named the token that came is followed to the next one."""
+
+import hashlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import State, TensorMemory
+from models.attention import AttentionState, run_scores
+from models.memory import nothing_follows
+from models.state import _HEADER, MAGIC
+from tests.models.test_retrieval import retrieval_block, token_mass
+from tests.models.test_streaming import TOLERANCE, run_in_chunks
+
+
+def sequential_run_scores(similarity, carried, parent):
+    """run_scores one step at a time: a pair continuing a run keeps the best score along it."""
+    previous, steps = carried.clone(), []
+    for t in range(similarity.shape[1]):
+        now = similarity[:, t].clone()
+        for b in range(now.shape[0]):
+            for slot in range(now.shape[1]):
+                if parent[b, t, slot] >= 0:
+                    now[b, slot] = max(now[b, slot], previous[b, parent[b, t, slot]])
+        steps.append(now)
+        previous = now
+    return torch.stack(steps, dim=1)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 37])
+def test_run_scores_equal_the_step_by_step_running_maximum(steps):
+    gen = torch.Generator().manual_seed(steps)
+    similarity, carried = torch.rand(2, steps, 6, generator=gen), torch.rand(2, 6, generator=gen)
+    parent = torch.randint(-3, 6, (2, steps, 6), generator=gen).clamp(min=-1)  # about a third start a run
+    torch.testing.assert_close(run_scores(similarity, carried, parent), sequential_run_scores(similarity, carried, parent))
+
+
+class Forgetful(TensorMemory):
+    """A memory whose search never finds one pair (an approximate index's miss), and which can follow or not."""
+
+    def __init__(self, dim, missing_id, can_follow):
+        super().__init__(dim)
+        self.missing_id, self.can_follow = missing_id, can_follow
+
+    def search(self, queries, top_k):
+        found = super().search(queries, top_k)
+        missed = found.ids == self.missing_id
+        return found._replace(mask=found.mask & ~missed, ids=found.ids.masked_fill(missed, -1))
+
+    def follow(self, ids):
+        return super().follow(ids) if self.can_follow else nothing_follows(ids, self.keys.shape[1])
+
+
+def _stored(block, width, length, seed):
+    """A past text's inputs, tokens and its pairs in a memory (and in one that cannot follow)."""
+    gen = torch.Generator().manual_seed(seed)
+    past, tokens = torch.randn(1, length, width, generator=gen), torch.randint(0, 256, (1, length), generator=gen)
+    _, _, pairs, _ = block(past, block.init_state(1), None, tokens)
+    return past, tokens, pairs
+
+
+@torch.no_grad()
+def test_pointer_weighs_each_pair_by_the_best_match_along_the_run_it_continues(tiny_model):
+    """The stored text read again as its context fades (ever more noise): the pair that continues
+    the run keeps the best match of the run, found by following or by search alike."""
+    block = retrieval_block(tiny_model)
+    width, vocab, length = tiny_model.config.width, tiny_model.config.vocab_size, 24
+    past, tokens, pairs = _stored(block, width, length, seed=7)
+    memory = TensorMemory(tiny_model.config.head_dim)
+    memory.add(pairs.keys, pairs.values)
+    block.top_k = length  # every pair is searched: each step's candidates are all of them
+    fading = past[:, :-1] + torch.linspace(0, 3, length - 1)[None, :, None] * torch.randn(
+        1, length - 1, width, generator=torch.Generator().manual_seed(8))
+    _, _, _, pointer = block(fading, block.init_state(1), memory, tokens[:, :-1])
+
+    _, k, _ = block.project(fading)
+    similarity = torch.einsum("td,sd->ts", F.normalize(k, dim=-1)[0], pairs.keys[0])  # (T, stored pairs)
+    # Pair s follows pair s - 1, which named tokens[s - 1]: it continues that pair's run when that was the token read.
+    scores, previous = [], None
+    for t in range(length - 1):
+        now = similarity[t].clone()
+        if previous is not None:
+            for s in range(1, length):
+                if tokens[0, s - 1] == tokens[0, t]:
+                    now[s] = max(now[s], previous[s - 1])
+        scores.append(now)
+        previous = now
+    scores = torch.stack(scores)  # (T, stored pairs)
+    scale = block.memory_log_scale.exp()[:, None]
+    expected = ((scores[:, None] - block.memory_threshold[:, None]) * scale).softmax(-1)  # (T, H, pairs)
+    torch.testing.assert_close(token_mass(pointer.weights, pointer.tokens, vocab),
+                               token_mass(expected[None], tokens.expand(length - 1, -1)[None], vocab),
+                               atol=1e-5, rtol=1e-5)
+    # The aligned pair's run score is the running best of its matches, which fade.
+    aligned = similarity[torch.arange(length - 1), torch.arange(1, length)]
+    assert aligned[-1] < aligned[0] - 0.2
+    torch.testing.assert_close(scores[torch.arange(length - 1), torch.arange(1, length)], aligned.cummax(0).values)
+
+
+@torch.no_grad()
+def test_a_pair_the_search_misses_is_reached_by_following_the_run(tiny_model):
+    block = retrieval_block(tiny_model)
+    width, vocab, length = tiny_model.config.width, tiny_model.config.vocab_size, 16
+    past, tokens, pairs = _stored(block, width, length, seed=9)
+    block.top_k = 2
+    missing = 9  # the pair naming tokens[9]: the right answer at step 8 of reading the text again
+    answers = {}
+    for name, can_follow in {"following": True, "search alone": False}.items():
+        memory = Forgetful(tiny_model.config.head_dim, missing, can_follow)
+        memory.add(pairs.keys, pairs.values)
+        _, _, _, pointer = block(past[:, :-1], block.init_state(1), memory, tokens[:, :-1])
+        answers[name] = token_mass(pointer.weights, pointer.tokens, vocab)[0, missing - 1, 0]
+    right = tokens[0, missing]
+    assert answers["following"][right] > 0.99  # the exact repeat's own pair, reached without a search
+    assert answers["search alone"][right] < answers["following"][right] - 0.5
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_reading_with_a_memory_in_chunks_equals_one_pass(tiny_model, chunk):
+    """Runs carry across chunk boundaries through the state, so chunking changes nothing."""
+    gen = torch.Generator().manual_seed(11)
+    text = torch.randint(0, 256, (1, 120), generator=gen)
+    memory = TensorMemory(tiny_model.config.head_dim)
+    first = tiny_model(text)
+    memory.add(*first.memory_kv)
+    # Read it again, with the stored text recalled; the same inputs one pass at a time.
+    again = text[:, :100] if chunk > 1 else text[:, :40]
+    full = tiny_model(again, first.state, memory)
+    state, pieces = first.state, []
+    for start in range(0, again.shape[1], chunk):
+        out = tiny_model(again[:, start : start + chunk], state, memory)
+        state = State.from_bytes(out.state.to_bytes())  # and through the stored format
+        pieces.append(out.logits)
+    assert (torch.cat(pieces, dim=1) - full.logits).abs().max().item() <= TOLERANCE
+    recalled = full.state.layers[tiny_model.config.retrieval_layer].recalled_ids
+    assert (recalled >= 0).any(), "the last token recalled nothing: the test would not cover runs"
+    torch.testing.assert_close(state.layers[tiny_model.config.retrieval_layer].recalled_scores,
+                               full.state.layers[tiny_model.config.retrieval_layer].recalled_scores)
+
+
+@torch.no_grad()
+def test_memoryless_reading_forgets_what_was_recalled(tiny_model):
+    text = torch.randint(0, 256, (1, 60), generator=torch.Generator().manual_seed(12))
+    memory = TensorMemory(tiny_model.config.head_dim)
+    out = tiny_model(text)
+    memory.add(*out.memory_kv)
+    recalled = tiny_model(text[:, :30], out.state, memory).state
+    forgotten = tiny_model(text[:, 30:31], recalled).state
+    layer = tiny_model.config.retrieval_layer
+    assert (recalled.layers[layer].recalled_ids >= 0).any()
+    assert (forgotten.layers[layer].recalled_ids == -1).all()
+    torch.testing.assert_close(run_in_chunks(tiny_model, text, 60), tiny_model(text).logits)
+
+
+def _version_1_blob(state: State, retrieval_layer: int) -> bytes:
+    """A state as format 1 stored it: the retrieval block's state was a plain attention state."""
+    layers = list(state.layers)
+    layers[retrieval_layer] = AttentionState(layers[retrieval_layer].keys, layers[retrieval_layer].values)
+    blob = State(layers=tuple(layers), position=state.position).to_bytes()
+    payload = blob[_HEADER.size :].replace(b'"retrieval"', b'"attention"')
+    return _HEADER.pack(MAGIC, 1, hashlib.blake2b(payload, digest_size=32).digest()) + payload
+
+
+@torch.no_grad()
+def test_a_format_1_state_continues_as_one_that_recalled_nothing(tiny_model):
+    text = torch.randint(0, 256, (1, 80), generator=torch.Generator().manual_seed(13))
+    memory = TensorMemory(tiny_model.config.head_dim)
+    memory.add(*tiny_model(text).memory_kv)
+    before = tiny_model(text[:, :50]).state  # read without memory: nothing recalled, as format 1 implied
+    old = State.from_bytes(_version_1_blob(before, tiny_model.config.retrieval_layer))
+    assert isinstance(old.layers[tiny_model.config.retrieval_layer], AttentionState)
+    assert torch.equal(tiny_model(text[:, 50:], old, memory).logits, tiny_model(text[:, 50:], before, memory).logits)
+
+
+def test_tensor_memory_follows_within_a_span_and_past_its_trimming():
+    memory = TensorMemory(2, capacity=7)
+    memory.add(torch.randn(5, 2), torch.arange(10.0).view(5, 2))  # span: ids 0-4
+    memory.add(torch.randn(2, 3, 2), torch.arange(10.0, 22.0).view(2, 3, 2))  # spans: ids 5-7 and 8-10
+    assert memory.first_id == 4 and len(memory) == 7  # ids 0-3 were trimmed
+    after = memory.follow(torch.tensor([[3, 4, 5, 6, 7, 9, 10, -1]]))
+    assert after.ids.tolist() == [[-1, -1, 6, 7, -1, 10, -1, -1]]  # trimmed, span ends, last, none
+    assert after.mask.tolist() == [[id >= 0 for id in after.ids[0].tolist()]]
+    torch.testing.assert_close(after.values[0, 2], torch.tensor([12.0, 13.0]))  # id 6: the second pair of span 2
+    torch.testing.assert_close(after.values[0, 0], torch.zeros(2))
