@@ -51,7 +51,7 @@ def run_demo(
     if len(data) < 2:
         raise ValueError(f"{source} holds fewer than 2 bytes; give a longer text file")
     tokens = ByteTokenizer().tensor(data)
-    memory = TensorMemory(model.config.head_dim)
+    memory = TensorMemory(model.config.head_dim, one_stream=True)
     state, nats, started = model.init_state(1), 0.0, time.perf_counter()
     for start in range(0, tokens.shape[1] - 1, chunk):
         inputs = tokens[:, start : start + chunk]

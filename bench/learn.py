@@ -60,15 +60,17 @@ class RamMemory:
 
     def __init__(self, head_dim: int):
         self.store = MemoryStore(agent_id=0, sessions=None, head_dim=head_dim)
-        self.next_id = 1
+        self.next_id, self.next_token = 1, 0
 
     def add(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """One chunk's pairs, as the worker stores them: rows of one stream (ROW_COLUMNS), token after token."""
         keys, values = keys.reshape(-1, keys.shape[-1]), values.reshape(-1, values.shape[-1])
         rows = []
         for start in range(0, keys.shape[0], MAX_SPAN_TOKENS):
-            end = start + MAX_SPAN_TOKENS
-            rows.append((self.next_id, encode_pairs(keys[start:end]), encode_pairs(values[start:end])))
-            self.next_id += 1
+            end = min(start + MAX_SPAN_TOKENS, keys.shape[0])
+            rows.append((self.next_id, encode_pairs(keys[start:end]), encode_pairs(values[start:end]),
+                         1, 1, None, self.next_token, self.next_token + end - start))
+            self.next_id, self.next_token = self.next_id + 1, self.next_token + end - start
         self.store._index_rows(rows)
         if self.store.index.needs_rebuild():
             self.store._refit_index()

@@ -52,7 +52,8 @@ def prequential(
     model = copy.deepcopy(base)
     learns = arm in ("learning", "both")
     learner = OnlineLearner(model, learning if learns else LearningConfig(learning_rate=0.0))
-    memory = TensorMemory(model.config.head_dim, capacity=memory_tokens) if arm in ("retrieval", "both") else None
+    memory = TensorMemory(model.config.head_dim, capacity=memory_tokens, one_stream=True) \
+        if arm in ("retrieval", "both") else None
     tokens = torch.tensor([[int(Special.BEGIN), *data]])
     state, result = model.init_state(1), ArmResult(arm)
     for inputs, targets in stream_chunks(tokens, chunk_tokens):

@@ -1,12 +1,26 @@
 """The in-RAM copy of live (key, value) pairs, addressed by memory row id and token offset.
 
 Search returns FAISS ids; this maps them to the stored fp16 pairs without
-touching SQL. Deleted rows leave holes that the next compaction drops.
+touching SQL. Deleted rows leave holes that the next compaction drops. It also
+knows which row continues which (`RowPlace`), so recall can follow a stored
+text past the end of a row.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Hashable
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class RowPlace:
+    """Where a row's tokens sit: a row continues the row of the same stream whose bytes end where its own begin."""
+
+    stream: Hashable | None  # e.g. (session id, document id); None: a row on its own (imported)
+    byte_start: int
+    byte_end: int
 
 
 class PairMirror:
@@ -18,6 +32,8 @@ class PairMirror:
         self.row_ids = np.zeros(0, dtype=np.int64)  # sorted live memory ids
         self.row_starts = np.zeros(0, dtype=np.int64)  # first slot of each row in row_ids
         self.row_lengths = np.zeros(0, dtype=np.int64)
+        self.places: dict[int, RowPlace] = {}  # live rows that belong to a stream
+        self._starting: dict[tuple[Hashable, int], int] = {}  # (stream, byte_start) -> row id
 
     @property
     def live_tokens(self) -> int:
@@ -27,8 +43,11 @@ class PairMirror:
         pos = np.searchsorted(self.row_ids, memory_id)
         return bool(pos < len(self.row_ids) and self.row_ids[pos] == memory_id)
 
-    def add_row(self, memory_id: int, keys: np.ndarray, values: np.ndarray) -> None:
+    def add_row(self, memory_id: int, keys: np.ndarray, values: np.ndarray, place: RowPlace | None = None) -> None:
         count = keys.shape[0]
+        if place is not None and place.stream is not None:
+            self.places[memory_id] = place
+            self._starting[place.stream, place.byte_start] = memory_id
         self._reserve(self.used + count)
         self.keys[self.used : self.used + count] = keys
         self.values[self.used : self.used + count] = values
@@ -45,7 +64,15 @@ class PairMirror:
         self.row_ids = np.delete(self.row_ids, pos)
         self.row_starts = np.delete(self.row_starts, pos)
         self.row_lengths = np.delete(self.row_lengths, pos)
+        place = self.places.pop(memory_id, None)
+        if place is not None and self._starting.get((place.stream, place.byte_start)) == memory_id:
+            del self._starting[place.stream, place.byte_start]
         return True
+
+    def next_row(self, memory_id: int) -> int | None:
+        """The live row that continues `memory_id` in its stream, if any."""
+        place = self.places.get(memory_id)
+        return None if place is None else self._starting.get((place.stream, place.byte_end))
 
     def row_keys(self, memory_id: int) -> np.ndarray | None:
         """The keys of one live row, or None if it is not (or no longer) here."""

@@ -30,13 +30,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from memory.codec import decode_pairs, encode_pairs
 from memory.ids import MAX_SPAN_TOKENS, id_range, pair_ids, split_ids, token_ids
 from memory.index import IndexConfig, VectorIndex
-from memory.mirror import PairMirror
+from memory.mirror import PairMirror, RowPlace
 from memory.schema import Memory, MemoryTombstone
 from models import RetrievedMemory
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: rows' places in their streams (format 1 snapshots are rebuilt from SQL)
+# What the store reads of a memory row: its pairs, and where its tokens sit in their stream.
+ROW_COLUMNS = (Memory.id, Memory.keys, Memory.values, Memory.session_id, Memory.document_id, Memory.imported_from,
+               Memory.byte_start, Memory.byte_end)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,13 @@ class SearchResult:
         values = torch.from_numpy(self.values).reshape(*shape, -1).to(queries.device, torch.float32)
         live = torch.from_numpy(self.live).reshape(shape).to(queries.device)
         return RetrievedMemory(keys, values, live, torch.from_numpy(self.ids).reshape(shape).to(queries.device))
+
+
+def row_place(session_id: int | None, document_id: int | None, imported_from: str | None, byte_start: int,
+              byte_end: int) -> RowPlace:
+    """A row's place in its stream: a session's (or a document's, or an evaluation's) byte stream;
+    imported rows stand alone (their neighbours were not imported with them)."""
+    return RowPlace(None if imported_from else (session_id, document_id), byte_start, byte_end)
 
 
 def display_text(data: bytes) -> str:
@@ -178,9 +188,7 @@ class MemoryStore:
             fresh = [i for i in candidate_ids if i not in self.mirror]
             if fresh:
                 self._index_rows(db.execute(
-                    select(Memory.id, Memory.keys, Memory.values)
-                    .where(Memory.agent_id == self.agent_id, Memory.id.in_(fresh))
-                    .order_by(Memory.id)
+                    select(*ROW_COLUMNS).where(Memory.agent_id == self.agent_id, Memory.id.in_(fresh)).order_by(Memory.id)
                 ))
             if candidate_ids:
                 self.memory_watermark = max(self.memory_watermark, candidate_ids[-1])
@@ -203,9 +211,10 @@ class MemoryStore:
             self.flush_hits()
 
     def _index_rows(self, rows) -> None:
-        for memory_id, key_blob, value_blob in rows:
+        """Rows of ROW_COLUMNS into RAM and the index."""
+        for memory_id, key_blob, value_blob, *where in rows:
             keys, values = decode_pairs(key_blob, self.head_dim), decode_pairs(value_blob, self.head_dim)
-            self.mirror.add_row(memory_id, keys, values)
+            self.mirror.add_row(memory_id, keys, values, row_place(*where))
             self.index.add(token_ids(memory_id, keys.shape[0]), keys.astype(np.float32))
             if self._refit_journal is not None:
                 self._refit_journal.append((True, memory_id))
@@ -281,13 +290,12 @@ class MemoryStore:
         with self._lock, self.sessions() as db:
             self._replace_index(VectorIndex(self.head_dim, self.config.index), PairMirror(self.head_dim))
             result = db.execute(
-                select(Memory.id, Memory.keys, Memory.values)
-                .where(Memory.agent_id == self.agent_id)
-                .order_by(Memory.id)
+                select(*ROW_COLUMNS).where(Memory.agent_id == self.agent_id).order_by(Memory.id)
                 .execution_options(yield_per=256)
             )
-            for memory_id, key_blob, value_blob in result:
-                self.mirror.add_row(memory_id, decode_pairs(key_blob, self.head_dim), decode_pairs(value_blob, self.head_dim))
+            for memory_id, key_blob, value_blob, *where in result:
+                self.mirror.add_row(memory_id, decode_pairs(key_blob, self.head_dim),
+                                    decode_pairs(value_blob, self.head_dim), row_place(*where))
             self.memory_watermark = int(self.mirror.row_ids[-1]) if len(self.mirror.row_ids) else 0
             last_tombstone = db.scalar(
                 select(MemoryTombstone.id).where(MemoryTombstone.agent_id == self.agent_id)
@@ -324,11 +332,19 @@ class MemoryStore:
         return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)
 
     def follow(self, ids: torch.Tensor) -> RetrievedMemory:
-        """The pair stored right after each of `ids` in its row (models.MemoryReader); reads RAM only."""
+        """The pair stored right after each of `ids` (models.MemoryReader): the next one of its row,
+        or the first of the row that continues it in its stream. Reads RAM only."""
         flat = ids.reshape(-1).cpu().numpy()
         rows, offsets = split_ids(np.maximum(flat, 0))
+        rows, offsets = rows.copy(), offsets + 1
         with self._lock:
-            slots, live, _ = self.mirror.slots(rows, offsets + 1)  # a row's last pair has no next one
+            _, in_row, _ = self.mirror.slots(rows, offsets)
+            last_of_row = ~in_row & (flat >= 0) & self.mirror.slots(rows, offsets - 1)[1]
+            for i in np.nonzero(last_of_row)[0]:  # few: only a row's last pair is continued by another row
+                next_row = self.mirror.next_row(int(rows[i]))
+                if next_row is not None:
+                    rows[i], offsets[i] = next_row, 0
+            slots, live, _ = self.mirror.slots(rows, offsets)
             live &= flat >= 0
             keys = np.zeros((len(flat), self.head_dim), dtype=np.float16)
             values = np.zeros_like(keys)
@@ -338,7 +354,7 @@ class MemoryStore:
             torch.from_numpy(keys).reshape(shape).to(ids.device, torch.float32),
             torch.from_numpy(values).reshape(shape).to(ids.device, torch.float32),
             torch.from_numpy(live).reshape(ids.shape).to(ids.device),
-            torch.from_numpy(np.where(live, flat + 1, -1)).reshape(ids.shape).to(ids.device),  # (row, offset + 1)
+            torch.from_numpy(np.where(live, pair_ids(rows, offsets), -1)).reshape(ids.shape).to(ids.device),
         )
 
     def flush_hits(self) -> None:
@@ -373,6 +389,8 @@ class MemoryStore:
             rows, offsets, keys, values = self.mirror.live_pairs()
             (tmp / "index.faiss").write_bytes(self.index.to_bytes())
             np.savez(tmp / "pairs.npz", row_ids=self.mirror.row_ids, row_lengths=self.mirror.row_lengths, keys=keys, values=values)
+            places = {str(i): [place.stream, place.byte_start, place.byte_end] for i, place in self.mirror.places.items()}
+            (tmp / "places.json").write_text(json.dumps(places))
             meta = {
                 "format": SNAPSHOT_FORMAT, "agent_id": self.agent_id, "head_dim": self.head_dim,
                 "memory_watermark": self.memory_watermark, "tombstone_watermark": self.tombstone_watermark,
@@ -392,6 +410,8 @@ class MemoryStore:
                 log.warning("snapshot %s does not match agent %s; ignoring it", directory, self.agent_id)
                 return False
             pairs = np.load(directory / "pairs.npz")
+            places = {int(i): RowPlace(tuple(stream), start, end)
+                      for i, (stream, start, end) in json.loads((directory / "places.json").read_text()).items()}
             index = VectorIndex.from_bytes((directory / "index.faiss").read_bytes(), self.head_dim, meta["trained_at"],
                                            self.config.index)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -400,7 +420,8 @@ class MemoryStore:
         mirror = PairMirror(self.head_dim)
         start = 0
         for memory_id, length in zip(pairs["row_ids"].tolist(), pairs["row_lengths"].tolist()):
-            mirror.add_row(memory_id, pairs["keys"][start : start + length], pairs["values"][start : start + length])
+            mirror.add_row(memory_id, pairs["keys"][start : start + length], pairs["values"][start : start + length],
+                           places.get(memory_id))
             start += length
         with self._lock:
             self._replace_index(index, mirror)

@@ -47,7 +47,8 @@ class RetrievalState(NamedTuple):
     values: torch.Tensor  # (B, C, D)
     recalled_ids: torch.Tensor  # (B, R) int64 pair ids, -1 where none
     recalled_tokens: torch.Tensor  # (B, R) int64, the token each named
-    recalled_scores: torch.Tensor  # (B, R) fp32, each one's recall score (see run_scores)
+    run_sums: torch.Tensor  # (B, R) fp32, the similarities summed along the run each one ends (run_totals)
+    run_lengths: torch.Tensor  # (B, R) fp32, and that run's length
 
 
 @functools.lru_cache(maxsize=32)
@@ -267,24 +268,27 @@ def mix_pointer(logits: torch.Tensor, pointer: MemoryPointer) -> torch.Tensor:
     return torch.logaddexp(log_keep + logits.log_softmax(-1), log_copy)
 
 
-def run_scores(similarity: torch.Tensor, carried: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
-    """Each pair's recall score: the best similarity along the run of pairs it continues.
+def run_totals(
+    similarity: torch.Tensor, carried: tuple[torch.Tensor, torch.Tensor], parent: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum of similarities and the length of the run of pairs each pair ends.
 
-    similarity: (B, T, R) of each step's pairs; carried: (B, R) the scores of the pairs of the step
-    before the first; parent: (B, T, R) the slot among the previous step's pairs that a pair
-    continues, -1 where it starts a run. A pair has at most one parent, so runs are paths and the
-    running maximum comes from pointer jumping: log2(T) rounds instead of a loop over T.
+    similarity: (B, T, R) of each step's pairs; carried: the sums and lengths, (B, R) each, of the
+    runs the pairs of the step before the first end; parent: (B, T, R) the slot among the previous
+    step's pairs that a pair continues, -1 where it starts a run. A pair has at most one parent, so
+    runs are paths, and their totals come from pointer jumping: log2(T) rounds, not a loop over T.
     """
     batch, steps, slots = similarity.shape
-    scores = torch.cat([carried[:, None].type_as(similarity), similarity], dim=1).reshape(batch, -1)  # (B, (T+1)*R)
-    own = torch.arange((steps + 1) * slots, device=similarity.device).view(1, steps + 1, slots)
-    previous_step = own[:, :-1, :1]  # (1, T, 1): flat index of slot 0 of step t - 1 (step -1: the carried)
-    up = torch.where(parent >= 0, previous_step + parent, own[:, 1:])  # (B, T, R)
-    up = torch.cat([own[:, :1].expand(batch, -1, -1), up], dim=1).reshape(batch, -1)
+    zero = similarity.new_zeros(batch, 1)  # node 0: where every run starts, adding nothing
+    sums = torch.cat([zero, carried[0].type_as(similarity), similarity.flatten(1)], dim=1)  # (B, 1 + (T+1)*R)
+    lengths = torch.cat([zero, carried[1].type_as(similarity), torch.ones_like(similarity).flatten(1)], dim=1)
+    first_of_step = 1 + torch.arange(steps, device=similarity.device).view(1, steps, 1) * slots  # the step before's
+    up = torch.where(parent >= 0, first_of_step + parent, 0)  # (B, T, R) node each continues
+    up = torch.cat([torch.zeros(batch, 1 + slots, dtype=torch.long, device=up.device), up.flatten(1)], dim=1)
     for _ in range(max(1, math.ceil(math.log2(steps + 1)))):
-        scores = torch.maximum(scores, scores.gather(1, up))
+        sums, lengths = sums + sums.gather(1, up), lengths + lengths.gather(1, up)
         up = up.gather(1, up)
-    return scores.view(batch, steps + 1, slots)[:, 1:]
+    return sums[:, 1 + slots :].view(batch, steps, slots), lengths[:, 1 + slots :].view(batch, steps, slots)
 
 
 class _Pairs(NamedTuple):
@@ -314,10 +318,10 @@ class RetrievalAttention(LocalAttention):
     threshold under which memory scores fall away. (3) Recall follows the stored text, as
     RetoMaton does: a pair that named the token that then came is followed to the pair
     stored after it (`MemoryReader.follow`, no search needed), and that pair scores the
-    best similarity along the run it continues. A key reflects a few hundred bytes of
-    context, so text recalled in another setting (a passkey asked after other kinds of
-    text) matches less and less closely digit by digit; the run it continues has already
-    shown it is the right place to read.
+    mean similarity of the run it continues, if that is above its own. A key reflects a
+    few hundred bytes of context, so text recalled in another setting (a passkey asked
+    after other kinds of text) can match less and less closely digit by digit, while the
+    run as a whole still matches.
     """
 
     def __init__(self, config: ModelConfig, out_init_scale: float):
@@ -353,9 +357,10 @@ class RetrievalAttention(LocalAttention):
             return state
         return RetrievalState(*state, *self._nothing_recalled(state.keys.shape[0], state.keys.device))
 
-    def _nothing_recalled(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _nothing_recalled(self, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         nothing = torch.full((batch, 2 * self.top_k), -1, dtype=torch.long, device=device)
-        return nothing, nothing.clone(), torch.zeros(batch, 2 * self.top_k, device=device)
+        zeros = torch.zeros(batch, 2 * self.top_k, device=device)
+        return nothing, nothing.clone(), zeros, zeros.clone()
 
     def forward(  # type: ignore[override]
         self, x: torch.Tensor, state: RetrievalState, memory: MemoryReader | None, tokens: torch.Tensor
@@ -391,8 +396,6 @@ class RetrievalAttention(LocalAttention):
         previous step's pairs (-1: it starts a run)."""
         top_k = self.top_k
         carried = (state.recalled_ids, state.recalled_tokens)
-        if carried[0].shape[1] != 2 * top_k:  # recalled under another top_k: start afresh
-            carried = self._nothing_recalled(k.shape[0], k.device)[:2]
 
         found = memory.search(k.detach()[:, :, None], top_k)  # one search per token, shared by the heads
         mask = found.mask[:, :, 0]
@@ -422,13 +425,16 @@ class RetrievalAttention(LocalAttention):
 
     def _point(
         self, k: torch.Tensor, memory: MemoryReader, local_lse: torch.Tensor, state: RetrievalState, tokens: torch.Tensor
-    ) -> tuple[MemoryPointer, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    ) -> tuple[MemoryPointer, tuple[torch.Tensor, ...]]:
         """Weigh each step's recalled pairs and what they name; returns the pointer and what the last step recalled."""
+        if state.recalled_ids.shape[1] != 2 * self.top_k:  # recalled under another top_k: start afresh
+            state = state._replace(**dict(zip(RetrievalState._fields[2:], self._nothing_recalled(k.shape[0], k.device))))
         pairs, parent = self._candidates(k, memory, state, tokens)
         similarity = torch.einsum("btd,btkd->btk", k.float(), pairs.keys.float())  # (B, T, R)
-        carried = state.recalled_scores if state.recalled_scores.shape[1] == pairs.ids.shape[2] \
-            else torch.zeros_like(similarity[:, 0])
-        recall = run_scores(similarity, carried, parent)  # (B, T, R)
+        sums, lengths = run_totals(similarity, (state.run_sums, state.run_lengths), parent)  # (B, T, R)
+        # A run matches as a whole: the mean of its unit keys' cosines is the cosine of the keys
+        # concatenated along it. A pair never scores below its own match.
+        recall = torch.maximum(similarity, sums / lengths)
         scale = self.memory_log_scale.exp().float()[:, None]  # (H, 1)
         scores = (recall[:, :, None] - self.memory_threshold.float()[:, None]) * scale  # (B, T, H, R)
         scores = scores.masked_fill(~pairs.mask[:, :, None], float("-inf"))
@@ -440,4 +446,4 @@ class RetrievalAttention(LocalAttention):
             share_logit = torch.full_like(memory_lse, torch.special.logit(torch.tensor(self.forced_gate)).item())
         share_logit = share_logit.masked_fill(~torch.isfinite(memory_lse), float("-inf"))
         pointer = MemoryPointer(share_logit, weights, pairs.tokens.clamp(min=0))
-        return pointer, (pairs.ids[:, -1], pairs.tokens[:, -1], recall[:, -1].detach())
+        return pointer, (pairs.ids[:, -1], pairs.tokens[:, -1], sums[:, -1].detach(), lengths[:, -1].detach())

@@ -56,14 +56,18 @@ class TensorMemory:
     """Exact top-k over pairs held as tensors; one shared store for every batch row.
 
     A pair's id is its position among every pair ever added, so ids survive the capacity's trimming.
+    With `one_stream`, each add continues the one before (a stream's chunks, one after another);
+    otherwise each add, or each row of it, is a span of its own.
     """
 
-    def __init__(self, dim: int, device: torch.device | str | None = None, capacity: int | None = None):
+    def __init__(self, dim: int, device: torch.device | str | None = None, capacity: int | None = None,
+                 one_stream: bool = False):
         self.keys = torch.zeros(0, dim, device=device)  # (M, D)
         self.values = torch.zeros(0, dim, device=device)
         self.last_of_span = torch.zeros(0, dtype=torch.bool, device=device)  # (M,) nothing follows it
         self.first_id = 0  # id of the oldest pair kept
         self.capacity = capacity  # keep only the newest pairs when set
+        self.one_stream = one_stream
 
     def __len__(self) -> int:
         return self.keys.shape[0]
@@ -75,6 +79,10 @@ class TensorMemory:
         span_length = keys.shape[-2] if keys.dim() > 1 else 1
         keys, values = keys.reshape(-1, dim), values.reshape(-1, dim)
         ends = torch.arange(1, keys.shape[0] + 1, device=keys.device) % span_length == 0
+        if self.one_stream:
+            if keys.shape[0] != span_length:
+                raise ValueError(f"a one-stream memory takes one row at a time, got {keys.shape[0] // span_length}")
+            ends[:] = False
         self.keys, self.values = torch.cat([self.keys, keys]), torch.cat([self.values, values])
         self.last_of_span = torch.cat([self.last_of_span, ends.to(self.last_of_span.device)])
         if self.capacity is not None and len(self) > self.capacity:
@@ -124,10 +132,10 @@ class TensorMemory:
 
 
 class RowMemory:
-    """One TensorMemory per batch row: row b only ever retrieves its own pairs (training streams)."""
+    """One TensorMemory per batch row: row b only ever retrieves its own pairs (training streams, one per row)."""
 
     def __init__(self, rows: int, dim: int, capacity: int | None = None, device: torch.device | str | None = None):
-        self.rows = [TensorMemory(dim, device=device, capacity=capacity) for _ in range(rows)]
+        self.rows = [TensorMemory(dim, device=device, capacity=capacity, one_stream=True) for _ in range(rows)]
 
     def add(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """keys/values: (B, T, D), one row per memory, one span each."""

@@ -5,6 +5,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
+from memory.ids import pair_ids
 from memory.index import IndexConfig
 from memory.schema import Memory
 from memory.store import MemoryStore, Span, StoreConfig, delete_memory_rows
@@ -59,22 +60,35 @@ def test_fewer_pairs_than_k_are_masked(sessions, make_agent):
     assert found.keys[~found.mask].abs().sum().item() == 0
 
 
-def test_follow_reads_the_next_pair_of_a_row_until_it_ends_or_is_deleted(sessions, make_agent):
+def _follow_ids(store, ids) -> list[int]:
+    return store.follow(torch.tensor(ids)).ids.tolist()
+
+
+def test_follow_reads_the_next_pair_along_a_stream_until_it_ends_or_is_deleted(sessions, make_agent, tmp_path):
     store = store_for(sessions, make_agent("a"))
-    written = spans(2, 4, seed=3)
-    memory_ids = store.add_spans(written)
+    written = spans(2, 4, seed=3)  # one stream: tokens 0-4 and 4-8
+    first, second = store.add_spans(written)
     found = store.search(torch.from_numpy(written[0].keys[:3].astype(np.float32)).view(1, 3, 1, DIM), top_k=1)
-    first = found.ids[0, :, 0, 0]  # each query is a stored key: pairs 0, 1 and 2 of the first row
-    after = store.follow(torch.stack([first, torch.tensor([-1, -1, -1])]))  # (2, 3): a second row of nothing
-    assert after.ids[0].tolist() == (first + 1).tolist() and after.mask[0].all() and not after.mask[1].any()
+    pairs = found.ids[0, :, 0, 0]  # each query is a stored key: pairs 0, 1 and 2 of the first row
+    after = store.follow(torch.stack([pairs, torch.tensor([-1, -1, -1])]))  # (2, 3): a second row of nothing
+    assert after.ids[0].tolist() == (pairs + 1).tolist() and after.mask[0].all() and not after.mask[1].any()
     np.testing.assert_allclose(after.keys[0].numpy(), written[0].keys[1:4].astype(np.float32), atol=1e-3)
     np.testing.assert_allclose(after.values[0].numpy(), written[0].values[1:4].astype(np.float32), atol=1e-3)
-    last = after.ids[0, -1:]  # the row's last pair: nothing follows it, not even the next row's first
-    assert not store.follow(last).mask.any()
+    # A row's last pair is continued by the first of the row whose bytes begin where its own end.
+    assert _follow_ids(store, [pair_ids(np.array(first), np.array(3))]) == [pair_ids(np.array(second), np.array(0))]
+    assert _follow_ids(store, [pair_ids(np.array(second), np.array(3))]) == [-1]  # the stream's end
+    # An imported row stands alone, whatever bytes it names.
+    other = store.add_spans([*spans(1, 4, seed=4, session_id=None, imported_from="agent 9 memory 1")])
+    assert _follow_ids(store, [pair_ids(np.array(other[0]), np.array(3))]) == [-1]
+    store.save_snapshot(tmp_path / "snapshot")
+    restored = store_for(sessions, store.agent_id)
+    assert restored.load_snapshot(tmp_path / "snapshot")
+    assert _follow_ids(restored, [pair_ids(np.array(first), np.array(3))]) == [pair_ids(np.array(second), np.array(0))]
     with sessions.begin() as db:
-        delete_memory_rows(db, agent_id=store.agent_id, memory_ids=memory_ids[:1])
+        delete_memory_rows(db, agent_id=store.agent_id, memory_ids=[second])
     store.catch_up()
-    assert not store.follow(first).mask.any()
+    assert _follow_ids(store, [pair_ids(np.array(first), np.array(3))]) == [-1]
+    assert _follow_ids(store, [pair_ids(np.array(second), np.array(0))]) == [-1]
 
 
 @pytest.fixture

@@ -7,33 +7,36 @@ import torch
 import torch.nn.functional as F
 
 from models import State, TensorMemory
-from models.attention import AttentionState, run_scores
+from models.attention import AttentionState, run_totals
 from models.memory import nothing_follows
 from models.state import _HEADER, MAGIC
 from tests.models.test_retrieval import retrieval_block, token_mass
 from tests.models.test_streaming import TOLERANCE, run_in_chunks
 
 
-def sequential_run_scores(similarity, carried, parent):
-    """run_scores one step at a time: a pair continuing a run keeps the best score along it."""
-    previous, steps = carried.clone(), []
+def sequential_run_totals(similarity, carried, parent):
+    """run_totals one step at a time: a pair continuing a run adds its similarity and one step to it."""
+    (sums, lengths), steps = (t.clone() for t in carried), []
     for t in range(similarity.shape[1]):
-        now = similarity[:, t].clone()
-        for b in range(now.shape[0]):
-            for slot in range(now.shape[1]):
+        now_sums, now_lengths = similarity[:, t].clone(), torch.ones_like(similarity[:, t])
+        for b in range(now_sums.shape[0]):
+            for slot in range(now_sums.shape[1]):
                 if parent[b, t, slot] >= 0:
-                    now[b, slot] = max(now[b, slot], previous[b, parent[b, t, slot]])
-        steps.append(now)
-        previous = now
-    return torch.stack(steps, dim=1)
+                    now_sums[b, slot] += sums[b, parent[b, t, slot]]
+                    now_lengths[b, slot] += lengths[b, parent[b, t, slot]]
+        steps.append((now_sums, now_lengths))
+        sums, lengths = now_sums, now_lengths
+    return tuple(torch.stack(parts, dim=1) for parts in zip(*steps))
 
 
 @pytest.mark.parametrize("steps", [1, 2, 37])
-def test_run_scores_equal_the_step_by_step_running_maximum(steps):
+def test_run_totals_equal_the_step_by_step_sums(steps):
     gen = torch.Generator().manual_seed(steps)
-    similarity, carried = torch.rand(2, steps, 6, generator=gen), torch.rand(2, 6, generator=gen)
+    similarity = torch.rand(2, steps, 6, generator=gen)
+    carried = (torch.rand(2, 6, generator=gen) * 5, torch.randint(1, 6, (2, 6), generator=gen).float())
     parent = torch.randint(-3, 6, (2, steps, 6), generator=gen).clamp(min=-1)  # about a third start a run
-    torch.testing.assert_close(run_scores(similarity, carried, parent), sequential_run_scores(similarity, carried, parent))
+    for got, expected in zip(run_totals(similarity, carried, parent), sequential_run_totals(similarity, carried, parent)):
+        torch.testing.assert_close(got, expected)
 
 
 class Forgetful(TensorMemory):
@@ -61,9 +64,9 @@ def _stored(block, width, length, seed):
 
 
 @torch.no_grad()
-def test_pointer_weighs_each_pair_by_the_best_match_along_the_run_it_continues(tiny_model):
+def test_pointer_weighs_each_pair_by_the_mean_match_of_the_run_it_continues(tiny_model):
     """The stored text read again as its context fades (ever more noise): the pair that continues
-    the run keeps the best match of the run, found by following or by search alike."""
+    the run scores the run's mean match, found by following or by search alike."""
     block = retrieval_block(tiny_model)
     width, vocab, length = tiny_model.config.width, tiny_model.config.vocab_size, 24
     past, tokens, pairs = _stored(block, width, length, seed=7)
@@ -77,25 +80,28 @@ def test_pointer_weighs_each_pair_by_the_best_match_along_the_run_it_continues(t
     _, k, _ = block.project(fading)
     similarity = torch.einsum("td,sd->ts", F.normalize(k, dim=-1)[0], pairs.keys[0])  # (T, stored pairs)
     # Pair s follows pair s - 1, which named tokens[s - 1]: it continues that pair's run when that was the token read.
-    scores, previous = [], None
+    scores, sums, lengths = [], None, None
     for t in range(length - 1):
-        now = similarity[t].clone()
-        if previous is not None:
+        now_sums, now_lengths = similarity[t].clone(), torch.ones(length)
+        if sums is not None:
             for s in range(1, length):
                 if tokens[0, s - 1] == tokens[0, t]:
-                    now[s] = max(now[s], previous[s - 1])
-        scores.append(now)
-        previous = now
+                    now_sums[s] += sums[s - 1]
+                    now_lengths[s] += lengths[s - 1]
+        sums, lengths = now_sums, now_lengths
+        scores.append(torch.maximum(similarity[t], sums / lengths))
     scores = torch.stack(scores)  # (T, stored pairs)
     scale = block.memory_log_scale.exp()[:, None]
     expected = ((scores[:, None] - block.memory_threshold[:, None]) * scale).softmax(-1)  # (T, H, pairs)
     torch.testing.assert_close(token_mass(pointer.weights, pointer.tokens, vocab),
                                token_mass(expected[None], tokens.expand(length - 1, -1)[None], vocab),
                                atol=1e-5, rtol=1e-5)
-    # The aligned pair's run score is the running best of its matches, which fade.
+    # The aligned pair's score is the mean of its matches so far, which fade.
     aligned = similarity[torch.arange(length - 1), torch.arange(1, length)]
     assert aligned[-1] < aligned[0] - 0.2
-    torch.testing.assert_close(scores[torch.arange(length - 1), torch.arange(1, length)], aligned.cummax(0).values)
+    running_mean = aligned.cumsum(0) / torch.arange(1, length)
+    torch.testing.assert_close(scores[torch.arange(length - 1), torch.arange(1, length)],
+                               torch.maximum(aligned, running_mean))
 
 
 @torch.no_grad()
@@ -136,8 +142,9 @@ def test_reading_with_a_memory_in_chunks_equals_one_pass(tiny_model, chunk):
     assert (torch.cat(pieces, dim=1) - full.logits).abs().max().item() <= TOLERANCE
     recalled = full.state.layers[tiny_model.config.retrieval_layer].recalled_ids
     assert (recalled >= 0).any(), "the last token recalled nothing: the test would not cover runs"
-    torch.testing.assert_close(state.layers[tiny_model.config.retrieval_layer].recalled_scores,
-                               full.state.layers[tiny_model.config.retrieval_layer].recalled_scores)
+    for name in ("run_sums", "run_lengths"):
+        torch.testing.assert_close(getattr(state.layers[tiny_model.config.retrieval_layer], name),
+                                   getattr(full.state.layers[tiny_model.config.retrieval_layer], name))
 
 
 @torch.no_grad()
@@ -184,3 +191,12 @@ def test_tensor_memory_follows_within_a_span_and_past_its_trimming():
     assert after.mask.tolist() == [[id >= 0 for id in after.ids[0].tolist()]]
     torch.testing.assert_close(after.values[0, 2], torch.tensor([12.0, 13.0]))  # id 6: the second pair of span 2
     torch.testing.assert_close(after.values[0, 0], torch.zeros(2))
+
+
+def test_a_one_stream_memory_follows_from_chunk_to_chunk():
+    memory = TensorMemory(2, one_stream=True)
+    memory.add(torch.randn(1, 3, 2), torch.randn(1, 3, 2))
+    memory.add(torch.randn(1, 2, 2), torch.randn(1, 2, 2))
+    assert memory.follow(torch.tensor([2, 3, 4])).ids.tolist() == [3, 4, -1]
+    with pytest.raises(ValueError, match="one row at a time"):
+        memory.add(torch.randn(2, 3, 2), torch.randn(2, 3, 2))
