@@ -2,9 +2,10 @@
 
 Rebuilds trial `--trial` of `lifelong eval passkey` at `--distance` (same seed, so the
 same key and filler) in a real memory store, then answers the question once per probe
-count (`--nprobe`; 0 probes every list: exact search). The stream state does not depend
-on the memory (recalled tokens only mix into the output), so the document is read once
-without searching and only the answers differ. For each answer step under exact search
+count (`--nprobe`; 0 probes every list: exact search). The document is read once, as the
+evaluation reads it (searching at the store's default probe count: the stream state
+carries what the last token recalled); the question's chunk and the answers are then
+read under each probe count. For each answer step under exact search
 it reports the statement's own pair (the key of the byte before the digit, naming the
 digit): its cosine to the question's key, its rank among all stored keys, the best other
 cosine, and the memory's share of the output; then what that match depends on (the
@@ -63,7 +64,7 @@ def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore
     started = time.perf_counter()
     state = model.init_state(1)
     for start in range(0, last_start, CHUNK_TOKENS):
-        out = model(torch.tensor([tokens[start : start + CHUNK_TOKENS]]), state, None)
+        out = model(torch.tensor([tokens[start : start + CHUNK_TOKENS]]), state, store)
         state = out.state
         store_chunk(store, out.memory_kv, start, start + CHUNK_TOKENS)
     store.catch_up()

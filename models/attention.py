@@ -395,32 +395,34 @@ class RetrievalAttention(LocalAttention):
         """Each step's pairs [searched | followed] (R = 2K), and the slot each continues among the
         previous step's pairs (-1: it starts a run)."""
         top_k = self.top_k
-        carried = (state.recalled_ids, state.recalled_tokens)
+
+        def step_before(now: torch.Tensor, carried: torch.Tensor) -> torch.Tensor:
+            """(B, T, K) of each step's previous one: the state's for the chunk's first step."""
+            return torch.cat([carried[:, None], now[:, :-1]], dim=1)
 
         found = memory.search(k.detach()[:, :, None], top_k)  # one search per token, shared by the heads
         mask = found.mask[:, :, 0]
         searched = _Pairs(found.ids[:, :, 0].masked_fill(~mask, -1), found.keys[:, :, 0],
                           self._named(found.values[:, :, 0], mask), mask)
-        before_ids = torch.cat([carried[0][:, None, :top_k], searched.ids[:, :-1]], dim=1)  # (B, T, K)
-        before_tokens = torch.cat([carried[1][:, None, :top_k], searched.tokens[:, :-1]], dim=1)
-        after = memory.follow(before_ids)
-        # Follow only a pair that named the token that came, and not to a pair the search found anyway.
-        right = (before_tokens == tokens[:, :, None]) & (before_ids >= 0)
+        searched_ids = step_before(searched.ids, state.recalled_ids[:, :top_k])
+        searched_tokens = step_before(searched.tokens, state.recalled_tokens[:, :top_k])
+        after = memory.follow(searched_ids)
+        # Follow a pair that named the token that came, unless the search found where it leads anyway.
         duplicate = (after.ids[..., :, None] == searched.ids[..., None, :]).any(-1)
-        followed_mask = after.mask & right & ~duplicate
-        followed = _Pairs(after.ids.masked_fill(~followed_mask, -1), after.keys,
-                          self._named(after.values, followed_mask), followed_mask)
-        before_followed_ids = torch.cat([carried[0][:, None, top_k:], followed.ids[:, :-1]], dim=1)
-        before_followed_tokens = torch.cat([carried[1][:, None, top_k:], followed.tokens[:, :-1]], dim=1)
+        mask = after.mask & (searched_tokens == tokens[:, :, None]) & ~duplicate
+        followed = _Pairs(after.ids.masked_fill(~mask, -1), after.keys, self._named(after.values, mask), mask)
         pairs = _Pairs(*(torch.cat(parts, dim=2) for parts in zip(searched, followed)))
-        # Which previous pair each pair continues: the one whose successor it is, if that one named
-        # the token that came.
-        before_all_ids = torch.cat([before_ids, before_followed_ids], dim=2)  # (B, T, R)
-        successors = torch.cat([after.ids, memory.follow(before_followed_ids).ids], dim=2)
-        continued = (before_all_ids >= 0) & (successors >= 0) & (
-            torch.cat([before_tokens, before_followed_tokens], dim=2) == tokens[:, :, None])
+
+        # The previous step's pairs, and where each leads.
+        followed_ids = step_before(followed.ids, state.recalled_ids[:, top_k:])
+        followed_tokens = step_before(followed.tokens, state.recalled_tokens[:, top_k:])
+        before_ids = torch.cat([searched_ids, followed_ids], dim=2)  # (B, T, R)
+        before_tokens = torch.cat([searched_tokens, followed_tokens], dim=2)
+        successors = torch.cat([after.ids, memory.follow(followed_ids).ids], dim=2)
+        # A pair continues the previous pair it succeeds, if that one named the token that came.
+        continued = (before_ids >= 0) & (successors >= 0) & (before_tokens == tokens[:, :, None])
         link = (pairs.ids[..., :, None] == successors[..., None, :]) & continued[..., None, :] & pairs.mask[..., None]
-        parent = torch.where(link.any(-1), link.to(torch.uint8).argmax(-1), -1)  # (B, T, R)
+        parent = torch.where(link.any(-1), link.to(torch.uint8).argmax(-1), -1)  # (B, T, R); one parent at most
         return pairs, parent
 
     def _point(

@@ -38,7 +38,7 @@ def test_a_replayed_trial_answers_what_the_evaluation_answers(tmp_path):
     document = POOL[:700] + b"\nThe pass key is 12345. Remember it.\n" + POOL[:900] + b"\nWhat is the pass key? The pass key is "
     memory = TrialMemory(tmp_path, model.config.head_dim)
     evaluated = recall_passkey(model, document, memory.new_store())
-    # The replay reads without searching (the state does not depend on the memory) and answers after.
+    # The replay reads as the evaluation does, then answers the question once per probe count.
     replayed = probe_trial(model, document, b"12345", memory.new_store(), [10, 0])
     assert replayed["answers"] == {"10": evaluated, "0": evaluated}
     steps = replayed["exact_steps"]
