@@ -2,8 +2,9 @@
 
 Builds an agent's memory from the shipped `small` model's retrieval keys over
 real text (Python's own sources) in an SQLite file, then measures writes (SQL +
-index), a chunk's search (one query per token, top-32) at 10K, 100K and 1M
-stored tokens with its recall@32 against exact search, for each probe count
+index), a chunk's search (one query per token, top-32) and the following of
+what it found at 10K, 100K and 1M stored tokens, with the search's recall@32
+against exact search, for each probe count
 asked for (`--nprobe`), a full rebuild from SQL, and the bytes SQL spends per
 stored token. Prints one JSON object.
 """
@@ -75,24 +76,29 @@ def chunk_queries(model: HybridLM, text: bytes) -> np.ndarray:
     return recorder.queries[0].reshape(-1, model.config.head_dim).float().numpy()
 
 
-def measure_search(store: MemoryStore, probes: list[np.ndarray], repeats: int) -> tuple[list[float], np.ndarray]:
-    """Seconds of each chunk's full search (catch-up, index, pairs as tensors) and the ids found for all probes."""
-    timings = []
+def measure_search(store: MemoryStore, probes: list[np.ndarray], repeats: int) -> tuple[list[float], list[float], np.ndarray]:
+    """Seconds of each chunk's full search (catch-up, index, pairs as tensors), of following what it found
+    (twice, as the retrieval block does), and the ids found for all probes."""
+    searches, follows = [], []
     for chunk in probes:
         tensor = torch.from_numpy(chunk).view(1, SPAN, -1, chunk.shape[1])
         for _ in range(repeats):
             start = time.perf_counter()
-            store.search(tensor, TOP_K)
-            timings.append(time.perf_counter() - start)
-    return timings, store.search_ids(np.concatenate(probes), TOP_K).ids
+            found = store.search(tensor, TOP_K)
+            searches.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            store.follow(store.follow(found.ids[:, :, 0]).ids)
+            follows.append(time.perf_counter() - start)
+    return searches, follows, store.search_ids(np.concatenate(probes), TOP_K).ids
 
 
 def search_figures(store: MemoryStore, probes: list[np.ndarray], exact_ids: np.ndarray, repeats: int) -> dict[str, float]:
     """Median ms of a chunk's search and recall@k of all probes against exact search, as the index stands."""
-    timings, found = measure_search(store, probes, repeats)
+    searches, follows, found = measure_search(store, probes, repeats)
     positions = _positions(store, found, SPAN)
     return {
-        "search_ms_per_chunk": round(1000 * statistics.median(timings), 2),
+        "search_ms_per_chunk": round(1000 * statistics.median(searches), 2),
+        "follow_ms_per_chunk": round(1000 * statistics.median(follows), 2),
         "recall_at_32": round(recall_at_k(positions, exact_ids), 4),
         # The pointer's weight goes mostly to the best match: how often the true nearest key came back.
         "nearest_found": round(float(np.mean([e[0] in f for f, e in zip(positions, exact_ids)])), 4),

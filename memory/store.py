@@ -337,17 +337,20 @@ class MemoryStore:
         flat = ids.reshape(-1).cpu().numpy()
         rows, offsets = split_ids(np.maximum(flat, 0))
         rows, offsets = rows.copy(), offsets + 1
+        keys = np.zeros((len(flat), self.head_dim), dtype=np.float16)
+        values = np.zeros_like(keys)
         with self._lock:
-            _, in_row, _ = self.mirror.slots(rows, offsets)
-            last_of_row = ~in_row & (flat >= 0) & self.mirror.slots(rows, offsets - 1)[1]
-            for i in np.nonzero(last_of_row)[0]:  # few: only a row's last pair is continued by another row
-                next_row = self.mirror.next_row(int(rows[i]))
-                if next_row is not None:
-                    rows[i], offsets[i] = next_row, 0
-            slots, live, _ = self.mirror.slots(rows, offsets)
+            slots, live, row_index = self.mirror.slots(rows, offsets)
             live &= flat >= 0
-            keys = np.zeros((len(flat), self.head_dim), dtype=np.float16)
-            values = np.zeros_like(keys)
+            if len(self.mirror.row_ids):
+                # A row's last pair: continued by the first pair of the row that continues the row, if any.
+                ends = (flat >= 0) & (self.mirror.row_ids[row_index] == rows) & (offsets == self.mirror.row_lengths[row_index])
+                for i in np.nonzero(ends)[0]:  # few: one pair in a row's length
+                    next_row = self.mirror.next_row(int(rows[i]))
+                    if next_row is not None:
+                        rows[i], offsets[i] = next_row, 0
+                        slot, found, _ = self.mirror.slots(rows[i : i + 1], offsets[i : i + 1])
+                        slots[i], live[i] = slot[0], found[0]
             keys[live], values[live] = self.mirror.keys[slots[live]], self.mirror.values[slots[live]]
         shape = (*ids.shape, self.head_dim)
         return RetrievedMemory(
