@@ -40,14 +40,15 @@ class AttentionState(NamedTuple):
 
 
 class RetrievalState(NamedTuple):
-    """The retrieval block's window, and the pairs its last token weighed (R = 2K: searched, then
-    followed), so that the next token can follow the ones that named it (see RetrievalAttention)."""
+    """The retrieval block's window, and the pairs its last token weighed (R = K x (1 + hops): the
+    searched ones, then those followed 1, 2, ... hops), so that the next token can follow the ones
+    that named it (see RetrievalAttention)."""
 
     keys: torch.Tensor  # (B, C, D) as AttentionState
     values: torch.Tensor  # (B, C, D)
     recalled_ids: torch.Tensor  # (B, R) int64 pair ids, -1 where none
     recalled_tokens: torch.Tensor  # (B, R) int64, the token each named
-    run_sums: torch.Tensor  # (B, R) fp32, the similarities summed along the run each one ends (run_totals)
+    run_sums: torch.Tensor  # (B, R) fp32, the cosines summed along the run each one ends (run_sums)
     run_lengths: torch.Tensor  # (B, R) fp32, and that run's length
 
 
@@ -268,27 +269,24 @@ def mix_pointer(logits: torch.Tensor, pointer: MemoryPointer) -> torch.Tensor:
     return torch.logaddexp(log_keep + logits.log_softmax(-1), log_copy)
 
 
-def run_totals(
-    similarity: torch.Tensor, carried: tuple[torch.Tensor, torch.Tensor], parent: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sum of similarities and the length of the run of pairs each pair ends.
+def run_sums(values: torch.Tensor, carried: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """Each pair's `values` summed along the run of pairs it ends.
 
-    similarity: (B, T, R) of each step's pairs; carried: the sums and lengths, (B, R) each, of the
-    runs the pairs of the step before the first end; parent: (B, T, R) the slot among the previous
-    step's pairs that a pair continues, -1 where it starts a run. A pair has at most one parent, so
-    runs are paths, and their totals come from pointer jumping: log2(T) rounds, not a loop over T.
+    values: (B, T, R) of each step's pairs; carried: (B, R) the sums of the runs the pairs of the
+    step before the first end; parent: (B, T, R) the slot among the previous step's pairs that a
+    pair continues, -1 where it starts a run. A pair has at most one parent, so runs are paths and
+    their sums come from pointer jumping: log2(T) rounds instead of a loop over T.
     """
-    batch, steps, slots = similarity.shape
-    zero = similarity.new_zeros(batch, 1)  # node 0: where every run starts, adding nothing
-    sums = torch.cat([zero, carried[0].type_as(similarity), similarity.flatten(1)], dim=1)  # (B, 1 + (T+1)*R)
-    lengths = torch.cat([zero, carried[1].type_as(similarity), torch.ones_like(similarity).flatten(1)], dim=1)
-    first_of_step = 1 + torch.arange(steps, device=similarity.device).view(1, steps, 1) * slots  # the step before's
+    batch, steps, slots = values.shape
+    zero = values.new_zeros(batch, 1)  # node 0: where every run starts, adding nothing
+    sums = torch.cat([zero, carried.type_as(values), values.flatten(1)], dim=1)  # (B, 1 + (T+1)*R)
+    first_of_step = 1 + torch.arange(steps, device=values.device).view(1, steps, 1) * slots  # the step before's
     up = torch.where(parent >= 0, first_of_step + parent, 0)  # (B, T, R) node each continues
     up = torch.cat([torch.zeros(batch, 1 + slots, dtype=torch.long, device=up.device), up.flatten(1)], dim=1)
     for _ in range(max(1, math.ceil(math.log2(steps + 1)))):
-        sums, lengths = sums + sums.gather(1, up), lengths + lengths.gather(1, up)
+        sums = sums + sums.gather(1, up)
         up = up.gather(1, up)
-    return sums[:, 1 + slots :].view(batch, steps, slots), lengths[:, 1 + slots :].view(batch, steps, slots)
+    return sums[:, 1 + slots :].view(batch, steps, slots)
 
 
 class _Pairs(NamedTuple):
@@ -317,16 +315,18 @@ class RetrievalAttention(LocalAttention):
     corrupts what the layers above compute. The learned per-head gate is a cosine
     threshold under which memory scores fall away. (3) Recall follows the stored text, as
     RetoMaton does: a pair that named the token that then came is followed to the pair
-    stored after it (`MemoryReader.follow`, no search needed), and that pair scores the
-    mean similarity of the run it continues, if that is above its own. A key reflects a
-    few hundred bytes of context, so text recalled in another setting (a passkey asked
-    after other kinds of text) can match less and less closely digit by digit, while the
-    run as a whole still matches.
+    stored after it (`MemoryReader.follow`, no search needed), for as many as
+    `memory_follow_hops` steps in a row where the search misses it (an approximate index
+    misses loose matches most). A pair continuing a run matches by the run's mean cosine
+    (the cosine of its keys concatenated) when that beats its own: a key reflects a few
+    hundred bytes of context, so a passkey asked after other kinds of text can match its
+    statement less and less closely digit by digit while the run as a whole still matches.
     """
 
     def __init__(self, config: ModelConfig, out_init_scale: float):
         super().__init__(config, out_init_scale)
         self.top_k = config.memory_top_k
+        self.follow_hops = config.memory_follow_hops
         # log of the score scale; sqrt(D) makes cosine scores as sharp as dot products at init.
         self.log_scale = nn.Parameter(torch.full((self.heads,), 0.5 * math.log(self.head_dim)))
         # Memory scores are scale * (cosine - threshold): the threshold is the learned per-head
@@ -357,9 +357,13 @@ class RetrievalAttention(LocalAttention):
             return state
         return RetrievalState(*state, *self._nothing_recalled(state.keys.shape[0], state.keys.device))
 
+    @property
+    def recall_slots(self) -> int:
+        return self.top_k * (1 + self.follow_hops)
+
     def _nothing_recalled(self, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        nothing = torch.full((batch, 2 * self.top_k), -1, dtype=torch.long, device=device)
-        zeros = torch.zeros(batch, 2 * self.top_k, device=device)
+        nothing = torch.full((batch, self.recall_slots), -1, dtype=torch.long, device=device)
+        zeros = torch.zeros(batch, self.recall_slots, device=device)
         return nothing, nothing.clone(), zeros, zeros.clone()
 
     def forward(  # type: ignore[override]
@@ -387,14 +391,17 @@ class RetrievalAttention(LocalAttention):
 
     def _named(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The tokens stored values name (exact codes, fp16 in SQL: the nearest code is the token); -1 where masked."""
-        return (values.float() @ self.token_codes.float().T).argmax(-1).masked_fill(~mask, -1)
+        named = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
+        named[mask] = (values[mask].float() @ self.token_codes.float().T).argmax(-1)
+        return named
 
     def _candidates(
         self, k: torch.Tensor, memory: MemoryReader, state: RetrievalState, tokens: torch.Tensor
     ) -> tuple[_Pairs, torch.Tensor]:
-        """Each step's pairs [searched | followed] (R = 2K), and the slot each continues among the
-        previous step's pairs (-1: it starts a run)."""
-        top_k = self.top_k
+        """Each step's pairs, R = K x (1 + hops) slots: the searched ones, then those followed 1, 2, ...
+        hops from a search (a run keeps its slot as it is followed); and the slot each continues among
+        the previous step's pairs (-1: it starts a run)."""
+        top_k, batch = self.top_k, k.shape[0]
 
         def step_before(now: torch.Tensor, carried: torch.Tensor) -> torch.Tensor:
             """(B, T, K) of each step's previous one: the state's for the chunk's first step."""
@@ -402,25 +409,38 @@ class RetrievalAttention(LocalAttention):
 
         found = memory.search(k.detach()[:, :, None], top_k)  # one search per token, shared by the heads
         mask = found.mask[:, :, 0]
-        searched = _Pairs(found.ids[:, :, 0].masked_fill(~mask, -1), found.keys[:, :, 0],
-                          self._named(found.values[:, :, 0], mask), mask)
-        searched_ids = step_before(searched.ids, state.recalled_ids[:, :top_k])
-        searched_tokens = step_before(searched.tokens, state.recalled_tokens[:, :top_k])
-        after = memory.follow(searched_ids)
-        # Follow a pair that named the token that came, unless the search found where it leads anyway.
-        duplicate = (after.ids[..., :, None] == searched.ids[..., None, :]).any(-1)
-        mask = after.mask & (searched_tokens == tokens[:, :, None]) & ~duplicate
-        followed = _Pairs(after.ids.masked_fill(~mask, -1), after.keys, self._named(after.values, mask), mask)
-        pairs = _Pairs(*(torch.cat(parts, dim=2) for parts in zip(searched, followed)))
+        levels = [_Pairs(found.ids[:, :, 0].masked_fill(~mask, -1), found.keys[:, :, 0],
+                         self._named(found.values[:, :, 0], mask), mask)]
+        carried_ids = state.recalled_ids.view(batch, 1 + self.follow_hops, top_k)
+        carried_tokens = state.recalled_tokens.view(batch, 1 + self.follow_hops, top_k)
+        before_ids, before_tokens, successors = [], [], []  # per level: the previous step's pairs, where each leads
+        for level in range(1 + self.follow_hops):
+            before_ids.append(step_before(levels[level].ids, carried_ids[:, level]))
+            before_tokens.append(step_before(levels[level].tokens, carried_tokens[:, level]))
+            if not (before_ids[level] >= 0).any() and not (carried_ids[:, level + 1 :] >= 0).any():
+                # Nothing to follow at this level or above (a level is fed by the one below): spare the lookups.
+                nothing = torch.full_like(before_ids[level], -1)
+                successors.append(nothing)
+                for _ in range(level + 1, 1 + self.follow_hops):
+                    levels.append(_Pairs(nothing, levels[0].keys.new_zeros(levels[0].keys.shape), nothing, nothing >= 0))
+                    before_ids.append(nothing)
+                    before_tokens.append(nothing)
+                    successors.append(nothing)
+                break
+            after = memory.follow(before_ids[level])
+            successors.append(after.ids)
+            if level == self.follow_hops:
+                break
+            # Follow a pair that named the token that came, unless the pair it leads to is already weighed.
+            weighed = torch.cat([pairs.ids for pairs in levels], dim=2)
+            duplicate = (after.ids[..., :, None] == weighed[..., None, :]).any(-1)
+            mask = after.mask & (before_tokens[level] == tokens[:, :, None]) & ~duplicate
+            levels.append(_Pairs(after.ids.masked_fill(~mask, -1), after.keys, self._named(after.values, mask), mask))
+        pairs = _Pairs(*(torch.cat(parts, dim=2) for parts in zip(*levels)))  # (B, T, R)
+        before_ids, before_tokens, successors = (torch.cat(parts, dim=2) for parts in (before_ids, before_tokens, successors))
 
-        # The previous step's pairs, and where each leads.
-        followed_ids = step_before(followed.ids, state.recalled_ids[:, top_k:])
-        followed_tokens = step_before(followed.tokens, state.recalled_tokens[:, top_k:])
-        before_ids = torch.cat([searched_ids, followed_ids], dim=2)  # (B, T, R)
-        before_tokens = torch.cat([searched_tokens, followed_tokens], dim=2)
-        successors = torch.cat([after.ids, memory.follow(followed_ids).ids], dim=2)
         # A pair continues the previous pair it succeeds, if that one named the token that came.
-        continued = (before_ids >= 0) & (successors >= 0) & (before_tokens == tokens[:, :, None])
+        continued = (before_ids >= 0) & (successors >= 0) & (before_tokens == tokens[:, :, None])  # (B, T, R)
         link = (pairs.ids[..., :, None] == successors[..., None, :]) & continued[..., None, :] & pairs.mask[..., None]
         parent = torch.where(link.any(-1), link.to(torch.uint8).argmax(-1), -1)  # (B, T, R); one parent at most
         return pairs, parent
@@ -429,16 +449,17 @@ class RetrievalAttention(LocalAttention):
         self, k: torch.Tensor, memory: MemoryReader, local_lse: torch.Tensor, state: RetrievalState, tokens: torch.Tensor
     ) -> tuple[MemoryPointer, tuple[torch.Tensor, ...]]:
         """Weigh each step's recalled pairs and what they name; returns the pointer and what the last step recalled."""
-        if state.recalled_ids.shape[1] != 2 * self.top_k:  # recalled under another top_k: start afresh
+        if state.recalled_ids.shape[1] != self.recall_slots:  # recalled under another top_k: start afresh
             state = state._replace(**dict(zip(RetrievalState._fields[2:], self._nothing_recalled(k.shape[0], k.device))))
         pairs, parent = self._candidates(k, memory, state, tokens)
         similarity = torch.einsum("btd,btkd->btk", k.float(), pairs.keys.float())  # (B, T, R)
-        sums, lengths = run_totals(similarity, (state.run_sums, state.run_lengths), parent)  # (B, T, R)
+        sums = run_sums(similarity, state.run_sums, parent)  # (B, T, R)
+        lengths = run_sums(torch.ones_like(similarity), state.run_lengths, parent)
         # A run matches as a whole: the mean of its unit keys' cosines is the cosine of the keys
-        # concatenated along it. A pair never scores below its own match.
-        recall = torch.maximum(similarity, sums / lengths)
+        # concatenated along it. A pair never matches worse than by its own key.
+        match = torch.maximum(similarity, sums / lengths)
         scale = self.memory_log_scale.exp().float()[:, None]  # (H, 1)
-        scores = (recall[:, :, None] - self.memory_threshold.float()[:, None]) * scale  # (B, T, H, R)
+        scores = (match[:, :, None] - self.memory_threshold.float()[:, None]) * scale  # (B, T, H, R)
         scores = scores.masked_fill(~pairs.mask[:, :, None], float("-inf"))
         memory_lse = scores.logsumexp(dim=-1)  # (B, T, H); -inf where nothing was found
         weights = torch.exp(scores - memory_lse[..., None]).nan_to_num(0.0)

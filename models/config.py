@@ -35,6 +35,9 @@ class ModelConfig:
     embeddings_scale_by_sqrt_dim: bool = True
     # Nearest (key, value) pairs the retrieval block fetches per query and head.
     memory_top_k: int = 32
+    # Searches in a row that may miss the next pair of a recalled run before it is no longer
+    # followed; each costs a lookup of K pairs per token (see RetrievalAttention).
+    memory_follow_hops: int = 4
     # Largest RoPE wavelength; RoPE rotates the first half of each head's features.
     rope_max_wavelength: int = 10_000
 
@@ -51,8 +54,8 @@ class ModelConfig:
             problems.append(f"unknown block types {unknown}; use {BLOCK_TYPES}")
         if self.block_types.count("retrieval") > 1:
             problems.append("at most one retrieval block is supported")
-        if self.attention_window < 1 or self.conv_width < 1 or self.memory_top_k < 1:
-            problems.append("attention_window, conv_width and memory_top_k must be positive")
+        if self.attention_window < 1 or self.conv_width < 1 or self.memory_top_k < 1 or self.memory_follow_hops < 1:
+            problems.append("attention_window, conv_width, memory_top_k and memory_follow_hops must be positive")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 

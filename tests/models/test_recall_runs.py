@@ -7,40 +7,37 @@ import torch
 import torch.nn.functional as F
 
 from models import State, TensorMemory
-from models.attention import AttentionState, run_totals
+from models.attention import AttentionState, run_sums
 from models.memory import nothing_follows
 from models.state import _HEADER, MAGIC
 from tests.models.test_retrieval import retrieval_block, token_mass
 from tests.models.test_streaming import TOLERANCE, run_in_chunks
 
 
-def sequential_run_totals(similarity, carried, parent):
-    """run_totals one step at a time: a pair continuing a run adds its similarity and one step to it."""
-    (sums, lengths), steps = (t.clone() for t in carried), []
-    for t in range(similarity.shape[1]):
-        now_sums, now_lengths = similarity[:, t].clone(), torch.ones_like(similarity[:, t])
-        for b in range(now_sums.shape[0]):
-            for slot in range(now_sums.shape[1]):
+def sequential_run_sums(values, carried, parent):
+    """run_sums one step at a time: a pair continuing a run adds its value to the run's sum."""
+    sums, steps = carried.clone(), []
+    for t in range(values.shape[1]):
+        now = values[:, t].clone()
+        for b in range(now.shape[0]):
+            for slot in range(now.shape[1]):
                 if parent[b, t, slot] >= 0:
-                    now_sums[b, slot] += sums[b, parent[b, t, slot]]
-                    now_lengths[b, slot] += lengths[b, parent[b, t, slot]]
-        steps.append((now_sums, now_lengths))
-        sums, lengths = now_sums, now_lengths
-    return tuple(torch.stack(parts, dim=1) for parts in zip(*steps))
+                    now[b, slot] += sums[b, parent[b, t, slot]]
+        steps.append(now)
+        sums = now
+    return torch.stack(steps, dim=1)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 37])
-def test_run_totals_equal_the_step_by_step_sums(steps):
+def test_run_sums_equal_the_step_by_step_sums(steps):
     gen = torch.Generator().manual_seed(steps)
-    similarity = torch.rand(2, steps, 6, generator=gen)
-    carried = (torch.rand(2, 6, generator=gen) * 5, torch.randint(1, 6, (2, 6), generator=gen).float())
+    values, carried = torch.rand(2, steps, 6, generator=gen), torch.rand(2, 6, generator=gen) * 5
     parent = torch.randint(-3, 6, (2, steps, 6), generator=gen).clamp(min=-1)  # about a third start a run
-    for got, expected in zip(run_totals(similarity, carried, parent), sequential_run_totals(similarity, carried, parent)):
-        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(run_sums(values, carried, parent), sequential_run_sums(values, carried, parent))
 
 
 class Forgetful(TensorMemory):
-    """A memory whose search never finds one pair (an approximate index's miss), and which can follow or not."""
+    """A memory whose search never finds some pairs (an approximate index's misses), and which can follow or not."""
 
     def __init__(self, dim, missing_id, can_follow):
         super().__init__(dim)
@@ -48,7 +45,7 @@ class Forgetful(TensorMemory):
 
     def search(self, queries, top_k):
         found = super().search(queries, top_k)
-        missed = found.ids == self.missing_id
+        missed = torch.isin(found.ids, torch.tensor(self.missing_id))
         return found._replace(mask=found.mask & ~missed, ids=found.ids.masked_fill(missed, -1))
 
     def follow(self, ids):
@@ -123,6 +120,26 @@ def test_a_pair_the_search_misses_is_reached_by_following_the_run(tiny_model):
 
 
 @torch.no_grad()
+def test_a_run_is_followed_through_searches_that_miss_several_times_in_a_row(tiny_model):
+    block = retrieval_block(tiny_model)
+    width, vocab, length = tiny_model.config.width, tiny_model.config.vocab_size, 16
+    past, tokens, pairs = _stored(block, width, length, seed=9)
+    block.top_k = 2
+    missing = range(7, 7 + block.follow_hops)  # as many misses in a row as a run survives
+    memory = Forgetful(tiny_model.config.head_dim, list(missing), can_follow=True)
+    memory.add(pairs.keys, pairs.values)
+    _, _, _, pointer = block(past[:, :-1], block.init_state(1), memory, tokens[:, :-1])
+    recalled = token_mass(pointer.weights, pointer.tokens, vocab)[0, :, 0]  # (T, V), head 0
+    assert all(recalled[i - 1, tokens[0, i]] > 0.99 for i in missing)
+    # One more miss than that: the run is no longer followed.
+    memory = Forgetful(tiny_model.config.head_dim, list(range(7, 8 + block.follow_hops)), can_follow=True)
+    memory.add(pairs.keys, pairs.values)
+    _, _, _, pointer = block(past[:, :-1], block.init_state(1), memory, tokens[:, :-1])
+    last = 7 + block.follow_hops
+    assert token_mass(pointer.weights, pointer.tokens, vocab)[0, last - 1, 0, tokens[0, last]] < 0.5
+
+
+@torch.no_grad()
 @pytest.mark.parametrize("chunk", [1, 7, 64])
 def test_reading_with_a_memory_in_chunks_equals_one_pass(tiny_model, chunk):
     """Runs carry across chunk boundaries through the state, so chunking changes nothing."""
@@ -145,6 +162,28 @@ def test_reading_with_a_memory_in_chunks_equals_one_pass(tiny_model, chunk):
     for name in ("run_sums", "run_lengths"):
         torch.testing.assert_close(getattr(state.layers[tiny_model.config.retrieval_layer], name),
                                    getattr(full.state.layers[tiny_model.config.retrieval_layer], name))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_runs_followed_through_missed_searches_read_the_same_in_chunks(tiny_model, chunk):
+    """Runs at every hop carry across chunk boundaries, whichever levels the chunk itself uses."""
+    block = retrieval_block(tiny_model)
+    width, length = tiny_model.config.width, 24
+    past, tokens, pairs = _stored(block, width, length, seed=14)
+    block.top_k = 2
+    memory = Forgetful(tiny_model.config.head_dim, [5, 6, 7, 12, 13, 15, 16, 17, 18], can_follow=True)
+    memory.add(pairs.keys, pairs.values)
+    past, tokens = past[:, :-1], tokens[:, :-1]
+    whole = block(past, block.init_state(1), memory, tokens)
+    state, shares, deep = block.init_state(1), [], False
+    for start in range(0, length - 1, chunk):
+        _, state, _, pointer = block(past[:, start : start + chunk], state, memory, tokens[:, start : start + chunk])
+        shares.append(pointer.share_logit)
+        deep |= bool((state.recalled_ids[:, 2 * block.top_k :] >= 0).any())
+    torch.testing.assert_close(torch.cat(shares, dim=1), whole[3].share_logit)
+    assert torch.equal(state.recalled_ids, whole[1].recalled_ids)
+    assert deep, "no chunk ended on a run two hops past a search: the test would not cover it"
 
 
 @torch.no_grad()

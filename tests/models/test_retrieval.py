@@ -98,10 +98,12 @@ def test_a_context_seen_before_retrieves_the_token_that_followed_it(tiny_model):
     block.top_k = 1
 
     # Reading the same inputs again from a fresh state: token t's key equals the stored key of pair t + 1.
-    # Slots: [searched | followed]; the pair each step would follow is the one its search found.
+    # Slots: [searched | followed 1, 2, ... hops]; the pair each step would follow is the one its search found.
     _, _, _, pointer = block(text[:, :19], block.init_state(1), memory, tokens[:, :19])
     assert torch.equal(pointer.tokens[0, :, 0], tokens[0, 1:20])  # the token after each context
-    torch.testing.assert_close(pointer.weights, torch.tensor([1.0, 0.0]).expand(1, 19, block.heads, 2))
+    only_the_found = torch.zeros(block.recall_slots)
+    only_the_found[0] = 1.0
+    torch.testing.assert_close(pointer.weights, only_the_found.expand(1, 19, block.heads, -1))
 
     # With all of the softmax on memory, the model predicts exactly the tokens that followed.
     model_memory = TensorMemory(tiny_model.config.head_dim)
