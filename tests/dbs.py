@@ -79,10 +79,13 @@ def sessions(db_url):
 def another_backend_waits_for_a_lock(sessions, timeout_s: float) -> bool:
     """Whether, within `timeout_s`, some other PostgreSQL backend is seen blocked on a lock."""
     deadline = time.monotonic() + timeout_s
-    with sessions() as db:
-        while not db.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                 "AND pid <> pg_backend_pid()")):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-    return True
+    while True:
+        # A transaction of its own per look: PostgreSQL keeps one snapshot of pg_stat_activity per
+        # transaction, so looking again in the same one would never see a backend start waiting.
+        with sessions() as db:
+            if db.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND pid <> pg_backend_pid()")):
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
