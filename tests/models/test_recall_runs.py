@@ -101,42 +101,37 @@ def test_pointer_weighs_each_pair_by_the_mean_match_of_the_run_it_continues(tiny
                                torch.maximum(aligned, running_mean))
 
 
+def recalled_reading_again(model, missing, can_follow):
+    """(T, V) head 0's recalled-token mass while reading a stored text again, its pairs `missing` never found by search."""
+    block = retrieval_block(model)
+    past, tokens, pairs = _stored(block, model.config.width, 16, seed=9)
+    block.top_k = 2
+    memory = Forgetful(model.config.head_dim, missing, can_follow)
+    memory.add(pairs.keys, pairs.values)
+    _, _, _, pointer = block(past[:, :-1], block.init_state(1), memory, tokens[:, :-1])
+    return token_mass(pointer.weights, pointer.tokens, model.config.vocab_size)[0, :, 0], tokens[0]
+
+
 @torch.no_grad()
 def test_a_pair_the_search_misses_is_reached_by_following_the_run(tiny_model):
-    block = retrieval_block(tiny_model)
-    width, vocab, length = tiny_model.config.width, tiny_model.config.vocab_size, 16
-    past, tokens, pairs = _stored(block, width, length, seed=9)
-    block.top_k = 2
     missing = 9  # the pair naming tokens[9]: the right answer at step 8 of reading the text again
-    answers = {}
-    for name, can_follow in {"following": True, "search alone": False}.items():
-        memory = Forgetful(tiny_model.config.head_dim, missing, can_follow)
-        memory.add(pairs.keys, pairs.values)
-        _, _, _, pointer = block(past[:, :-1], block.init_state(1), memory, tokens[:, :-1])
-        answers[name] = token_mass(pointer.weights, pointer.tokens, vocab)[0, missing - 1, 0]
-    right = tokens[0, missing]
-    assert answers["following"][right] > 0.99  # the exact repeat's own pair, reached without a search
-    assert answers["search alone"][right] < answers["following"][right] - 0.5
+    following, tokens = recalled_reading_again(tiny_model, missing, can_follow=True)
+    search_alone, _ = recalled_reading_again(tiny_model, missing, can_follow=False)
+    right = tokens[missing]
+    assert following[missing - 1, right] > 0.99  # the exact repeat's own pair, reached without a search
+    assert search_alone[missing - 1, right] < following[missing - 1, right] - 0.5
 
 
 @torch.no_grad()
 def test_a_run_is_followed_through_searches_that_miss_several_times_in_a_row(tiny_model):
-    block = retrieval_block(tiny_model)
-    width, vocab, length = tiny_model.config.width, tiny_model.config.vocab_size, 16
-    past, tokens, pairs = _stored(block, width, length, seed=9)
-    block.top_k = 2
-    missing = range(7, 7 + block.follow_hops)  # as many misses in a row as a run survives
-    memory = Forgetful(tiny_model.config.head_dim, list(missing), can_follow=True)
-    memory.add(pairs.keys, pairs.values)
-    _, _, _, pointer = block(past[:, :-1], block.init_state(1), memory, tokens[:, :-1])
-    recalled = token_mass(pointer.weights, pointer.tokens, vocab)[0, :, 0]  # (T, V), head 0
-    assert all(recalled[i - 1, tokens[0, i]] > 0.99 for i in missing)
+    hops = retrieval_block(tiny_model).follow_hops
+    missing = range(7, 7 + hops)  # as many misses in a row as a run survives
+    recalled, tokens = recalled_reading_again(tiny_model, list(missing), can_follow=True)
+    assert all(recalled[i - 1, tokens[i]] > 0.99 for i in missing)
     # One more miss than that: the run is no longer followed.
-    memory = Forgetful(tiny_model.config.head_dim, list(range(7, 8 + block.follow_hops)), can_follow=True)
-    memory.add(pairs.keys, pairs.values)
-    _, _, _, pointer = block(past[:, :-1], block.init_state(1), memory, tokens[:, :-1])
-    last = 7 + block.follow_hops
-    assert token_mass(pointer.weights, pointer.tokens, vocab)[0, last - 1, 0, tokens[0, last]] < 0.5
+    last = 7 + hops
+    recalled, tokens = recalled_reading_again(tiny_model, list(range(7, last + 1)), can_follow=True)
+    assert recalled[last - 1, tokens[last]] < 0.5
 
 
 @torch.no_grad()
