@@ -418,15 +418,7 @@ class RetrievalAttention(LocalAttention):
             before_ids.append(step_before(levels[level].ids, carried_ids[:, level]))
             before_tokens.append(step_before(levels[level].tokens, carried_tokens[:, level]))
             if not (before_ids[level] >= 0).any() and not (carried_ids[:, level + 1 :] >= 0).any():
-                # Nothing to follow at this level or above (a level is fed by the one below): spare the lookups.
-                nothing = torch.full_like(before_ids[level], -1)
-                successors.append(nothing)
-                for _ in range(level + 1, 1 + self.follow_hops):
-                    levels.append(_Pairs(nothing, levels[0].keys.new_zeros(levels[0].keys.shape), nothing, nothing >= 0))
-                    before_ids.append(nothing)
-                    before_tokens.append(nothing)
-                    successors.append(nothing)
-                break
+                break  # nothing to follow at this level or above (a level is fed by the one below): spare the lookups
             after = memory.follow(before_ids[level])
             successors.append(after.ids)
             if level == self.follow_hops:
@@ -436,6 +428,11 @@ class RetrievalAttention(LocalAttention):
             duplicate = (after.ids[..., :, None] == weighed[..., None, :]).any(-1)
             mask = after.mask & (before_tokens[level] == tokens[:, :, None]) & ~duplicate
             levels.append(_Pairs(after.ids.masked_fill(~mask, -1), after.keys, self._named(after.values, mask), mask))
+        # Levels the loop did not reach weigh nothing and lead nowhere.
+        nothing = torch.full_like(levels[0].ids, -1)
+        levels += [_Pairs(nothing, torch.zeros_like(levels[0].keys), nothing, nothing >= 0)] * (1 + self.follow_hops - len(levels))
+        for parts in (before_ids, before_tokens, successors):
+            parts += [nothing] * (1 + self.follow_hops - len(parts))
         pairs = _Pairs(*(torch.cat(parts, dim=2) for parts in zip(*levels)))  # (B, T, R)
         before_ids, before_tokens, successors = (torch.cat(parts, dim=2) for parts in (before_ids, before_tokens, successors))
 
