@@ -289,11 +289,29 @@ def run_sums(values: torch.Tensor, carried: torch.Tensor, parent: torch.Tensor) 
     return sums[:, 1 + slots :].view(batch, steps, slots)
 
 
+def first_match(queries: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """For each of `queries` (..., Q), the first position in `table` (..., S) that holds the same
+    value, -1 where none does. A stable sort and a binary search: O(S log S) per row where
+    comparing all pairs would cost Q x S, and a step weighs 160 candidates."""
+    order = table.argsort(dim=-1, stable=True)  # equal values keep their order: the first comes first
+    ordered = table.gather(-1, order)
+    at = torch.searchsorted(ordered, queries.contiguous()).clamp(max=table.shape[-1] - 1)
+    return torch.where(ordered.gather(-1, at) == queries, order.gather(-1, at), -1)
+
+
+def _fp16_fingerprint(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) fp16 -> (N,) int64 and int32: the bits of the first two components side by side, and
+    the sum of all components' bits (equal vectors, equal sums; exact: D x 2^15 fits in int32)."""
+    bits = vectors.contiguous().view(torch.int16)
+    first_two = bits[:, :2].long() & 0xFFFF
+    return first_two[:, 0] << 16 | first_two[:, 1], bits.sum(-1, dtype=torch.int32)
+
+
 class _Pairs(NamedTuple):
     """Pairs the retrieval block weighs at each step, with the tokens they name."""
 
     ids: torch.Tensor  # (B, T, K) int64, -1 where masked
-    keys: torch.Tensor  # (B, T, K, D)
+    similarity: torch.Tensor  # (B, T, K) fp32, the cosine of each pair's key with the step's own key
     tokens: torch.Tensor  # (B, T, K) int64, -1 where masked
     mask: torch.Tensor  # (B, T, K) bool
 
@@ -390,10 +408,23 @@ class RetrievalAttention(LocalAttention):
         return MemoryKV(torch.cat([before, k[:, :-1]], dim=1).detach(), self.token_codes[tokens].type_as(k))
 
     def _named(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The tokens stored values name (exact codes, fp16 in SQL: the nearest code is the token); -1 where masked."""
-        named = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
-        named[mask] = (values[mask].float() @ self.token_codes.float().T).argmax(-1)
-        return named
+        """The tokens stored values name (the nearest code is the token); -1 where masked.
+
+        A stored value is a code rounded to fp16 (as SQL keeps it), so it is looked up by its
+        bits: the first two components find the code, a checksum of all of them confirms it.
+        Comparing a value with every code is left to values that are not such a code (one kept
+        in bf16, say); it costs ten times more.
+        """
+        stored = values.half().flatten(0, -2)  # (N, D)
+        codes = self.token_codes.half()  # (V, D)
+        (key, checksum), (code_key, code_checksum) = _fp16_fingerprint(stored), _fp16_fingerprint(codes)
+        found = first_match(key[None], code_key[None])[0]
+        exact = (found >= 0) & (code_checksum[found.clamp(min=0)] == checksum)
+        found, exact = found.view(mask.shape), exact.view(mask.shape)
+        guess = mask & ~exact
+        if guess.any():
+            found[guess] = (values[guess].float() @ self.token_codes.float().T).argmax(-1)
+        return found.masked_fill(~mask, -1)
 
     def _candidates(
         self, k: torch.Tensor, memory: MemoryReader, state: RetrievalState, tokens: torch.Tensor
@@ -407,9 +438,15 @@ class RetrievalAttention(LocalAttention):
             """(B, T, K) of each step's previous one: the state's for the chunk's first step."""
             return torch.cat([carried[:, None], now[:, :-1]], dim=1)
 
+        query = k.float()
+
+        def cosine(keys: torch.Tensor) -> torch.Tensor:
+            """(B, T, K, D) pairs' keys -> (B, T, K) their cosines with each step's own key."""
+            return torch.einsum("btd,btkd->btk", query, keys.float())
+
         found = memory.search(k.detach()[:, :, None], top_k)  # one search per token, shared by the heads
         mask = found.mask[:, :, 0]
-        levels = [_Pairs(found.ids[:, :, 0].masked_fill(~mask, -1), found.keys[:, :, 0],
+        levels = [_Pairs(found.ids[:, :, 0].masked_fill(~mask, -1), cosine(found.keys[:, :, 0]),
                          self._named(found.values[:, :, 0], mask), mask)]
         carried_ids = state.recalled_ids.view(batch, 1 + self.follow_hops, top_k)
         carried_tokens = state.recalled_tokens.view(batch, 1 + self.follow_hops, top_k)
@@ -424,13 +461,12 @@ class RetrievalAttention(LocalAttention):
             if level == self.follow_hops:
                 break
             # Follow a pair that named the token that came, unless the pair it leads to is already weighed.
-            weighed = torch.cat([pairs.ids for pairs in levels], dim=2)
-            duplicate = (after.ids[..., :, None] == weighed[..., None, :]).any(-1)
+            duplicate = first_match(after.ids, torch.cat([pairs.ids for pairs in levels], dim=2)) >= 0
             mask = after.mask & (before_tokens[level] == tokens[:, :, None]) & ~duplicate
-            levels.append(_Pairs(after.ids.masked_fill(~mask, -1), after.keys, self._named(after.values, mask), mask))
+            levels.append(_Pairs(after.ids.masked_fill(~mask, -1), cosine(after.keys), self._named(after.values, mask), mask))
         # Levels the loop did not reach weigh nothing and lead nowhere.
         nothing = torch.full_like(levels[0].ids, -1)
-        levels += [_Pairs(nothing, torch.zeros_like(levels[0].keys), nothing, nothing >= 0)] * (1 + self.follow_hops - len(levels))
+        levels += [_Pairs(nothing, torch.zeros_like(levels[0].similarity), nothing, nothing >= 0)] * (1 + self.follow_hops - len(levels))
         for parts in (before_ids, before_tokens, successors):
             parts += [nothing] * (1 + self.follow_hops - len(parts))
         pairs = _Pairs(*(torch.cat(parts, dim=2) for parts in zip(*levels)))  # (B, T, R)
@@ -438,9 +474,8 @@ class RetrievalAttention(LocalAttention):
 
         # A pair continues the previous pair it succeeds, if that one named the token that came.
         continued = (before_ids >= 0) & (successors >= 0) & (before_tokens == tokens[:, :, None])  # (B, T, R)
-        link = (pairs.ids[..., :, None] == successors[..., None, :]) & continued[..., None, :] & pairs.mask[..., None]
-        parent = torch.where(link.any(-1), link.to(torch.uint8).argmax(-1), -1)  # (B, T, R); one parent at most
-        return pairs, parent
+        parent = first_match(pairs.ids, successors.masked_fill(~continued, -2))  # ids are >= -1: -2 matches nothing
+        return pairs, parent.masked_fill(~pairs.mask, -1)  # (B, T, R); one parent at most
 
     def _point(
         self, k: torch.Tensor, memory: MemoryReader, local_lse: torch.Tensor, state: RetrievalState, tokens: torch.Tensor
@@ -449,8 +484,8 @@ class RetrievalAttention(LocalAttention):
         if state.recalled_ids.shape[1] != self.recall_slots:  # recalled under another top_k: start afresh
             state = state._replace(**dict(zip(RetrievalState._fields[2:], self._nothing_recalled(k.shape[0], k.device))))
         pairs, parent = self._candidates(k, memory, state, tokens)
-        similarity = torch.einsum("btd,btkd->btk", k.float(), pairs.keys.float())  # (B, T, R)
-        sums = run_sums(similarity, state.run_sums, parent)  # (B, T, R)
+        similarity = pairs.similarity  # (B, T, R)
+        sums = run_sums(similarity, state.run_sums, parent)
         lengths = run_sums(torch.ones_like(similarity), state.run_lengths, parent)
         # A run matches as a whole: the mean of its unit keys' cosines is the cosine of the keys
         # concatenated along it. A pair never matches worse than by its own key.

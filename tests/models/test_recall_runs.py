@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from models import State, TensorMemory
-from models.attention import AttentionState, run_sums
+from models.attention import AttentionState, first_match, run_sums
 from models.memory import nothing_follows
 from models.state import _HEADER, MAGIC
 from tests.models.test_retrieval import retrieval_block, token_mass
@@ -34,6 +34,28 @@ def test_run_sums_equal_the_step_by_step_sums(steps):
     values, carried = torch.rand(2, steps, 6, generator=gen), torch.rand(2, 6, generator=gen) * 5
     parent = torch.randint(-3, 6, (2, steps, 6), generator=gen).clamp(min=-1)  # about a third start a run
     torch.testing.assert_close(run_sums(values, carried, parent), sequential_run_sums(values, carried, parent))
+
+
+def test_first_match_is_the_first_equal_position_as_comparing_every_pair_finds_it():
+    gen = torch.Generator().manual_seed(3)
+    table = torch.randint(-2, 12, (2, 9, 40), generator=gen)  # repeats, -1 and -2 among them
+    queries = torch.randint(-1, 14, (2, 9, 7), generator=gen)
+    equal = queries[..., :, None] == table[..., None, :]
+    expected = torch.where(equal.any(-1), equal.to(torch.uint8).argmax(-1), -1)
+    assert torch.equal(first_match(queries, table), expected)
+
+
+def test_stored_values_name_the_token_whose_code_is_nearest_whatever_their_precision(tiny_model):
+    block = retrieval_block(tiny_model)
+    gen = torch.Generator().manual_seed(4)
+    tokens = torch.randint(0, tiny_model.config.vocab_size, (2, 30, 5), generator=gen)
+    mask = torch.rand(tokens.shape, generator=gen) < 0.8
+    codes = block.token_codes[tokens]
+    noisy = codes + 0.05 * torch.randn(codes.shape, generator=gen)  # no code exactly: compared with every code
+    for values in (codes, codes.half(), codes.bfloat16(), noisy):
+        nearest = (values.float() @ block.token_codes.T).argmax(-1)
+        assert torch.equal(block._named(values, mask), nearest.masked_fill(~mask, -1))
+    assert torch.equal(block._named(codes.half(), mask), tokens.masked_fill(~mask, -1))
 
 
 class Forgetful(TensorMemory):
