@@ -149,8 +149,8 @@ class RecallHitPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     memory_id: int
-    score: float
-    token_hits: int
+    score: float  # best match of one of its pairs: its key's cosine with a query, or its run's mean cosine
+    token_hits: int  # how many of its pairs the retrieval layer weighed, found by search or followed
     text: str
 
 

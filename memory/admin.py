@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from memory.codec import decode_pairs
 from memory.ids import split_ids
 from memory.schema import Memory
-from memory.store import MemoryStore, SearchResult, Span, delete_memory_rows, flat_queries
-from models import ByteTokenizer, HybridLM, RetrievedMemory, State
+from memory.store import MemoryStore, Span, delete_memory_rows
+from models import ByteTokenizer, HybridLM, State
 
 EXPORT_FORMAT = 1
 MAX_PAGE = 500
@@ -137,47 +137,30 @@ def delete_memories(
 @dataclass(frozen=True)
 class RecallHit:
     memory_id: int
-    score: float  # best inner product between a query of the text and a key of this memory
-    token_hits: int  # (query, head, key) matches that fell in this memory
+    score: float  # best match of one of this memory's pairs: its key's cosine with a query, or its run's mean
+    token_hits: int  # (position, pair) weighings by the retrieval layer that fell in this memory, found or followed
     text: str
-
-
-class _RecordingReader:
-    """A MemoryReader that remembers what the retrieval block searched for and found."""
-
-    def __init__(self, store: MemoryStore):
-        self.store = store
-        self.results: list[SearchResult] = []
-
-    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
-        found = self.store.search_ids(flat_queries(queries), top_k)
-        self.results.append(found)
-        return found.as_retrieved(queries)
-
-    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
-        return self.store.follow(ids)
 
 
 @torch.inference_mode()
 def recall(
     db: Session, *, store: MemoryStore, model: HybridLM, text: str | bytes, state: State | None = None, limit: int = 20
 ) -> list[RecallHit]:
-    """The memories the retrieval layer fetches while reading `text` (from `state`, or a fresh stream)."""
+    """The memories the retrieval layer weighs while reading `text` (from `state`, or a fresh stream):
+    the pairs its search finds and those it reaches by following the stored text on from them."""
     data = text.encode() if isinstance(text, str) else text
     if not data:
         raise ValueError("recall needs a non-empty text")
     if model.retrieval_block is None:
         raise ValueError("this model has no retrieval block, so it recalls nothing")
-    store.catch_up()
-    reader = _RecordingReader(store)
-    model(ByteTokenizer().tensor(data), state, reader)
+    pointer = model(ByteTokenizer().tensor(data), state, store).pointer
+    weighed = pointer.ids >= 0
+    rows, _ = split_ids(pointer.ids[weighed].cpu().numpy())
     best: dict[int, float] = {}
     hits: dict[int, int] = {}
-    for found in reader.results:
-        rows, _ = split_ids(found.ids[found.live])
-        for row, score in zip(rows.tolist(), found.scores[found.live].tolist()):
-            best[row] = max(best.get(row, -np.inf), score)
-            hits[row] = hits.get(row, 0) + 1
+    for row, score in zip(rows.tolist(), pointer.match[weighed].tolist()):
+        best[row] = max(best.get(row, -np.inf), score)
+        hits[row] = hits.get(row, 0) + 1
     ranked = sorted(best, key=best.get, reverse=True)[:limit]
     texts = dict(db.execute(select(Memory.id, Memory.text).where(Memory.agent_id == store.agent_id, Memory.id.in_(ranked))).all())
     return [RecallHit(memory_id=i, score=best[i], token_hits=hits[i], text=texts.get(i, "")) for i in ranked if i in texts]

@@ -251,6 +251,9 @@ class MemoryPointer(NamedTuple):
     share_logit: torch.Tensor
     weights: torch.Tensor  # (B, T, H, K) fp32, each head's softmax over the retrieved pairs
     tokens: torch.Tensor  # (B, T, K) int64, the token each retrieved pair says followed its context
+    # Provenance, for whoever asks which memories were used (admin recall), found or followed:
+    ids: torch.Tensor  # (B, T, K) int64, the retrieved pairs' ids; -1 where a slot holds none
+    match: torch.Tensor  # (B, T, K) fp32, each pair's cosine match (a run's mean where that is higher)
 
 
 def mix_pointer(logits: torch.Tensor, pointer: MemoryPointer) -> torch.Tensor:
@@ -500,5 +503,5 @@ class RetrievalAttention(LocalAttention):
         else:
             share_logit = torch.full_like(memory_lse, torch.special.logit(torch.tensor(self.forced_gate)).item())
         share_logit = share_logit.masked_fill(~torch.isfinite(memory_lse), float("-inf"))
-        pointer = MemoryPointer(share_logit, weights, pairs.tokens.clamp(min=0))
+        pointer = MemoryPointer(share_logit, weights, pairs.tokens.clamp(min=0), pairs.ids, match.detach())
         return pointer, (pairs.ids[:, -1], pairs.tokens[:, -1], sums[:, -1].detach(), lengths[:, -1].detach())

@@ -36,6 +36,7 @@ class ModelOutput:
     logits: torch.Tensor
     state: State  # the stream's state after these tokens (detached: callers truncate gradients here)
     memory_kv: MemoryKV | None  # this chunk's retrieval (key, value) pairs; None without a retrieval block
+    pointer: MemoryPointer | None = None  # what the memory said at each step and which pairs said it; None without one
 
 
 class ResidualBlock(nn.Module):
@@ -115,7 +116,7 @@ class HybridLM(nn.Module):
         if pointer is not None:
             logits = mix_pointer(logits, pointer)
         new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1]).detach()
-        return ModelOutput(logits=logits, state=new_state, memory_kv=memory_kv)
+        return ModelOutput(logits=logits, state=new_state, memory_kv=memory_kv, pointer=pointer)
 
     def _upgrade_state(self, state: State) -> State:
         index, block = self.config.retrieval_layer, self.retrieval_block

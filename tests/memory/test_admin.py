@@ -7,8 +7,10 @@ import torch
 
 from memory.admin import delete_memories, export_ndjson, get_memory, import_ndjson, list_memories, recall
 from memory.schema import Event, Session
+from memory.ids import split_ids
 from memory.store import MemoryStore, Span
 from models import HybridLM, ModelConfig
+from models.memory import nothing_follows
 
 
 @pytest.fixture
@@ -103,6 +105,39 @@ def test_recall_returns_what_the_retrieval_layer_fetches(sessions, model, agent_
     assert hits[0].score == pytest.approx(1.0, abs=1e-2)
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     assert hits[0].text == first_chunk
+
+
+class SearchMisses(MemoryStore):
+    """A store whose search never finds the pairs of some rows (an approximate index's misses)."""
+
+    def __init__(self, *args, missed_rows=(), can_follow=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.missed_rows, self.can_follow = list(missed_rows), can_follow
+
+    def search(self, queries, top_k):
+        found = super().search(queries, top_k)
+        rows, _ = split_ids(found.ids.clamp(min=0).numpy())
+        missed = torch.isin(torch.from_numpy(rows), torch.tensor(self.missed_rows)) & found.mask
+        return found._replace(mask=found.mask & ~missed, ids=found.ids.masked_fill(missed, -1))
+
+    def follow(self, ids):
+        return super().follow(ids) if self.can_follow else nothing_follows(ids, self.head_dim)
+
+
+@pytest.mark.parametrize("can_follow", [True, False])
+def test_recall_lists_the_memories_reached_by_following_the_stored_text(sessions, model, agent_with_memories, can_follow):
+    agent, store, first, _, _, _ = agent_with_memories
+    with sessions() as db:
+        passage = b"".join(get_memory(db, agent_id=agent, memory_id=i).text.encode() for i in first)
+        missing = SearchMisses(agent_id=agent, sessions=sessions, head_dim=store.head_dim,
+                               missed_rows=[first[1]], can_follow=can_follow)
+        hits = {hit.memory_id: hit for hit in recall(db, store=missing, model=model, text=passage)}
+    assert len(first) >= 2 and first[0] in hits  # found by search
+    if can_follow:  # the passage is read on from the first row into the second, which search never finds
+        assert hits[first[1]].score == pytest.approx(1.0, abs=1e-2)
+        assert hits[first[1]].token_hits >= model.retrieval_block.follow_hops
+    else:
+        assert first[1] not in hits
 
 
 def test_delete_by_source_and_all_removes_from_recall(sessions, model, agent_with_memories):

@@ -56,7 +56,7 @@ def test_pointer_mixture_is_a_distribution_that_keeps_the_model_s_own_share():
     share_logit[0, 0] = float("-inf")  # nothing found at one position
     share_logit[1, 1] = 200.0  # a share that rounds to 1 in fp32
 
-    mixed = mix_pointer(logits, MemoryPointer(share_logit, weights, tokens))
+    mixed = mix_pointer(logits, MemoryPointer(share_logit, weights, tokens, ids=tokens, match=torch.ones(2, 5, 4)))
 
     torch.testing.assert_close(mixed.logsumexp(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
     share = torch.sigmoid(share_logit)  # (B, T, H)
