@@ -136,7 +136,7 @@ class MemoryPublic(BaseModel):
     num_tokens: int
     weight_version: int
     created_at: datetime
-    hit_count: int
+    hit_count: int  # times a search put one of its pairs in its top k (following the text on is not counted)
     last_hit_at: datetime | None
 
 
