@@ -1,13 +1,14 @@
 """Recall follows the stored text: a pair that named the token that came is followed to the next one."""
 
 import hashlib
+import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from models import State, TensorMemory
-from models.attention import AttentionState, first_match, run_sums
+from models.attention import COMPARE_ALL_UP_TO, LOOKUP_FROM, AttentionState, first_match, run_sums
 from models.memory import nothing_follows
 from models.state import _HEADER, MAGIC
 from tests.models.test_retrieval import retrieval_block, token_mass
@@ -36,12 +37,17 @@ def test_run_sums_equal_the_step_by_step_sums(steps):
     torch.testing.assert_close(run_sums(values, carried, parent), sequential_run_sums(values, carried, parent))
 
 
-def test_first_match_is_the_first_equal_position_as_comparing_every_pair_finds_it():
-    gen = torch.Generator().manual_seed(3)
-    table = torch.randint(-2, 12, (2, 9, 40), generator=gen)  # repeats, -1 and -2 among them
-    queries = torch.randint(-1, 14, (2, 9, 7), generator=gen)
-    equal = queries[..., :, None] == table[..., None, :]
-    expected = torch.where(equal.any(-1), equal.to(torch.uint8).argmax(-1), -1)
+@pytest.mark.parametrize("steps", [1, 300])  # a decoding step's few compared directly, a chunk's sorted
+def test_first_match_is_the_first_equal_position_as_comparing_every_pair_finds_it(steps):
+    gen = torch.Generator().manual_seed(steps)
+    table = torch.randint(-2, 12, (2, steps, 40), generator=gen)  # repeats, -1 and -2 among them
+    queries = torch.randint(-1, 14, (2, steps, 7), generator=gen)
+    expected = torch.full(queries.shape, -1)
+    for index in itertools.product(*map(range, queries.shape)):
+        row = table[index[:-1]].tolist()
+        if queries[index] in row:
+            expected[index] = row.index(queries[index])
+    assert (queries.numel() * table.shape[-1] <= COMPARE_ALL_UP_TO) == (steps == 1)
     assert torch.equal(first_match(queries, table), expected)
 
 
@@ -52,9 +58,11 @@ def test_stored_values_name_the_token_whose_code_is_nearest_whatever_their_preci
     mask = torch.rand(tokens.shape, generator=gen) < 0.8
     codes = block.token_codes[tokens]
     noisy = codes + 0.05 * torch.randn(codes.shape, generator=gen)  # no code exactly: compared with every code
+    assert mask[:, :1].numel() < LOOKUP_FROM <= mask.numel()
     for values in (codes, codes.half(), codes.bfloat16(), noisy):
         nearest = (values.float() @ block.token_codes.T).argmax(-1)
-        assert torch.equal(block._named(values, mask), nearest.masked_fill(~mask, -1))
+        for few in (mask[:, :1], mask):  # compared with every code, then looked up
+            assert torch.equal(block._named(values[:, : few.shape[1]], few), nearest[:, : few.shape[1]].masked_fill(~few, -1))
     assert torch.equal(block._named(codes.half(), mask), tokens.masked_fill(~mask, -1))
 
 
