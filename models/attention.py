@@ -430,8 +430,8 @@ class RetrievalAttention(LocalAttention):
         checksum of all of them confirms it. Values that are not such a code (kept in bf16, say)
         are still compared with every code.
         """
-        named = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
         if mask.numel() < LOOKUP_FROM:
+            named = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
             named[mask] = self._nearest_code(values[mask])
             return named
         stored = values.half().flatten(0, -2)  # (N, D)
