@@ -6,6 +6,9 @@ prequential bits, the memory rows of what it read, each session's learner stream
 weight version. A task naming a later event therefore also learns the earlier ones, so delivery order
 cannot reorder learning, and a task whose events are learned already is a no-op.
 
+The memories that supplied predictions while the events were read get their hit counts in that
+same transaction (`memory.hits`), so hits are exactly once too.
+
 Exactly once is a database property: the commit happens under a per-agent lock (SELECT ... FOR NO KEY
 UPDATE on PostgreSQL, which leaves inserting events free; SQLite's one write lock) after checking that
 nothing the work was based on has changed: the agent's newest version and the events' state. If
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from learner.base import learning_config, load_base
 from learner.online import Chunk, OnlineLearner, stream_chunks
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
+from memory.hits import record_hits, rows_supplying
 from memory.ids import MAX_SPAN_TOKENS
 from memory.schema import Agent, Document, Event
 from memory.schema import Session as StreamSession
@@ -158,6 +163,7 @@ class _Learned:
     tokens: int
     spans: list[Span]
     streams: dict[int, tuple[bytes, int]]  # session id -> new (learn_state, learn_last_token)
+    hits: Counter[int] = field(default_factory=Counter)  # memory id -> positions whose prediction it supplied
 
 
 def _spans(event: Event, tokens: Sequence[int], start: int, keys: torch.Tensor, values: torch.Tensor,
@@ -199,6 +205,8 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Lear
             if step.memory_kv is not None:
                 out.spans += _spans(event, tokens, start, step.memory_kv.keys[0], step.memory_kv.values[0],
                                     plan.version, byte_base, bytes_before)
+            if step.recalled_ids is not None:
+                out.hits += rows_supplying(step.recalled_ids.cpu().numpy(), step.recalled_shares.cpu().numpy())
             start += inputs.shape[1]
         states[event.session_id], last_tokens[event.session_id] = state, tokens[-1]
         out.bits[event.id] = bits
@@ -237,6 +245,7 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
         db.execute(update(StreamSession).where(StreamSession.id == session_id)
                    .values(learn_state=blob, learn_last_token=last, updated_at=now))
     agent_learner.store.add_spans(learned.spans, db=db)
+    record_hits(db, agent_id=plan.agent.id, hits=learned.hits)
     per_document: dict[int, int] = {}
     for event in plan.events:
         if event.document_id is not None:

@@ -67,6 +67,10 @@ class StepResult:
     tokens: int
     state: State  # after the inputs, computed with the pre-update weights
     memory_kv: MemoryKV | None  # the chunk's retrieval pairs, pre-update weights
+    # Per position (1, T, K): the stored pairs the prediction weighed (ids, -1 for none) and each
+    # one's share of it (`MemoryPointer.pair_shares`); None without a memory. Hit counts come from these.
+    recalled_ids: torch.Tensor | None = None
+    recalled_shares: torch.Tensor | None = None
 
     @property
     def bits_per_byte(self) -> float:
@@ -129,7 +133,9 @@ class OnlineLearner:
                 total = total + self.model.loss(old_out.logits, old.targets)
             total.backward()
             self._update()
-        return StepResult(loss=loss.item(), tokens=chunk.targets.numel(), state=out.state, memory_kv=out.memory_kv)
+        recalled = (None, None) if out.pointer is None else (out.pointer.ids, out.pointer.pair_shares().detach())
+        return StepResult(loss=loss.item(), tokens=chunk.targets.numel(), state=out.state, memory_kv=out.memory_kv,
+                          recalled_ids=recalled[0], recalled_shares=recalled[1])
 
     @torch.no_grad()
     def _update(self) -> None:

@@ -41,7 +41,7 @@ class MemorySummary:
     num_tokens: int
     weight_version: int
     created_at: datetime
-    hit_count: int  # times a search put one of its pairs in its top k (following the text on is not counted)
+    hit_count: int  # positions where it supplied at least half of the prediction of what the agent read (memory.hits)
     last_hit_at: datetime | None
 
     @classmethod

@@ -16,15 +16,13 @@ import os
 import shutil
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory.codec import decode_pairs, encode_pairs
@@ -47,8 +45,6 @@ class StoreConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     # Ids below the watermark re-checked on catch-up: rows from transactions that committed out of id order.
     lookback_ids: int = 256
-    # Hit counts are written to SQL in one batch at most this often.
-    hit_flush_seconds: float = 2.0
     # Refit the index (IVF training at each doubling: seconds at 1M keys) in a thread while
     # searches use the old one, instead of inside the catch-up that found it due. Serving and
     # learning processes turn it on; evaluations keep it off, so their figures never depend on
@@ -138,8 +134,6 @@ class MemoryStore:
         self._refit_journal: list[tuple[bool, int]] | None = None
         self._refit_thread: threading.Thread | None = None
         self._index_generation = 0  # bumped whenever the index is replaced wholesale
-        self._pending_hits: Counter[int] = Counter()
-        self._last_hit_flush = time.monotonic()
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -207,8 +201,6 @@ class MemoryStore:
                     self._start_background_refit()
                 else:
                     self._refit_index()
-        if time.monotonic() - self._last_hit_flush > self.config.hit_flush_seconds:
-            self.flush_hits()
 
     def _index_rows(self, rows) -> None:
         """Rows of ROW_COLUMNS into RAM and the index."""
@@ -316,7 +308,7 @@ class MemoryStore:
         with self._lock:
             scores, ids = self.index.search(queries, top_k)
             rows, offsets = split_ids(np.maximum(ids, 0))
-            slots, live, row_index = self.mirror.slots(rows, offsets)
+            slots, live, _ = self.mirror.slots(rows, offsets)
             live &= ids >= 0
             # Pairs stay fp16 in numpy; torch widens them (as_retrieved), much faster than numpy would.
             if live.all():
@@ -326,9 +318,6 @@ class MemoryStore:
                 keys = np.zeros((*ids.shape, self.head_dim), dtype=np.float16)
                 values = np.zeros_like(keys)
                 keys[live], values[live] = self.mirror.keys[slots[live]], self.mirror.values[slots[live]]
-            counts = np.bincount(row_index[live], minlength=len(self.mirror.row_ids))
-            hit = np.nonzero(counts)[0]
-            self._pending_hits.update(dict(zip(self.mirror.row_ids[hit].tolist(), counts[hit].tolist())))
         return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)
 
     def follow(self, ids: torch.Tensor) -> RetrievedMemory:
@@ -359,23 +348,6 @@ class MemoryStore:
             torch.from_numpy(live).reshape(ids.shape).to(ids.device),
             torch.from_numpy(np.where(live, pair_ids(rows, offsets), -1)).reshape(ids.shape).to(ids.device),
         )
-
-    def flush_hits(self) -> None:
-        """Write accumulated hit counts in one batched UPDATE."""
-        with self._lock:
-            pending, self._pending_hits = self._pending_hits, Counter()
-            self._last_hit_flush = time.monotonic()
-        if not pending:
-            return
-        now = datetime.now(timezone.utc)
-        statement = (
-            update(Memory)
-            .where(Memory.id == bindparam("memory_id"), Memory.agent_id == self.agent_id)
-            .values(hit_count=Memory.hit_count + bindparam("hits"), last_hit_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        with self.sessions.begin() as db:
-            db.connection().execute(statement, [{"memory_id": i, "hits": n} for i, n in pending.items()])
 
     def __len__(self) -> int:
         return self.mirror.live_tokens

@@ -255,6 +255,12 @@ class MemoryPointer(NamedTuple):
     ids: torch.Tensor  # (B, T, K) int64, the retrieved pairs' ids; -1 where a slot holds none
     match: torch.Tensor  # (B, T, K) fp32, each pair's cosine match (a run's mean where that is higher)
 
+    def pair_shares(self) -> torch.Tensor:
+        """(B, T, K) each retrieved pair's weight in the output distribution: its copy weight, averaged
+        over heads. At a position they sum to the memory's share of the prediction."""
+        heads = self.share_logit.shape[-1]
+        return (torch.sigmoid(self.share_logit)[..., None] * self.weights).sum(2) / heads
+
 
 def mix_pointer(logits: torch.Tensor, pointer: MemoryPointer) -> torch.Tensor:
     """Log-probabilities of p = (1 - g) softmax(logits) + mean over heads of share_h x pointer_h.
@@ -265,8 +271,7 @@ def mix_pointer(logits: torch.Tensor, pointer: MemoryPointer) -> torch.Tensor:
     """
     heads = pointer.share_logit.shape[-1]
     log_keep = F.logsigmoid(-pointer.share_logit).logsumexp(-1, keepdim=True) - math.log(heads)  # (B, T, 1)
-    copy_mass = (torch.sigmoid(pointer.share_logit)[..., None] * pointer.weights).sum(2) / heads  # (B, T, K)
-    copy = torch.zeros_like(logits).scatter_add_(-1, pointer.tokens, copy_mass)  # (B, T, V)
+    copy = torch.zeros_like(logits).scatter_add_(-1, pointer.tokens, pointer.pair_shares())  # (B, T, V)
     # log(copy) with -inf (and no NaN gradient) for the tokens no retrieved pair names.
     log_copy = torch.where(copy > 0, copy, torch.ones_like(copy)).log().masked_fill(copy <= 0, float("-inf"))
     return torch.logaddexp(log_keep + logits.log_softmax(-1), log_copy)
