@@ -22,7 +22,7 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.layers import Dense
-from models.memory import MemoryReader
+from models.memory import MemoryReader, RetrievedMemory
 
 try:  # Optional CUDA kernel; the PyTorch path below gives the same numbers.
     from flash_attn import flash_attn_func as _flash_attn_func
@@ -168,7 +168,11 @@ def sliding_window_attention_lse(
     The log-sum-exp lets another set of scores join the same softmax afterwards.
     """
     batch, steps, heads, dim = q.shape
-    blocks = _window_blocks(q, k, v, cached=cached, window=window)
+    if steps == 1 and cached <= window:
+        # Decoding: every cached key is inside the window, so the one block needs no mask.
+        blocks = _WindowBlocks(q, k[:, None], v[:, None], mask=q.new_zeros(()))
+    else:
+        blocks = _window_blocks(q, k, v, cached=cached, window=window)
     scores = (blocks.q @ blocks.k.transpose(-1, -2)).float() * scale + blocks.mask.float()  # (B, N, block*H, span)
     lse = scores.logsumexp(dim=-1, keepdim=True)
     out = torch.exp(scores - lse).type_as(q) @ blocks.v
@@ -332,6 +336,11 @@ class _Pairs(NamedTuple):
     mask: torch.Tensor  # (B, T, K) bool
 
 
+def _slots(found: RetrievedMemory, first: int, count: int) -> RetrievedMemory:
+    """Slots [first, first + count) of each step's pairs in a (B, T, R) `follow` answer."""
+    return RetrievedMemory(*(part[:, :, first : first + count] for part in found))
+
+
 # Stored values from which `RetrievalAttention._named` looks tokens up by their bits rather than
 # comparing each with every code: the two cost the same at about 100 on a CPU thread (0.2 ms).
 LOOKUP_FROM = 128
@@ -435,10 +444,8 @@ class RetrievalAttention(LocalAttention):
         checksum of all of them confirms it. Values that are not such a code (kept in bf16, say)
         are still compared with every code.
         """
-        if mask.numel() < LOOKUP_FROM:
-            named = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
-            named[mask] = self._nearest_code(values[mask])
-            return named
+        if mask.numel() < LOOKUP_FROM:  # empty slots name some token too, overwritten by -1
+            return self._nearest_code(values.flatten(0, -2)).view(mask.shape).masked_fill(~mask, -1)
         stored = values.half().flatten(0, -2)  # (N, D)
         codes = self.token_codes.half()  # (V, D)
         (key, checksum), (code_key, code_checksum) = _fp16_fingerprint(stored), _fp16_fingerprint(codes)
@@ -478,13 +485,16 @@ class RetrievalAttention(LocalAttention):
                          self._named(found.values[:, :, 0], mask), mask)]
         carried_ids = state.recalled_ids.view(batch, 1 + self.follow_hops, top_k)
         carried_tokens = state.recalled_tokens.view(batch, 1 + self.follow_hops, top_k)
+        # A decoding step follows only the previous step's pairs, every level of them carried in the
+        # state: one lookup for all levels instead of one per level.
+        ahead = memory.follow(state.recalled_ids[:, None]) if k.shape[1] == 1 else None  # (B, 1, R)
         before_ids, before_tokens, successors = [], [], []  # per level: the previous step's pairs, where each leads
         for level in range(1 + self.follow_hops):
             before_ids.append(step_before(levels[level].ids, carried_ids[:, level]))
             before_tokens.append(step_before(levels[level].tokens, carried_tokens[:, level]))
             if not (before_ids[level] >= 0).any() and not (carried_ids[:, level + 1 :] >= 0).any():
                 break  # nothing to follow at this level or above (a level is fed by the one below): spare the lookups
-            after = memory.follow(before_ids[level])
+            after = memory.follow(before_ids[level]) if ahead is None else _slots(ahead, level * top_k, top_k)
             successors.append(after.ids)
             if level == self.follow_hops:
                 break
