@@ -123,7 +123,9 @@ def _eval_passkey(args: argparse.Namespace) -> int:
     results = passkey_eval(_load_model(args), filler_pool(args.corpus), distances=distances, trials=trials,
                            retrieval_modes=modes, seed=args.seed)
     rows = [{"distance": r.distance, "retrieval": r.retrieval, "trials": r.trials, "accuracy": r.accuracy,
-             "misses": [{"expected": e, "produced": p} for e, p in r.answers if e != p]} for r in results]
+             "mixed_kinds": dict(zip(("recalled", "trials"), r.mixed)),
+             "misses": [{"expected": e, "produced": p, "stated_in": stated, "asked_after": asked}
+                        for (e, p), (stated, asked) in zip(r.answers, r.contexts) if e != p]} for r in results]
     if args.plot:
         _plot_passkey(results, args.plot)
     if args.json:
@@ -131,7 +133,11 @@ def _eval_passkey(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             mode = "retrieval on " if row["retrieval"] else "retrieval off"
-            print(f"{row['distance']:>9,} bytes  {mode}  {row['accuracy']:.2f} ({row['trials']} trials)")
+            mixed = row["mixed_kinds"]
+            kinds = ""
+            if mixed["trials"]:
+                kinds = f"; stated and asked in different kinds of text: {mixed['recalled']} of {mixed['trials']}"
+            print(f"{row['distance']:>9,} bytes  {mode}  {row['accuracy']:.2f} ({row['trials']} trials{kinds})")
     return 0
 
 

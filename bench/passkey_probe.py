@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from learner.passkey import CHUNK_TOKENS, TrialMemory, filler_pool, greedy_answer, store_chunk
-from learner.synthetic import PASSKEY_STATEMENT, passkey_document
+from learner.synthetic import PASSKEY_STATEMENT, passkey_trial
 from memory.store import MemoryStore
 from models import HybridLM, RetrievedMemory, Special, State
 from models.memory import empty_retrieval, nothing_follows
@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(f"{args.seed}-{args.distance}")  # as `lifelong eval passkey` draws its trials
     pool = filler_pool(args.corpus)
     for _ in range(args.trial + 1):
-        document, key = passkey_document(pool, rng, args.distance)
+        trial = passkey_trial(pool.data, rng, args.distance)
+    document, key = trial.document, trial.key
     with tempfile.TemporaryDirectory() as tmp:
         memory = TrialMemory(Path(tmp), model.config.head_dim)
         result = {"checkpoint": str(args.checkpoint), "distance": args.distance, "trial": args.trial, "seed": args.seed,

@@ -133,9 +133,10 @@ class OnlineLearner:
                 total = total + self.model.loss(old_out.logits, old.targets)
             total.backward()
             self._update()
-        recalled = (None, None) if out.pointer is None else (out.pointer.ids, out.pointer.pair_shares().detach())
+        pointer = out.pointer
         return StepResult(loss=loss.item(), tokens=chunk.targets.numel(), state=out.state, memory_kv=out.memory_kv,
-                          recalled_ids=recalled[0], recalled_shares=recalled[1])
+                          recalled_ids=None if pointer is None else pointer.ids,
+                          recalled_shares=None if pointer is None else pointer.pair_shares().detach())
 
     @torch.no_grad()
     def _update(self) -> None:

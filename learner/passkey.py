@@ -7,6 +7,7 @@ window can carry the key, which they cannot beyond the window.
 
 from __future__ import annotations
 
+import bisect
 import random
 import tempfile
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from learner.synthetic import passkey_document
+from learner.synthetic import passkey_trial
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent
@@ -22,6 +23,9 @@ from memory.store import MemoryStore, Span
 from models import HybridLM, MemoryKV, Special, State
 
 NATURAL_SOURCES = ("python-docs", "gcide", "jargon", "fortunes")
+# How many bytes before a statement or a question name the kind of text it is read in: a retrieval
+# key reflects the text within a few hundred bytes of its token.
+CONTEXT_BYTES = 256
 
 
 @dataclass
@@ -31,24 +35,49 @@ class PasskeyResult:
     trials: int = 0
     correct: int = 0
     answers: list[tuple[str, str]] = field(default_factory=list)  # (expected, produced)
+    # Per trial, the sources of the text just before the statement and just before the question.
+    contexts: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
         return self.correct / max(1, self.trials)
 
+    @property
+    def mixed(self) -> tuple[int, int]:
+        """(recalled, trials) among trials whose statement and question are read in different kinds of text."""
+        mixed = [expected == produced for (expected, produced), (stated, asked) in zip(self.answers, self.contexts)
+                 if stated != asked]
+        return sum(mixed), len(mixed)
 
-def filler_pool(corpus: Path, max_bytes: int = 4 << 20) -> bytes:
-    """Natural held-out text (never trained on) to hide passkeys in."""
+
+@dataclass(frozen=True)
+class FillerPool:
+    """Natural held-out text (never trained on) to hide passkeys in, and where each source's text lies."""
+
+    data: bytes
+    starts: tuple[int, ...]  # offset of each document, ascending
+    sources: tuple[str, ...]  # its source
+
+    def sources_of(self, start: int, length: int, context: int = CONTEXT_BYTES) -> str:
+        """The source(s) of the last `context` bytes of the filler cut at `start` ("/"-joined; "none" when empty)."""
+        offsets = range(start + max(0, length - context), start + length)
+        found = {self.sources[bisect.bisect_right(self.starts, i % len(self.data)) - 1] for i in offsets}
+        return "/".join(sorted(found)) or "none"
+
+
+def filler_pool(corpus: Path, max_bytes: int = 4 << 20) -> FillerPool:
     from learner.corpus import read_documents
 
-    pool = bytearray()
+    pool, starts, sources = bytearray(), [], []
     for document in read_documents(corpus, "heldout", NATURAL_SOURCES):
+        starts.append(len(pool))
+        sources.append(document.source)
         pool += document.data
         if len(pool) >= max_bytes:
             break
     if len(pool) < 4096:
         raise ValueError(f"{corpus} has too little held-out natural text for passkey filler")
-    return bytes(pool)
+    return FillerPool(bytes(pool), tuple(starts), tuple(sources))
 
 
 class TrialMemory:
@@ -104,7 +133,7 @@ def greedy_answer(model: HybridLM, logits: torch.Tensor, state: State, store: Me
     return bytes(answer).decode("utf-8", errors="replace")
 
 
-def passkey_eval(model: HybridLM, pool: bytes, *, distances: list[int], trials: dict[int, int],
+def passkey_eval(model: HybridLM, pool: FillerPool, *, distances: list[int], trials: dict[int, int],
                  retrieval_modes: tuple[bool, ...] = (True, False), seed: int = 0) -> list[PasskeyResult]:
     """Accuracy per (distance, retrieval on/off); trial i of a distance uses the same key and filler in both modes."""
     model.eval()
@@ -113,14 +142,16 @@ def passkey_eval(model: HybridLM, pool: bytes, *, distances: list[int], trials: 
         memory = TrialMemory(Path(tmp), model.config.head_dim)
         for distance in distances:
             rng = random.Random(f"{seed}-{distance}")
-            documents = [passkey_document(pool, rng, distance) for _ in range(trials[distance])]
+            drawn = [passkey_trial(pool.data, rng, distance) for _ in range(trials[distance])]
             for retrieval in retrieval_modes:
                 result = PasskeyResult(distance, retrieval)
-                for document, key in documents:
-                    produced = recall_passkey(model, document, memory.new_store() if retrieval else None)
+                for trial in drawn:
+                    produced = recall_passkey(model, trial.document, memory.new_store() if retrieval else None)
                     result.trials += 1
-                    result.correct += produced == key.decode()
-                    result.answers.append((key.decode(), produced))
+                    result.correct += produced == trial.key.decode()
+                    result.answers.append((trial.key.decode(), produced))
+                    result.contexts.append((pool.sources_of(*trial.before_statement),
+                                            pool.sources_of(*trial.before_question)))
                 results.append(result)
         memory.engine.dispose()
     return results

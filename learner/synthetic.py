@@ -13,27 +13,46 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+def _filler_start(pool: bytes, rng: random.Random, length: int) -> int:
+    """Where `length` filler bytes start in `pool` (0 where the pool is too short and repeats)."""
+    return 0 if len(pool) <= length else rng.randrange(0, len(pool) - length)
+
+
+def _cut(pool: bytes, start: int, length: int) -> bytes:
+    if len(pool) <= length:
+        return (pool * (length // max(len(pool), 1) + 1))[:length]
+    return pool[start : start + length]
 
 
 def _filler(pool: bytes, rng: random.Random, length: int) -> bytes:
-    if len(pool) <= length:
-        return (pool * (length // max(len(pool), 1) + 1))[:length]
-    start = rng.randrange(0, len(pool) - length)
-    return pool[start : start + length]
+    return _cut(pool, _filler_start(pool, rng, length), length)
 
 
 PASSKEY_STATEMENT = b"The pass key is "  # precedes the key where it is stated, and ends the question
 
 
-def passkey_document(pool: bytes, rng: random.Random, distance: int) -> tuple[bytes, bytes]:
-    """(document, answer): a 5-digit passkey stated once, asked for `distance` filler bytes later.
+@dataclass(frozen=True)
+class PasskeyTrial:
+    document: bytes  # ends right after the question, so the answer is what comes next
+    key: bytes  # 5 digits
+    # (start, length) in the pool of the filler just before the statement and of the filler between
+    # statement and question: the kinds of text the two are read in.
+    before_statement: tuple[int, int]
+    before_question: tuple[int, int]
 
-    The document ends right after the question, so the answer is what comes next.
-    """
+
+def passkey_trial(pool: bytes, rng: random.Random, distance: int) -> PasskeyTrial:
+    """A 5-digit passkey stated once after up to 2,000 filler bytes, asked for `distance` filler bytes later."""
     key = f"{rng.randrange(10_000, 100_000)}".encode()
     statement = b"\n" + PASSKEY_STATEMENT + key + b". Remember it. " + key + b" is the pass key.\n"
-    before = _filler(pool, rng, rng.randrange(0, 2_000))
-    return before + statement + _filler(pool, rng, distance) + b"\nWhat is the pass key? " + PASSKEY_STATEMENT, key
+    before_length = rng.randrange(0, 2_000)
+    before = (_filler_start(pool, rng, before_length), before_length)
+    between = (_filler_start(pool, rng, distance), distance)
+    question = b"\nWhat is the pass key? " + PASSKEY_STATEMENT
+    return PasskeyTrial(_cut(pool, *before) + statement + _cut(pool, *between) + question, key, before, between)
 
 
 def facts_document(pool: bytes, rng: random.Random, facts: int, gap: int) -> bytes:
@@ -87,8 +106,8 @@ def synthetic_documents(pool: bytes, *, count: int, seed: int, max_distance: int
         distance = int(min_distance * 2 ** rng.uniform(0, math.log2(max_distance / min_distance)))
         kind = kinds[i % len(kinds)]
         if kind == "passkey":
-            document, answer = passkey_document(pool, rng, distance)
-            yield f"passkey-{i:06d}", document + answer + b".\n"
+            trial = passkey_trial(pool, rng, distance)
+            yield f"passkey-{i:06d}", trial.document + trial.key + b".\n"
         elif kind == "facts":
             yield f"facts-{i:06d}", facts_document(pool, rng, facts=rng.randrange(3, 9), gap=distance // 4)
         elif kind == "repeat":

@@ -1,10 +1,10 @@
-"""Hit counts: how often each memory supplied the agent's prediction of a byte it read.
+"""Hit counts: how often each memory supplied the agent's prediction of a token it read.
 
 A memory is hit at a position when its pairs together carry at least `SUPPLIED_SHARE` of the
 model's output distribution there (the pointer mixture's copy weight), so a hit is a prediction
 the memory made, not a search that merely listed it (every search lists its top k, relevant or
 not). Hits are counted by the learner as it reads each event and written in the transaction that
-marks the event learned, so every byte the agent reads counts once, retries and redeliveries
+marks the event learned, so every token the agent reads counts once, retries and redeliveries
 included.
 """
 

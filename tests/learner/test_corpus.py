@@ -5,7 +5,7 @@ import pytest
 
 from agent.cli import main
 from learner.corpus import SOURCES, Source, assign_splits, build_corpus, read_documents
-from learner.synthetic import facts_document, passkey_document, records_document, synthetic_documents
+from learner.synthetic import facts_document, passkey_trial, records_document, synthetic_documents
 
 DOCS = next(s for s in SOURCES if s.name == "python-docs")
 MISSING = Source("absent", "none", "/nowhere", lambda: iter(()), lambda: False)
@@ -46,7 +46,11 @@ def test_every_source_with_two_documents_gets_a_held_out_one():
 
 def test_synthetic_tasks_state_once_and_ask_later():
     pool = b"All work and no play makes Jack a dull boy. " * 100
-    document, answer = passkey_document(pool, random.Random(0), distance=3_000)
+    trial = passkey_trial(pool, random.Random(0), distance=3_000)
+    document, answer = trial.document, trial.key
+    (start, length), (gap_start, gap) = trial.before_statement, trial.before_question
+    assert document.startswith(pool[start : start + length] + b"\nThe pass key is " + answer)
+    assert pool[gap_start : gap_start + gap] + b"\nWhat is the pass key? The pass key is " in document and gap == 3_000
     assert document.count(answer) == 2  # stated twice in one sentence, never near the question
     assert document.endswith(b"The pass key is ") and len(document) - document.rindex(answer) > 3_000
     facts = facts_document(pool, random.Random(1), facts=4, gap=500).decode()

@@ -69,7 +69,10 @@ def test_cli_passkey_runs_and_plots(tmp_path, capsys):
     assert plot.read_bytes()[:4] == b"\x89PNG"
     # Each row names its misses, so a failed recall can be examined.
     assert all(len(r["misses"]) == r["trials"] - round(r["accuracy"] * r["trials"]) for r in rows)
-    assert all(set(miss) == {"expected", "produced"} for r in rows for miss in r["misses"])
+    assert all(set(miss) == {"expected", "produced", "stated_in", "asked_after"} for r in rows for miss in r["misses"])
+    # One source only: no trial is asked in another kind of text than it was stated in.
+    assert all(r["mixed_kinds"] == {"recalled": 0, "trials": 0} for r in rows)
+    assert all(miss["asked_after"] == "python-docs" for r in rows for miss in r["misses"])
 
     assert main(["eval", "passkey", "--corpus", str(tmp_path / "c"), "--preset", "tiny", "--distances", "200",
                  "--trials", "2", "--retrieval", "on", "--plot", str(plot), "--json"]) == 0

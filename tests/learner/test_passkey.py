@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from learner.passkey import passkey_eval, recall_passkey
+from learner.passkey import FillerPool, passkey_eval, recall_passkey
 from models import HybridLM, ModelConfig, SamplingConfig, Special, generate
 
 POOL = b"Far out in the uncharted backwaters of the unfashionable end of the western spiral arm. " * 200
+OTHER = b"Ask not what your dictionary can do for you. " * 200
 
 
 def test_the_answer_is_the_greedy_continuation_of_the_document():
@@ -22,8 +23,11 @@ def test_the_answer_is_the_greedy_continuation_of_the_document():
 def test_eval_runs_both_modes_on_the_same_trials():
     torch.manual_seed(0)
     model = HybridLM(ModelConfig.preset("tiny")).eval()
-    results = passkey_eval(model, POOL, distances=[300], trials={300: 2})
+    pool = FillerPool(POOL + OTHER, starts=(0, len(POOL)), sources=("far", "ask"))
+    results = passkey_eval(model, pool, distances=[300], trials={300: 2})
     assert [(r.distance, r.retrieval, r.trials) for r in results] == [(300, True, 2), (300, False, 2)]
+    assert results[0].contexts == results[1].contexts and len(results[0].contexts) == 2
+    assert all(kind in ("far", "ask", "ask/far", "none") for pair in results[0].contexts for kind in pair)
     assert [a[0] for a in results[0].answers] == [a[0] for a in results[1].answers]  # same keys in both modes
     assert all(0.0 <= r.accuracy <= 1.0 for r in results)
     assert all(len(key) == 5 and key.isdigit() for key, _ in results[0].answers)
@@ -51,3 +55,12 @@ def test_a_replayed_trial_answers_what_the_evaluation_answers(tmp_path):
     # Fed the true first digit, the stream's question key is the one the exact search used.
     assert context["question_in_stream"][0] == pytest.approx(steps[0]["cosine"], abs=2e-4)
     memory.engine.dispose()
+
+
+def test_a_trial_names_the_kinds_of_text_its_statement_and_question_are_read_in():
+    pool = FillerPool(b"x" * 100 + b"y" * 100, starts=(0, 100), sources=("ex", "why"))
+    assert pool.sources_of(0, 50) == "ex" and pool.sources_of(150, 40) == "why"
+    assert pool.sources_of(50, 100) == "ex/why"  # its last 256 bytes reach back into both
+    assert pool.sources_of(0, 105, context=10) == "ex/why" and pool.sources_of(0, 95, context=10) == "ex"
+    assert pool.sources_of(0, 250, context=10) == "ex"  # a filler longer than the pool repeats it
+    assert pool.sources_of(30, 0) == "none"  # nothing before a statement at the document's start
