@@ -121,7 +121,7 @@ def _eval_passkey(args: argparse.Namespace) -> int:
     trials = {d: (args.trials if d <= 65_536 else args.trials_long) for d in distances}
     modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.retrieval]
     results = passkey_eval(_load_model(args), filler_pool(args.corpus), distances=distances, trials=trials,
-                           retrieval_modes=modes, seed=args.seed)
+                           retrieval_modes=modes, seed=args.seed, question_step=args.question_step)
     rows = [{"distance": r.distance, "retrieval": r.retrieval, "trials": r.trials, "accuracy": r.accuracy,
              "mixed_kinds": dict(zip(("recalled", "trials"), r.mixed)),
              "misses": [{"expected": e, "produced": p, "stated_in": stated, "asked_after": asked}
@@ -129,7 +129,7 @@ def _eval_passkey(args: argparse.Namespace) -> int:
     if args.plot:
         _plot_passkey(results, args.plot)
     if args.json:
-        print(json.dumps({"results": rows}))
+        print(json.dumps({"question_step": args.question_step, "results": rows}))
     else:
         for row in rows:
             mode = "retrieval on " if row["retrieval"] else "retrieval off"
@@ -288,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     passkey.add_argument("--seed", type=int, default=0)
     passkey.add_argument("--retrieval", choices=("both", "on", "off"), default="both",
                          help="score with the memory on, off, or both (the same keys and filler either way)")
+    passkey.add_argument("--question-step", action="store_true",
+                         help="read the question's last byte as a step of its own, once all before it is in memory "
+                              "(as serving reads a chat prompt); by default the question's chunk is read whole")
     passkey.add_argument("--plot", type=Path)
     passkey.add_argument("--json", action="store_true")
     passkey.set_defaults(handler=_eval_passkey)

@@ -28,6 +28,7 @@ from learner.learn import chat_position_after, event_tokens
 from learner.serving import ServingModel
 from memory.admin import RecallHit, recall
 from memory.db import chat_turn_lock
+from memory.recent import RecentMemory
 from memory.schema import Agent, Event
 from memory.schema import Session as StreamSession
 from memory.store import MemoryStore, flat_queries
@@ -170,8 +171,12 @@ class AgentRuntime:
         for event in unread:
             prompt += event_tokens(event)
         prompt.append(int(Special.ASSISTANT))
-        reader = _CaughtUpReader(self.store) if model.retrieval_block is not None else None
-        generation = generate(model, torch.tensor([prompt]), state=state, memory=reader, sampling=sampling)
+        # The store as it is, and what this turn reads, searchable as soon as it is read.
+        reader = None
+        if model.retrieval_block is not None:
+            reader = RecentMemory(_CaughtUpReader(self.store), model.config.head_dim)
+        generation = generate(model, torch.tensor([prompt]), state=state, memory=reader, sampling=sampling,
+                              on_read=None if reader is None else reader.remember)
         first_byte_ms = None
         for piece in generation:
             if first_byte_ms is None:

@@ -108,16 +108,24 @@ def store_chunk(store: MemoryStore, pairs: MemoryKV, start: int, end: int) -> No
 
 
 @torch.no_grad()
-def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, chunk_tokens: int = CHUNK_TOKENS) -> str:
-    """Read `document` (ending in the question), then greedily produce 5 bytes: the model's answer."""
+def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, chunk_tokens: int = CHUNK_TOKENS,
+                   question_step: bool = False) -> str:
+    """Read `document` (ending in the question), then greedily produce 5 bytes: the model's answer.
+
+    A chunk's pairs are stored once it is read, so the first digit can be recalled only from earlier
+    chunks. With `question_step` the question's last byte is read as a step of its own, after
+    everything before it is stored, as serving reads a chat prompt (memory.recent).
+    """
     tokens = [int(Special.BEGIN), *document]
+    end = len(tokens) - 1 if question_step else len(tokens)
+    pieces = [(start, min(start + chunk_tokens, end)) for start in range(0, end, chunk_tokens)]
+    pieces += [(end, end + 1)] if question_step else []
     state = model.init_state(1)
-    for start in range(0, len(tokens), chunk_tokens):
-        piece = tokens[start : start + chunk_tokens]
-        out = model(torch.tensor([piece]), state, store)
+    for start, stop in pieces:
+        out = model(torch.tensor([tokens[start:stop]]), state, store)
         state = out.state
         if store is not None and out.memory_kv is not None:
-            store_chunk(store, out.memory_kv, start, start + len(piece))
+            store_chunk(store, out.memory_kv, start, stop)
     return greedy_answer(model, out.logits[0, -1], state, store)
 
 
@@ -134,7 +142,8 @@ def greedy_answer(model: HybridLM, logits: torch.Tensor, state: State, store: Me
 
 
 def passkey_eval(model: HybridLM, pool: FillerPool, *, distances: list[int], trials: dict[int, int],
-                 retrieval_modes: tuple[bool, ...] = (True, False), seed: int = 0) -> list[PasskeyResult]:
+                 retrieval_modes: tuple[bool, ...] = (True, False), seed: int = 0,
+                 question_step: bool = False) -> list[PasskeyResult]:
     """Accuracy per (distance, retrieval on/off); trial i of a distance uses the same key and filler in both modes."""
     model.eval()
     results = []
@@ -146,7 +155,8 @@ def passkey_eval(model: HybridLM, pool: FillerPool, *, distances: list[int], tri
             for retrieval in retrieval_modes:
                 result = PasskeyResult(distance, retrieval)
                 for trial in drawn:
-                    produced = recall_passkey(model, trial.document, memory.new_store() if retrieval else None)
+                    produced = recall_passkey(model, trial.document, memory.new_store() if retrieval else None,
+                                              question_step=question_step)
                     result.trials += 1
                     result.correct += produced == trial.key.decode()
                     result.answers.append((trial.key.decode(), produced))

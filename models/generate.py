@@ -71,7 +71,8 @@ class Generation:
     """Iterate for text pieces; afterwards `state`, `tokens` and `stop_reason` describe the reply.
 
     Every sampled token (end-of-turn included) is fed back, so `state` has read
-    the whole reply and the stream can continue from it.
+    the whole reply and the stream can continue from it. `on_read` sees the output of
+    every read (e.g. to make its pairs searchable at once: memory.recent).
     """
 
     def __init__(
@@ -82,11 +83,13 @@ class Generation:
         memory: MemoryReader | None,
         sampling: SamplingConfig,
         decoder: Decoder | None = None,
+        on_read: Callable[[ModelOutput], None] | None = None,
     ):
         if prompt.dim() != 2 or prompt.shape[0] != 1:
             raise ValueError("generation takes one stream at a time: prompt must be (1, T)")
         self.model, self.prompt, self.memory, self.sampling = model, prompt, memory, sampling
         self.decoder = model if decoder is None else decoder
+        self.on_read = on_read
         self.state = state
         self.tokens: list[int] = []
         self.stop_reason: StopReason | None = None
@@ -98,14 +101,18 @@ class Generation:
         pieces = Utf8Pieces()
         emitted_bytes = 0
         with torch.inference_mode():
-            out = self.model(self.prompt.to(self.model.device), self.state, self.memory)
-            self.state = out.state
+            prompt = self.prompt.to(self.model.device)
+            if self.on_read is not None and prompt.shape[1] > 1:
+                # What is read becomes searchable only once read: all but the prompt's last token first,
+                # so that the step sampling the first token can recall from the prompt itself.
+                self._read(self.model, prompt[:, :-1])
+                prompt = prompt[:, -1:]
+            out = self._read(self.model, prompt)
             while emitted_bytes < self.sampling.max_bytes:
                 token = sample_token(out.logits[0, -1].cpu(), self.sampling, generator,
                                      allow_end=emitted_bytes >= self.sampling.min_bytes)
                 self.tokens.append(token)
-                out = self.decoder(torch.tensor([[token]], device=self.model.device), self.state, self.memory)
-                self.state = out.state
+                out = self._read(self.decoder, torch.tensor([[token]], device=self.model.device))
                 if token == Special.END_OF_TURN:
                     self.stop_reason = "end_of_turn"
                     break
@@ -119,6 +126,13 @@ class Generation:
         if tail:
             yield tail
 
+    def _read(self, model: HybridLM | Decoder, tokens: torch.Tensor) -> ModelOutput:
+        out = model(tokens, self.state, self.memory)
+        self.state = out.state
+        if self.on_read is not None:
+            self.on_read(out)
+        return out
+
 
 def generate(
     model: HybridLM,
@@ -128,6 +142,8 @@ def generate(
     memory: MemoryReader | None = None,
     sampling: SamplingConfig = SamplingConfig(),
     decoder: Decoder | None = None,
+    on_read: Callable[[ModelOutput], None] | None = None,
 ) -> Generation:
-    """Sample a reply to `prompt`; `decoder` (e.g. compile_decoder(model)) runs the single-token steps."""
-    return Generation(model, prompt, state, memory, sampling, decoder)
+    """Sample a reply to `prompt`; `decoder` (e.g. compile_decoder(model)) runs the single-token steps;
+    `on_read` sees every read's output (the prompt is then read in two parts: all but its last token, then that)."""
+    return Generation(model, prompt, state, memory, sampling, decoder, on_read)

@@ -64,3 +64,19 @@ def test_a_trial_names_the_kinds_of_text_its_statement_and_question_are_read_in(
     assert pool.sources_of(0, 105, context=10) == "ex/why" and pool.sources_of(0, 95, context=10) == "ex"
     assert pool.sources_of(0, 250, context=10) == "ex"  # a filler longer than the pool repeats it
     assert pool.sources_of(30, 0) == "none"  # nothing before a statement at the document's start
+
+
+def test_reading_the_question_s_last_byte_as_a_step_changes_only_how_the_document_is_cut(tmp_path):
+    from learner.passkey import TrialMemory
+
+    torch.manual_seed(0)
+    model = HybridLM(ModelConfig.preset("tiny")).eval()
+    document = b"The pass key is 12345. Remember it. " + POOL[:300] + b"What is the pass key? The pass key is "
+    # Without a memory, reading in other pieces gives the same stream, so the same answer.
+    assert recall_passkey(model, document, None, chunk_tokens=64, question_step=True) == recall_passkey(
+        model, document, None, chunk_tokens=64)
+    memory = TrialMemory(tmp_path, model.config.head_dim)
+    store = memory.new_store()
+    recall_passkey(model, document, store, chunk_tokens=64, question_step=True)
+    assert len(store) == len(document) + 1  # every token's pair stored, the question's last one alone
+    memory.engine.dispose()
