@@ -41,7 +41,7 @@ class RecentMemory:
         recent = self._shifted(self.recent.search(queries, top_k))
         both = RetrievedMemory(*(torch.cat(parts, dim=3) for parts in zip(found, recent)))  # (B, T, H, 2K, ...)
         scores = torch.einsum("bthd,bthkd->bthk", queries.float(), both.keys.float())
-        return _slots(both, scores.masked_fill(~both.mask, float("-inf")).topk(top_k, dim=-1).indices)
+        return _chosen(both, scores.masked_fill(~both.mask, float("-inf")).topk(top_k, dim=-1).indices)
 
     def follow(self, ids: torch.Tensor) -> RetrievedMemory:
         is_recent = ids >= RECENT_ID_BASE
@@ -61,7 +61,7 @@ class RecentMemory:
         return found._replace(ids=torch.where(found.mask, found.ids + RECENT_ID_BASE, -1))
 
 
-def _slots(found: RetrievedMemory, chosen: torch.Tensor) -> RetrievedMemory:
+def _chosen(found: RetrievedMemory, chosen: torch.Tensor) -> RetrievedMemory:
     """The pairs in slots `chosen` (B, T, H, k) of each query's."""
     def take(part: torch.Tensor) -> torch.Tensor:
         index = chosen if part.dim() == chosen.dim() else chosen[..., None].expand(*chosen.shape, part.shape[-1])

@@ -45,4 +45,3 @@ def test_hits_add_up_on_the_agent_s_own_rows(sessions, make_agent):
         counts = {i: n for i, n in db.execute(select(Memory.id, Memory.hit_count))}
         assert (counts[a_ids[0]], counts[a_ids[1]], counts[b_ids[0]]) == (6, 0, 0)
         assert db.get(Memory, a_ids[0]).last_hit_at is not None and db.get(Memory, a_ids[1]).last_hit_at is None
-

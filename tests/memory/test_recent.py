@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from memory.recent import RECENT_ID_BASE, RecentMemory
-from models import ModelOutput, SamplingConfig, Special, TensorMemory, generate
-from models.attention import MemoryKV
+from models import MemoryKV, ModelOutput, SamplingConfig, Special, TensorMemory, generate
 from workers.settings import SHIPPED_CHECKPOINT
 
 DIM = 8
