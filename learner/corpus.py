@@ -28,6 +28,10 @@ FORMAT = 1
 SPLITS = ("train", "heldout")
 HELD_OUT_PERCENT = 5
 LONG_DOCUMENT = 64 * 1024  # record-sized sources are joined into documents of about this size
+# Filler for the synthetic tasks, per natural source and split. A cap per source (not one for all) keeps
+# every kind of text in the mix: a single 8 MiB cap filled up with the dictionary before the Jargon File
+# or the fortunes were reached, so no synthetic task was ever read in them.
+FILLER_BYTES_PER_SOURCE = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,8 @@ class _ShardWriter:
 
 def build_corpus(out: Path, *, seed: int = 0, synthetic_per_split: dict[str, int] | None = None,
                  max_bytes_per_source: int | None = None, sources: tuple[Source, ...] = SOURCES,
-                 synthetic_kinds: tuple[str, ...] = KINDS[:3], synthetic_min_distance: int = 1_000) -> dict:
+                 synthetic_kinds: tuple[str, ...] = KINDS[:3], synthetic_min_distance: int = 1_000,
+                 filler_bytes_per_source: int = FILLER_BYTES_PER_SOURCE) -> dict:
     """Write the corpus under `out` and return its manifest.
 
     The synthetic options make copy-dense variants for fine-tuning (e.g. short
@@ -162,6 +167,7 @@ def build_corpus(out: Path, *, seed: int = 0, synthetic_per_split: dict[str, int
             manifest["sources"].append({**entry, "included": False, "reason": "not installed on this machine"})
             continue
         documents, written = [], 0
+        filler_taken = dict.fromkeys(SPLITS, 0)  # bytes of this source in each split's synthetic filler
         for name, data in source.documents():
             if max_bytes_per_source is not None and written >= max_bytes_per_source:
                 break
@@ -170,8 +176,9 @@ def build_corpus(out: Path, *, seed: int = 0, synthetic_per_split: dict[str, int
         writer = _ShardWriter(out, source.name)
         for (name, data), split in zip(documents, assign_splits(source.name, [name for name, _ in documents])):
             writer.write(split, name, data)
-            if source.name != "python-source" and len(prose[split]) < 8 * 1024 * 1024:
+            if source.name != "python-source" and filler_taken[split] < filler_bytes_per_source:
                 prose[split] += data
+                filler_taken[split] += len(data)
         manifest["sources"].append({**entry, "included": True, "splits": writer.close()})
     writer = _ShardWriter(out, "synthetic")
     for split_number, split in enumerate(SPLITS):
@@ -181,7 +188,8 @@ def build_corpus(out: Path, *, seed: int = 0, synthetic_per_split: dict[str, int
             writer.write(split, name, data)
     manifest["sources"].append({"name": "synthetic", "licence": "generated", "included": True,
                                 "origin": "learner.synthetic over this corpus's own prose", "kinds": list(synthetic_kinds),
-                                "min_distance": synthetic_min_distance, "splits": writer.close()})
+                                "min_distance": synthetic_min_distance, "filler_bytes_per_source": filler_bytes_per_source,
+                                "splits": writer.close()})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

@@ -83,3 +83,16 @@ def test_cli_builds_a_corpus(tmp_path, capsys):
     manifest = json.loads(capsys.readouterr().out)
     assert (tmp_path / "cli" / "manifest.json").exists()
     assert any(s["name"] == "python-source" and s["included"] for s in manifest["sources"])
+
+
+def test_every_natural_source_fills_the_synthetic_tasks(tmp_path):
+    """A large first source must not crowd the others out of the filler the synthetic tasks are read in."""
+    def source(name: str, letter: bytes) -> Source:
+        documents = [(f"{name}-{i}", letter * 2048) for i in range(40)]
+        return Source(name, "none", "test", lambda: iter(documents), lambda: True)
+
+    build_corpus(tmp_path, seed=1, synthetic_per_split={"train": 12, "heldout": 2}, synthetic_min_distance=200,
+                 sources=(source("big", b"a"), source("small", b"b")), filler_bytes_per_source=8192)
+    synthetic = b"".join(d.data for d in read_documents(tmp_path, "train", sources=("synthetic",)))
+    assert synthetic.count(b"b") > 2048
+    assert synthetic.count(b"a") > 2048
