@@ -80,3 +80,22 @@ def test_reading_the_question_s_last_byte_as_a_step_changes_only_how_the_documen
     recall_passkey(model, document, store, chunk_tokens=64, question_step=True)
     assert len(store) == len(document) + 1  # every token's pair stored, the question's last one alone
     memory.engine.dispose()
+
+
+def test_cross_kind_recall_groups_trials_by_the_kinds_they_are_read_in():
+    from bench.cross_kind import digit_odds, run
+
+    torch.manual_seed(0)
+    model = HybridLM(ModelConfig.preset("tiny")).eval()
+    result = run(model, {"far": POOL, "ask": OTHER}, trials=6, distance=300, seed=0)
+    assert result["same"]["trials"] == 2 and result["mixed"]["trials"] == 4
+    assert all(0 <= group["all_digits_on_top"] <= group["trials"] for group in result.values())
+    assert all(0.0 <= group["weakest_digit_p_p10"] <= group["weakest_digit_p_median"] <= 1.0 for group in result.values())
+    # The digits are fed, so each is the model's probability for it after the true ones. The document is one
+    # chunk, so nothing is stored before the question: the first digit's odds are the memoryless model's.
+    document = b"\nThe pass key is 12345.\n" + POOL[:200] + b"\nWhat is the pass key? The pass key is "
+    p_right, shares = digit_odds(model, document, b"12345")
+    with torch.no_grad():
+        logits = model(torch.tensor([[int(Special.BEGIN), *document]]), model.init_state(1), None).logits
+    assert shares[0] == 0.0 and all(0.0 <= share <= 1.0 for share in shares) and len(p_right) == 5
+    assert p_right[0] == pytest.approx(float(torch.softmax(logits[0, -1, :256], -1)[ord("1")]), rel=1e-4)
