@@ -62,7 +62,8 @@ def _train_base(args: argparse.Namespace) -> int:
 
     config = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, chunk_tokens=args.chunk,
                          learning_rate=args.lr, bf16=not args.no_bf16, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every, train_only=tuple(args.train_only or ()))
+                         checkpoint_every=args.checkpoint_every, train_only=tuple(args.train_only or ()),
+                         recall_weight=args.recall_weight)
     trainer = Trainer(config, args.corpus, args.out, device=args.device)
     if trainer.resume():
         print(f"resuming {args.out} at step {trainer.step}")
@@ -247,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", type=Path, help="start from this saved model's weights (fine-tuning) instead of scratch")
     train.add_argument("--train-only", action="append", metavar="PREFIX",
                        help="only parameters whose names start with PREFIX learn (repeatable), e.g. blocks.5.")
+    train.add_argument("--recall-weight", type=float, default=1.0,
+                       help="loss weight of the bytes a synthetic task's recall must produce (default 1: the plain mean)")
     train.add_argument("--max-minutes", type=float, help="checkpoint and stop after this much wall time (resume later)")
     train.set_defaults(handler=_train_base)
 

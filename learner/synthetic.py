@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -91,6 +92,27 @@ def records_document(pool: bytes, rng: random.Random, records: int, gap: int) ->
 
 
 KINDS = ("passkey", "facts", "repeat", "records")
+
+# Where the tasks above ask for something stated earlier: the bytes a recall must produce. A
+# passage's repeat is left out: its first bytes can only be guessed until the copy is recognised.
+RECALLED_VALUES = (
+    re.compile(rb"\nWhat is the pass key\? " + re.escape(PASSKEY_STATEMENT) + rb"(\d+)"),
+    re.compile(rb"\nQ: What is the code for [a-z]+-\d+\? A: (\d+)"),
+    re.compile(rb"\nRecall \[[A-Z]+-\d+\]: (\d+)"),
+)
+
+
+def recall_positions(document: bytes) -> bytearray:
+    """1 at each byte of `document` that a synthetic task's recall must produce, 0 elsewhere.
+
+    Training can weigh these: few positions in any mix of text need a recall, and the average
+    loss alone trades them for the many where a near match of new text costs bits.
+    """
+    marks = bytearray(len(document))
+    for pattern in RECALLED_VALUES:
+        for found in pattern.finditer(document):
+            marks[found.start(1) : found.end(1)] = b"\x01" * (found.end(1) - found.start(1))
+    return marks
 
 
 def synthetic_documents(pool: bytes, *, count: int, seed: int, max_distance: int = 16_000, min_distance: int = 1_000,

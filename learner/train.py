@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from learner.corpus import read_documents
+from learner.synthetic import recall_positions
 from models import HybridLM, ModelConfig, Special, State
 from models.memory import RowMemory
 
@@ -43,6 +45,14 @@ class TrainConfig:
     # Parameter-name prefixes that learn (e.g. "blocks.5." for the retrieval block); empty: all.
     # Frozen lower blocks also skip their backward pass, which makes fine-tuning the top cheap.
     train_only: tuple[str, ...] = ()
+    # Loss weight of the bytes a synthetic task's recall must produce (1: the plain mean). The plain
+    # mean lets the many positions where memory's near matches cost bits outvote the few where a
+    # recall decides the byte, and quiets the memory (see BENCHMARKS.md).
+    recall_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.recall_weight > 0:
+            raise ValueError(f"recall_weight must be positive, got {self.recall_weight}")
 
 
 class StreamReader:
@@ -55,17 +65,25 @@ class StreamReader:
         self.position = 0  # index into order
         self.offset = 0  # bytes of the current document already read
         self.marked = False  # whether the current document's marker has been emitted
+        self.recalls = bytearray()  # of the last `take`, 1 where the byte is a recall (recall_positions)
+        self._marks: tuple[int, bytearray] = (-1, bytearray())  # (document index, its recall positions)
 
     def take(self, count: int) -> list[int]:
         out: list[int] = []
+        self.recalls = bytearray()
         while len(out) < count:
-            document = self.documents[self.order[self.position % len(self.order)]]
+            index = self.order[self.position % len(self.order)]
+            document = self.documents[index]
+            if self._marks[0] != index:
+                self._marks = (index, recall_positions(document))
             if not self.marked:
                 out.append(int(Special.DOCUMENT))
+                self.recalls.append(0)
                 self.marked = True
                 continue
             step = min(count - len(out), len(document) - self.offset)
             out += document[self.offset : self.offset + step]
+            self.recalls += self._marks[1][self.offset : self.offset + step]
             self.offset += step
             if self.offset >= len(document):
                 self.position, self.offset, self.marked = self.position + 1, 0, False
@@ -131,8 +149,8 @@ class Trainer:
         use_bf16 = self.config.bf16 and (self.device.type == "cuda" or torch.backends.mkldnn.is_available())
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.model(batch[:, :-1], self.state, self.memory)
-        loss = self.model.loss(out.logits, batch[:, 1:])
-        loss.backward()
+        objective = self._objective(out.logits, batch[:, 1:])
+        objective.backward()
         torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -140,7 +158,19 @@ class Trainer:
         if out.memory_kv is not None:
             self.memory.add(out.memory_kv.keys.float(), out.memory_kv.values.float())
         self.step += 1
-        return loss.item()
+        if self.config.recall_weight == 1.0:
+            return objective.item()
+        return self.model.loss(out.logits.detach(), batch[:, 1:]).item()  # the plain mean, for bits per byte
+
+    def _objective(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross entropy, recall positions weighted by `recall_weight` (the targets are the streams'
+        last `take`s)."""
+        if self.config.recall_weight == 1.0:
+            return self.model.loss(logits, targets)
+        recalls = torch.tensor([list(stream.recalls) for stream in self.streams], device=self.device)
+        weights = (1.0 + (self.config.recall_weight - 1.0) * recalls).reshape(-1)
+        losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+        return (losses * weights).sum() / weights.sum()
 
     def init_from(self, model_dir: Path) -> None:
         """Start from a saved model's weights (same architecture); optimizer and schedule start fresh.

@@ -5,7 +5,7 @@ import pytest
 
 from agent.cli import main
 from learner.corpus import SOURCES, Source, assign_splits, build_corpus, read_documents
-from learner.synthetic import facts_document, passkey_trial, records_document, synthetic_documents
+from learner.synthetic import facts_document, passkey_trial, recall_positions, records_document, synthetic_documents
 
 DOCS = next(s for s in SOURCES if s.name == "python-docs")
 MISSING = Source("absent", "none", "/nowhere", lambda: iter(()), lambda: False)
@@ -96,3 +96,15 @@ def test_every_natural_source_fills_the_synthetic_tasks(tmp_path):
     synthetic = b"".join(d.data for d in read_documents(tmp_path, "train", sources=("synthetic",)))
     assert synthetic.count(b"b") > 2048
     assert synthetic.count(b"a") > 2048
+
+
+def test_recall_positions_are_the_values_each_task_asks_for():
+    pool = b"All work and no play makes Jack a dull boy. " * 100
+    facts = facts_document(pool, random.Random(1), facts=4, gap=200)
+    records = records_document(pool, random.Random(2), records=5, gap=300)
+    for document, answer in ((facts, "? A: "), (records, "]: ")):
+        marks = recall_positions(document)
+        marked = [document[i : i + 1] for i in range(len(document)) if marks[i]]
+        asked = [line.split(answer)[1].rstrip(".") for line in document.decode().splitlines() if answer in line]
+        assert b"".join(marked).decode() == "".join(asked) and len(asked) >= 4
+    assert not any(recall_positions(pool))  # prose asks for nothing

@@ -1,3 +1,5 @@
+import random
+
 import torch
 
 from learner.corpus import SOURCES, build_corpus
@@ -144,3 +146,28 @@ def test_a_zero_step_run_still_leaves_a_checkpoint(tmp_path):
     assert (tmp_path / "run" / "latest").read_text() == "step-0000000"
     saved = HybridLM.load(tmp_path / "run" / "step-0000000" / "model").state_dict()
     assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_streams_mark_the_bytes_a_recall_must_produce():
+    from learner.synthetic import passkey_trial
+
+    trial = passkey_trial(b"Plain filler text. " * 40, random.Random(0), 100)
+    task, prose = trial.document + trial.key + b".\n", b"The pass key is 12345 in prose is not a recall."
+    reader = StreamReader([task, prose], seed=0)
+    tokens = reader.take(len(task) + len(prose) + 2)
+    marked = bytes(token for token, mark in zip(tokens, reader.recalls, strict=True) if mark)
+    assert marked == trial.key  # only the answer to the question, not the statement nor the prose
+
+
+def test_the_recall_weight_weighs_the_marked_bytes(tmp_path):
+    data = corpus(tmp_path)
+    weighted = Trainer(config(recall_weight=50.0), data, tmp_path / "w", model_config=TINY)
+    batch = weighted.next_batch()
+    weighted.streams[1].recalls[10:15] = b"\x01" * 5  # as if a passkey's answer were there
+    recalls = torch.tensor([list(stream.recalls) for stream in weighted.streams], dtype=torch.bool)
+    logits = torch.randn(*batch[:, :-1].shape, 264)
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+    expected = (losses.sum() + 49.0 * losses[recalls].sum()) / (losses.numel() + 49.0 * recalls.sum())
+    assert torch.allclose(weighted._objective(logits, batch[:, 1:]), expected)
+    plain = Trainer(config(), data, tmp_path / "p", model_config=TINY)
+    assert torch.equal(plain._objective(logits, batch[:, 1:]), losses.mean())
