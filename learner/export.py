@@ -73,6 +73,9 @@ def _lineage(card: dict) -> str:
                 f"the base lacks keep their initial values (`Trainer.init_from`)\n")
     only = card["training_config"].get("train_only")
     learned = f", learning only parameters under {', '.join(only)}" if only else ""
+    recall_weight = card["training_config"].get("recall_weight", 1.0)
+    learned += f", the bytes a synthetic task's recall must produce weighing {recall_weight:g}x in the loss" \
+        if recall_weight != 1.0 else ""
     return (f"- fine-tuned from a base of {base['steps']:,} steps ({base['trained_bytes']:,} bytes, "
             f"{base['wall_seconds']:,.0f} s on {base['hardware']}); the steps above are the fine-tuning's{learned}\n")
 

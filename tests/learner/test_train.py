@@ -51,11 +51,11 @@ def test_streams_mark_documents_and_cover_them_in_order():
     assert tokens.count(int(Special.DOCUMENT)) >= 3  # it wraps around: the stream never ends
 
 
-def train_and_export(tmp_path, data, name: str, steps: int, init: str | None = None) -> str:
+def train_and_export(tmp_path, data, name: str, steps: int, init: str | None = None, **changes) -> str:
     """Train `steps` steps (from the exported checkpoint `init`, if given) and export; the model card's text."""
     from agent.cli import main
 
-    trainer = Trainer(config(steps=steps), data, tmp_path / name, model_config=TINY)
+    trainer = Trainer(config(steps=steps, **changes), data, tmp_path / name, model_config=TINY)
     if init:
         trainer.init_from(tmp_path / init)
     trainer.run(progress=False)
@@ -70,8 +70,9 @@ def test_export_writes_weights_and_a_model_card(tmp_path):
     assert HybridLM.load(tmp_path / "run-ckpt").config == TINY
     assert "python-docs" in card and "steps: 3" in card
 
-    card = train_and_export(tmp_path, data, "tuned", steps=2, init="run-ckpt")
+    card = train_and_export(tmp_path, data, "tuned", steps=2, init="run-ckpt", recall_weight=20.0)
     assert "steps: 2" in card and "fine-tuned from a base of 3 steps" in card
+    assert "recall must produce weighing 20x in the loss" in card
 
     # A zero-step conversion in between does not hide the base: the card names the 3-step run.
     train_and_export(tmp_path, data, "converted", steps=0, init="run-ckpt")
