@@ -104,7 +104,7 @@ class HybridLM(nn.Module):
             state = self.init_state(tokens.shape[0])
         self._check_state(state, tokens)
         state = self._upgrade_state(state)
-        x = self.embedding[tokens] * self.embed_scale  # (B, T, D)
+        x = F.embedding(tokens, self.embedding) * self.embed_scale  # (B, T, D)
         new_layers: list[LayerState] = []
         memory_kv = pointer = None
         for block, layer_state in zip(self.blocks, state.layers):

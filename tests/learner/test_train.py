@@ -172,3 +172,19 @@ def test_the_recall_weight_weighs_the_marked_bytes(tmp_path):
     assert torch.allclose(weighted._objective(logits, batch[:, 1:]), expected)
     plain = Trainer(config(), data, tmp_path / "p", model_config=TINY)
     assert torch.equal(plain._objective(logits, batch[:, 1:]), losses.mean())
+
+
+def test_training_on_several_threads_is_deterministic(tmp_path):
+    """Parallel accumulation into the embedding's gradient must not depend on thread timing."""
+    data, threads = corpus(tmp_path), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = []
+        for name in ("a", "b"):
+            trainer = Trainer(config(batch_size=4, chunk_tokens=128), data, tmp_path / name, model_config=TINY)
+            for _ in range(4):
+                trainer.train_step()
+            runs.append(trainer.model.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
