@@ -25,7 +25,7 @@ import torch
 
 from learner.corpus import read_documents
 from learner.passkey import CHUNK_TOKENS, NATURAL_SOURCES
-from learner.synthetic import PASSKEY_STATEMENT
+from learner.synthetic import PASSKEY_QUESTION, passkey_statement
 from models import HybridLM, Special
 from models.memory import RowMemory
 from workers.settings import SHIPPED_CHECKPOINT
@@ -84,9 +84,8 @@ def run(model: HybridLM, texts: dict[str, bytes], *, trials: int, distance: int,
         mixed = i % 3 != 0  # two mixed trials for every same-kind one
         asked = rng.choice([s for s in sources if s != stated]) if mixed else stated
         key = f"{rng.randrange(10_000, 100_000)}".encode()
-        statement = b"\n" + PASSKEY_STATEMENT + key + b". Remember it. " + key + b" is the pass key.\n"
-        document = (cut(texts[stated], rng, LEAD_BYTES) + statement + cut(texts[asked], rng, distance)
-                    + b"\nWhat is the pass key? " + PASSKEY_STATEMENT)
+        document = (cut(texts[stated], rng, LEAD_BYTES) + passkey_statement(key) + cut(texts[asked], rng, distance)
+                    + PASSKEY_QUESTION)
         p_right, share = digit_odds(model, document, key)
         on_top = all(p > 0.5 for p in p_right)  # above one half: no other digit can be on top
         results["mixed" if mixed else "same"].append({"stated": stated, "asked": asked, "p_right": p_right,

@@ -33,6 +33,12 @@ def _filler(pool: bytes, rng: random.Random, length: int) -> bytes:
 
 
 PASSKEY_STATEMENT = b"The pass key is "  # precedes the key where it is stated, and ends the question
+PASSKEY_QUESTION = b"\nWhat is the pass key? " + PASSKEY_STATEMENT  # the answer is what comes next
+
+
+def passkey_statement(key: bytes) -> bytes:
+    """Where a passkey is stated (once, in its own line)."""
+    return b"\n" + PASSKEY_STATEMENT + key + b". Remember it. " + key + b" is the pass key.\n"
 
 
 @dataclass(frozen=True)
@@ -48,12 +54,11 @@ class PasskeyTrial:
 def passkey_trial(pool: bytes, rng: random.Random, distance: int) -> PasskeyTrial:
     """A 5-digit passkey stated once after up to 2,000 filler bytes, asked for `distance` filler bytes later."""
     key = f"{rng.randrange(10_000, 100_000)}".encode()
-    statement = b"\n" + PASSKEY_STATEMENT + key + b". Remember it. " + key + b" is the pass key.\n"
     before_length = rng.randrange(0, 2_000)
     before = (_filler_start(pool, rng, before_length), before_length)
     between = (_filler_start(pool, rng, distance), distance)
-    question = b"\nWhat is the pass key? " + PASSKEY_STATEMENT
-    return PasskeyTrial(_cut(pool, *before) + statement + _cut(pool, *between) + question, key, before, between)
+    document = _cut(pool, *before) + passkey_statement(key) + _cut(pool, *between) + PASSKEY_QUESTION
+    return PasskeyTrial(document, key, before, between)
 
 
 def facts_document(pool: bytes, rng: random.Random, facts: int, gap: int) -> bytes:
@@ -96,7 +101,7 @@ KINDS = ("passkey", "facts", "repeat", "records")
 # Where the tasks above ask for something stated earlier: the bytes a recall must produce. A
 # passage's repeat is left out: its first bytes can only be guessed until the copy is recognised.
 RECALLED_VALUES = (
-    re.compile(rb"\nWhat is the pass key\? " + re.escape(PASSKEY_STATEMENT) + rb"(\d+)"),
+    re.compile(re.escape(PASSKEY_QUESTION) + rb"(\d+)"),
     re.compile(rb"\nQ: What is the code for [a-z]+-\d+\? A: (\d+)"),
     re.compile(rb"\nRecall \[[A-Z]+-\d+\]: (\d+)"),
 )
