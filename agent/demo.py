@@ -58,7 +58,7 @@ def run_demo(
         targets = tokens[:, start + 1 : start + chunk + 1]
         out = model(inputs, state, memory)
         steps = targets.shape[1]
-        nats += model.loss(out.logits[:, :steps], targets).item() * steps
+        nats += model.loss(out.log_probs[:, :steps], targets).item() * steps
         if out.memory_kv is not None:
             memory.add(*out.memory_kv)
         state = State.from_bytes(out.state.to_bytes())  # what a restart between turns does

@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session, defer
 from agent.auth import Principal, lookup
 from agent.errors import ApiError, not_found
 from agent.services import Services
-from memory.schema import Agent, Document
-from memory.schema import Session as StreamSession
+from memory.schema import Agent, Document, StreamSession
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: admin, or scoped to one agent")
 

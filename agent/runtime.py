@@ -29,8 +29,7 @@ from learner.serving import ServingModel
 from memory.admin import RecallHit, recall
 from memory.db import chat_turn_lock
 from memory.recent import RecentMemory
-from memory.schema import Agent, Event
-from memory.schema import Session as StreamSession
+from memory.schema import Agent, Event, StreamSession
 from memory.store import MemoryStore, flat_queries
 from models import RetrievedMemory, SamplingConfig, Special, State, generate
 from workers.settings import Settings

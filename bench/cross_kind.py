@@ -57,7 +57,7 @@ def digit_odds(model: HybridLM, document: bytes, key: bytes) -> tuple[list[float
         memory.add(out.memory_kv.keys, out.memory_kv.values)
     probabilities, shares = [], []
     for digit in key:
-        probabilities.append(float(torch.softmax(out.logits[0, -1, :256], -1)[digit]))
+        probabilities.append(float(torch.softmax(out.log_probs[0, -1, :256], -1)[digit]))
         shares.append(0.0 if out.pointer is None else float(torch.sigmoid(out.pointer.share_logit[0, -1]).mean()))
         out = model(torch.tensor([[digit]]), out.state, memory)
         memory.add(out.memory_kv.keys, out.memory_kv.values)

@@ -40,7 +40,7 @@ def ms_per_token(model: HybridLM, start: ModelOutput, memory: MemoryReader | Non
     """Median time of one greedy decoding step, from `start`."""
     out, times = start, []
     for _ in range(tokens):
-        token = torch.tensor([[int(out.logits[0, -1, :256].argmax())]])
+        token = torch.tensor([[int(out.log_probs[0, -1, :256].argmax())]])
         began = time.perf_counter()
         out = model(token, out.state, memory)
         times.append(time.perf_counter() - began)

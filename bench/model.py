@@ -108,7 +108,7 @@ def train_step(model: HybridLM, optimizer: torch.optim.Optimizer, batch: torch.T
     """One fwd + bwd + AdamW step on (B, T+1) tokens; returns the loss in nats."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         out = model(batch[:, :-1])
-    loss = model.loss(out.logits, batch[:, 1:])
+    loss = model.loss(out.log_probs, batch[:, 1:])
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()

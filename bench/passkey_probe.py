@@ -84,7 +84,7 @@ def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore
         for lists, reader in readers.items():
             store.index.nprobe = lists or store.index.lists
             out = firsts[lists]
-            answers[str(lists)] = greedy_answer(model, out.logits[0, -1], out.state, reader)
+            answers[str(lists)] = greedy_answer(model, out.log_probs[0, -1], out.state, reader)
     finally:
         hook.remove()
     result = {

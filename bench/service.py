@@ -35,8 +35,7 @@ from learner.base import learning_config, load_base
 from learner.eventlog import append_events
 from learner.learn import _spans, event_tokens
 from memory.db import make_engine, make_session_factory
-from memory.schema import Event
-from memory.schema import Session as StreamSession
+from memory.schema import Event, StreamSession
 from memory.store import MemoryStore
 from models import Special
 from bench.deployment import Deployment, sse_events

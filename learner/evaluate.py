@@ -104,7 +104,7 @@ def bits_per_byte(model: HybridLM, data: bytes, chunk_tokens: int = 512) -> floa
     for inputs, targets in stream_chunks(tokens, chunk_tokens):
         out = model(inputs, state)
         state = out.state
-        bits += model.loss(out.logits, targets).item() * targets.numel() / math.log(2)
+        bits += model.loss(out.log_probs, targets).item() * targets.numel() / math.log(2)
     return bits / max(1, len(data))
 
 

@@ -13,8 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from learner.learn import lock_agent
-from memory.schema import Document, Event
-from memory.schema import Session as StreamSession
+from memory.schema import Document, Event, StreamSession
 from models.tokenizer import ROLE_TOKENS
 
 

@@ -38,8 +38,7 @@ from learner.online import Chunk, OnlineLearner, stream_chunks
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
 from memory.hits import record_hits, rows_supplying
 from memory.ids import MAX_SPAN_TOKENS
-from memory.schema import Agent, Document, Event
-from memory.schema import Session as StreamSession
+from memory.schema import Agent, Document, Event, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig
 from models import ByteTokenizer, HybridLM, Special, State
 

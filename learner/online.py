@@ -125,12 +125,12 @@ class OnlineLearner:
         """Score the chunk, then learn from it (and from `replay`) unless the learning rate is 0."""
         self.model.train()
         out = self.model(chunk.inputs, chunk.state, memory)
-        loss = self.model.loss(out.logits, chunk.targets)
+        loss = self.model.loss(out.log_probs, chunk.targets)
         if self.config.learning_rate > 0:
             total = loss
             for old in replay:
                 old_out = self.model(old.inputs, old.state, memory)
-                total = total + self.model.loss(old_out.logits, old.targets)
+                total = total + self.model.loss(old_out.log_probs, old.targets)
             total.backward()
             self._update()
         pointer = out.pointer

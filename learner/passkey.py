@@ -126,7 +126,7 @@ def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, 
         state = out.state
         if store is not None and out.memory_kv is not None:
             store_chunk(store, out.memory_kv, start, stop)
-    return greedy_answer(model, out.logits[0, -1], state, store)
+    return greedy_answer(model, out.log_probs[0, -1], state, store)
 
 
 @torch.no_grad()
@@ -137,7 +137,7 @@ def greedy_answer(model: HybridLM, logits: torch.Tensor, state: State, store: Me
         token = int(logits[:256].argmax())
         answer.append(token)
         out = model(torch.tensor([[token]]), state, store)
-        state, logits = out.state, out.logits[0, -1]
+        state, logits = out.state, out.log_probs[0, -1]
     return bytes(answer).decode("utf-8", errors="replace")
 
 

@@ -149,7 +149,7 @@ class Trainer:
         use_bf16 = self.config.bf16 and (self.device.type == "cuda" or torch.backends.mkldnn.is_available())
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.model(batch[:, :-1], self.state, self.memory)
-        objective = self._objective(out.logits, batch[:, 1:])
+        objective = self._objective(out.log_probs, batch[:, 1:])
         objective.backward()
         torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.grad_clip)
         self.optimizer.step()
@@ -160,7 +160,7 @@ class Trainer:
         self.step += 1
         if self.config.recall_weight == 1.0:
             return objective.item()
-        return self.model.loss(out.logits.detach(), batch[:, 1:]).item()  # the plain mean, for bits per byte
+        return self.model.loss(out.log_probs.detach(), batch[:, 1:]).item()  # the plain mean, for bits per byte
 
     def _objective(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross entropy, recall positions weighted by `recall_weight` (the targets are the streams'

@@ -77,7 +77,9 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
-class Session(Base):
+class StreamSession(Base):
+    """A chat session or a document stream: one ordered stream of events an agent reads."""
+
     __tablename__ = "sessions"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -109,7 +109,7 @@ class Generation:
                 prompt = prompt[:, -1:]
             out = self._read(self.model, prompt)
             while emitted_bytes < self.sampling.max_bytes:
-                token = sample_token(out.logits[0, -1].cpu(), self.sampling, generator,
+                token = sample_token(out.log_probs[0, -1].cpu(), self.sampling, generator,
                                      allow_end=emitted_bytes >= self.sampling.min_bytes)
                 self.tokens.append(token)
                 out = self._read(self.decoder, torch.tensor([[token]], device=self.model.device))

@@ -31,9 +31,10 @@ CONFIG_FILE = "config.json"
 
 @dataclass(frozen=True)
 class ModelOutput:
-    # (B, T, V) fp32. With a memory these are log-probabilities (the pointer mixture); either way
-    # softmax, argmax and cross entropy read them as logits.
-    logits: torch.Tensor
+    # (B, T, V) fp32 log-probabilities of the next token: the model's own distribution, or with a
+    # memory its mixture with the memory's pointer. Normalised either way, so softmax, argmax and
+    # cross entropy read them as they would read logits.
+    log_probs: torch.Tensor
     state: State  # the stream's state after these tokens (detached: callers truncate gradients here)
     memory_kv: MemoryKV | None  # this chunk's retrieval (key, value) pairs; None without a retrieval block
     pointer: MemoryPointer | None = None  # what the memory said at each step and which pairs said it; None without one
@@ -113,10 +114,9 @@ class HybridLM(nn.Module):
             if block_kv is not None:
                 memory_kv, pointer = block_kv, block_pointer
         logits = self.unembed(x)
-        if pointer is not None:
-            logits = mix_pointer(logits, pointer)
+        log_probs = logits.log_softmax(-1) if pointer is None else mix_pointer(logits, pointer)
         new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1]).detach()
-        return ModelOutput(logits=logits, state=new_state, memory_kv=memory_kv, pointer=pointer)
+        return ModelOutput(log_probs=log_probs, state=new_state, memory_kv=memory_kv, pointer=pointer)
 
     def _upgrade_state(self, state: State) -> State:
         index, block = self.config.retrieval_layer, self.retrieval_block

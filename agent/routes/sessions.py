@@ -16,8 +16,7 @@ from agent.schemas import MessageCreate, MessagePublic, Page, SessionPublic, Tur
 from agent.sse import SSE_HEADERS, sse_event
 from agent.turns import chat_target, message_bytes, run_turn, stream_turn
 from learner.eventlog import create_session
-from memory.schema import Event
-from memory.schema import Session as StreamSession
+from memory.schema import Event, StreamSession
 from models import SamplingConfig
 
 log = logging.getLogger(__name__)

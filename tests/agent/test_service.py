@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from memory.db import make_engine
 from memory.ids import split_ids
-from memory.schema import Session as StreamSession
+from memory.schema import StreamSession
 from models import State
 from models.attention import RetrievalState
 from tests.agent.conftest import MAX_DOCUMENT_BYTES, MAX_MESSAGE_BYTES

@@ -10,8 +10,7 @@ from sqlalchemy import select
 from agent.runtime import AgentRuntime, uncovered_events
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
-from memory.schema import Agent, Event
-from memory.schema import Session as StreamSession
+from memory.schema import Agent, Event, StreamSession
 from models import SamplingConfig
 from tests.dbs import postgres_or_skip
 from tests.learning import new_agent

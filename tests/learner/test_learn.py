@@ -12,8 +12,7 @@ from learner.eventlog import append_events, create_document, split_document
 from learner.learn import LearnerCache, learn_through
 from learner.versions import list_versions
 from memory.index import IndexConfig
-from memory.schema import Agent, Document, Event
-from memory.schema import Session as StreamSession
+from memory.schema import Agent, Document, Event, StreamSession
 from memory.store import StoreConfig
 from models import State
 from tests.dbs import another_backend_waits_for_a_lock

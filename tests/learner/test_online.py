@@ -120,7 +120,7 @@ def test_replay_adds_the_old_chunk_to_the_update():
 
     def loss_on_old() -> float:
         with torch.no_grad():
-            return model.loss(model(old.inputs, old.state).logits, old.targets).item()
+            return model.loss(model(old.inputs, old.state).log_probs, old.targets).item()
 
     before = loss_on_old()
     learner.step(Chunk(new_in, new_tg, model.init_state(1)), replay=[old])

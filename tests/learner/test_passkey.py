@@ -96,6 +96,6 @@ def test_cross_kind_recall_groups_trials_by_the_kinds_they_are_read_in():
     document = b"\nThe pass key is 12345.\n" + POOL[:200] + b"\nWhat is the pass key? The pass key is "
     p_right, shares = digit_odds(model, document, b"12345")
     with torch.no_grad():
-        logits = model(torch.tensor([[int(Special.BEGIN), *document]]), model.init_state(1), None).logits
+        logits = model(torch.tensor([[int(Special.BEGIN), *document]]), model.init_state(1), None).log_probs
     assert shares[0] == 0.0 and all(0.0 <= share <= 1.0 for share in shares) and len(p_right) == 5
     assert p_right[0] == pytest.approx(float(torch.softmax(logits[0, -1, :256], -1)[ord("1")]), rel=1e-4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from memory.admin import delete_memories, export_ndjson, get_memory, import_ndjson, list_memories, recall
-from memory.schema import Event, Session
+from memory.schema import Event, StreamSession
 from memory.ids import split_ids
 from memory.store import MemoryStore, Span
 from models import HybridLM, ModelConfig
@@ -43,7 +43,7 @@ def read_into_memory(model: HybridLM, store: MemoryStore, text: bytes, **provena
 def agent_with_memories(sessions, make_agent, model):
     agent = make_agent("ada")
     with sessions.begin() as db:
-        session = Session(agent_id=agent, kind="chat")
+        session = StreamSession(agent_id=agent, kind="chat")
         db.add(session)
         db.flush()
         event = Event(agent_id=agent, session_id=session.id, seq=0, role="user", content=b"x", byte_offset=0)

@@ -21,7 +21,7 @@ def unit(rows: int, seed: int) -> torch.Tensor:
 
 def read(keys: torch.Tensor) -> ModelOutput:
     """A model output whose chunk's pairs are `keys` (values: the same vectors, for telling them apart)."""
-    return ModelOutput(logits=torch.zeros(1, 1, 1), state=None, memory_kv=MemoryKV(keys[None], keys[None]))
+    return ModelOutput(log_probs=torch.zeros(1, 1, 1), state=None, memory_kv=MemoryKV(keys[None], keys[None]))
 
 
 def test_search_takes_the_best_of_the_store_and_of_what_was_just_read():

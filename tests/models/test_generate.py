@@ -16,10 +16,10 @@ class ScriptedModel(HybridLM):
 
     def forward(self, tokens, state=None, memory=None):
         out = super().forward(tokens, state, memory)
-        logits = torch.full_like(out.logits, -50.0)
+        logits = torch.full_like(out.log_probs, -50.0)
         logits[:, -1, self.script[min(self.calls, len(self.script) - 1)]] = 50.0
         self.calls += 1
-        return ModelOutput(logits=logits, state=out.state, memory_kv=out.memory_kv)
+        return ModelOutput(log_probs=logits, state=out.state, memory_kv=out.memory_kv)
 
 
 def test_pieces_are_valid_utf8_and_generation_stops_at_end_of_turn(tiny_model):
@@ -51,7 +51,7 @@ def test_same_seed_same_sample_and_state_matches_a_single_pass(tiny_model):
         replay = tiny_model(torch.cat([prompt, torch.tensor([first.tokens])], dim=1))
         probe = torch.tensor([[10]])
         torch.testing.assert_close(
-            tiny_model(probe, first.state).logits, tiny_model(probe, replay.state).logits, atol=1e-4, rtol=1e-4
+            tiny_model(probe, first.state).log_probs, tiny_model(probe, replay.state).log_probs, atol=1e-4, rtol=1e-4
         )
 
 

@@ -38,9 +38,9 @@ def test_cuda_model_matches_cpu_model():
     gpu.load_state_dict(cpu.state_dict())
     gpu = gpu.cuda()
     tokens = torch.randint(0, 256, (2, 700))
-    expected = cpu(tokens).logits
+    expected = cpu(tokens).log_probs
     state, chunks = gpu.init_state(2), []
     for start in range(0, 700, 128):
         out = gpu(tokens[:, start : start + 128].cuda(), state)
-        state, chunks = out.state, chunks + [out.logits.cpu()]
+        state, chunks = out.state, chunks + [out.log_probs.cpu()]
     torch.testing.assert_close(torch.cat(chunks, 1), expected, atol=1e-3, rtol=1e-3)

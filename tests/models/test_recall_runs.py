@@ -180,8 +180,8 @@ def test_reading_with_a_memory_in_chunks_equals_one_pass(tiny_model, chunk):
     for start in range(0, again.shape[1], chunk):
         out = tiny_model(again[:, start : start + chunk], state, memory)
         state = State.from_bytes(out.state.to_bytes())  # and through the stored format
-        pieces.append(out.logits)
-    assert (torch.cat(pieces, dim=1) - full.logits).abs().max().item() <= TOLERANCE
+        pieces.append(out.log_probs)
+    assert (torch.cat(pieces, dim=1) - full.log_probs).abs().max().item() <= TOLERANCE
     recalled = full.state.layers[tiny_model.config.retrieval_layer].recalled_ids
     assert (recalled >= 0).any(), "the last token recalled nothing: the test would not cover runs"
     for name in ("run_sums", "run_lengths"):
@@ -222,7 +222,7 @@ def test_memoryless_reading_forgets_what_was_recalled(tiny_model):
     layer = tiny_model.config.retrieval_layer
     assert (recalled.layers[layer].recalled_ids >= 0).any()
     assert (forgotten.layers[layer].recalled_ids == -1).all()
-    torch.testing.assert_close(run_in_chunks(tiny_model, text, 60), tiny_model(text).logits)
+    torch.testing.assert_close(run_in_chunks(tiny_model, text, 60), tiny_model(text).log_probs)
 
 
 def _version_1_blob(state: State, retrieval_layer: int) -> bytes:
@@ -242,7 +242,7 @@ def test_a_format_1_state_continues_as_one_that_recalled_nothing(tiny_model):
     before = tiny_model(text[:, :50]).state  # read without memory: nothing recalled, as format 1 implied
     old = State.from_bytes(_version_1_blob(before, tiny_model.config.retrieval_layer))
     assert isinstance(old.layers[tiny_model.config.retrieval_layer], AttentionState)
-    assert torch.equal(tiny_model(text[:, 50:], old, memory).logits, tiny_model(text[:, 50:], before, memory).logits)
+    assert torch.equal(tiny_model(text[:, 50:], old, memory).log_probs, tiny_model(text[:, 50:], before, memory).log_probs)
 
 
 def test_tensor_memory_follows_within_a_span_and_past_its_trimming():

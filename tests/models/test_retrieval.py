@@ -110,15 +110,15 @@ def test_a_context_seen_before_retrieves_the_token_that_followed_it(tiny_model):
     model_memory.add(*tiny_model(tokens).memory_kv)
     block.forced_gate = 1.0
     out = tiny_model(tokens[:, :19], memory=model_memory)
-    assert torch.equal(out.logits[0].argmax(-1), tokens[0, 1:20])
-    torch.testing.assert_close(out.logits[0].exp().max(-1).values, torch.ones(19))
+    assert torch.equal(out.log_probs[0].argmax(-1), tokens[0, 1:20])
+    torch.testing.assert_close(out.log_probs[0].exp().max(-1).values, torch.ones(19))
 
 
 @torch.no_grad()
 def test_empty_memory_or_no_memory_is_plain_local_attention(tiny_model):
     tokens = torch.randint(0, 256, (1, 50), generator=torch.Generator().manual_seed(2))
-    without = tiny_model(tokens).logits
-    empty = tiny_model(tokens, memory=TensorMemory(tiny_model.config.head_dim)).logits
+    without = tiny_model(tokens).log_probs
+    empty = tiny_model(tokens, memory=TensorMemory(tiny_model.config.head_dim)).log_probs
     # With a memory the model answers log-probabilities (the pointer mixture); an empty one adds nothing.
     torch.testing.assert_close(empty, without.log_softmax(-1))
 
@@ -130,11 +130,11 @@ def test_retrieved_memory_changes_predictions_through_the_gate(tiny_model):
     memory = TensorMemory(tiny_model.config.head_dim)
     out = tiny_model(history)
     memory.add(*out.memory_kv)
-    plain = tiny_model(now, out.state).logits
-    recalled = tiny_model(now, out.state, memory).logits
+    plain = tiny_model(now, out.state).log_probs
+    recalled = tiny_model(now, out.state, memory).log_probs
     assert not torch.allclose(plain.log_softmax(-1), recalled)
     retrieval_block(tiny_model).memory_threshold.fill_(1e4)  # memory scores ~ -inf: memory contributes nothing
-    closed = tiny_model(now, out.state, memory).logits
+    closed = tiny_model(now, out.state, memory).log_probs
     torch.testing.assert_close(closed, plain.log_softmax(-1), atol=1e-5, rtol=1e-5)
 
 

@@ -13,8 +13,8 @@ def test_round_trip_through_bytes_continues_identically(tiny_model):
     first = tiny_model(tokens[:, :120])
     restored = State.from_bytes(first.state.to_bytes())
     assert restored.position == 120
-    carried = tiny_model(tokens[:, 120:], first.state).logits
-    resumed = tiny_model(tokens[:, 120:], restored).logits
+    carried = tiny_model(tokens[:, 120:], first.state).log_probs
+    resumed = tiny_model(tokens[:, 120:], restored).log_probs
     assert torch.equal(carried, resumed)
 
 

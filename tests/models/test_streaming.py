@@ -13,7 +13,7 @@ def run_in_chunks(model: HybridLM, tokens: torch.Tensor, chunk: int) -> torch.Te
     for start in range(0, tokens.shape[1], chunk):
         out = model(tokens[:, start : start + chunk], state)
         state = out.state
-        logits.append(out.logits)
+        logits.append(out.log_probs)
     return torch.cat(logits, dim=1)
 
 
@@ -26,7 +26,7 @@ def long_sequence() -> torch.Tensor:
 @torch.no_grad()
 @pytest.mark.parametrize("chunk", [7, 512, 1000])
 def test_chunked_equals_one_pass(tiny_model, long_sequence, chunk):
-    full = tiny_model(long_sequence).logits
+    full = tiny_model(long_sequence).log_probs
     chunked = run_in_chunks(tiny_model, long_sequence, chunk)
     assert chunked.shape == full.shape
     assert (chunked - full).abs().max().item() <= TOLERANCE
@@ -35,7 +35,7 @@ def test_chunked_equals_one_pass(tiny_model, long_sequence, chunk):
 @torch.no_grad()
 def test_token_by_token_equals_one_pass(tiny_model, long_sequence):
     prefix = long_sequence[:, :256]
-    full = tiny_model(prefix).logits
+    full = tiny_model(prefix).log_probs
     stepped = run_in_chunks(tiny_model, prefix, 1)
     assert (stepped - full).abs().max().item() <= TOLERANCE
 
@@ -54,7 +54,7 @@ def test_context_beyond_the_window_reaches_through_the_recurrence(tiny_model):
     a = torch.randint(0, 256, (1, 4 * window), generator=torch.Generator().manual_seed(2))
     b = a.clone()
     b[0, 0] = (a[0, 0] + 1) % 256  # differ only far outside the attention window
-    la, lb = tiny_model(a).logits[0, -1], tiny_model(b).logits[0, -1]
+    la, lb = tiny_model(a).log_probs[0, -1], tiny_model(b).log_probs[0, -1]
     assert not torch.equal(la, lb)
 
 
@@ -78,6 +78,6 @@ def test_training_after_inference_in_the_same_process(tiny_model):
     tokens = torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(4))
     with torch.inference_mode():
         tiny_model(tokens)
-    loss = tiny_model.loss(tiny_model(tokens[:, :-1]).logits, tokens[:, 1:])
+    loss = tiny_model.loss(tiny_model(tokens[:, :-1]).log_probs, tokens[:, 1:])
     loss.backward()
     assert tiny_model.embedding.grad is not None

@@ -1,0 +1,111 @@
+"""Fingerprints of what the model computes, to show that a change of code changes no number:
+`python -m bench.fingerprint --json`.
+
+A fixed 64 KB of the standard library's source is read by the shipped `small` checkpoint in 512-token
+chunks, with its real memory store (SQLite, FAISS) holding everything read before each chunk, and
+once more with online learning as the worker does it. Printed: sha256 digests of every chunk's
+output scores, of the final streaming state's bytes, of the memory pointer's ids, and of the
+learned weights; two runs of the same code print the same object, and so must a refactoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench.local_text import stdlib_text
+from learner.base import load_base
+from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
+from memory.db import make_engine, make_session_factory
+from memory.migrate import upgrade
+from memory.schema import Agent
+from memory.store import MemoryStore, Span
+from models import Special
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT_BYTES = 64 * 1024
+CHUNK_TOKENS = 512
+
+
+def _scores(out) -> torch.Tensor:
+    """The output's (B, T, V) next-token scores, whatever this version of the code names them."""
+    for name in ("log_probs", "logits"):
+        if hasattr(out, name):
+            return getattr(out, name)
+    raise AttributeError("the model output has no next-token scores")
+
+
+def _read(model, text: bytes, store: MemoryStore, learner: OnlineLearner | None) -> dict[str, str]:
+    scores, pointers = hashlib.sha256(), hashlib.sha256()
+    state = model.init_state(1)
+    tokens = torch.tensor([[int(Special.BEGIN), *text]])
+    position = 0
+    for inputs, targets in stream_chunks(tokens, CHUNK_TOKENS):
+        if hasattr(store, "catch_up"):
+            store.catch_up()
+        if learner is None:
+            with torch.no_grad():
+                out = model(inputs, state, store)
+            state, memory_kv, pointer = out.state, out.memory_kv, out.pointer
+            scores.update(_scores(out).float().contiguous().numpy().tobytes())
+        else:
+            step = learner.step(Chunk(inputs, targets, state), store)
+            state, memory_kv, pointer = step.state, step.memory_kv, None
+            scores.update(torch.tensor([step.loss], dtype=torch.float64).numpy().tobytes())
+        if pointer is not None:
+            pointers.update(pointer.ids.contiguous().numpy().tobytes())
+        steps = inputs.shape[1]
+        store.add_spans([Span(keys=memory_kv.keys[0, s : s + 128], values=memory_kv.values[0, s : s + 128],
+                              text=b"", byte_start=position + s, byte_end=position + min(s + 128, steps),
+                              session_id=None)
+                         for s in range(0, steps, 128)])
+        position += steps
+    digests = {"scores": scores.hexdigest(), "state": hashlib.sha256(state.to_bytes()).hexdigest()}
+    if learner is None:
+        digests["pointer_ids"] = pointers.hexdigest()
+    else:
+        weights = hashlib.sha256()
+        for name, param in sorted(learner.params.items()):
+            weights.update(name.encode() + param.detach().float().contiguous().numpy().tobytes())
+        digests["learned_weights"] = weights.hexdigest()
+    return digests
+
+
+def fingerprint(checkpoint: Path) -> dict:
+    torch.manual_seed(0)
+    text = stdlib_text(TEXT_BYTES, skip=1 << 20, tests=True)
+    result: dict = {"checkpoint": checkpoint.name, "bytes": len(text), "chunk_tokens": CHUNK_TOKENS}
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/fingerprint.db"
+        upgrade(url)
+        engine = make_engine(url)
+        sessions = make_session_factory(engine)
+        for arm, learning in (("retrieval", None), ("both", LearningConfig())):
+            with sessions.begin() as db:
+                agent = Agent(name=f"fingerprint-{arm}", base_checkpoint=str(checkpoint))
+                db.add(agent)
+                db.flush()
+                agent_id = agent.id
+            model = load_base(str(checkpoint), "cpu")
+            store = MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=model.config.head_dim)
+            learner = None if learning is None else OnlineLearner(model, learning)
+            result[arm] = _read(model, text, store, learner)
+        engine.dispose()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "small")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the only output there is)")
+    args = parser.parse_args()
+    print(json.dumps(fingerprint(args.checkpoint)))
+
+
+if __name__ == "__main__":
+    main()
