@@ -40,6 +40,16 @@ def _scores(out) -> torch.Tensor:
     raise AttributeError("the model output has no next-token scores")
 
 
+def _state_digest(state) -> str:
+    """Of the state's tensors in layer order (its byte format's header may order them differently
+    from process to process), and its position."""
+    digest = hashlib.sha256(str(state.position).encode())
+    for layer in state.layers:
+        for tensor in layer:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _read(model, text: bytes, store: MemoryStore, learner: OnlineLearner | None) -> dict[str, str]:
     scores, pointers = hashlib.sha256(), hashlib.sha256()
     state = model.init_state(1)
@@ -65,7 +75,7 @@ def _read(model, text: bytes, store: MemoryStore, learner: OnlineLearner | None)
                               session_id=None)
                          for s in range(0, steps, 128)])
         position += steps
-    digests = {"scores": scores.hexdigest(), "state": hashlib.sha256(state.to_bytes()).hexdigest()}
+    digests = {"scores": scores.hexdigest(), "state": _state_digest(state)}
     if learner is None:
         digests["pointer_ids"] = pointers.hexdigest()
     else:
