@@ -3,7 +3,8 @@
 
 A fixed 64 KB of the standard library's source is read by the shipped `small` checkpoint in 512-token
 chunks, with its real memory store (SQLite, FAISS) holding everything read before each chunk, and
-once more with online learning as the worker does it. Printed: sha256 digests of every chunk's
+then decoded greedily for 128 tokens,
+and once more with online learning as the worker does it. Printed: sha256 digests of every chunk's
 output scores, of the final streaming state's bytes, of the memory pointer's ids, and of the
 learned weights; two runs of the same code print the same object, and so must a refactoring.
 """
@@ -30,6 +31,7 @@ from models import Special
 ROOT = Path(__file__).resolve().parent.parent
 TEXT_BYTES = 64 * 1024
 CHUNK_TOKENS = 512
+DECODE_TOKENS = 128
 
 
 def _scores(out) -> torch.Tensor:
@@ -48,6 +50,18 @@ def _state_digest(state) -> str:
         for tensor in layer:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+@torch.no_grad()
+def _decode(model, state, store, scores: torch.Tensor) -> str:
+    """Greedy decoding one token at a time (the decoding path of every block), digesting each step's scores."""
+    digest = hashlib.sha256()
+    for _ in range(DECODE_TOKENS):
+        token = int(scores[:256].argmax())
+        out = model(torch.tensor([[token]]), state, store)
+        state, scores = out.state, _scores(out)[0, -1]
+        digest.update(scores.float().contiguous().numpy().tobytes() + out.pointer.ids.contiguous().numpy().tobytes())
+    return hashlib.sha256(digest.digest() + _state_digest(state).encode()).hexdigest()
 
 
 def _read(model, text: bytes, store: MemoryStore, learner: OnlineLearner | None) -> dict[str, str]:
@@ -78,6 +92,7 @@ def _read(model, text: bytes, store: MemoryStore, learner: OnlineLearner | None)
     digests = {"scores": scores.hexdigest(), "state": _state_digest(state)}
     if learner is None:
         digests["pointer_ids"] = pointers.hexdigest()
+        digests["decode"] = _decode(model, state, store, _scores(out)[0, -1])
     else:
         weights = hashlib.sha256()
         for name, param in sorted(learner.params.items()):

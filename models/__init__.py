@@ -3,10 +3,10 @@
 Knows nothing of SQL, FAISS, HTTP or Celery; memory arrives through `MemoryReader`.
 """
 
-from models.attention import MemoryKV
+
 from models.config import ModelConfig
 from models.generate import SamplingConfig, compile_decoder, generate
-from models.memory import MemoryReader, RetrievedMemory, TensorMemory
+from models.memory import MemoryKV, MemoryReader, RetrievedMemory, TensorMemory
 from models.model import HybridLM, ModelOutput
 from models.state import State, StateFormatError
 from models.tokenizer import ByteTokenizer, Special

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.blocks import BlockContext, BlockOutput
 from models.config import ModelConfig
 from models.scan import linear_scan
 
@@ -166,6 +167,8 @@ class Conv1D(nn.Module):
 class RecurrentBlock(nn.Module):
     """Griffin's temporal block: gelu(W_y x) * RG-LRU(Conv(W_x x)), projected back."""
 
+    reads_states: tuple[type, ...] = (RecurrentState,)
+
     def __init__(self, config: ModelConfig, out_init_scale: float):
         super().__init__()
         width, lru_width = config.width, config.resolved_lru_width
@@ -182,12 +185,9 @@ class RecurrentBlock(nn.Module):
             conv_tail=torch.zeros(batch_size, self.conv_width - 1, self.lru_width, device=device),
         )
 
-    def forward(
-        self, x: torch.Tensor, state: RecurrentState, position: int
-    ) -> tuple[torch.Tensor, RecurrentState]:
+    def forward(self, x: torch.Tensor, state: RecurrentState, context: BlockContext) -> BlockOutput:
         branch_x, branch_y = self.in_proj(x).chunk(2, dim=-1)  # (B, T, L) each
         conv_out, conv_tail = self.conv(branch_x, state.conv_tail)
-        h = self.rg_lru(conv_out, state.rg_lru, first_is_stream_start=position == 0)  # (B, T, L) fp32
+        h = self.rg_lru(conv_out, state.rg_lru, first_is_stream_start=context.position == 0)  # (B, T, L) fp32
         y = (h * gelu(branch_y).float()).type_as(x)
-        new_state = RecurrentState(rg_lru=h[:, -1], conv_tail=conv_tail.detach())
-        return self.out_proj(y), new_state
+        return BlockOutput(self.out_proj(y), RecurrentState(rg_lru=h[:, -1], conv_tail=conv_tail.detach()))

@@ -8,7 +8,7 @@ Pairs are stored in spans (one `add`, one stored row): the pairs of a span are
 consecutive tokens of one stream, so each pair but the last has a successor,
 the pair stored right after it. `follow` goes there without a search; the
 retrieval block uses it to keep reading along a stored text that has been
-predicting correctly (see models.attention).
+predicting correctly (see models.retrieval).
 
 Letters: B batch, T time, H heads, D head dim, K retrieved pairs, M stored pairs.
 """
@@ -18,6 +18,18 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
+
+
+class MemoryKV(NamedTuple):
+    """The (key, value) pairs a chunk contributes to the retrieval memory, one per token.
+
+    Pair t is a transition: the key describes the context *before* token t (the
+    unit key of token t - 1; zero for a stream's first token) and the value names
+    token t. A later query that finds its own context there reads what came next.
+    """
+
+    keys: torch.Tensor  # (B, T, D) L2-normalised (or zero), no position information
+    values: torch.Tensor  # (B, T, D) the fixed unit code of token t (RetrievalAttention.token_codes)
 
 
 class RetrievedMemory(NamedTuple):

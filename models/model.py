@@ -4,7 +4,8 @@
            [-> with a memory: mixed with the retrieval block's pointer over recalled tokens]
 
 Each residual block is pre-norm: x + temporal(norm(x)), then x + mlp(norm(x)),
-where temporal is a RecurrentBlock, LocalAttention or RetrievalAttention.
+where temporal is a RecurrentBlock, LocalAttention or RetrievalAttention, each called the same
+way (models.blocks).
 Letters: B batch, T time, V vocabulary, D width.
 """
 
@@ -19,10 +20,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.attention import AttentionState, LocalAttention, MemoryKV, MemoryPointer, RetrievalAttention, mix_pointer
+from models.attention import LocalAttention
+from models.blocks import BlockContext, BlockOutput
 from models.config import ModelConfig
 from models.layers import GatedMLP, RecurrentBlock, RMSNorm
-from models.memory import MemoryReader
+from models.memory import MemoryKV, MemoryReader
+from models.pointer import MemoryPointer, mix_pointer
+from models.retrieval import RetrievalAttention
 from models.state import LayerState, State, layer_kind
 
 WEIGHTS_FILE = "model.safetensors"
@@ -40,33 +44,29 @@ class ModelOutput:
     pointer: MemoryPointer | None = None  # what the memory said at each step and which pairs said it; None without one
 
 
+# The temporal block each name in ModelConfig.block_types builds.
+TEMPORAL_BLOCKS: dict[str, type[nn.Module]] = {
+    "recurrent": RecurrentBlock, "attention": LocalAttention, "retrieval": RetrievalAttention,
+}
+
+
 class ResidualBlock(nn.Module):
     def __init__(self, config: ModelConfig, block_type: str):
         super().__init__()
         out_init_scale = 2.0 / config.num_layers  # keeps the residual stream's variance flat in depth
-        self.block_type = block_type
         self.temporal_norm = RMSNorm(config.width)
-        temporal_types = {"recurrent": RecurrentBlock, "attention": LocalAttention, "retrieval": RetrievalAttention}
-        self.temporal = temporal_types[block_type](config, out_init_scale)
+        self.temporal = TEMPORAL_BLOCKS[block_type](config, out_init_scale)
         self.mlp_norm = RMSNorm(config.width)
         self.mlp = GatedMLP(config.width, config.mlp_expanded_width, out_init_scale)
 
     def init_state(self, batch_size: int, device: torch.device | str | None) -> LayerState:
         return self.temporal.init_state(batch_size, device)
 
-    def forward(
-        self, x: torch.Tensor, state: LayerState, position: int, memory: MemoryReader | None, tokens: torch.Tensor
-    ) -> tuple[torch.Tensor, LayerState, MemoryKV | None, MemoryPointer | None]:
-        normed = self.temporal_norm(x)
-        memory_kv = pointer = None
-        if self.block_type == "recurrent":
-            mixed, state = self.temporal(normed, state, position)
-        elif self.block_type == "attention":
-            mixed, state = self.temporal(normed, state)
-        else:
-            mixed, state, memory_kv, pointer = self.temporal(normed, state, memory, tokens)
-        x = x + mixed
-        return x + self.mlp(self.mlp_norm(x)), state, memory_kv, pointer
+    def forward(self, x: torch.Tensor, state: LayerState, context: BlockContext) -> BlockOutput:
+        """The temporal block's output, with x the residual stream after this whole block."""
+        mixed = self.temporal(self.temporal_norm(x), state, context)
+        x = x + mixed.x
+        return mixed._replace(x=x + self.mlp(self.mlp_norm(x)))
 
 
 class HybridLM(nn.Module):
@@ -104,27 +104,21 @@ class HybridLM(nn.Module):
         if state is None:
             state = self.init_state(tokens.shape[0])
         self._check_state(state, tokens)
-        state = self._upgrade_state(state)
+        context = BlockContext(position=state.position, tokens=tokens, memory=memory)
         x = F.embedding(tokens, self.embedding) * self.embed_scale  # (B, T, D)
         new_layers: list[LayerState] = []
-        memory_kv = pointer = None
+        memory_kv: MemoryKV | None = None
+        pointer: MemoryPointer | None = None
         for block, layer_state in zip(self.blocks, state.layers):
-            x, layer_state, block_kv, block_pointer = block(x, layer_state, state.position, memory, tokens)
-            new_layers.append(layer_state)
-            if block_kv is not None:
-                memory_kv, pointer = block_kv, block_pointer
+            out = block(x, layer_state, context)
+            x = out.x
+            new_layers.append(out.state)
+            if out.memory_kv is not None:
+                memory_kv, pointer = out.memory_kv, out.pointer
         logits = self.unembed(x)
         log_probs = logits.log_softmax(-1) if pointer is None else mix_pointer(logits, pointer)
         new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1]).detach()
         return ModelOutput(log_probs=log_probs, state=new_state, memory_kv=memory_kv, pointer=pointer)
-
-    def _upgrade_state(self, state: State) -> State:
-        index, block = self.config.retrieval_layer, self.retrieval_block
-        if block is None or not isinstance(state.layers[index], AttentionState):
-            return state
-        layers = list(state.layers)
-        layers[index] = block.upgrade_state(layers[index])
-        return State(layers=tuple(layers), position=state.position)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         logits = (self.final_norm(x) @ self.embedding.T.type_as(x)).float()  # (B, T, V)
@@ -138,8 +132,7 @@ class HybridLM(nn.Module):
     def _check_state(self, state: State, tokens: torch.Tensor) -> None:
         kinds = [layer_kind(s) for s in state.layers]
         expected = list(self.config.block_types)
-        # A retrieval block's state from before recalls were carried is an attention state.
-        readable = [k == e or (k, e) == ("attention", "retrieval") for k, e in zip(kinds, expected)]
+        readable = [isinstance(layer, block.temporal.reads_states) for layer, block in zip(state.layers, self.blocks)]
         if len(kinds) != len(expected) or not all(readable):
             raise ValueError(f"state has layers {kinds} but this model has {expected}: it belongs to another model")
         if state.batch_size != tokens.shape[0]:

@@ -17,14 +17,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from models.attention import AttentionState, RetrievalState
+from models.attention import AttentionState
 from models.layers import RecurrentState
+from models.retrieval import RetrievalState
 
 LayerState = RecurrentState | AttentionState | RetrievalState
 
 MAGIC = b"LLSTATE"
-# 2: the retrieval block's state carries what its last token recalled. Version 1 blobs are still read
-# (their retrieval block has an attention state, which the model reads as having recalled nothing).
+# 2: the retrieval block's state carries what its last token recalled. Version 1 blobs are still read:
+# their retrieval block has an attention state, which the block reads as having recalled nothing
+# (RetrievalAttention.readable_state).
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 _KINDS: dict[str, type] = {"recurrent": RecurrentState, "attention": AttentionState, "retrieval": RetrievalState}

@@ -16,7 +16,7 @@ from memory.db import make_engine
 from memory.ids import split_ids
 from memory.schema import StreamSession
 from models import State
-from models.attention import RetrievalState
+from models.retrieval import RetrievalState
 from tests.agent.conftest import MAX_DOCUMENT_BYTES, MAX_MESSAGE_BYTES
 from tests.agent.server import WAIT_S, Deployment, stream_message
 

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from models import HybridLM, ModelConfig
-from models import attention
+from models import HybridLM, ModelConfig, attention
 
 pytestmark = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -23,7 +22,7 @@ def test_flash_attn_matches_pytorch_attention(monkeypatch, cached, steps):
     q = torch.randn(2, steps, 4, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
     k = torch.randn(2, cached + steps, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
     v = torch.randn(2, cached + steps, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
-    kwargs = dict(cached=cached, window=256, scale=0.125)
+    kwargs = {"cached": cached, "window": 256, "scale": 0.125}
     flash = attention.sliding_window_attention(q, k, v, **kwargs)
     reference = _pytorch_path(monkeypatch, lambda: attention.sliding_window_attention(q, k, v, **kwargs))
     torch.testing.assert_close(flash.float(), reference.float(), atol=2e-2, rtol=2e-2)

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from models import State, TensorMemory
-from models.attention import COMPARE_ALL_UP_TO, LOOKUP_FROM, AttentionState, first_match, run_sums
+from models.attention import AttentionState
 from models.memory import nothing_follows
+from models.retrieval import LOOKUP_FROM
+from models.runs import COMPARE_ALL_UP_TO, first_match, run_sums
 from models.state import _HEADER, MAGIC
-from tests.models.test_retrieval import retrieval_block, token_mass
+from tests.models.test_retrieval import read_block, retrieval_block, token_mass
 from tests.models.test_streaming import TOLERANCE, run_in_chunks
 
 
@@ -62,8 +64,8 @@ def test_stored_values_name_the_token_whose_code_is_nearest_whatever_their_preci
     for values in (codes, codes.half(), codes.bfloat16(), noisy):
         nearest = (values.float() @ block.token_codes.T).argmax(-1)
         for few in (mask[:, :1], mask):  # compared with every code, then looked up
-            assert torch.equal(block._named(values[:, : few.shape[1]], few), nearest[:, : few.shape[1]].masked_fill(~few, -1))
-    assert torch.equal(block._named(codes.half(), mask), tokens.masked_fill(~mask, -1))
+            assert torch.equal(block.named_tokens(values[:, : few.shape[1]], few), nearest[:, : few.shape[1]].masked_fill(~few, -1))
+    assert torch.equal(block.named_tokens(codes.half(), mask), tokens.masked_fill(~mask, -1))
 
 
 class Forgetful(TensorMemory):
@@ -86,7 +88,7 @@ def _stored(block, width, length, seed):
     """A past text's inputs, tokens and its pairs in a memory (and in one that cannot follow)."""
     gen = torch.Generator().manual_seed(seed)
     past, tokens = torch.randn(1, length, width, generator=gen), torch.randint(0, 256, (1, length), generator=gen)
-    _, _, pairs, _ = block(past, block.init_state(1), None, tokens)
+    _, _, pairs, _ = read_block(block, past, block.init_state(1), None, tokens)
     return past, tokens, pairs
 
 
@@ -102,7 +104,7 @@ def test_pointer_weighs_each_pair_by_the_mean_match_of_the_run_it_continues(tiny
     block.top_k = length  # every pair is searched: each step's candidates are all of them
     fading = past[:, :-1] + torch.linspace(0, 3, length - 1)[None, :, None] * torch.randn(
         1, length - 1, width, generator=torch.Generator().manual_seed(8))
-    _, _, _, pointer = block(fading, block.init_state(1), memory, tokens[:, :-1])
+    _, _, _, pointer = read_block(block, fading, block.init_state(1), memory, tokens[:, :-1])
 
     _, k, _ = block.project(fading)
     similarity = torch.einsum("td,sd->ts", F.normalize(k, dim=-1)[0], pairs.keys[0])  # (T, stored pairs)
@@ -138,7 +140,7 @@ def recalled_reading_again(model, missing, can_follow):
     block.top_k = 2
     memory = Forgetful(model.config.head_dim, missing, can_follow)
     memory.add(pairs.keys, pairs.values)
-    _, _, _, pointer = block(past[:, :-1], block.init_state(1), memory, tokens[:, :-1])
+    _, _, _, pointer = read_block(block, past[:, :-1], block.init_state(1), memory, tokens[:, :-1])
     return token_mass(pointer.weights, pointer.tokens, model.config.vocab_size)[0, :, 0], tokens[0]
 
 
@@ -200,10 +202,10 @@ def test_runs_followed_through_missed_searches_read_the_same_in_chunks(tiny_mode
     memory = Forgetful(tiny_model.config.head_dim, [5, 6, 7, 12, 13, 15, 16, 17, 18], can_follow=True)
     memory.add(pairs.keys, pairs.values)
     past, tokens = past[:, :-1], tokens[:, :-1]
-    whole = block(past, block.init_state(1), memory, tokens)
+    whole = read_block(block, past, block.init_state(1), memory, tokens)
     state, shares, deep = block.init_state(1), [], False
     for start in range(0, length - 1, chunk):
-        _, state, _, pointer = block(past[:, start : start + chunk], state, memory, tokens[:, start : start + chunk])
+        _, state, _, pointer = read_block(block, past[:, start : start + chunk], state, memory, tokens[:, start : start + chunk])
         shares.append(pointer.share_logit)
         deep |= bool((state.recalled_ids[:, 2 * block.top_k :] >= 0).any())
     torch.testing.assert_close(torch.cat(shares, dim=1), whole[3].share_logit)

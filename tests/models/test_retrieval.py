@@ -4,13 +4,19 @@ import torch
 import torch.nn.functional as F
 
 from models import RetrievedMemory, TensorMemory
-from models.attention import MemoryPointer, mix_pointer
+from models.blocks import BlockContext
+from models.pointer import MemoryPointer, mix_pointer
 
 
 def retrieval_block(model):
     block = model.retrieval_block
     assert block is not None
     return block
+
+
+def read_block(block, x, state, memory, tokens):
+    """The retrieval block alone over normed inputs `x` of `tokens` (its position in the stream is unused)."""
+    return block(x, state, BlockContext(position=0, tokens=tokens, memory=memory))
 
 
 def token_mass(weights, tokens, vocab):
@@ -30,12 +36,12 @@ def test_memory_pointer_is_exact_attention_over_stored_pairs_and_leaves_the_resi
     past_tokens, now_tokens = torch.randint(0, 128, (1, 40), generator=gen), torch.randint(128, 256, (1, 9), generator=gen)
     block.memory_threshold.copy_(torch.rand(block.heads, generator=gen))
 
-    _, state, past_kv, _ = block(past, block.init_state(1), None, past_tokens)
+    _, state, past_kv, _ = read_block(block, past, block.init_state(1), None, past_tokens)
     memory = TensorMemory(tiny_model.config.head_dim)
     memory.add(past_kv.keys, past_kv.values)
     block.top_k = len(memory)  # k = number of stored pairs
-    plain, _, _, no_pointer = block(now, state, None, now_tokens)
-    out, _, _, pointer = block(now, state, memory, now_tokens)
+    plain, _, _, no_pointer = read_block(block, now, state, None, now_tokens)
+    out, _, _, pointer = read_block(block, now, state, memory, now_tokens)
     assert no_pointer is None
     assert torch.equal(out, plain)  # memory reaches the output distribution only, never the residual stream
 
@@ -65,7 +71,7 @@ def test_pointer_mixture_is_a_distribution_that_keeps_the_model_s_own_share():
     torch.testing.assert_close(mixed.exp(), expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(mixed[0, 0], logits[0, 0].log_softmax(-1))  # no memory: the model alone
     # However sure the memory is, a token it does not name keeps (1 - share) of the model's probability.
-    unnamed = [v for v in range(12) if v not in tokens[1, 1].tolist()][0]
+    unnamed = next(v for v in range(12) if v not in tokens[1, 1].tolist())
     assert torch.isfinite(mixed[1, 1, unnamed])
     torch.testing.assert_close(mixed[1, 1, unnamed], logits[1, 1].log_softmax(-1)[unnamed] - 200.0, atol=1e-3, rtol=0)
 
@@ -92,14 +98,14 @@ def test_a_context_seen_before_retrieves_the_token_that_followed_it(tiny_model):
     gen = torch.Generator().manual_seed(5)
     text = torch.randn(1, 20, tiny_model.config.width, generator=gen)
     tokens = torch.randint(0, 256, (1, 20), generator=gen)
-    _, _, pairs, _ = block(text, block.init_state(1), None, tokens)
+    _, _, pairs, _ = read_block(block, text, block.init_state(1), None, tokens)
     memory = TensorMemory(tiny_model.config.head_dim)
     memory.add(pairs.keys, pairs.values)
     block.top_k = 1
 
     # Reading the same inputs again from a fresh state: token t's key equals the stored key of pair t + 1.
     # Slots: [searched | followed 1, 2, ... hops]; the pair each step would follow is the one its search found.
-    _, _, _, pointer = block(text[:, :19], block.init_state(1), memory, tokens[:, :19])
+    _, _, _, pointer = read_block(block, text[:, :19], block.init_state(1), memory, tokens[:, :19])
     assert torch.equal(pointer.tokens[0, :, 0], tokens[0, 1:20])  # the token after each context
     only_the_found = torch.zeros(block.recall_slots)
     only_the_found[0] = 1.0
@@ -108,7 +114,7 @@ def test_a_context_seen_before_retrieves_the_token_that_followed_it(tiny_model):
     # With all of the softmax on memory, the model predicts exactly the tokens that followed.
     model_memory = TensorMemory(tiny_model.config.head_dim)
     model_memory.add(*tiny_model(tokens).memory_kv)
-    block.forced_gate = 1.0
+    block.memory_threshold.fill_(-1e4)  # memory scores ~ +inf: all of each head's softmax on memory
     out = tiny_model(tokens[:, :19], memory=model_memory)
     assert torch.equal(out.log_probs[0].argmax(-1), tokens[0, 1:20])
     torch.testing.assert_close(out.log_probs[0].exp().max(-1).values, torch.ones(19))
