@@ -51,7 +51,7 @@ class RecordingReader:
 
 def record_share(module: torch.nn.Module, inputs: tuple, output: tuple) -> None:
     """Forward hook on the retrieval block: its memory's share of the output at the last position."""
-    memory, pointer = inputs[2], output[3]
+    memory, pointer = inputs[2].memory, output.pointer
     if isinstance(memory, RecordingReader) and pointer is not None:
         memory.shares.append(float(torch.sigmoid(pointer.share_logit[0, -1]).mean()))
 
