@@ -24,14 +24,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import load_base
 from learner.eventlog import append_events
-from learner.learn import chat_position_after, event_tokens
 from learner.serving import ServingModel
+from learner.stream_format import TURN_END, chat_position_after, turn_prompt
 from memory.admin import RecallHit, recall
 from memory.db import chat_turn_lock
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
 from memory.store import MemoryStore, flat_queries
-from models import RetrievedMemory, SamplingConfig, Special, State, generate
+from models import RetrievedMemory, SamplingConfig, State, generate
 from workers.settings import Settings
 from workers.submit import enqueue_learning
 from workers.tasks import snapshot_dir
@@ -166,10 +166,7 @@ class AgentRuntime:
             position = 0 if state is None else state.position
             unread = uncovered_events(db, session_id=session_id, position=position)
             created_at = row.created_at
-        prompt = [int(Special.BEGIN)] if position == 0 else []
-        for event in unread:
-            prompt += event_tokens(event)
-        prompt.append(int(Special.ASSISTANT))
+        prompt = turn_prompt(unread, stream_starts=position == 0)
         # The store as it is, and what this turn reads, searchable as soon as it is read.
         reader = None
         if model.retrieval_block is not None:
@@ -184,7 +181,7 @@ class AgentRuntime:
         state = generation.state
         if generation.stop_reason == "max_bytes":  # close the turn as the log will: role, bytes, end of turn
             with torch.inference_mode():
-                state = model(torch.tensor([[int(Special.END_OF_TURN)]], device=model.device), state, reader).state
+                state = model(torch.tensor([[TURN_END]], device=model.device), state, reader).state
         reply = bytes(token for token in generation.tokens if token < 256)
         with self.sessions.begin() as db:
             reply_event_id = append_events(db, session_id=session_id, events=[("assistant", reply)])[0].id

@@ -33,9 +33,9 @@ from bench.local_text import stdlib_text
 from learner.base import load_base
 from learner.eventlog import create_session
 from learner.evaluate import bits_per_byte, heldout_bits_per_byte, prequential
-from learner.learn import event_tokens
 from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
 from learner.serving import ServingModel
+from learner.stream_format import event_tokens
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent, Document, Event
@@ -90,7 +90,7 @@ def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: Learn
     state, last, bits = model.init_state(1), int(Special.BEGIN), 0.0
     started = time.perf_counter()
     for seq, start in enumerate(range(0, len(data), chunk_bytes)):
-        # The same tokens the worker reads for chunk event `seq` of a document (see learner.learn).
+        # The same tokens the worker reads for chunk event `seq` of a document (see learner.stream_format).
         event = Event(document_id=1, seq=seq, role="document", content=data[start : start + chunk_bytes])
         tokens = [last, *event_tokens(event)]
         for inputs, targets in stream_chunks(torch.tensor([tokens]), chunk_bytes):

@@ -33,11 +33,10 @@ from bench.learn import bare_learning
 from bench.local_text import stdlib_text
 from learner.base import learning_config, load_base
 from learner.eventlog import append_events
-from learner.learn import _spans, event_tokens
+from learner.stream_format import STREAM_START, EventReading
 from memory.db import make_engine, make_session_factory
 from memory.schema import Event, StreamSession
 from memory.store import MemoryStore
-from models import Special
 from bench.deployment import Deployment, sse_events
 from workers.settings import SHIPPED_CHECKPOINT
 
@@ -74,7 +73,7 @@ def build_history(database_url: str, *, agent_id: int, session_id: int, base: st
     sessions = make_session_factory(make_engine(database_url))
     model = load_base(base)
     store = MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=model.config.head_dim)
-    state, last = model.init_state(1), int(Special.BEGIN)
+    state, last = model.init_state(1), STREAM_START
     for start in range(0, len(data), 64 * event_bytes):
         with sessions.begin() as db:
             events = append_events(db, session_id=session_id, events=[
@@ -82,14 +81,10 @@ def build_history(database_url: str, *, agent_id: int, session_id: int, base: st
                                                                   event_bytes)])
             spans = []
             for event in events:
-                tokens = [last, *event_tokens(event)]
-                out = model(torch.tensor([tokens[:-1]]), state, None)
-                state, last = out.state, tokens[-1]
-                before = [0]
-                for token in tokens:
-                    before.append(before[-1] + (token < 256))
-                spans += _spans(event, tokens, 0, out.memory_kv.keys[0], out.memory_kv.values[0], 0,
-                                event.byte_offset - (tokens[0] < 256), before)
+                reading = EventReading.after(event, last)
+                out = model(torch.tensor([reading.tokens[:-1]]), state, None)
+                state, last = out.state, reading.tokens[-1]
+                spans += reading.memory_spans(0, out.memory_kv.keys[0], out.memory_kv.values[0], 0)
             db.execute(update(Event).where(Event.id.in_([e.id for e in events]))
                        .values(learned_at=datetime.now(timezone.utc)))
             store.add_spans(spans, db=db)

@@ -25,7 +25,6 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -35,12 +34,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import learning_config, load_base
 from learner.online import Chunk, OnlineLearner, stream_chunks
+from learner.stream_format import STREAM_START, EventReading
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
 from memory.hits import record_hits, rows_supplying
-from memory.ids import MAX_SPAN_TOKENS
 from memory.schema import Agent, Document, Event, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig
-from models import ByteTokenizer, HybridLM, Special, State
+from models import HybridLM, State
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +49,6 @@ MAX_ATTEMPTS = 8
 
 class LearnConflict(RuntimeError):
     """Other learners of this agent kept committing first; a transient condition, worth a retry."""
-
-
-def event_tokens(event: Event) -> list[int]:
-    """The tokens an event adds to its session's stream (the serving runtime must read the same).
-
-    A chat event is one turn: role marker, bytes, end of turn. A document's chunk events are one
-    stream: the document marker before its first chunk, bytes only after.
-    """
-    if event.document_id is not None:
-        marker = [int(Special.DOCUMENT)] if event.seq == 0 else []
-        return marker + list(event.content)
-    return ByteTokenizer().encode_turn(event.role, event.content)
-
-
-def chat_position_after(event: Event) -> int:
-    """Tokens a chat session's stream has read once it has read `event`: BEGIN, then per event what
-    `event_tokens` gives (role marker, bytes, end of turn), found without loading the earlier events."""
-    return 1 + event.byte_offset + len(event.content) + 2 * (event.seq + 1)
 
 
 @dataclass
@@ -165,49 +146,30 @@ class _Learned:
     hits: Counter[int] = field(default_factory=Counter)  # memory id -> positions whose prediction it supplied
 
 
-def _spans(event: Event, tokens: Sequence[int], start: int, keys: torch.Tensor, values: torch.Tensor,
-           version: int, byte_base: int, bytes_before: list[int]) -> list[Span]:
-    """Memory rows for the pairs of input tokens tokens[start : start + T]; keys/values: (T, D)."""
-    spans = []
-    for offset in range(0, keys.shape[0], MAX_SPAN_TOKENS):
-        first, end = start + offset, min(start + offset + MAX_SPAN_TOKENS, start + keys.shape[0])
-        spans.append(Span(
-            keys=keys[offset : offset + end - first], values=values[offset : offset + end - first],
-            text=ByteTokenizer().decode(tokens[first:end]), byte_start=byte_base + bytes_before[first],
-            byte_end=byte_base + bytes_before[end], event_id=event.id, document_id=event.document_id,
-            session_id=event.session_id, weight_version=version))
-    return spans
-
-
 def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Learned:
     model, learner = agent_learner.model, agent_learner.learner
     states: dict[int, State] = {}
     last_tokens: dict[int, int] = {}
     for session_id, (blob, last) in plan.streams.items():
         states[session_id] = State.from_bytes(blob).to(model.device) if blob else model.init_state(1)
-        last_tokens[session_id] = int(Special.BEGIN) if last is None else last
+        last_tokens[session_id] = STREAM_START if last is None else last
     out = _Learned(bits={}, tokens=0, spans=[], streams={})
     for event in plan.events:
-        # The previous event's last token is this one's first input: every token is a target exactly once.
-        tokens = [last_tokens[event.session_id], *event_tokens(event)]
-        bytes_before = [0]
-        for token in tokens:
-            bytes_before.append(bytes_before[-1] + (token < 256))
-        byte_base = event.byte_offset - (tokens[0] < 256)  # stream offset of tokens[0] if it is a byte
+        reading = EventReading.after(event, last_tokens[event.session_id])
         state, bits, start = states[event.session_id], 0.0, 0
-        stream = torch.tensor([tokens], device=model.device)
+        stream = torch.tensor([reading.tokens], device=model.device)
         for inputs, targets in stream_chunks(stream, chunk_tokens):
             step = learner.step(Chunk(inputs, targets, state), agent_learner.store)
             state = step.state
             bits += step.loss * step.tokens / math.log(2)
             out.tokens += step.tokens
             if step.memory_kv is not None:
-                out.spans += _spans(event, tokens, start, step.memory_kv.keys[0], step.memory_kv.values[0],
-                                    plan.version, byte_base, bytes_before)
+                out.spans += reading.memory_spans(start, step.memory_kv.keys[0], step.memory_kv.values[0],
+                                                  plan.version)
             if step.recalled_ids is not None:
                 out.hits += rows_supplying(step.recalled_ids.cpu().numpy(), step.recalled_shares.cpu().numpy())
             start += inputs.shape[1]
-        states[event.session_id], last_tokens[event.session_id] = state, tokens[-1]
+        states[event.session_id], last_tokens[event.session_id] = state, reading.tokens[-1]
         out.bits[event.id] = bits
     out.streams = {sid: (states[sid].to_bytes(), last_tokens[sid]) for sid in plan.streams}
     return out
