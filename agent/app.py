@@ -13,7 +13,7 @@ from agent.limits import BodyLimitMiddleware
 from agent.metrics import MetricsMiddleware
 from agent.routes import agents, documents, health, memories, openai, sessions, weights
 from agent.services import Services
-from workers.settings import Settings
+from memory.settings import Settings
 
 # JSON bodies hold a message whose bytes may be escaped (\uXXXX: 6 characters a byte), plus the rest.
 JSON_OVERHEAD = 16 * 1024

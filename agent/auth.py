@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory.schema import ApiKey
-from workers.settings import Settings
+from memory.settings import Settings
 
 log = logging.getLogger(__name__)
 

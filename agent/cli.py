@@ -192,7 +192,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from workers.app import run_worker
-    from workers.settings import Settings
+    from memory.settings import Settings
 
     run_worker(Settings(), queues=tuple(args.queues.split(",")), concurrency=args.concurrency,
                loglevel=args.loglevel, hostname=args.hostname)
@@ -201,7 +201,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from agent.serve import serve
-    from workers.settings import Settings
+    from memory.settings import Settings
 
     serve(Settings(), host=args.host, port=args.port, migrate=not args.no_migrate,
           worker=False if args.no_worker else None, log_level=args.log_level)

@@ -32,9 +32,8 @@ from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
 from memory.store import MemoryStore, flat_queries
 from models import RetrievedMemory, SamplingConfig, State, generate
-from workers.settings import Settings
+from memory.settings import Settings
 from workers.submit import enqueue_learning
-from workers.tasks import snapshot_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ class AgentRuntime:
         self.sessions, self.celery = sessions, celery
         base = load_base(agent.base_checkpoint, settings.device)
         self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base)
-        snapshot = snapshot_dir(settings, agent.id)
+        snapshot = settings.snapshot_dir(agent.id)
         self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,
                                       snapshot=snapshot if snapshot.exists() else None, config=settings.store_config)
         self._states: OrderedDict[int, _CachedState] = OrderedDict()

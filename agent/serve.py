@@ -15,7 +15,7 @@ from agent.app import create_app
 from agent.auth import ensure_admin_key
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
-from workers.settings import Settings
+from memory.settings import Settings
 
 log = logging.getLogger(__name__)
 

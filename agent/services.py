@@ -16,7 +16,7 @@ from agent.runtime import Runtimes
 from learner.base import load_base
 from memory.db import make_engine, make_session_factory
 from workers.app import make_app
-from workers.settings import Settings
+from memory.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from learner.passkey import CHUNK_TOKENS, NATURAL_SOURCES
 from learner.synthetic import PASSKEY_QUESTION, passkey_statement
 from models import HybridLM, Special
 from models.memory import RowMemory
-from workers.settings import SHIPPED_CHECKPOINT
+from memory.settings import SHIPPED_CHECKPOINT
 
 LEAD_BYTES = 1024  # text of the statement's kind before it
 

@@ -21,7 +21,7 @@ from bench.learn import RamMemory
 from bench.local_text import stdlib_text
 from learner.base import load_base
 from models import HybridLM, MemoryReader, ModelOutput, Special
-from workers.settings import SHIPPED_CHECKPOINT
+from memory.settings import SHIPPED_CHECKPOINT
 
 CHUNK = 512
 

@@ -44,7 +44,7 @@ from memory.ids import MAX_SPAN_TOKENS
 from memory.store import MemoryStore, flat_queries
 from models import RetrievedMemory, Special
 from workers.app import make_app
-from workers.settings import SHIPPED_CHECKPOINT, Settings
+from memory.settings import SHIPPED_CHECKPOINT, Settings
 from workers.submit import submit_document, submit_events
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,7 +30,7 @@ from memory.schema import Agent
 from memory.store import MemoryStore, Span
 from models import HybridLM, ModelConfig, RetrievedMemory
 from models.memory import empty_retrieval, nothing_follows
-from workers.settings import SHIPPED_CHECKPOINT
+from memory.settings import SHIPPED_CHECKPOINT
 
 SPAN = 512
 TOP_K = 32

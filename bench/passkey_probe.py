@@ -29,7 +29,7 @@ from learner.synthetic import PASSKEY_STATEMENT, passkey_trial
 from memory.store import MemoryStore
 from models import HybridLM, RetrievedMemory, Special, State
 from models.memory import empty_retrieval, nothing_follows
-from workers.settings import SHIPPED_CHECKPOINT
+from memory.settings import SHIPPED_CHECKPOINT
 
 
 class RecordingReader:

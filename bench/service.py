@@ -38,7 +38,7 @@ from memory.db import make_engine, make_session_factory
 from memory.schema import Event, StreamSession
 from memory.store import MemoryStore
 from bench.deployment import Deployment, sse_events
-from workers.settings import SHIPPED_CHECKPOINT
+from memory.settings import SHIPPED_CHECKPOINT
 
 
 def timed_turn(client: httpx.Client, session_id: int, content: str, max_tokens: int, seed: int) -> tuple[float, float]:

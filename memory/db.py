@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
+
+from memory.schema import Agent
 
 # First key of the advisory locks this project takes on PostgreSQL (its two-key form), so they
 # cannot collide with another application's locks on the same database.
@@ -55,3 +57,17 @@ def chat_turn_lock(sessions: sessionmaker[Session], session_id: int) -> Iterator
         connection.execute(text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
                            {"namespace": ADVISORY_LOCK_NAMESPACE, "key": session_id % (1 << 31)})
         yield
+
+
+def lock_agent(db: Session, agent_id: int) -> None:
+    """Hold the agent's learning lock until the transaction ends.
+
+    Lock order: a learner's commit holds this while it marks events learned and updates their
+    documents' rows, so any other transaction that marks events or writes a document's row
+    takes it first, before those rows; the other way round, PostgreSQL aborts one of the two.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update(key_share=True))
+    else:
+        # SQLite: a write as the first statement takes the database's write lock (waiting for it).
+        db.execute(update(Agent).where(Agent.id == agent_id).values(name=Agent.name))

@@ -33,7 +33,7 @@ from celery.utils.nodenames import host_format
 
 from bench.deployment import free_port, is_ready
 from workers.app import make_app
-from workers.settings import Settings
+from memory.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"

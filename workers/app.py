@@ -6,7 +6,8 @@ snapshots). Tasks are long and idempotent, so they are acknowledged late, one pr
 and requeued when the process running them dies.
 
 `celery -A workers.app worker` (or `lifelong worker`) uses the module-level `app`, configured from
-`LIFELONG_*` environment variables.
+`LIFELONG_*` environment variables and built on first use: importing this module builds nothing and
+creates no directory.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from workers.settings import Settings
+from memory.settings import Settings
 
 QUEUES = ("learn", "ingest", "maintenance")
 SQL_PREFIXES = ("sqla+", "sqlalchemy+")
@@ -60,7 +61,17 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
-app = make_app(Settings())
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Celery:
+    """The module-level `app` (what `celery -A workers.app` looks up), built when first asked for."""
+    global _app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        _app = make_app(Settings())
+    return _app
 
 
 def run_worker(settings: Settings, *, queues: tuple[str, ...] = QUEUES, concurrency: int | None = None,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from learner.learn import LearnerCache
 from memory.db import make_engine, make_session_factory
-from workers.settings import Settings
+from memory.settings import Settings
 
 
 @dataclass

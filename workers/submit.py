@@ -23,7 +23,7 @@ from learner.eventlog import (
     pending_learning,
     unsplit_documents,
 )
-from learner.learn import lock_agent
+from memory.db import lock_agent
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from memory.db import make_engine, make_session_factory
 from memory.schema import Agent, Document
 from memory.store import MemoryStore
 from workers.context import WorkerContext, worker_context
-from workers.settings import Settings
+from memory.settings import Settings
 from workers.submit import enqueue_document_learning, requeue_pending
 
 log = logging.getLogger(__name__)
@@ -127,15 +127,10 @@ def rebuild_index(self: Task, agent_id: int) -> dict:
         store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=head_dim,
                             config=context.settings.store_config)
         store.rebuild()
-        store.save_snapshot(snapshot_dir(context.settings, agent_id))
+        store.save_snapshot(context.settings.snapshot_dir(agent_id))
         return {"tokens": len(store)}
 
     return _run(self, work, lambda context, reason: None)
-
-
-def snapshot_dir(settings: Settings, agent_id: int) -> Path:
-    """Where `rebuild_index` leaves an agent's index snapshot (MemoryStore.open(snapshot=...) reads it)."""
-    return settings.data_dir / "snapshots" / f"agent-{agent_id}"
 
 
 @worker_ready.connect

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from agent.deps import CurrentKey, Db, agent_for
 from agent.errors import ApiError
 from agent.schemas import RollbackRequest, VersionPublic
-from learner.learn import lock_agent
+from memory.db import lock_agent
 from learner.versions import VersionNotFound, list_versions, rollback
 
 router = APIRouter(prefix="/v1", tags=["weights"])

@@ -15,7 +15,7 @@ from models import SamplingConfig
 from tests.dbs import postgres_or_skip
 from tests.learning import new_agent
 from workers.app import make_app
-from workers.settings import Settings
+from memory.settings import Settings
 
 SAMPLING = SamplingConfig(temperature=0.0, max_bytes=48, stop_at_end_of_turn=False)
 

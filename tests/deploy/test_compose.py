@@ -15,7 +15,7 @@ import yaml
 from agent.cli import build_parser
 from tests.topology import COMPOSE, ENV_EXAMPLE, ROOT, load_compose, option
 from workers.app import QUEUES
-from workers.settings import Settings
+from memory.settings import Settings
 
 SERVICES = load_compose()["services"]
 LIFELONG_SERVICES = sorted(name for name, service in SERVICES.items() if "build" in service)

@@ -11,7 +11,7 @@ from learner.eventlog import create_document, split_document
 from learner.learn import LearnerCache, learn_through
 from memory.schema import Agent, Memory
 from tests.learning import db_url, empty_db_url, sessions  # noqa: F401
-from workers.settings import SHIPPED_CHECKPOINT
+from memory.settings import SHIPPED_CHECKPOINT
 
 
 def _hits(sessions, agent_id: int) -> dict[int | None, int]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from memory.recent import RECENT_ID_BASE, RecentMemory
 from models import MemoryKV, ModelOutput, SamplingConfig, Special, TensorMemory, generate
-from workers.settings import SHIPPED_CHECKPOINT
+from memory.settings import SHIPPED_CHECKPOINT
 
 DIM = 8
 

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from memory.index import IndexConfig
-from workers.settings import Settings
+from memory.settings import Settings
 
 
 def test_memory_probe_count_comes_from_the_environment(monkeypatch, tmp_path):

@@ -13,7 +13,7 @@ from memory.migrate import upgrade
 from memory.schema import Agent, Document, Event
 from tests.learning import new_agent
 from workers.app import make_app
-from workers.settings import Settings
+from memory.settings import Settings
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import threading
 import pytest
 from sqlalchemy import select, update
 
-from learner.learn import LearnerCache, learn_through, lock_agent
+from learner.learn import LearnerCache, learn_through
+from memory.db import lock_agent
 from memory.schema import Document, Event
 from tests.dbs import another_backend_waits_for_a_lock
 from tests.learning import db_url, empty_db_url, new_agent, sessions  # noqa: F401 - fixtures

@@ -3,8 +3,10 @@
 Embedded defaults need no external service: an SQLite file and an SQL-backed
 Celery transport on a second SQLite file, both under the data directory.
 Scale-out sets `LIFELONG_DATABASE_URL` (PostgreSQL) and `LIFELONG_BROKER_URL`
-(Redis). It lives in `workers` because the workers are the lowest layer that
-needs it; the API (`agent`) imports it from here.
+(Redis). It lives in `memory`, the lowest layer that reads it (the database URL,
+the memory store's index settings, where index snapshots live), so the learner,
+the workers and the API all reach it without importing each other. Reading it
+creates nothing on disk: directories are made by whoever writes into them.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class Settings(BaseSettings):
     def store_config(self) -> StoreConfig:
         """How every process opens an agent's memory store."""
         return StoreConfig(index=IndexConfig(nprobe=self.memory_nprobe), background_refit=True)
+
+    def snapshot_dir(self, agent_id: int) -> Path:
+        """Where an agent's memory index snapshot lives (`MemoryStore.open(snapshot=...)` reads it)."""
+        return self.data_dir / "snapshots" / f"agent-{agent_id}"
 
     @cached_property
     def resolved_database_url(self) -> str:
