@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +24,16 @@ class ApiError(StarletteHTTPException):
     def __init__(self, status_code: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(status_code, detail=message, headers=headers)
         self.code = code or CODES.get(status_code, "error")
+
+
+@contextmanager
+def unprocessable(prefix: str = "", message: str | None = None) -> Iterator[None]:
+    """Domain functions raise ValueError for input they cannot use: the caller's mistake, a 422 saying
+    what was wrong (`message` instead of the error's own, where the route words it better)."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ApiError(422, message or f"{prefix}{exc}") from None
 
 
 def not_found(what: str) -> ApiError:

@@ -5,29 +5,42 @@ from __future__ import annotations
 import copy
 import dataclasses
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from learner.online import LearningConfig
 from models import HybridLM, ModelConfig
+from models.model import CONFIG_FILE
 
 PRESET_PREFIX = "preset:"
 # Seed of preset bases: every process must build bit-identical weights from "preset:NAME".
 PRESET_SEED = 0
 
 
+def parse_base(spec: str) -> ModelConfig | Path:
+    """What a base spec names: a preset's config ("preset:NAME") or a saved model directory.
+    ValueError, saying what to give instead, for anything else (checked without loading weights)."""
+    if spec.startswith(PRESET_PREFIX):
+        return ModelConfig.preset(spec.removeprefix(PRESET_PREFIX))
+    if not (Path(spec) / CONFIG_FILE).is_file():
+        raise ValueError(f"{spec} is not a saved model directory (no {CONFIG_FILE}); give a directory or 'preset:NAME'")
+    return Path(spec)
+
+
 @lru_cache(maxsize=4)
 def _cached_base(spec: str, device: str) -> HybridLM:
-    if spec.startswith(PRESET_PREFIX):
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(PRESET_SEED)
-        try:
-            model = HybridLM(ModelConfig.preset(spec.removeprefix(PRESET_PREFIX)))
-        finally:
-            torch.random.set_rng_state(generator_state)
-        return model.to(device).eval()
-    return HybridLM.load(spec, device=device).eval()
+    base = parse_base(spec)
+    if isinstance(base, Path):
+        return HybridLM.load(base, device=device).eval()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(PRESET_SEED)
+    try:
+        model = HybridLM(base)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model.to(device).eval()
 
 
 def load_base(spec: str, device: str = "cpu") -> HybridLM:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from learner.learn import lock_agent
+from memory.db import lock_agent
 from memory.schema import Document, Event, StreamSession
 from models.tokenizer import ROLE_TOKENS
 
@@ -84,6 +84,14 @@ def append_document_chunks(db: Session, *, document_id: int, session_id: int, ch
     return events
 
 
+def learning_status(*, bytes_received: int, bytes_processed: int) -> str:
+    """A fully received document's status: "learned" once every byte is, "learning" once some are,
+    "queued" before. (One still "receiving", or "failed", keeps that status.)"""
+    if bytes_processed >= bytes_received:
+        return "learned"
+    return "learning" if bytes_processed else "queued"
+
+
 def finish_document(db: Session, *, agent_id: int, document_id: int) -> Document:
     """Every byte of an open document has arrived: from now on its status follows learning.
 
@@ -95,10 +103,8 @@ def finish_document(db: Session, *, agent_id: int, document_id: int) -> Document
     lock_agent(db, agent_id)
     document = db.get(Document, document_id)
     db.refresh(document)
-    if document.bytes_processed >= document.bytes_received:
-        document.status = "learned"
-    else:
-        document.status = "learning" if document.bytes_processed else "queued"
+    document.status = learning_status(bytes_received=document.bytes_received,
+                                      bytes_processed=document.bytes_processed)
     document.updated_at = datetime.now(timezone.utc)
     return document
 

@@ -33,9 +33,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import learning_config, load_base
+from learner.eventlog import learning_status
 from learner.online import Chunk, OnlineLearner, stream_chunks
 from learner.stream_format import STREAM_START, EventReading
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
+from memory.db import lock_agent
 from memory.hits import record_hits, rows_supplying
 from memory.schema import Agent, Document, Event, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig
@@ -175,20 +177,6 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Lear
     return out
 
 
-def lock_agent(db: Session, agent_id: int) -> None:
-    """Hold the agent's learning lock until the transaction ends.
-
-    Lock order: a learner's commit holds this while it marks events learned and updates their
-    documents' rows, so any other transaction that marks events or writes a document's row
-    takes it first, before those rows; the other way round, PostgreSQL aborts one of the two.
-    """
-    if db.get_bind().dialect.name == "postgresql":
-        db.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update(key_share=True))
-    else:
-        # SQLite: a write as the first statement takes the database's write lock (waiting for it).
-        db.execute(update(Agent).where(Agent.id == agent_id).values(name=Agent.name))
-
-
 def _unchanged(db: Session, plan: _Plan) -> bool:
     if latest_version(db, plan.agent.id) != plan.version:
         return False
@@ -216,7 +204,8 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
         document.bytes_processed += count
         # A document still arriving (or failed) keeps its status; finish_document sets it under this lock.
         if document.status not in ("receiving", "failed"):
-            document.status = "learned" if document.bytes_processed >= document.bytes_received else "learning"
+            document.status = learning_status(bytes_received=document.bytes_received,
+                                              bytes_processed=document.bytes_processed)
     version = publish_version(db, agent_id=plan.agent.id, weights=agent_learner.learned_weights(),
                               parent_version=plan.version, events_learned_through=plan.events[-1].id)
     prune_versions(db, agent_id=plan.agent.id, keep=keep_versions)

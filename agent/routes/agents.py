@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
@@ -12,49 +12,50 @@ from sqlalchemy.orm import Session
 
 from agent.auth import issue_key
 from agent.deps import AdminKey, CurrentKey, Db, ServicesDep, agent_for
-from agent.errors import ApiError, not_found
+from agent.errors import ApiError, not_found, unprocessable
 from agent.pagination import MAX_LIMIT, keyset_page
 from agent.schemas import AgentCreate, AgentPublic, KeyCreate, KeyCreated, KeyPublic, Page
-from learner.base import PRESET_PREFIX, learning_config
-from learner.versions import latest_version
+from learner.base import learning_config, parse_base
 from memory.admin import delete_memories
-from memory.schema import Agent, ApiKey, Event, Memory
-from models import ModelConfig
-from models.model import CONFIG_FILE
+from memory.schema import Agent, ApiKey, Event, Memory, WeightVersion
 
 router = APIRouter(prefix="/v1", tags=["agents"])
 
 
-def agent_public(db: Session, agent: Agent) -> AgentPublic:
-    pending = (Event.agent_id == agent.id, Event.learned_at.is_(None), Event.failed_reason.is_(None))
-    return AgentPublic(
+def agents_public(db: Session, agents: Sequence[Agent]) -> list[AgentPublic]:
+    """Agents with their figures: four grouped queries for a whole page, not four per agent."""
+    ids = [agent.id for agent in agents]
+
+    versions = dict(db.execute(select(WeightVersion.agent_id, func.max(WeightVersion.version))
+                               .where(WeightVersion.agent_id.in_(ids)).group_by(WeightVersion.agent_id)).all())
+    memories = dict(db.execute(select(Memory.agent_id, func.count()).where(Memory.agent_id.in_(ids))
+                               .group_by(Memory.agent_id)).all())
+    learned = dict(db.execute(select(Event.agent_id, func.sum(func.length(Event.content)))
+                              .where(Event.agent_id.in_(ids), Event.learned_at.is_not(None))
+                              .group_by(Event.agent_id)).all())
+    pending = dict(db.execute(select(Event.agent_id, func.count())
+                              .where(Event.agent_id.in_(ids), Event.learned_at.is_(None), Event.failed_reason.is_(None))
+                              .group_by(Event.agent_id)).all())
+    return [AgentPublic(
         id=agent.id, name=agent.name, base_checkpoint=agent.base_checkpoint, learning=agent.learning_settings or {},
-        created_at=agent.created_at, weight_version=latest_version(db, agent.id),
-        memory_count=db.scalar(select(func.count()).select_from(Memory).where(Memory.agent_id == agent.id)),
-        bytes_learned=db.scalar(select(func.coalesce(func.sum(func.length(Event.content)), 0)).where(
-            Event.agent_id == agent.id, Event.learned_at.is_not(None))),
-        queue_lag=db.scalar(select(func.count()).select_from(Event).where(*pending)),
-    )
+        created_at=agent.created_at, weight_version=versions.get(agent.id) or 0,
+        memory_count=memories.get(agent.id, 0), bytes_learned=learned.get(agent.id) or 0,
+        queue_lag=pending.get(agent.id, 0),
+    ) for agent in agents]
 
 
-def _check_base(spec: str) -> None:
-    """A base checkpoint every process can load: a known preset or a saved model directory."""
-    try:
-        if spec.startswith(PRESET_PREFIX):
-            ModelConfig.preset(spec.removeprefix(PRESET_PREFIX))
-        elif not (Path(spec) / CONFIG_FILE).is_file():
-            raise ValueError(f"{spec} is not a saved model directory (no {CONFIG_FILE}); give a directory or 'preset:NAME'")
-    except ValueError as exc:
-        raise ApiError(422, f"base_checkpoint: {exc}") from None
+def agent_public(db: Session, agent: Agent) -> AgentPublic:
+    return agents_public(db, [agent])[0]
 
 
 @router.post("/agents", status_code=201, response_model=AgentPublic)
 def create_agent(body: AgentCreate, db: Db, services: ServicesDep, _: AdminKey) -> AgentPublic:
     base = body.base_checkpoint or str(services.settings.base_checkpoint)
-    _check_base(base)
+    with unprocessable("base_checkpoint: "):
+        parse_base(base)  # a base every process can load: a known preset or a saved model directory
     try:
         learning_config(body.learning)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: a setting of the wrong type
         raise ApiError(422, f"learning: {exc}") from None
     agent = Agent(name=body.name, base_checkpoint=base, learning_settings=body.learning or {})
     db.add(agent)
@@ -70,7 +71,7 @@ def list_agents(db: Db, principal: CurrentKey, cursor: str | None = None,
                 limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[AgentPublic]:
     query = select(Agent) if principal.is_admin else select(Agent).where(Agent.id == principal.agent_id)
     rows, next_cursor = keyset_page(db, query, Agent.id, cursor=cursor, limit=limit)
-    return Page(data=[agent_public(db, agent) for agent in rows], next_cursor=next_cursor)
+    return Page(data=agents_public(db, rows), next_cursor=next_cursor)
 
 
 @router.get("/agents/{agent_id}", response_model=AgentPublic)

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from agent.deps import CurrentKey, Db, ServicesDep, agent_for
-from agent.errors import ApiError, not_found
+from agent.errors import not_found, unprocessable
 from agent.schemas import Deleted, Imported, MemoryPublic, Page, RecallHitPublic, RecallRequest
 from memory.admin import MAX_PAGE, delete_memories, export_ndjson, get_memory, import_ndjson, list_memories
 from memory.schema import Memory
@@ -23,11 +23,9 @@ def list_agent_memories(agent_id: int, db: Db, principal: CurrentKey, cursor: st
                         text: str | None = Query(None, description="only memories whose text contains this")):
     """Newest first."""
     agent = agent_for(db, principal, agent_id)
-    try:
+    with unprocessable():
         page = list_memories(db, agent_id=agent.id, cursor=cursor, limit=limit, event_id=event_id,
                              document_id=document_id, session_id=session_id, text_contains=text)
-    except ValueError as exc:
-        raise ApiError(422, str(exc)) from None
     return Page(data=[MemoryPublic.model_validate(item) for item in page.items], next_cursor=page.next_cursor)
 
 
@@ -56,11 +54,9 @@ def delete_agent_memories(agent_id: int, db: Db, principal: CurrentKey, document
                           session_id: int | None = None, event_id: int | None = None,
                           all: bool = Query(False, description="delete every memory of the agent")) -> Deleted:
     agent = agent_for(db, principal, agent_id)
-    try:
+    with unprocessable(message="name exactly one of ?document_id=, ?session_id=, ?event_id= or ?all=true"):
         deleted = delete_memories(db, agent_id=agent.id, document_id=document_id, session_id=session_id,
                                   event_id=event_id, everything=all)
-    except ValueError:
-        raise ApiError(422, "name exactly one of ?document_id=, ?session_id=, ?event_id= or ?all=true") from None
     db.commit()
     return Deleted(deleted=deleted)
 
@@ -73,10 +69,8 @@ async def recall_memories(agent_id: int, body: RecallRequest, services: Services
     def work() -> list[RecallHitPublic]:
         with services.sessions() as db:
             runtime = services.runtimes.get(agent_for(db, principal, agent_id))
-            try:
+            with unprocessable():
                 hits = runtime.recall(db, query=body.query, limit=body.top_k)
-            except ValueError as exc:
-                raise ApiError(422, str(exc)) from None
         return [RecallHitPublic.model_validate(hit) for hit in hits]
 
     return await run_in_threadpool(work)
@@ -105,11 +99,8 @@ async def import_memories(agent_id: int, request: Request, services: ServicesDep
     def work() -> int:
         with services.sessions() as db:
             runtime = services.runtimes.get(agent_for(db, principal, agent_id))
-            try:
+            with unprocessable():  # leaving the session unclosed rolls the half-import back
                 count = import_ndjson(db, store=runtime.store, lines=body.splitlines())
-            except ValueError as exc:
-                db.rollback()
-                raise ApiError(422, str(exc)) from None
             db.commit()
         runtime.store.catch_up()
         return count
