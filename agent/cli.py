@@ -194,8 +194,8 @@ def _worker(args: argparse.Namespace) -> int:
     from workers.app import run_worker
     from memory.settings import Settings
 
-    run_worker(Settings(), queues=tuple(args.queues.split(",")), concurrency=args.concurrency,
-               loglevel=args.loglevel, hostname=args.hostname)
+    queues = {"queues": tuple(args.queues.split(","))} if args.queues else {}
+    run_worker(Settings(), **queues, concurrency=args.concurrency, loglevel=args.loglevel, hostname=args.hostname)
     return 0
 
 
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a Celery worker: online learning, ingestion, maintenance "
                                                 "(configured by LIFELONG_* environment variables)")
-    worker.add_argument("--queues", default="learn,ingest,maintenance", help="comma-separated (default: %(default)s)")
+    worker.add_argument("--queues", help="comma-separated (default: every queue, learn and maintenance)")
     worker.add_argument("--concurrency", type=int, help="worker processes (default: LIFELONG_WORKER_CONCURRENCY or 1)")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--hostname", help="Celery node name, e.g. learn1@%%h")

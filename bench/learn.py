@@ -1,10 +1,10 @@
 """Online learning through the broker and a worker, against the same steps done bare:
 `python -m bench.learn --json`.
 
-A long stream of Python's own test suite (code the base never trained on) is submitted as one
-document to a real `lifelong worker` process on the embedded deployment (SQLite + the SQL
+A long stream of Python's own test suite (code the base never trained on) is uploaded as one
+document (`DocumentUpload`, as the API receives one) to a real `lifelong worker` process on the embedded deployment (SQLite + the SQL
 transport, in a temporary directory), with the shipped base checkpoint. Measured: bytes/s from
-submission to "learned" (ingest, one learn task and one committed version per chunk: memories,
+upload to "learned" (a learn task per 16 chunks, one committed version per chunk: memories,
 stream state, weights, all in SQL); bytes/s of the same online steps (same chunks, same learning
 rule, retrieval from the same kind of FAISS index in RAM) with no queue and no SQL; prequential
 bits per byte of the static and both (learning + retrieval) arms; and forgetting: held-out base-
@@ -45,7 +45,7 @@ from memory.store import MemoryStore, flat_queries
 from models import RetrievedMemory, Special
 from workers.app import make_app
 from memory.settings import SHIPPED_CHECKPOINT, Settings
-from workers.submit import submit_document, submit_events
+from workers.submit import DocumentUpload, submit_events
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,9 @@ def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path)
         submit_events(app, sessions, session_id=warmup_session, events=[("user", b"warm up")])
         _wait(lambda: _pending(sessions, warmup_id) == 0, "the warm-up task", worker)
         started = time.perf_counter()
-        document_id = submit_document(app, sessions, agent_id=agent_id, data=data, name="stdlib.py")
+        upload = DocumentUpload(app, sessions, agent_id=agent_id, chunk_bytes=chunk_bytes, name="stdlib.py")
+        upload.write(data)
+        document_id = upload.finish()
         _wait(lambda: _status(sessions, document_id) in ("learned", "failed"), "the document", worker)
         seconds = time.perf_counter() - started
         if _status(sessions, document_id) == "failed":

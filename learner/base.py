@@ -20,13 +20,19 @@ PRESET_SEED = 0
 
 
 def parse_base(spec: str) -> ModelConfig | Path:
-    """What a base spec names: a preset's config ("preset:NAME") or a saved model directory.
-    ValueError, saying what to give instead, for anything else (checked without loading weights)."""
+    """What a base spec names: a preset's config ("preset:NAME"; ValueError for an unknown one) or
+    a saved model directory."""
     if spec.startswith(PRESET_PREFIX):
         return ModelConfig.preset(spec.removeprefix(PRESET_PREFIX))
-    if not (Path(spec) / CONFIG_FILE).is_file():
-        raise ValueError(f"{spec} is not a saved model directory (no {CONFIG_FILE}); give a directory or 'preset:NAME'")
     return Path(spec)
+
+
+def check_base(spec: str) -> None:
+    """ValueError, saying what to give instead, unless `spec` names a base every process can load
+    (checked without loading weights)."""
+    base = parse_base(spec)
+    if isinstance(base, Path) and not (base / CONFIG_FILE).is_file():
+        raise ValueError(f"{spec} is not a saved model directory (no {CONFIG_FILE}); give a directory or 'preset:NAME'")
 
 
 @lru_cache(maxsize=4)

@@ -1,4 +1,4 @@
-"""The event log an agent learns from: appending chat turns, and documents split into chunk events.
+"""The event log an agent learns from: appending chat turns, and documents as chunk events as they arrive.
 
 Plain functions on the caller's SQL session (the caller commits); enqueueing the learning that
 follows is `workers.submit`'s job, after the commit.
@@ -51,18 +51,6 @@ def append_events(db: Session, *, session_id: int, events: Sequence[tuple[str, b
     return rows
 
 
-def create_document(db: Session, *, agent_id: int, data: bytes, name: str = "",
-                    content_type: str = "text/plain") -> Document:
-    """A received document, queued for `ingest` to split into chunk events."""
-    if not data:
-        raise ValueError("a document needs at least one byte")
-    document = Document(agent_id=agent_id, name=name, content_type=content_type, status="queued",
-                        bytes_received=len(data), bytes_processed=0, content=data)
-    db.add(document)
-    db.flush()
-    return document
-
-
 def open_document(db: Session, *, agent_id: int, name: str = "",
                   content_type: str = "text/plain") -> tuple[Document, StreamSession]:
     """A document that arrives in pieces (status "receiving"), and the stream session its chunk events join."""
@@ -109,30 +97,6 @@ def finish_document(db: Session, *, agent_id: int, document_id: int) -> Document
     return document
 
 
-def split_document(db: Session, *, document_id: int, chunk_bytes: int) -> list[int]:
-    """Split a document into chunk events of its own stream session; returns their ids.
-
-    Idempotent: a document already split returns its existing events, so a redelivered
-    `ingest` changes nothing. The check runs under the agent's lock (taken before this writes
-    the document's row, see its lock order), so two deliveries at once cannot both split.
-    """
-    document = db.get(Document, document_id)
-    if document is None:
-        raise LookupError(f"document {document_id} does not exist")
-    lock_agent(db, document.agent_id)
-    db.refresh(document)
-    existing = list(db.scalars(select(Event.id).where(Event.document_id == document_id).order_by(Event.id)))
-    if existing or document.content is None:
-        return existing
-    data = document.content
-    session = create_session(db, agent_id=document.agent_id, kind="stream")
-    pieces = [data[start : start + chunk_bytes] for start in range(0, len(data), chunk_bytes)]
-    events = append_events(db, session_id=session.id, document_id=document_id,
-                           events=[("document", piece) for piece in pieces])
-    document.content = None  # the chunk events hold the bytes now
-    return [event.id for event in events]
-
-
 def mark_failed(db: Session, *, agent_id: int, through_event_id: int, reason: str) -> int:
     """Mark the agent's pending events up to `through_event_id` (and their documents) failed; returns how many."""
     lock_agent(db, agent_id)  # before the event and document rows a learner's commit also writes
@@ -163,8 +127,3 @@ def pending_learning(db: Session) -> list[tuple[int, int]]:
     rows = db.execute(select(Event.agent_id, func.max(Event.id))
                       .where(Event.learned_at.is_(None), Event.failed_reason.is_(None)).group_by(Event.agent_id))
     return [(agent_id, event_id) for agent_id, event_id in rows]
-
-
-def unsplit_documents(db: Session) -> list[int]:
-    """Ids of received documents not yet split into chunk events."""
-    return list(db.scalars(select(Document.id).where(Document.content.is_not(None), Document.status != "failed")))

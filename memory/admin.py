@@ -14,7 +14,7 @@ from datetime import datetime
 
 import numpy as np
 import torch
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from memory.codec import decode_pairs
@@ -53,6 +53,11 @@ class MemorySummary:
 class MemoryPage:
     items: list[MemorySummary]
     next_cursor: str | None  # pass back to get the next (older) page; None on the last page
+
+
+def stored_tokens(db: Session, *, agent_id: int) -> int:
+    """How many (key, value) pairs the agent's memory holds in SQL."""
+    return db.scalar(select(func.coalesce(func.sum(Memory.num_tokens), 0)).where(Memory.agent_id == agent_id))
 
 
 def _encode_cursor(memory_id: int) -> str:

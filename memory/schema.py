@@ -125,7 +125,8 @@ class Document(Base):
     status: Mapped[str] = mapped_column(String(16), default="receiving")  # receiving, queued, learning, learned, failed
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_processed: Mapped[int] = mapped_column(BigInteger, default=0)
-    # The received bytes until `ingest` splits them into chunk events (then None: the events hold them).
+    # Unused: documents arrive as chunk events (workers.submit.DocumentUpload); kept so older
+    # databases need no migration.
     content: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     failed_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

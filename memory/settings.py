@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     )
 
     chunk_bytes: int = Field(2048, gt=0, description="bytes per online-learning step")
+    snapshot_min_tokens: int = Field(
+        65_536, ge=1,
+        description="memory pairs an agent stores before its index is first snapshotted for fast restarts; "
+                    "snapshotted again at each doubling",
+    )
     keep_versions: int = Field(10, ge=1, description="weight versions kept per agent, tagged ones aside")
     worker_concurrency: int = Field(1, ge=1, description="processes per worker (learn order is kept per agent)")
     broker_visibility_timeout_s: int = Field(

@@ -6,8 +6,9 @@ import torch
 from sqlalchemy import func, select
 
 from learner.base import load_base
-from learner.eventlog import create_session
+from learner.eventlog import append_document_chunks, create_session, finish_document, open_document
 from learner.learn import LearnerCache
+from memory.db import lock_agent
 from memory.schema import Agent, Memory, WeightVersion
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - re-exported fixtures
 
@@ -23,6 +24,17 @@ def new_agent(sessions, name: str, learning: dict | None = None) -> tuple[int, i
         db.add(agent)
         db.flush()
         return agent.id, create_session(db, agent_id=agent.id).id
+
+
+def received_document(sessions, agent_id: int, data: bytes, chunk_bytes: int, name: str = "") -> tuple[int, list[int]]:
+    """(document id, chunk event ids) of a document received whole, as an upload commits it."""
+    with sessions.begin() as db:
+        lock_agent(db, agent_id)
+        document, stream = open_document(db, agent_id=agent_id, name=name)
+        chunks = [data[start : start + chunk_bytes] for start in range(0, len(data), chunk_bytes)]
+        events = append_document_chunks(db, document_id=document.id, session_id=stream.id, chunks=chunks)
+        finish_document(db, agent_id=agent_id, document_id=document.id)
+        return document.id, [event.id for event in events]
 
 
 def learned_weights(sessions, agent_id: int) -> dict[str, torch.Tensor]:

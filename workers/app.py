@@ -1,8 +1,7 @@
 """The Celery app, configured from the one Settings object.
 
-Queues: `learn` (online learning; order per agent is kept by the database, see learner.learn),
-`ingest` (split documents into chunk events) and `maintenance` (prune versions, rebuild index
-snapshots). Tasks are long and idempotent, so they are acknowledged late, one prefetched at a time,
+Queues: `learn` (online learning, documents' chunk events included; order per agent is kept by the
+database, see learner.learn) and `maintenance` (memory index snapshots for fast restarts). Tasks are long and idempotent, so they are acknowledged late, one prefetched at a time,
 and requeued when the process running them dies.
 
 `celery -A workers.app worker` (or `lifelong worker`) uses the module-level `app`, configured from
@@ -17,7 +16,7 @@ from kombu import Queue
 
 from memory.settings import Settings
 
-QUEUES = ("learn", "ingest", "maintenance")
+QUEUES = ("learn", "maintenance")
 SQL_PREFIXES = ("sqla+", "sqlalchemy+")
 
 
@@ -39,9 +38,7 @@ def make_app(settings: Settings) -> Celery:
         task_default_queue="learn",
         task_routes={
             "lifelong.learn": {"queue": "learn"},
-            "lifelong.ingest": {"queue": "ingest"},
-            "lifelong.prune_versions": {"queue": "maintenance"},
-            "lifelong.rebuild_index": {"queue": "maintenance"},
+            "lifelong.snapshot_memory": {"queue": "maintenance"},
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -16,12 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from learner.eventlog import (
     append_document_chunks,
     append_events,
-    create_document,
     finish_document,
     mark_document_failed,
     open_document,
     pending_learning,
-    unsplit_documents,
 )
 from memory.db import lock_agent
 
@@ -36,16 +34,9 @@ def enqueue_learning(app: Celery, *, agent_id: int, event_id: int) -> None:
     app.send_task("lifelong.learn", args=(agent_id, event_id))
 
 
-def enqueue_ingest(app: Celery, *, document_id: int) -> None:
-    app.send_task("lifelong.ingest", args=(document_id,))
-
-
-def enqueue_prune(app: Celery, *, agent_id: int) -> None:
-    app.send_task("lifelong.prune_versions", args=(agent_id,))
-
-
-def enqueue_rebuild_index(app: Celery, *, agent_id: int) -> None:
-    app.send_task("lifelong.rebuild_index", args=(agent_id,))
+def enqueue_snapshot(app: Celery, *, agent_id: int) -> None:
+    """Ask a maintenance worker to write the agent's memory index snapshot (see workers.tasks.snapshot_memory)."""
+    app.send_task("lifelong.snapshot_memory", args=(agent_id,))
 
 
 def enqueue_document_learning(app: Celery, *, agent_id: int, event_ids: Sequence[int]) -> None:
@@ -69,15 +60,6 @@ def submit_events(app: Celery, sessions: sessionmaker[Session], *, session_id: i
         agent_id, ids = rows[0].agent_id, [row.id for row in rows]
     enqueue_learning(app, agent_id=agent_id, event_id=ids[-1])
     return ids
-
-
-def submit_document(app: Celery, sessions: sessionmaker[Session], *, agent_id: int, data: bytes, name: str = "",
-                    content_type: str = "text/plain") -> int:
-    """Store a received document, commit, enqueue its ingestion; returns its id (progress: its SQL row)."""
-    with sessions.begin() as db:
-        document_id = create_document(db, agent_id=agent_id, data=data, name=name, content_type=content_type).id
-    enqueue_ingest(app, document_id=document_id)
-    return document_id
 
 
 class DocumentUpload:
@@ -145,12 +127,9 @@ def requeue_pending(app: Celery, sessions: sessionmaker[Session]) -> int:
     a crash between commit and send, and messages a transport lost with a killed worker.
     """
     with sessions() as db:
-        learning, documents = pending_learning(db), unsplit_documents(db)
+        learning = pending_learning(db)
     for agent_id, event_id in learning:
         enqueue_learning(app, agent_id=agent_id, event_id=event_id)
-    for document_id in documents:
-        enqueue_ingest(app, document_id=document_id)
-    if learning or documents:
-        log.info("re-enqueued learning for %d agents and %d documents found pending in SQL",
-                 len(learning), len(documents))
-    return len(learning) + len(documents)
+    if learning:
+        log.info("re-enqueued learning for %d agents found pending in SQL", len(learning))
+    return len(learning)

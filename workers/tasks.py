@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from pathlib import Path
 
 import kombu.exceptions
 import redis.exceptions
@@ -19,15 +18,15 @@ from celery.signals import worker_ready
 from sqlalchemy import exc as sql_errors
 
 from learner.base import load_base
-from learner.eventlog import mark_document_failed, mark_failed, split_document
+from learner.eventlog import mark_failed
 from learner.learn import LearnConflict, learn_through
-from learner.versions import prune_versions as prune
 from memory.db import make_engine, make_session_factory
-from memory.schema import Agent, Document
+from memory.admin import stored_tokens
+from memory.schema import Agent
 from memory.store import MemoryStore
 from workers.context import WorkerContext, worker_context
 from memory.settings import Settings
-from workers.submit import enqueue_document_learning, requeue_pending
+from workers.submit import enqueue_snapshot, requeue_pending
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +75,11 @@ def learn(self: Task, agent_id: int, event_id: int) -> dict:
         report = learn_through(context.sessions, context.learners, agent_id=agent_id, event_id=event_id,
                                chunk_tokens=settings.chunk_bytes, keep_versions=settings.keep_versions,
                                commit_delay_s=settings.learn_commit_delay_s)
+        if report.tokens:
+            with context.sessions() as db:
+                stored = stored_tokens(db, agent_id=agent_id)
+            if snapshot_due(stored - report.tokens, stored, min_tokens=settings.snapshot_min_tokens):
+                enqueue_snapshot(self.app, agent_id=agent_id)
         return {"version": report.version, "events": report.events, "tokens": report.tokens}
 
     def fail(context: WorkerContext, reason: str) -> None:
@@ -85,38 +89,10 @@ def learn(self: Task, agent_id: int, event_id: int) -> dict:
     return _run(self, work, fail)
 
 
-@shared_task(bind=True, name="lifelong.ingest")
-def ingest(self: Task, document_id: int) -> dict:
-    """Split a document into chunk events, then enqueue their learning one chunk at a time."""
-
-    def work(context: WorkerContext) -> dict:
-        with context.sessions.begin() as db:
-            event_ids = split_document(db, document_id=document_id, chunk_bytes=context.settings.chunk_bytes)
-            agent_id = db.get(Document, document_id).agent_id
-        enqueue_document_learning(self.app, agent_id=agent_id, event_ids=event_ids)
-        return {"chunks": len(event_ids)}
-
-    def fail(context: WorkerContext, reason: str) -> None:
-        with context.sessions.begin() as db:
-            mark_document_failed(db, document_id=document_id, reason=reason)
-
-    return _run(self, work, fail)
-
-
-@shared_task(bind=True, name="lifelong.prune_versions")
-def prune_versions(self: Task, agent_id: int) -> dict:
-    """Delete all but the newest `keep_versions` weight versions, tagged ones aside."""
-
-    def work(context: WorkerContext) -> dict:
-        with context.sessions.begin() as db:
-            return {"pruned": prune(db, agent_id=agent_id, keep=context.settings.keep_versions)}
-
-    return _run(self, work, lambda context, reason: None)
-
-
-@shared_task(bind=True, name="lifelong.rebuild_index")
-def rebuild_index(self: Task, agent_id: int) -> dict:
-    """Rebuild the agent's FAISS index from SQL and save it as a snapshot serving processes can load."""
+@shared_task(bind=True, name="lifelong.snapshot_memory")
+def snapshot_memory(self: Task, agent_id: int) -> dict:
+    """Rebuild the agent's FAISS index from SQL and save it as the snapshot a serving process starts
+    from (`AgentRuntime` opens it, then catches up from SQL past it), instead of reading every row."""
 
     def work(context: WorkerContext) -> dict:
         with context.sessions() as db:
@@ -131,6 +107,15 @@ def rebuild_index(self: Task, agent_id: int) -> dict:
         return {"tokens": len(store)}
 
     return _run(self, work, lambda context, reason: None)
+
+
+def snapshot_due(tokens_before: int, tokens_after: int, *, min_tokens: int) -> bool:
+    """Whether a snapshot should be written now: the memory reached `min_tokens` or doubled again
+    (crossed a power of two at or past it). Snapshots then cost O(1) amortised per stored token,
+    and a restart never reads more than half its memory from SQL."""
+    if tokens_after < min_tokens:
+        return False
+    return tokens_before < min_tokens or tokens_before.bit_length() < tokens_after.bit_length()
 
 
 @worker_ready.connect

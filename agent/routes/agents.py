@@ -15,7 +15,7 @@ from agent.deps import AdminKey, CurrentKey, Db, ServicesDep, agent_for
 from agent.errors import ApiError, not_found, unprocessable
 from agent.pagination import MAX_LIMIT, keyset_page
 from agent.schemas import AgentCreate, AgentPublic, KeyCreate, KeyCreated, KeyPublic, Page
-from learner.base import learning_config, parse_base
+from learner.base import check_base, learning_config
 from memory.admin import delete_memories
 from memory.schema import Agent, ApiKey, Event, Memory, WeightVersion
 
@@ -52,7 +52,7 @@ def agent_public(db: Session, agent: Agent) -> AgentPublic:
 def create_agent(body: AgentCreate, db: Db, services: ServicesDep, _: AdminKey) -> AgentPublic:
     base = body.base_checkpoint or str(services.settings.base_checkpoint)
     with unprocessable("base_checkpoint: "):
-        parse_base(base)  # a base every process can load: a known preset or a saved model directory
+        check_base(base)
     try:
         learning_config(body.learning)
     except (ValueError, TypeError) as exc:  # TypeError: a setting of the wrong type

@@ -14,7 +14,7 @@ from tests.topology import Topology, load_compose, service_spec
 def test_service_env_is_composes_with_the_local_servers(tmp_path):
     spec = service_spec(load_compose(), "learn-worker", database_url="postgresql://db", broker_url="redis://b/1",
                         data_dir=tmp_path)
-    assert spec.argv == [sys.executable, "-m", "agent.cli", "worker", "--queues", "learn,ingest",
+    assert spec.argv == [sys.executable, "-m", "agent.cli", "worker", "--queues", "learn",
                          "--hostname", "learn@%h"]
     assert spec.env["LIFELONG_DATABASE_URL"] == "postgresql://db" and spec.env["LIFELONG_DATA_DIR"] == str(tmp_path)
     assert spec.env["LIFELONG_ADMIN_KEY"]  # from .env.example, as `cp .env.example .env` gives
@@ -37,5 +37,5 @@ def test_migrate_then_workers_start_as_compose_runs_them(tmp_path):
         topology.start("maintenance-worker")
         learn = topology.wait_for_worker("learn-worker")
         maintenance = topology.wait_for_worker("maintenance-worker")
-        assert sorted(queue["name"] for queue in learn) == ["ingest", "learn"]
+        assert [queue["name"] for queue in learn] == ["learn"]
         assert [queue["name"] for queue in maintenance] == ["maintenance"]

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from learner.eventlog import create_document, split_document
 from learner.learn import LearnerCache, learn_through
 from memory.schema import Agent, Memory
-from tests.learning import db_url, empty_db_url, sessions  # noqa: F401
+from tests.learning import db_url, empty_db_url, received_document, sessions  # noqa: F401
 from memory.settings import SHIPPED_CHECKPOINT
 
 
@@ -31,9 +30,7 @@ def test_a_passage_read_again_counts_hits_on_the_first_reading_once(sessions):
         db.add(agent)
         db.flush()
         agent_id = agent.id
-        document_id = create_document(db, agent_id=agent_id, data=passage * 2).id
-    with sessions.begin() as db:
-        first, second = split_document(db, document_id=document_id, chunk_bytes=len(passage))
+    _, (first, second) = received_document(sessions, agent_id, passage * 2, chunk_bytes=len(passage))
 
     learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=first)
     assert _hits(sessions, agent_id) == {first: 0}  # nothing was stored before the first reading

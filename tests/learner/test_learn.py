@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import threading
-
-import pytest
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from learner.eventlog import append_events, create_document, split_document
+from learner.eventlog import append_events
 from learner.learn import LearnerCache, learn_through
 from learner.versions import list_versions
 from memory.index import IndexConfig
 from memory.schema import Agent, Document, Event, StreamSession
 from memory.store import StoreConfig
 from models import State
-from tests.dbs import another_backend_waits_for_a_lock
-from tests.learning import base_weights, db_url, empty_db_url, learned_weights, memory_rows, new_agent, sessions  # noqa: F401
+from tests.learning import (  # noqa: F401
+    base_weights,
+    db_url,
+    empty_db_url,
+    learned_weights,
+    memory_rows,
+    new_agent,
+    received_document,
+    sessions,
+)
 
 
 def _append(sessions, session_id, *contents: bytes) -> list[int]:
@@ -80,20 +85,17 @@ def test_a_conflicting_commit_is_detected_and_the_work_redone(sessions):
         assert [v.version for v in list_versions(db, agent_id)] == [2, 1]
 
 
-def test_a_document_splits_once_and_its_progress_is_committed_with_learning(sessions):
+def test_a_documents_progress_is_committed_with_learning(sessions):
     agent_id, _ = new_agent(sessions, "a")
     data = bytes(range(32, 127)) * 3
-    with sessions.begin() as db:
-        document_id = create_document(db, agent_id=agent_id, data=data, name="ascii").id
-    with sessions.begin() as db:
-        ids = split_document(db, document_id=document_id, chunk_bytes=100)
-    with sessions.begin() as db:
-        assert split_document(db, document_id=document_id, chunk_bytes=100) == ids
+    document_id, ids = received_document(sessions, agent_id, data, chunk_bytes=100, name="ascii")
     assert len(ids) == 3
+    with sessions() as db:
+        assert db.get(Document, document_id).status == "queued"
     learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=ids[1], chunk_tokens=64)
     with sessions() as db:
         document = db.get(Document, document_id)
-        assert (document.status, document.bytes_processed, document.content) == ("learning", 200, None)
+        assert (document.status, document.bytes_processed) == ("learning", 200)
     learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=ids[2], chunk_tokens=64)
     with sessions() as db:
         assert db.get(Document, document_id).status == "learned"
@@ -101,30 +103,6 @@ def test_a_document_splits_once_and_its_progress_is_committed_with_learning(sess
     # The spans tile the document's byte stream (the first input is the document marker, not a byte).
     assert rows[0][1] == 0 and rows[-1][2] == len(data) - 1
     assert all(a[2] == b[1] for a, b in zip(rows, rows[1:]))
-
-
-def test_two_deliveries_of_one_ingest_at_once_split_the_document_once(sessions):
-    if sessions.kw["bind"].dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: the second split starts after the first commits")
-    agent_id, _ = new_agent(sessions, "a")
-    with sessions.begin() as db:
-        document_id = create_document(db, agent_id=agent_id, data=b"x" * 300).id
-    results: dict[str, list[int]] = {}
-
-    def second_delivery() -> None:
-        with sessions.begin() as db:
-            results["second"] = split_document(db, document_id=document_id, chunk_bytes=100)
-
-    with sessions.begin() as db:
-        results["first"] = split_document(db, document_id=document_id, chunk_bytes=100)
-        other = threading.Thread(target=second_delivery)
-        other.start()
-        # The second delivery waits for this transaction (where it did not, it has split already).
-        another_backend_waits_for_a_lock(sessions, timeout_s=5)
-    other.join()
-    with sessions() as db:
-        stored = db.scalar(select(func.count()).select_from(Event).where(Event.document_id == document_id))
-    assert stored == 3 and results["second"] == results["first"]
 
 
 def test_the_learner_opens_each_agent_s_memory_with_the_configured_store(sessions):

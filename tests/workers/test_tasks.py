@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 import workers.tasks
-from learner.eventlog import append_events, create_document
+from learner.base import load_base
+from learner.eventlog import append_events
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
-from memory.schema import Agent, Document, Event
-from tests.learning import new_agent
+from memory.schema import Agent, Event
+from memory.store import MemoryStore
+from tests.learning import TINY, new_agent
 from workers.app import make_app
 from memory.settings import Settings
 
@@ -62,13 +63,31 @@ def test_a_transient_error_is_retried_and_then_learns(app, sessions, monkeypatch
         assert db.get(Event, event_id).failed_reason is None
 
 
-def test_ingest_splits_a_document_once(app, sessions):
-    agent_id, _ = new_agent(sessions, "a")
+def test_snapshots_are_due_when_the_memory_reaches_the_minimum_and_at_each_doubling():
+    due = [after for after in range(0, 5000, 100) if workers.tasks.snapshot_due(after - 100, after, min_tokens=1000)]
+    assert due == [1000, 1100, 2100, 4100]  # reached 1000; crossed 1024, 2048 and 4096
+    assert not workers.tasks.snapshot_due(1100, 1200, min_tokens=1000)
+
+
+def test_learning_past_the_minimum_writes_a_snapshot_a_store_opens_from(tmp_path, monkeypatch):
+    settings = Settings(data_dir=tmp_path, chunk_bytes=64, snapshot_min_tokens=100)
+    upgrade(settings.resolved_database_url)
+    app = make_app(settings)
+    sent = []
+    monkeypatch.setattr(workers.tasks, "enqueue_snapshot", lambda app, agent_id: sent.append(agent_id))
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    agent_id, session_id = new_agent(sessions, "a")
     with sessions.begin() as db:
-        document_id = create_document(db, agent_id=agent_id, data=b"x" * 150).id
-    for _ in range(2):
-        assert app.tasks["lifelong.ingest"].apply(args=(document_id,)).get() == {"chunks": 3}
-    with sessions() as db:
-        chunks = db.scalars(select(Event.content).where(Event.document_id == document_id).order_by(Event.seq)).all()
-        assert chunks == [b"x" * 64, b"x" * 64, b"x" * 22]
-        assert db.get(Document, document_id).status == "queued"
+        first = append_events(db, session_id=session_id, events=[("user", b"x" * 50)])[0].id
+    app.tasks["lifelong.learn"].apply(args=(agent_id, first)).get()
+    assert sent == []  # 52 pairs stored: under the minimum
+    with sessions.begin() as db:
+        second = append_events(db, session_id=session_id, events=[("user", b"y" * 80)])[0].id
+    app.tasks["lifelong.learn"].apply(args=(agent_id, second)).get()
+    assert sent == [agent_id]
+
+    assert app.tasks["lifelong.snapshot_memory"].apply(args=(agent_id,)).get() == {"tokens": 52 + 82}
+    store = MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=load_base(TINY).config.head_dim)
+    assert store.load_snapshot(settings.snapshot_dir(agent_id)) and len(store) == 52 + 82
+    engine.dispose()

@@ -16,7 +16,7 @@ from memory.db import make_engine, make_session_factory
 from memory.schema import Document, Event, WeightVersion
 from tests.learning import learned_weights, memory_rows, new_agent
 from tests.workers.conftest import children, wait_for
-from workers.submit import enqueue_learning, submit_document, submit_events
+from workers.submit import DocumentUpload, enqueue_learning, submit_events
 
 TURNS = [b"first of all, the weather", b"second: it rained", b"third, and then it cleared up in the evening"]
 
@@ -79,7 +79,9 @@ def test_a_worker_learns_two_interleaved_agents_in_order(deployment, start_worke
             for _ in range(2):
                 enqueue_learning(app, agent_id=agent_id, event_id=ids[agent_id][position])
     reader, _ = new_agent(sessions, "cy")
-    document_id = submit_document(app, sessions, agent_id=reader, data=b"".join(TURNS), name="turns.txt")
+    upload = DocumentUpload(app, sessions, agent_id=reader, chunk_bytes=deployment.settings.chunk_bytes, name="turns.txt")
+    upload.write(b"".join(TURNS))
+    document_id = upload.finish()
     worker = start_worker(deployment, concurrency=2)
     wait_for(lambda: _learned(sessions, list(ids)), "every event learned", worker)
     wait_for(lambda: _document_status(sessions, document_id) == "learned", "the document learned", worker)
