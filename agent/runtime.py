@@ -30,8 +30,8 @@ from memory.admin import RecallHit, recall
 from memory.db import chat_turn_lock
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
-from memory.store import MemoryStore, flat_queries
-from models import RetrievedMemory, SamplingConfig, Special, State, generate
+from memory.store import MemoryStore
+from models import SamplingConfig, Special, State, generate
 from workers.settings import Settings
 from workers.submit import enqueue_learning
 from workers.tasks import snapshot_dir
@@ -55,19 +55,6 @@ class TurnResult:
     weight_version: int
     first_byte_ms: float
     elapsed_ms: float
-
-
-class _CaughtUpReader:
-    """Searches the store as it is: one catch-up per request, not one SQL round trip per token."""
-
-    def __init__(self, store: MemoryStore):
-        self.store = store
-
-    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
-        return self.store.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
-
-    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
-        return self.store.follow(ids)
 
 
 @dataclass
@@ -173,7 +160,7 @@ class AgentRuntime:
         # The store as it is, and what this turn reads, searchable as soon as it is read.
         reader = None
         if model.retrieval_block is not None:
-            reader = RecentMemory(_CaughtUpReader(self.store), model.config.head_dim)
+            reader = RecentMemory(self.store, model.config.head_dim)
         generation = generate(model, torch.tensor([prompt]), state=state, memory=reader, sampling=sampling,
                               on_read=None if reader is None else reader.remember)
         first_byte_ms = None
