@@ -30,9 +30,9 @@ from memory.admin import RecallHit, recall
 from memory.db import chat_turn_lock
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
-from memory.store import MemoryStore, flat_queries
-from models import RetrievedMemory, SamplingConfig, State, generate
 from memory.settings import Settings
+from memory.store import MemoryStore
+from models import SamplingConfig, State, generate
 from workers.submit import enqueue_learning
 
 log = logging.getLogger(__name__)
@@ -54,19 +54,6 @@ class TurnResult:
     weight_version: int
     first_byte_ms: float
     elapsed_ms: float
-
-
-class _CaughtUpReader:
-    """Searches the store as it is: one catch-up per request, not one SQL round trip per token."""
-
-    def __init__(self, store: MemoryStore):
-        self.store = store
-
-    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
-        return self.store.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
-
-    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
-        return self.store.follow(ids)
 
 
 @dataclass
@@ -169,7 +156,7 @@ class AgentRuntime:
         # The store as it is, and what this turn reads, searchable as soon as it is read.
         reader = None
         if model.retrieval_block is not None:
-            reader = RecentMemory(_CaughtUpReader(self.store), model.config.head_dim)
+            reader = RecentMemory(self.store, model.config.head_dim)
         generation = generate(model, torch.tensor([prompt]), state=state, memory=reader, sampling=sampling,
                               on_read=None if reader is None else reader.remember)
         first_byte_ms = None

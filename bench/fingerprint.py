@@ -70,8 +70,7 @@ def _read(model, text: bytes, store: MemoryStore, learner: OnlineLearner | None)
     tokens = torch.tensor([[int(Special.BEGIN), *text]])
     position = 0
     for inputs, targets in stream_chunks(tokens, CHUNK_TOKENS):
-        if hasattr(store, "catch_up"):
-            store.catch_up()
+        store.catch_up()
         if learner is None:
             with torch.no_grad():
                 out = model(inputs, state, store)

@@ -26,22 +26,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from sqlalchemy import func, select
 
 from bench.local_text import stdlib_text
 from learner.base import load_base
-from learner.eventlog import create_session
 from learner.evaluate import bits_per_byte, heldout_bits_per_byte, prequential
+from learner.eventlog import create_session
 from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
 from learner.serving import ServingModel
 from learner.stream_format import event_tokens
 from memory.db import make_engine, make_session_factory
+from memory.ids import MAX_SPAN_TOKENS
+from memory.index import IndexConfig
 from memory.migrate import upgrade
 from memory.schema import Agent, Document, Event
-from memory.codec import encode_pairs
-from memory.ids import MAX_SPAN_TOKENS
-from memory.store import MemoryStore, flat_queries
+from memory.store import row_place
+from memory.view import MemoryView
 from models import RetrievedMemory, Special
 from workers.app import make_app
 from memory.settings import SHIPPED_CHECKPOINT, Settings
@@ -51,35 +53,38 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class RamMemory:
-    """The worker's retrieval (the store's FAISS index and fp16 pairs) with no SQL behind it.
+    """The worker's retrieval (the store's RAM view: FAISS index and fp16 pairs) with no SQL behind it.
 
     Exact search over a growing tensor (TensorMemory) would cost far more than the worker's IVF
-    search past 8K pairs and make the comparison meaningless; this reaches into MemoryStore's
-    index-side helpers instead.
+    search past 8K pairs and make the comparison meaningless; this fills a memory.view.MemoryView
+    as the worker's store does, and refits it when the store would (synchronously, as evaluations do).
     """
 
     def __init__(self, head_dim: int):
-        self.store = MemoryStore(agent_id=0, sessions=None, head_dim=head_dim)
+        self.view = MemoryView(head_dim, IndexConfig(), name="bench")
         self.next_id, self.next_token = 1, 0
 
     def add(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """One chunk's pairs, as the worker stores them: rows of one stream (ROW_COLUMNS), token after token."""
+        """One chunk's pairs, as the worker stores them: fp16 rows of one stream, token after token."""
         keys, values = keys.reshape(-1, keys.shape[-1]), values.reshape(-1, values.shape[-1])
-        rows = []
         for start in range(0, keys.shape[0], MAX_SPAN_TOKENS):
             end = min(start + MAX_SPAN_TOKENS, keys.shape[0])
-            rows.append((self.next_id, encode_pairs(keys[start:end]), encode_pairs(values[start:end]),
-                         1, 1, None, self.next_token, self.next_token + end - start))
+            self.view.add_row(self.next_id, _fp16(keys[start:end]), _fp16(values[start:end]),
+                              row_place(1, 1, None, self.next_token, self.next_token + end - start))
             self.next_id, self.next_token = self.next_id + 1, self.next_token + end - start
-        self.store._index_rows(rows)
-        if self.store.index.needs_rebuild():
-            self.store._refit_index()
+        if self.view.needs_refit():
+            self.view.refit()
 
     def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
-        return self.store.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
+        return self.view.search(queries, top_k)
 
     def follow(self, ids: torch.Tensor) -> RetrievedMemory:
-        return self.store.follow(ids)
+        return self.view.follow(ids)
+
+
+def _fp16(pairs: torch.Tensor) -> np.ndarray:
+    """(T, D) pairs as SQL stores them and the store reads them back (memory.codec): fp16."""
+    return pairs.detach().to("cpu", torch.float16).numpy()
 
 
 def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: LearningConfig) -> tuple[float, float]:
@@ -122,7 +127,7 @@ def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path)
     sessions = make_session_factory(engine)
     app = make_app(settings)
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith("LIFELONG_")} | env
-    log = open(workdir / "worker.log", "wb")
+    log = open(workdir / "worker.log", "wb")  # noqa: SIM115 - the worker writes to it until `finally` closes it
     worker = subprocess.Popen([sys.executable, "-m", "agent.cli", "worker", "--concurrency=1", "--loglevel=WARNING"],
                               cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -157,6 +162,7 @@ def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path)
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+        log.close()
         engine.dispose()
 
 

@@ -77,8 +77,10 @@ def chunk_queries(model: HybridLM, text: bytes) -> np.ndarray:
 
 
 def measure_search(store: MemoryStore, probes: list[np.ndarray], repeats: int) -> tuple[list[float], list[float], np.ndarray]:
-    """Seconds of each chunk's full search (catch-up, index, pairs as tensors), of following what it found
-    (twice, as the retrieval block does), and the ids found for all probes."""
+    """Seconds of each chunk's full search (index, pairs as tensors), of following what it found
+    (twice, as the retrieval block does), and the ids found for all probes. The store catches up once
+    first, as a request or a learning batch does; a chunk's search reads RAM only."""
+    store.catch_up()
     searches, follows = [], []
     for chunk in probes:
         tensor = torch.from_numpy(chunk).view(1, SPAN, -1, chunk.shape[1])
@@ -167,15 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             exact = faiss.IndexFlatIP(keys.shape[1])
             exact.add(keys[:size].astype(np.float32))
             _, exact_ids = exact.search(probe, TOP_K)
-            configured = store.index.nprobe
-            per_size[str(size)] = {"index": store.index.kind, "nprobe": configured,
+            configured = store.view.index.nprobe
+            per_size[str(size)] = {"index": store.view.index.kind, "nprobe": configured,
                                    **search_figures(store, probes, exact_ids, args.repeats)}
-            if store.index.kind == "ivf" and nprobes:
+            if store.view.index.kind == "ivf" and nprobes:
                 per_size[str(size)]["by_nprobe"] = {}
                 for lists in nprobes:
-                    store.index.nprobe = lists
+                    store.view.index.nprobe = lists
                     per_size[str(size)]["by_nprobe"][str(lists)] = search_figures(store, probes, exact_ids, args.repeats)
-                store.index.nprobe = configured
+                store.view.index.nprobe = configured
         result["add_keys_per_s"] = round(stored / add_seconds)
         result["by_size"] = per_size
 
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         result["rebuild_s"] = round(time.perf_counter() - start, 2)
         result["rebuilt_tokens"] = len(store)
         # After a rebuild the IVF centroids are trained on everything stored, not on an earlier part.
-        result["after_rebuild"] = {"index": store.index.kind, "nprobe": store.index.nprobe,
+        result["after_rebuild"] = {"index": store.view.index.kind, "nprobe": store.view.index.nprobe,
                                    **search_figures(store, probes, exact_ids, args.repeats)}
         with engine.connect() as connection:
             page_size = connection.exec_driver_sql("PRAGMA page_size").scalar()
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _positions(store: MemoryStore, token_ids: np.ndarray, span: int) -> np.ndarray:
     """Token ids -> positions in the original key array (rows hold consecutive spans, in id order)."""
-    rows = store.mirror.row_ids
+    rows = store.view.mirror.row_ids
     row_index = np.searchsorted(rows, token_ids >> 10)
     positions = np.minimum(row_index, len(rows) - 1) * span + (token_ids & 1023)
     return np.where(token_ids >= 0, positions, -1)

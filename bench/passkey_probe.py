@@ -76,23 +76,23 @@ def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore
         readers = {lists: RecordingReader(store) for lists in nprobes}
         firsts = {}
         for lists, reader in readers.items():
-            store.index.nprobe = lists or store.index.lists
+            store.view.index.nprobe = lists or store.view.index.lists
             firsts[lists] = model(torch.tensor([tokens[last_start:]]), state, reader)
         store_chunk(store, firsts[nprobes[0]].memory_kv, last_start, len(tokens))
         store.catch_up()
         answers = {}
         for lists, reader in readers.items():
-            store.index.nprobe = lists or store.index.lists
+            store.view.index.nprobe = lists or store.view.index.lists
             out = firsts[lists]
             answers[str(lists)] = greedy_answer(model, out.log_probs[0, -1], out.state, reader)
     finally:
         hook.remove()
     result = {
-        "key": key.decode(), "stored_pairs": len(store), "index": store.index.kind, "lists": store.index.lists,
+        "key": key.decode(), "stored_pairs": len(store), "index": store.view.index.kind, "lists": store.view.index.lists,
         "read_s": round(read_s, 1), "answers": answers,
         "correct": {probes: answer == key.decode() for probes, answer in answers.items()},
     }
-    stored = torch.from_numpy(store.mirror.live_pairs()[2]).float()  # in stream order: pair t names token t
+    stored = torch.from_numpy(store.view.mirror.live_pairs()[2]).float()  # in stream order: pair t names token t
     first_digit = statement_start(document, key)
     if 0 in readers:
         result["exact_steps"] = statement_pairs(stored, first_digit, key, readers[0], answers["0"])

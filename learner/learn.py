@@ -26,7 +26,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import torch
 from sqlalchemy import select, update
@@ -78,7 +78,7 @@ class AgentLearner:
 class LearnerCache:
     """Per worker process: the last model of each agent, reused while no one else publishes a version."""
 
-    def __init__(self, sessions: sessionmaker[Session], device: str = "cpu", store_config: StoreConfig = StoreConfig()):
+    def __init__(self, sessions: sessionmaker[Session], device: str = "cpu", store_config: StoreConfig = StoreConfig()):  # noqa: B008 - frozen
         self.sessions = sessions
         self.device = device
         self.store_config = store_config
@@ -150,6 +150,7 @@ class _Learned:
 
 def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Learned:
     model, learner = agent_learner.model, agent_learner.learner
+    agent_learner.store.catch_up()  # once per batch: the steps' searches read RAM only
     states: dict[int, State] = {}
     last_tokens: dict[int, int] = {}
     for session_id, (blob, last) in plan.streams.items():
@@ -187,7 +188,7 @@ def _unchanged(db: Session, plan: _Plan) -> bool:
 
 
 def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLearner, keep_versions: int) -> int:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for event in plan.events:
         db.execute(update(Event).where(Event.id == event.id).values(learned_at=now, learned_bits=learned.bits[event.id]))
     for session_id, (blob, last) in learned.streams.items():

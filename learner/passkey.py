@@ -121,6 +121,8 @@ def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, 
     pieces = [(start, min(start + chunk_tokens, end)) for start in range(0, end, chunk_tokens)]
     pieces += [(end, end + 1)] if question_step else []
     state = model.init_state(1)
+    if store is not None:
+        store.catch_up()  # searches read RAM only; each stored chunk catches up as it commits (add_spans)
     for start, stop in pieces:
         out = model(torch.tensor([tokens[start:stop]]), state, store)
         state = out.state

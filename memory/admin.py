@@ -158,6 +158,7 @@ def recall(
         raise ValueError("recall needs a non-empty text")
     if model.retrieval_block is None:
         raise ValueError("this model has no retrieval block, so it recalls nothing")
+    store.catch_up()  # once per recall: the model's searches read RAM only
     pointer = model(ByteTokenizer().tensor(data), state, store).pointer
     weighed = pointer.ids >= 0
     rows, _ = split_ids(pointer.ids[weighed].cpu().numpy())

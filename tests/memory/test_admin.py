@@ -1,13 +1,14 @@
 """Inspection functions: pagination and filters, provenance, recall, deletes, export/import."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 import torch
 
 from memory.admin import delete_memories, export_ndjson, get_memory, import_ndjson, list_memories, recall
-from memory.schema import Event, StreamSession
 from memory.ids import split_ids
+from memory.schema import Event, StreamSession
 from memory.store import MemoryStore, Span
 from models import HybridLM, ModelConfig
 from models.memory import nothing_follows
@@ -77,7 +78,7 @@ def test_filters_by_source_text_and_time(sessions, agent_with_memories):
         assert {m.id for m in list_memories(db, agent_id=agent, session_id=session_id).items} == set(first)
         assert {m.id for m in list_memories(db, agent_id=agent, text_contains="fibonacci").items} <= set(second)
         assert list_memories(db, agent_id=agent, text_contains="100%_not_there").items == []
-        future = datetime.now(timezone.utc) + timedelta(hours=1)
+        future = datetime.now(UTC) + timedelta(hours=1)
         assert list_memories(db, agent_id=agent, created_after=future).items == []
         assert len(list_memories(db, agent_id=agent, created_before=future, limit=500).items) == len(first + second)
         with pytest.raises(ValueError, match="cursor"):
@@ -97,13 +98,13 @@ def test_get_shows_provenance_and_is_scoped_to_the_agent(sessions, make_agent, a
 
 
 def test_recall_returns_what_the_retrieval_layer_fetches(sessions, model, agent_with_memories):
-    agent, store, first, second, _, _ = agent_with_memories
+    agent, store, first, _, _, _ = agent_with_memories
     with sessions() as db:
         first_chunk = get_memory(db, agent_id=agent, memory_id=first[0]).text
         hits = recall(db, store=store, model=model, text=first_chunk)
     assert hits[0].memory_id == first[0]  # read from a fresh stream, as it was stored: its queries are its keys
     assert hits[0].score == pytest.approx(1.0, abs=1e-2)
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert all(a.score >= b.score for a, b in pairwise(hits))
     assert hits[0].text == first_chunk
 
 
@@ -162,6 +163,7 @@ def test_export_then_import_into_a_fresh_agent_searches_identically(sessions, ma
     fresh = MemoryStore(agent_id=make_agent("copy"), sessions=sessions, head_dim=store.head_dim)
     with sessions.begin() as db:
         assert import_ndjson(db, store=fresh, lines=lines) == len(lines)
+    fresh.catch_up()  # the rows joined the caller's transaction: they enter RAM at the catch-up after it commits
     queries = torch.nn.functional.normalize(torch.randn(1, 50, 2, store.head_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
     original, copied = store.search(queries, 8), fresh.search(queries, 8)
     assert torch.equal(original.mask, copied.mask)
@@ -176,9 +178,9 @@ def test_a_bad_import_line_names_itself_and_writes_nothing(sessions, make_agent,
     with sessions() as db:
         lines = list(export_ndjson(db, agent_id=agent))[:3]
     fresh = MemoryStore(agent_id=make_agent("copy"), sessions=sessions, head_dim=store.head_dim)
-    with pytest.raises(ValueError, match="import line 3"):
-        with sessions.begin() as db:
-            import_ndjson(db, store=fresh, lines=[lines[0], lines[1], '{"format": 1}'])
+    with pytest.raises(ValueError, match="import line 3"), sessions.begin() as db:
+        import_ndjson(db, store=fresh, lines=[lines[0], lines[1], '{"format": 1}'])
+    fresh.catch_up()
     assert len(fresh.search(torch.ones(1, 1, 1, store.head_dim), 4).mask.nonzero()) == 0
     with sessions() as db:
         assert list_memories(db, agent_id=fresh.agent_id).items == []

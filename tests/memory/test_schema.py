@@ -1,6 +1,6 @@
 """Every table round-trips on SQLite and PostgreSQL; migrations go up from empty and back down."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -8,18 +8,16 @@ from sqlalchemy import inspect, select
 
 from memory.db import make_engine
 from memory.migrate import downgrade, upgrade
-from memory.schema import (
-    Agent, ApiKey, Base, Document, Event, Memory, MemoryTombstone, Session, WeightVersion,
-)
+from memory.schema import Agent, ApiKey, Base, Document, Event, Memory, MemoryTombstone, StreamSession, WeightVersion
 
 
 def test_every_table_round_trips(sessions):
-    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with sessions.begin() as db:
         agent = Agent(name="ada", base_checkpoint="checkpoints/small", learning_settings={"lr": 1e-4, "params": "all"})
         db.add(agent)
         db.flush()
-        session = Session(agent_id=agent.id, kind="chat", state=b"\x00\xffstate", position=12, next_seq=2)
+        session = StreamSession(agent_id=agent.id, kind="chat", state=b"\x00\xffstate", position=12, next_seq=2)
         document = Document(agent_id=agent.id, name="book.txt", status="queued", bytes_received=10, bytes_processed=4)
         db.add_all([session, document, ApiKey(key_hash="ab" * 32, agent_id=agent.id, name="k")])
         db.flush()
@@ -38,7 +36,7 @@ def test_every_table_round_trips(sessions):
     with sessions() as db:
         agent = db.get(Agent, ids[0])
         assert agent.learning_settings == {"lr": 1e-4, "params": "all"}
-        assert db.get(Session, ids[1]).state == b"\x00\xffstate"
+        assert db.get(StreamSession, ids[1]).state == b"\x00\xffstate"
         event = db.get(Event, ids[2])
         assert (event.content, event.role, event.learned_at) == (b"hi \xff", "user", moment)
         memory = db.scalar(select(Memory))

@@ -1,4 +1,4 @@
-"""MemoryStore: exact and approximate search, deletes that stick, crash catch-up, isolation."""
+"""MemoryStore: exact and approximate search, deletes that stick, crash catch-up, isolation, explicit catch-up."""
 
 import numpy as np
 import pytest
@@ -116,7 +116,7 @@ def test_approximate_recall_at_32_against_exact(sessions, make_agent, model_keys
         Span(keys=keys[i : i + chunk], values=values[i : i + chunk], text=b"t", byte_start=i, byte_end=i + chunk)
         for i in range(0, len(keys), chunk)
     ])
-    assert store.index.kind == "ivf"
+    assert store.view.index.kind == "ivf"
     found = store.search_ids(held_out[:1000], 32)
     # Token id -> position in `keys`: rows were written in order, `chunk` tokens each.
     start_of = {row: i * chunk for i, row in enumerate(ids)}
@@ -132,10 +132,10 @@ def test_probing_every_list_makes_ivf_search_exact(sessions, make_agent, model_k
                         config=StoreConfig(index=IndexConfig(ivf_threshold=5_000, nprobe=1)))
     store.add_spans([Span(keys=keys[i : i + 500], values=values[i : i + 500], text=b"t", byte_start=i, byte_end=i + 500)
                      for i in range(0, len(keys), 500)])
-    assert store.index.kind == "ivf" and store.index.nprobe == 1
+    assert store.view.index.kind == "ivf" and store.view.index.nprobe == 1
     truth = np.sort(held_out[:200] @ keys.astype(np.float32).T, axis=1)[:, ::-1][:, :8]
     one_list = store.search_ids(held_out[:200], 8).scores
-    store.index.nprobe = store.index.lists
+    store.view.index.nprobe = store.view.index.lists
     every_list = store.search_ids(held_out[:200], 8).scores
     np.testing.assert_allclose(every_list, truth, atol=1e-4)  # fp16 codes decode with float rounding
     assert (one_list < truth - 1e-3).any()  # one probe alone misses some nearest keys
@@ -152,10 +152,11 @@ def test_deleted_rows_never_come_back(sessions, make_agent, tmp_path):
     deleted_keys = spans(4, 20, seed=3)[1].keys.astype(np.float32)
 
     def returns_deleted(s: MemoryStore) -> bool:
+        s.catch_up()
         found = s.search(torch.from_numpy(deleted_keys).view(1, 20, 1, DIM), top_k=1)
         return bool(found.mask.all() and torch.allclose(found.keys.view(20, DIM), torch.from_numpy(deleted_keys), atol=1e-3))
 
-    assert not returns_deleted(store)  # this process, at its next search
+    assert not returns_deleted(store)  # this process, at its next catch-up
     assert not returns_deleted(MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=snapshot))
     assert not returns_deleted(MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM))
     store.rebuild()
@@ -172,6 +173,7 @@ def test_catch_up_after_a_crash_between_commit_and_index_update(sessions, make_a
     with sessions.begin() as db:  # committed by a writer that died before touching any index
         db.add(store._row(crashed))
     assert len(store) == 20
+    store.catch_up()
     found = store.search(torch.from_numpy(crashed.keys.astype(np.float32)).view(1, 10, 1, DIM), top_k=1)
     torch.testing.assert_close(found.keys.view(10, DIM), torch.from_numpy(crashed.keys.astype(np.float32)), atol=1e-3, rtol=0)
     restarted = MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=tmp_path / "snap")
@@ -190,7 +192,32 @@ def test_two_agents_are_isolated(sessions, make_agent):
         assert np.abs(a_keys - key).sum(axis=1).min() < 1e-2  # every result is one of a's own
     with sessions.begin() as db:
         assert delete_memory_rows(db, agent_id=a, memory_ids=b_ids) == []
+    store_b.catch_up()
     assert len(store_b.search(b_keys, 1).mask.nonzero()) == 10
+
+
+def test_search_sees_what_another_writer_committed_only_after_catch_up(sessions, make_agent):
+    agent = make_agent("a")
+    reader, writer = store_for(sessions, agent), store_for(sessions, agent)
+    kept, added = spans(2, 10, seed=30)
+    kept_id = writer.add_spans([kept])[0]
+    probe = torch.from_numpy(added.keys.astype(np.float32)).view(1, 10, 1, DIM)
+    reader.catch_up()
+    assert len(reader) == 10
+    added_id = writer.add_spans([added])[0]
+
+    def found_rows() -> set[int]:
+        found = reader.search(probe, 1)
+        return set((found.ids[found.mask] >> 10).tolist())
+
+    assert found_rows() == {kept_id} and len(reader) == 10  # search reads RAM as it stands: no SQL
+    reader.catch_up()
+    assert found_rows() == {added_id} and len(reader) == 20
+    with sessions.begin() as db:
+        delete_memory_rows(db, agent_id=agent, memory_ids=[added_id])
+    assert found_rows() == {added_id}  # deleted in SQL, still in this store's RAM until it catches up
+    reader.catch_up()
+    assert found_rows() == {kept_id} and len(reader) == 10
 
 
 def test_searching_counts_no_hits(sessions, make_agent):
@@ -219,7 +246,7 @@ def test_ivf_store_deletes_and_snapshots_like_the_exact_one(sessions, make_agent
     agent = make_agent("a")
     store = store_for(sessions, agent, index=IndexConfig(ivf_threshold=1_000, ivf_lists_per_sqrt=1.0))
     ids = store.add_spans(spans(30, 100, seed=12))
-    assert store.index.kind == "ivf"
+    assert store.view.index.kind == "ivf"
     target = spans(30, 100, seed=12)[4].keys.astype(np.float32)
     probe = torch.from_numpy(target).view(1, 100, 1, DIM)
     assert store.search(probe, 1).mask.all()
@@ -229,7 +256,7 @@ def test_ivf_store_deletes_and_snapshots_like_the_exact_one(sessions, make_agent
     store.save_snapshot(tmp_path / "snap")
     for reopened in (store, MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=tmp_path / "snap",
                                              config=store.config)):
-        assert reopened.index.kind == "ivf" and len(reopened) == 29 * 100
+        assert reopened.view.index.kind == "ivf" and len(reopened) == 29 * 100
         found = reopened.search(probe, 1)
         assert not torch.allclose(found.keys.view(100, DIM), probe.view(100, DIM), atol=1e-3)
 
@@ -279,7 +306,7 @@ def test_a_background_refit_serves_the_old_index_meanwhile_and_misses_no_change(
     every = spans(16, 100, seed=21)
     first = store.add_spans(every[:12])  # 1,200 keys: past the threshold, so a refit starts
     assert building.wait(30)
-    assert store.index.kind == "flat"  # the catch-up that found it due did not wait for it
+    assert store.view.index.kind == "flat"  # the catch-up that found it due did not wait for it
     later = store.add_spans(every[12:])  # rows and deletes while it runs
     with sessions.begin() as db:
         delete_memory_rows(db, agent_id=agent, memory_ids=[first[3], later[1]])
@@ -288,8 +315,8 @@ def test_a_background_refit_serves_the_old_index_meanwhile_and_misses_no_change(
 
     release.set()
     store.wait_for_refit(30)
-    assert store.index.kind == "ivf" and len(store.index) == len(store) == 14 * 100
-    store.index.nprobe = store.index.lists  # every list: the check below is exact
+    assert store.view.index.kind == "ivf" and len(store.view.index) == len(store) == 14 * 100
+    store.view.index.nprobe = store.view.index.lists  # every list: the check below is exact
     deleted = {first[3], later[1]}
     for row, span in zip(first + later, every):
         found = store.search_ids(span.keys.astype(np.float32), 1)
@@ -306,7 +333,7 @@ def test_a_rebuild_during_a_background_refit_wins(sessions, make_agent, held_ref
     store.add_spans(spans(12, 100, seed=22))
     assert building.wait(30)
     store.rebuild()  # from SQL, synchronously: the refit in flight was fitted to an older view
-    rebuilt = store.index
+    rebuilt = store.view.index
     release.set()
     store.wait_for_refit(30)
-    assert store.index is rebuilt and rebuilt.kind == "ivf" and len(rebuilt) == 1_200
+    assert store.view.index is rebuilt and rebuilt.kind == "ivf" and len(rebuilt) == 1_200

@@ -1,0 +1,169 @@
+"""MemoryView: one agent's memory as searchable in RAM, a FAISS index over fp16 (key, value) pairs.
+
+The view knows nothing of SQL: whoever owns it (memory.store, or a benchmark with no database)
+adds and removes whole rows, and search and follow read RAM only, so they cost no round trip and
+see exactly the rows given so far. Refitting the index as it grows is memory.refit's job; the view
+tells it of every change, so a refit fitted in the background misses none.
+
+Letters: B batch, T time, H heads, D head dim, K retrieved pairs, N queries (B*T*H).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from memory.ids import id_range, pair_ids, split_ids, token_ids
+from memory.index import IndexConfig, VectorIndex
+from memory.mirror import PairMirror, RowPlace
+from memory.refit import IndexRefit
+from models import RetrievedMemory
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    ids: np.ndarray  # (N, K) token ids, -1 where nothing live was found
+    scores: np.ndarray  # (N, K) inner products
+    keys: np.ndarray  # (N, K, D) fp16, zero where not live
+    values: np.ndarray  # (N, K, D) fp16
+    live: np.ndarray  # (N, K) bool
+
+    def as_retrieved(self, queries: torch.Tensor) -> RetrievedMemory:
+        """In the model's layout for `queries` of shape (B, T, H, D)."""
+        shape = (*queries.shape[:-1], self.ids.shape[1])
+        keys = torch.from_numpy(self.keys).reshape(*shape, -1).to(queries.device, torch.float32)
+        values = torch.from_numpy(self.values).reshape(*shape, -1).to(queries.device, torch.float32)
+        live = torch.from_numpy(self.live).reshape(shape).to(queries.device)
+        return RetrievedMemory(keys, values, live, torch.from_numpy(self.ids).reshape(shape).to(queries.device))
+
+
+def flat_queries(queries: torch.Tensor) -> np.ndarray:
+    """(B, T, H, D) tensor -> (N, D) float32 array, FAISS's layout."""
+    return queries.detach().reshape(-1, queries.shape[-1]).float().cpu().numpy()
+
+
+class MemoryView:
+    """Implements models.MemoryReader over the rows it was given; safe to share between threads.
+
+    `lock` (reentrant) guards the index and the pairs; an owner that must change the view and its
+    own bookkeeping together (memory.store's watermarks) holds it around both.
+    """
+
+    def __init__(self, head_dim: int, config: IndexConfig, *, name: str = "memory"):
+        self.head_dim = head_dim
+        self.config = config
+        self.name = name  # in log lines and the refit thread's name, e.g. "agent-3"
+        self.index = VectorIndex(head_dim, config)
+        self.mirror = PairMirror(head_dim)
+        self.lock = threading.RLock()
+        self.refits = IndexRefit(self)
+
+    # -- changing ------------------------------------------------------------------------------
+
+    def add_row(self, memory_id: int, keys: np.ndarray, values: np.ndarray, place: RowPlace | None = None) -> None:
+        """One row's fp16 pairs, keys and values (T, D), searchable from now on."""
+        with self.lock:
+            self.mirror.add_row(memory_id, keys, values, place)
+            self.index.add(token_ids(memory_id, keys.shape[0]), keys.astype(np.float32))
+            self.refits.note(True, memory_id)
+
+    def remove_row(self, memory_id: int) -> bool:
+        """Forget one row; returns False if it was not here."""
+        with self.lock:
+            if not self.mirror.remove_row(memory_id):
+                return False
+            self.index.remove_range(*id_range(memory_id))
+            self.refits.note(False, memory_id)
+            return True
+
+    def replace(self, index: VectorIndex, mirror: PairMirror) -> None:
+        """Adopt a whole new index and pairs (a snapshot, a rebuild); a background refit in flight is dropped."""
+        with self.lock:
+            self.index, self.mirror = index, mirror
+            self.refits.invalidate()
+
+    def clear(self) -> None:
+        """Forget every row (a rebuild starts here)."""
+        self.replace(VectorIndex(self.head_dim, self.config), PairMirror(self.head_dim))
+
+    # -- refitting (memory.refit) --------------------------------------------------------------
+
+    def needs_refit(self) -> bool:
+        """True when the index kind or its training no longer fits the number of pairs."""
+        with self.lock:
+            return self.index.needs_rebuild()
+
+    def refit(self) -> None:
+        """Refit the index to the live pairs now, in this thread."""
+        self.refits.now()
+
+    def refit_in_background(self) -> None:
+        """Start refitting in a thread (unless one is running); the current index serves meanwhile."""
+        self.refits.start()
+
+    def wait_for_refit(self, timeout: float | None = None) -> None:
+        """Block until a background refit in flight (if any) has replaced the index."""
+        self.refits.wait(timeout)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
+        """Top-k pairs by inner product for every query of a chunk. queries: (B, T, H, D)."""
+        return self.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
+
+    def search_ids(self, queries: np.ndarray, top_k: int) -> SearchResult:
+        """(N, D) float32 queries -> ids, scores, pairs, liveness, each (N, K)."""
+        with self.lock:
+            scores, ids = self.index.search(queries, top_k)  # (N, K) each
+            rows, offsets = split_ids(np.maximum(ids, 0))
+            slots, live, _ = self.mirror.slots(rows, offsets)
+            live &= ids >= 0
+            # Pairs stay fp16 in numpy; torch widens them (as_retrieved), much faster than numpy would.
+            if live.all():
+                keys, values = self.mirror.keys[slots], self.mirror.values[slots]  # (N, K, D)
+            else:
+                slots = np.where(live, slots, 0)
+                keys = np.zeros((*ids.shape, self.head_dim), dtype=np.float16)
+                values = np.zeros_like(keys)
+                keys[live], values[live] = self.mirror.keys[slots[live]], self.mirror.values[slots[live]]
+        return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)
+
+    def follow(self, ids: torch.Tensor) -> RetrievedMemory:
+        """The pair stored right after each of `ids` (models.MemoryReader): the next one of its row,
+        or the first of the row that continues it in its stream."""
+        flat = ids.reshape(-1).cpu().numpy()
+        rows, offsets = split_ids(np.maximum(flat, 0))
+        rows, offsets = rows.copy(), offsets + 1
+        keys = np.zeros((len(flat), self.head_dim), dtype=np.float16)
+        values = np.zeros_like(keys)
+        with self.lock:
+            mirror = self.mirror
+            slots, live, row_index = mirror.slots(rows, offsets)
+            live &= flat >= 0
+            if len(mirror.row_ids):
+                # A row's last pair: continued by the first pair of the row that continues the row, if any.
+                ends = (flat >= 0) & (mirror.row_ids[row_index] == rows) & (offsets == mirror.row_lengths[row_index])
+                for i in np.nonzero(ends)[0]:  # few: one pair in a row's length
+                    next_row = mirror.next_row(int(rows[i]))
+                    if next_row is not None:
+                        rows[i], offsets[i] = next_row, 0
+                        slot, found, _ = mirror.slots(rows[i : i + 1], offsets[i : i + 1])
+                        slots[i], live[i] = slot[0], found[0]
+            keys[live], values[live] = mirror.keys[slots[live]], mirror.values[slots[live]]
+        shape = (*ids.shape, self.head_dim)
+        return RetrievedMemory(
+            torch.from_numpy(keys).reshape(shape).to(ids.device, torch.float32),
+            torch.from_numpy(values).reshape(shape).to(ids.device, torch.float32),
+            torch.from_numpy(live).reshape(ids.shape).to(ids.device),
+            torch.from_numpy(np.where(live, pair_ids(rows, offsets), -1)).reshape(ids.shape).to(ids.device),
+        )
+
+    def __contains__(self, memory_id: int) -> bool:
+        return memory_id in self.mirror
+
+    def __len__(self) -> int:
+        """Live pairs."""
+        return self.mirror.live_tokens
