@@ -191,8 +191,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from workers.app import run_worker
     from memory.settings import Settings
+    from workers.app import run_worker
 
     queues = {"queues": tuple(args.queues.split(","))} if args.queues else {}
     run_worker(Settings(), **queues, concurrency=args.concurrency, loglevel=args.loglevel, hostname=args.hostname)

@@ -182,7 +182,7 @@ class AgentRuntime:
     def _enqueue_learning(self, event_id: int) -> None:
         try:
             enqueue_learning(self.celery, agent_id=self.agent_id, event_id=event_id)
-        except Exception as exc:  # noqa: BLE001 - the turn is logged; every worker start re-enqueues pending work
+        except Exception as exc:
             log.warning("agent %s: could not enqueue learning through event %s (%s); it stays pending in SQL",
                         self.agent_id, event_id, exc)
 

@@ -15,8 +15,8 @@ from agent.metrics import Metrics
 from agent.runtime import Runtimes
 from learner.base import load_base
 from memory.db import make_engine, make_session_factory
-from workers.app import make_app
 from memory.settings import Settings
+from workers.app import make_app
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Services:
         """Readiness: the default base model loads (and is then cached for the agents that use it)."""
         try:
             load_base(str(self.settings.base_checkpoint), self.settings.device)
-        except Exception:  # noqa: BLE001 - /readyz reports it; agents with other bases still work
+        except Exception:
             log.exception("the default base model %s does not load", self.settings.base_checkpoint)
             return
         self.model_loaded.set()

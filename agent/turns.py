@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from fastapi.concurrency import run_in_threadpool
 
+from agent.auth import Principal
 from agent.deps import agent_for, session_for
 from agent.errors import ApiError
 from agent.limits import too_large
 from agent.runtime import AgentRuntime, TurnResult
 from agent.services import Services
-from agent.auth import Principal
 from models import SamplingConfig
 
 _FINISHED = object()

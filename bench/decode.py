@@ -20,8 +20,8 @@ import torch
 from bench.learn import RamMemory
 from bench.local_text import stdlib_text
 from learner.base import load_base
-from models import HybridLM, MemoryReader, ModelOutput, Special
 from memory.settings import SHIPPED_CHECKPOINT
+from models import HybridLM, MemoryReader, ModelOutput, Special
 
 CHUNK = 512
 

@@ -42,11 +42,11 @@ from memory.ids import MAX_SPAN_TOKENS
 from memory.index import IndexConfig
 from memory.migrate import upgrade
 from memory.schema import Agent, Document, Event
+from memory.settings import SHIPPED_CHECKPOINT, Settings
 from memory.store import row_place
 from memory.view import MemoryView
 from models import RetrievedMemory, Special
 from workers.app import make_app
-from memory.settings import SHIPPED_CHECKPOINT, Settings
 from workers.submit import DocumentUpload, submit_events
 
 ROOT = Path(__file__).resolve().parent.parent

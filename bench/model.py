@@ -90,9 +90,7 @@ def matmul_params(model: HybridLM) -> int:
     """Multiply-accumulates per token in weight matmuls (the unembedding included, the lookup not)."""
     total = model.embedding.numel()
     for name, p in model.named_parameters():
-        if name.endswith(".weight") and p.dim() == 2:  # Dense layers
-            total += p.numel()
-        elif name.endswith("gates.w"):  # block-diagonal RG-LRU gates
+        if (name.endswith(".weight") and p.dim() == 2) or name.endswith("gates.w"):  # Dense layers
             total += p.numel()
     return total
 

@@ -22,13 +22,14 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import torch
 from sqlalchemy import update
 
+from bench.deployment import Deployment, sse_events
 from bench.learn import bare_learning
 from bench.local_text import stdlib_text
 from learner.base import learning_config, load_base
@@ -36,9 +37,8 @@ from learner.eventlog import append_events
 from learner.stream_format import STREAM_START, EventReading
 from memory.db import make_engine, make_session_factory
 from memory.schema import Event, StreamSession
-from memory.store import MemoryStore
-from bench.deployment import Deployment, sse_events
 from memory.settings import SHIPPED_CHECKPOINT
+from memory.store import MemoryStore
 
 
 def timed_turn(client: httpx.Client, session_id: int, content: str, max_tokens: int, seed: int) -> tuple[float, float]:
@@ -86,7 +86,7 @@ def build_history(database_url: str, *, agent_id: int, session_id: int, base: st
                 state, last = out.state, reading.tokens[-1]
                 spans += reading.memory_spans(0, out.memory_kv.keys[0], out.memory_kv.values[0], 0)
             db.execute(update(Event).where(Event.id.in_([e.id for e in events]))
-                       .values(learned_at=datetime.now(timezone.utc)))
+                       .values(learned_at=datetime.now(UTC)))
             store.add_spans(spans, db=db)
     # The state has read every token but the last end-of-turn; a turn's state has read that too.
     state = model(torch.tensor([[last]]), state, None).state
@@ -132,7 +132,7 @@ def concurrent_figures(deployment: Deployment, key: str, agent_id: int, sessions
                     events = sse_events(response)
                 if response.status_code != 200 or events[-1][0] != "done":
                     errors.append(f"{response.status_code} {events[-1:]}")
-        except Exception as exc:  # noqa: BLE001 - counted, not raised
+        except Exception as exc:
             errors.append(repr(exc))
 
     started = time.perf_counter()

@@ -7,7 +7,7 @@ follows is `workers.submit`'s job, after the commit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -68,7 +68,7 @@ def append_document_chunks(db: Session, *, document_id: int, session_id: int, ch
     events = append_events(db, session_id=session_id, document_id=document_id,
                            events=[("document", chunk) for chunk in chunks])
     db.execute(update(Document).where(Document.id == document_id).values(
-        bytes_received=Document.bytes_received + sum(map(len, chunks)), updated_at=datetime.now(timezone.utc)))
+        bytes_received=Document.bytes_received + sum(map(len, chunks)), updated_at=datetime.now(UTC)))
     return events
 
 
@@ -93,7 +93,7 @@ def finish_document(db: Session, *, agent_id: int, document_id: int) -> Document
     db.refresh(document)
     document.status = learning_status(bytes_received=document.bytes_received,
                                       bytes_processed=document.bytes_processed)
-    document.updated_at = datetime.now(timezone.utc)
+    document.updated_at = datetime.now(UTC)
     return document
 
 
@@ -106,7 +106,7 @@ def mark_failed(db: Session, *, agent_id: int, through_event_id: int, reason: st
     count = db.execute(update(Event).where(*pending).values(failed_reason=reason)).rowcount
     if document_ids:
         db.execute(update(Document).where(Document.id.in_(document_ids))
-                   .values(status="failed", failed_reason=reason, updated_at=datetime.now(timezone.utc)))
+                   .values(status="failed", failed_reason=reason, updated_at=datetime.now(UTC)))
     return count
 
 
@@ -119,7 +119,7 @@ def mark_document_failed(db: Session, *, document_id: int, reason: str) -> None:
     db.execute(update(Event).where(Event.document_id == document_id, Event.learned_at.is_(None),
                                    Event.failed_reason.is_(None)).values(failed_reason=reason))
     db.execute(update(Document).where(Document.id == document_id)
-               .values(status="failed", failed_reason=reason, updated_at=datetime.now(timezone.utc)))
+               .values(status="failed", failed_reason=reason, updated_at=datetime.now(UTC)))
 
 
 def pending_learning(db: Session) -> list[tuple[int, int]]:

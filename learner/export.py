@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -43,7 +43,7 @@ def export_checkpoint(run: Path, out: Path, corpus: Path, *, heldout_bytes: int 
         "hardware": hardware or f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "heldout_bits_per_byte": {k: round(v, 4) for k, v in heldout.items()}, "heldout_bytes_per_source": heldout_bytes,
         "final_train_loss_nats": meta["history"][-1]["loss"] if meta["history"] else None,
-        "training_config": config, "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "training_config": config, "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": [{k: s[k] for k in ("name", "licence", "origin", "included")} for s in manifest["sources"]],
     }
     parent = initialized_from or meta.get("initialized_from")

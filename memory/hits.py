@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import bindparam, update
@@ -60,7 +60,7 @@ def record_hits(db: Session, *, agent_id: int, hits: Mapping[int, int]) -> None:
     statement = (
         update(Memory)
         .where(Memory.id == bindparam("memory_id"), Memory.agent_id == agent_id)
-        .values(hit_count=Memory.hit_count + bindparam("hits"), last_hit_at=datetime.now(timezone.utc))
+        .values(hit_count=Memory.hit_count + bindparam("hits"), last_hit_at=datetime.now(UTC))
         .execution_options(synchronize_session=False)
     )
     db.connection().execute(statement, [{"memory_id": i, "hits": n} for i, n in sorted(hits.items())])

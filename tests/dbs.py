@@ -28,7 +28,7 @@ def postgres_or_skip() -> str:
         with engine.begin() as connection:
             connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
             connection.execute(text("CREATE SCHEMA public"))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
+    except Exception as exc:
         _unreachable("PostgreSQL", POSTGRES_URL, "LIFELONG_TEST_POSTGRES_URL", exc)
     finally:
         engine.dispose()

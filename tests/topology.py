@@ -32,8 +32,8 @@ import yaml
 from celery.utils.nodenames import host_format
 
 from bench.deployment import free_port, is_ready
-from workers.app import make_app
 from memory.settings import Settings
+from workers.app import make_app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"

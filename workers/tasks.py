@@ -20,12 +20,12 @@ from sqlalchemy import exc as sql_errors
 from learner.base import load_base
 from learner.eventlog import mark_failed
 from learner.learn import LearnConflict, learn_through
-from memory.db import make_engine, make_session_factory
 from memory.admin import stored_tokens
+from memory.db import make_engine, make_session_factory
 from memory.schema import Agent
+from memory.settings import Settings
 from memory.store import MemoryStore
 from workers.context import WorkerContext, worker_context
-from memory.settings import Settings
 from workers.submit import enqueue_snapshot, requeue_pending
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def _run(task: Task, work: Callable[[WorkerContext], dict], fail: Callable[[Work
             log.warning("%s%s: transient %s; retrying in %.1fs", task.name, task.request.args, _reason(exc), countdown)
             raise task.retry(exc=exc, countdown=countdown) from exc
         reason = f"gave up after {task.request.retries} retries: {_reason(exc)}"
-    except Exception as exc:  # noqa: BLE001 - everything else is permanent by definition
+    except Exception as exc:
         log.exception("%s%s failed permanently", task.name, task.request.args)
         reason = _reason(exc)
     fail(context, reason)

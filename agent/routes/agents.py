@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
@@ -113,6 +113,6 @@ def revoke_key(key_id: int, db: Db, _: AdminKey) -> Response:
     if row is None:
         raise not_found(f"key {key_id}")
     if row.revoked_at is None:
-        row.revoked_at = datetime.now(timezone.utc)
+        row.revoked_at = datetime.now(UTC)
         db.commit()
     return Response(status_code=204)

@@ -7,8 +7,8 @@ from fastapi import APIRouter
 from agent.deps import CurrentKey, Db, agent_for
 from agent.errors import ApiError
 from agent.schemas import RollbackRequest, VersionPublic
-from memory.db import lock_agent
 from learner.versions import VersionNotFound, list_versions, rollback
+from memory.db import lock_agent
 
 router = APIRouter(prefix="/v1", tags=["weights"])
 

@@ -11,11 +11,11 @@ from agent.runtime import AgentRuntime, uncovered_events
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent, Event, StreamSession
+from memory.settings import Settings
 from models import SamplingConfig
 from tests.dbs import postgres_or_skip
 from tests.learning import new_agent
 from workers.app import make_app
-from memory.settings import Settings
 
 SAMPLING = SamplingConfig(temperature=0.0, max_bytes=48, stop_at_end_of_turn=False)
 
@@ -43,7 +43,7 @@ def test_simultaneous_turns_from_two_processes_take_turns_and_the_session_contin
         start.wait()
         try:
             runtime.chat(session_id=session_id, content=content, sampling=SAMPLING)
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=turn, args=(r, m)) for r, m in ((first, b"from one"), (second, b"from two"))]

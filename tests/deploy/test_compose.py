@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from agent.cli import build_parser
+from memory.settings import Settings
 from tests.topology import COMPOSE, ENV_EXAMPLE, ROOT, load_compose, option
 from workers.app import QUEUES
-from memory.settings import Settings
 
 SERVICES = load_compose()["services"]
 LIFELONG_SERVICES = sorted(name for name, service in SERVICES.items() if "build" in service)
@@ -43,7 +43,7 @@ def test_compose_file_follows_the_compose_specification(tmp_path):
 def parse(command: list[str]) -> argparse.Namespace:
     assert command[0] == "lifelong", command
     parser = build_parser()
-    if command[1] not in parser._subparsers._group_actions[0].choices:  # noqa: SLF001 - argparse has no API for it
+    if command[1] not in parser._subparsers._group_actions[0].choices:
         pytest.skip(f"`lifelong {command[1]}` is not in the CLI yet; compose.yaml assumes {command}")
     try:
         return parser.parse_args(command[1:])

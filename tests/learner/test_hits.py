@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from learner.learn import LearnerCache, learn_through
 from memory.schema import Agent, Memory
-from tests.learning import db_url, empty_db_url, received_document, sessions  # noqa: F401
 from memory.settings import SHIPPED_CHECKPOINT
+from tests.learning import db_url, empty_db_url, received_document, sessions  # noqa: F401
 
 
 def _hits(sessions, agent_id: int) -> dict[int | None, int]:

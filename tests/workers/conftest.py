@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from memory.migrate import upgrade
+from memory.settings import Settings
 from tests.dbs import postgres_or_skip, redis_or_skip
 from workers.app import make_app
-from memory.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous: a worker imports torch and Celery; a wait ending here is a failure, not a timing assertion.

@@ -11,10 +11,10 @@ from learner.eventlog import append_events
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent, Event
+from memory.settings import Settings
 from memory.store import MemoryStore
 from tests.learning import TINY, new_agent
 from workers.app import make_app
-from memory.settings import Settings
 
 
 @pytest.fixture

@@ -25,12 +25,12 @@ class SentTasks:
         self.sent.append((name, args))
 
 
-def _document(sessions, document_id: int) -> Document:  # noqa: F811
+def _document(sessions, document_id: int) -> Document:
     with sessions() as db:
         return db.get(Document, document_id)
 
 
-def test_an_upload_commits_chunk_events_as_they_arrive_and_learns_them(sessions):  # noqa: F811
+def test_an_upload_commits_chunk_events_as_they_arrive_and_learns_them(sessions):
     agent_id, _ = new_agent(sessions, "a", learning={"learning_rate": 0.0})
     tasks = SentTasks()
     upload = DocumentUpload(tasks, sessions, agent_id=agent_id, chunk_bytes=64, name="n.txt")
@@ -57,7 +57,7 @@ def test_an_upload_commits_chunk_events_as_they_arrive_and_learns_them(sessions)
     assert _document(sessions, document_id).status == "learned"
 
 
-def test_a_broken_upload_is_failed_and_its_unlearned_chunks_are_never_learned(sessions):  # noqa: F811
+def test_a_broken_upload_is_failed_and_its_unlearned_chunks_are_never_learned(sessions):
     agent_id, _ = new_agent(sessions, "a")
     upload = DocumentUpload(SentTasks(), sessions, agent_id=agent_id, chunk_bytes=64)
     upload.write(b"x" * 64 * CHUNKS_PER_TASK)
@@ -68,7 +68,7 @@ def test_a_broken_upload_is_failed_and_its_unlearned_chunks_are_never_learned(se
     assert report.events == 0
 
 
-def test_an_empty_upload_creates_nothing(sessions):  # noqa: F811
+def test_an_empty_upload_creates_nothing(sessions):
     agent_id, _ = new_agent(sessions, "a")
     upload = DocumentUpload(SentTasks(), sessions, agent_id=agent_id, chunk_bytes=64)
     try:
@@ -79,7 +79,7 @@ def test_an_empty_upload_creates_nothing(sessions):  # noqa: F811
         assert db.scalars(select(Document)).all() == []
 
 
-def test_an_upload_finishing_while_a_learner_commits_waits_for_it_instead_of_deadlocking(sessions):  # noqa: F811
+def test_an_upload_finishing_while_a_learner_commits_waits_for_it_instead_of_deadlocking(sessions):
     """A learner holds the agent's lock, then updates the document's progress. The upload's last commit
     must take that lock before touching the document's row, or PostgreSQL aborts one of them."""
     if sessions.kw["bind"].dialect.name != "postgresql":
@@ -99,7 +99,7 @@ def test_an_upload_finishing_while_a_learner_commits_waits_for_it_instead_of_dea
                 assert another_backend_waits_for_a_lock(sessions, timeout_s=30), "the upload never waited"
                 db.execute(update(Document).where(Document.id == upload.document_id)
                            .values(bytes_processed=Document.bytes_processed + 64))
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+        except Exception as exc:
             errors.append(exc)
 
     learner = threading.Thread(target=learner_commit)
@@ -107,7 +107,7 @@ def test_an_upload_finishing_while_a_learner_commits_waits_for_it_instead_of_dea
     locked.wait()
     try:
         document_id = upload.finish()
-    except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+    except Exception as exc:
         errors.append(exc)
     learner.join()
     assert errors == []
