@@ -7,6 +7,7 @@ from tests to bench, never from the product packages to either). A failure to st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -67,7 +68,8 @@ class Deployment:
         return {**env, **self.env, "PYTHONPATH": str(ROOT)}
 
     def _spawn(self, *args: str) -> subprocess.Popen:
-        log = open(self.logs / f"{args[0]}-{len(self.processes)}.log", "wb")
+        # The process writes it for as long as it lives; closed when the process is reaped.
+        log = open(self.logs / f"{args[0]}-{len(self.processes)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen([sys.executable, "-m", "agent.cli", *args], cwd=ROOT, env=self.process_env(),
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
@@ -106,10 +108,8 @@ class Deployment:
 
     def shutdown(self) -> None:
         for process in self.processes:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait(timeout=30)
 
 

@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     train = {}
     optimizer = torch.optim.AdamW(train_model.parameters(), lr=1e-3)
     for name, bf16 in (("fp32", False), ("bf16", True)):
-        seconds = median_seconds(lambda: train_step(train_model, optimizer, seq_tokens, bf16), repeats=max(2, repeats - 2))
+        seconds = median_seconds(lambda bf16=bf16: train_step(train_model, optimizer, seq_tokens, bf16),
+                                 repeats=max(2, repeats - 2))
         train[name] = {"bytes_per_s": batch_size * CHUNK / seconds, "seconds_per_step": seconds,
                        "mfu": flops / seconds / (peak[name] * 1e9)}
     chosen = max(train, key=lambda k: train[k]["bytes_per_s"])

@@ -78,7 +78,7 @@ class AgentLearner:
 class LearnerCache:
     """Per worker process: the last model of each agent, reused while no one else publishes a version."""
 
-    def __init__(self, sessions: sessionmaker[Session], device: str = "cpu", store_config: StoreConfig = StoreConfig()):  # noqa: B008 - frozen
+    def __init__(self, sessions: sessionmaker[Session], device: str = "cpu", store_config: StoreConfig = StoreConfig()):
         self.sessions = sessions
         self.device = device
         self.store_config = store_config

@@ -122,7 +122,7 @@ def test_a_document_ingested_while_chatting_is_learned_and_its_memories_curated(
         thread = threading.Thread(target=upload)
         thread.start()
         started = time.monotonic()
-        text, done = stream_message(client, session_id, "what is in the logbook?", seed=1, max_tokens=32)
+        _text, _done = stream_message(client, session_id, "what is in the logbook?", seed=1, max_tokens=32)
         assert time.monotonic() - started < 30, "a chat turn waited on the document"
         thread.join()
         response = uploaded["response"]
@@ -166,7 +166,7 @@ def test_a_document_ingested_while_chatting_is_learned_and_its_memories_curated(
 
 
 def test_the_openai_client_streams_a_reply(deployment):
-    agent_id, key = new_agent(deployment, "oracle")
+    _agent_id, key = new_agent(deployment, "oracle")
     client = openai.OpenAI(base_url=f"{deployment.url}/v1", api_key=key, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
         model="oracle", messages=[{"role": "user", "content": "hi"}], max_tokens=16, seed=3)

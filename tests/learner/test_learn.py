@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from sqlalchemy import select
 
@@ -102,7 +104,7 @@ def test_a_documents_progress_is_committed_with_learning(sessions):
     rows = memory_rows(sessions, agent_id)
     # The spans tile the document's byte stream (the first input is the document marker, not a byte).
     assert rows[0][1] == 0 and rows[-1][2] == len(data) - 1
-    assert all(a[2] == b[1] for a, b in zip(rows, rows[1:]))
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(rows))
 
 
 def test_the_learner_opens_each_agent_s_memory_with_the_configured_store(sessions):

@@ -16,8 +16,8 @@ def corpus(tmp_path):
 
 
 def config(**changes) -> TrainConfig:
-    base = dict(batch_size=2, chunk_tokens=64, steps=6, learning_rate=3e-3, warmup_steps=2, memory_tokens=256,
-                bf16=False, checkpoint_every=3)
+    base = {"batch_size": 2, "chunk_tokens": 64, "steps": 6, "learning_rate": 3e-3, "warmup_steps": 2, "memory_tokens": 256,
+                "bf16": False, "checkpoint_every": 3}
     return TrainConfig(**{**base, **changes})
 
 

@@ -231,7 +231,7 @@ def test_searching_counts_no_hits(sessions, make_agent):
 
 def test_spans_must_fit_the_store(sessions, make_agent):
     store = store_for(sessions, make_agent("a"))
-    with pytest.raises(ValueError, match="1..1024 tokens"):
+    with pytest.raises(ValueError, match=r"1\.\.1024 tokens"):
         store.add_spans([Span(keys=np.zeros((0, DIM)), values=np.zeros((0, DIM)), text=b"", byte_start=0, byte_end=0)])
     with pytest.raises(ValueError, match="must both be"):
         store.add_spans([Span(keys=np.zeros((2, DIM)), values=np.zeros((2, 3)), text=b"", byte_start=0, byte_end=0)])

@@ -49,7 +49,7 @@ def test_converted_model_gives_the_reference_logits_in_one_pass_and_in_chunks():
     state, chunks = ours.init_state(2), []
     for start in range(0, length, 23):
         out = ours(tokens[:, start : start + 23], state)
-        state, chunks = out.state, chunks + [out.log_probs]
+        state, chunks = out.state, [*chunks, out.log_probs]
     assert (torch.cat(chunks, dim=1) - expected).abs().max().item() <= TOLERANCE
 
 

@@ -24,7 +24,7 @@ class ScriptedModel(HybridLM):
 
 def test_pieces_are_valid_utf8_and_generation_stops_at_end_of_turn(tiny_model):
     reply = "é€😀".encode() + b"\xff" + b"ok"
-    model = ScriptedModel(tiny_model, list(reply) + [int(Special.END_OF_TURN)]).eval()
+    model = ScriptedModel(tiny_model, [*list(reply), int(Special.END_OF_TURN)]).eval()
     gen = generate(model, torch.tensor([[1, 2, 3]]), sampling=SamplingConfig(temperature=0))
     pieces = list(gen)
     assert all(p for p in pieces)

@@ -41,5 +41,5 @@ def test_cuda_model_matches_cpu_model():
     state, chunks = gpu.init_state(2), []
     for start in range(0, 700, 128):
         out = gpu(tokens[:, start : start + 128].cuda(), state)
-        state, chunks = out.state, chunks + [out.log_probs.cpu()]
+        state, chunks = out.state, [*chunks, out.log_probs.cpu()]
     torch.testing.assert_close(torch.cat(chunks, 1), expected, atol=1e-3, rtol=1e-3)

@@ -23,5 +23,5 @@ def test_config_json_round_trip_and_validation():
 
 
 def test_loading_a_missing_model_names_the_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         HybridLM.load(tmp_path)

@@ -23,7 +23,7 @@ def test_turns_are_marked_and_specials_carry_no_bytes():
 
 def test_utf8_pieces_are_never_broken():
     rng = random.Random(1)
-    text = "naïve – 日本語 😀 done"
+    text = "naïve – 日本語 😀 done"  # noqa: RUF001 - an en dash on purpose: a multi-byte character
     streams = [text.encode(), rng.randbytes(500), "é".encode() + b"\xc3" + "€".encode()]
     for data in streams:
         pieces = Utf8Pieces()

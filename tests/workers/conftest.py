@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,7 +58,8 @@ def start_worker() -> Callable[..., subprocess.Popen]:
     def start(deployment: Deployment, *, concurrency: int = 1, **extra_env: str) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIFELONG_")}
         env.update(deployment.env, **extra_env, PYTHONPATH=str(ROOT))
-        log = open(Path(deployment.env["LIFELONG_DATA_DIR"]).parent / f"worker-{len(started)}.log", "wb")
+        # The worker writes it for as long as it lives.
+        log = open(Path(deployment.env["LIFELONG_DATA_DIR"]).parent / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "worker", f"--concurrency={concurrency}", "--loglevel=INFO",
              f"--hostname=test{len(started)}@%h"],
@@ -71,10 +73,8 @@ def start_worker() -> Callable[..., subprocess.Popen]:
 
 
 def _kill_group(process: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
     process.wait(timeout=30)
 
 
