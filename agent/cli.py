@@ -93,12 +93,16 @@ def _eval_stream(args: argparse.Namespace) -> int:
     if args.plot:
         plot_arms(results, args.plot, title=f"prequential bits per byte: {args.file.name}")
     summary = {
-        "file": str(args.file), "bytes": len(data), "chunk_tokens": args.chunk, "learning": dataclasses.asdict(learning),
+        "file": str(args.file),
+        "bytes": len(data),
+        "chunk_tokens": args.chunk,
+        "learning": dataclasses.asdict(learning),
         "bits_per_byte": {r.arm: round(r.bits_per_byte, 4) for r in results},
     }
     if "static" in args.arms and "both" in args.arms:
-        summary["both_over_static"] = round(results[args.arms.index("both")].bits_per_byte
-                                            / results[args.arms.index("static")].bits_per_byte, 4)
+        summary["both_over_static"] = round(
+            results[args.arms.index("both")].bits_per_byte / results[args.arms.index("static")].bits_per_byte, 4
+        )
     if args.json:
         print(json.dumps(summary))
     else:
@@ -121,12 +125,30 @@ def _eval_passkey(args: argparse.Namespace) -> int:
     distances = [int(d) for d in args.distances.split(",")]
     trials = {d: (args.trials if d <= 65_536 else args.trials_long) for d in distances}
     modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.retrieval]
-    results = passkey_eval(_load_model(args), filler_pool(args.corpus), distances=distances, trials=trials,
-                           retrieval_modes=modes, seed=args.seed, question_step=args.question_step)
-    rows = [{"distance": r.distance, "retrieval": r.retrieval, "trials": r.trials, "accuracy": r.accuracy,
-             "mixed_kinds": dict(zip(("recalled", "trials"), r.mixed)),
-             "misses": [{"expected": e, "produced": p, "stated_in": stated, "asked_after": asked}
-                        for (e, p), (stated, asked) in zip(r.answers, r.contexts) if e != p]} for r in results]
+    results = passkey_eval(
+        _load_model(args),
+        filler_pool(args.corpus),
+        distances=distances,
+        trials=trials,
+        retrieval_modes=modes,
+        seed=args.seed,
+        question_step=args.question_step,
+    )
+    rows = [
+        {
+            "distance": r.distance,
+            "retrieval": r.retrieval,
+            "trials": r.trials,
+            "accuracy": r.accuracy,
+            "mixed_kinds": dict(zip(("recalled", "trials"), r.mixed)),
+            "misses": [
+                {"expected": e, "produced": p, "stated_in": stated, "asked_after": asked}
+                for (e, p), (stated, asked) in zip(r.answers, r.contexts)
+                if e != p
+            ],
+        }
+        for r in results
+    ]
     if args.plot:
         _plot_passkey(results, args.plot)
     if args.json:
@@ -172,8 +194,16 @@ def _eval_forgetting(args: argparse.Namespace) -> int:
     learning = _learning_config(args)
     report = forgetting(_load_model(args), args.corpus, stream, learning=learning, max_bytes=args.heldout_bytes)
     if args.json:
-        print(json.dumps({"stream": str(args.stream), "bytes": len(stream), "learning": dataclasses.asdict(learning),
-                          "sources": report}))
+        print(
+            json.dumps(
+                {
+                    "stream": str(args.stream),
+                    "bytes": len(stream),
+                    "learning": dataclasses.asdict(learning),
+                    "sources": report,
+                }
+            )
+        )
     else:
         for source, row in report.items():
             print(f"{source:>14}: {row['before']:.4f} -> {row['after']:.4f} bits per byte (x{row['ratio']:.4f})")
@@ -183,10 +213,18 @@ def _eval_forgetting(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from learner.export import export_checkpoint
 
-    card = export_checkpoint(args.run, args.out, args.corpus, heldout_bytes=args.heldout_bytes,
-                             wall_seconds=args.wall_seconds, hardware=args.hardware,
-                             initialized_from=args.initialized_from)
-    print(json.dumps(card) if args.json else f"wrote {args.out} (held-out bits per byte: {card['heldout_bits_per_byte']})")
+    card = export_checkpoint(
+        args.run,
+        args.out,
+        args.corpus,
+        heldout_bytes=args.heldout_bytes,
+        wall_seconds=args.wall_seconds,
+        hardware=args.hardware,
+        initialized_from=args.initialized_from,
+    )
+    print(
+        json.dumps(card) if args.json else f"wrote {args.out} (held-out bits per byte: {card['heldout_bits_per_byte']})"
+    )
     return 0
 
 
@@ -203,8 +241,14 @@ def _serve(args: argparse.Namespace) -> int:
     from agent.serve import serve
     from memory.settings import Settings
 
-    serve(Settings(), host=args.host, port=args.port, migrate=not args.no_migrate,
-          worker=False if args.no_worker else None, log_level=args.log_level)
+    serve(
+        Settings(),
+        host=args.host,
+        port=args.port,
+        migrate=not args.no_migrate,
+        worker=False if args.no_worker else None,
+        log_level=args.log_level,
+    )
     return 0
 
 
@@ -221,20 +265,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(handler=_demo)
 
-    corpus = commands.add_parser("corpus", help="the training corpus").add_subparsers(dest="corpus_command", required=True)
+    corpus = commands.add_parser("corpus", help="the training corpus").add_subparsers(
+        dest="corpus_command", required=True
+    )
     build = corpus.add_parser("build", help="build the corpus from this machine's own text (no downloads)")
     build.add_argument("--out", type=Path, default=Path("data/corpus"), help="output directory (default: %(default)s)")
     build.add_argument("--seed", type=int, default=0, help="seed of the synthetic tasks")
     build.add_argument("--max-bytes-per-source", type=int, help="cap each source (for quick builds)")
     build.add_argument("--synthetic-train", type=int, help="synthetic training documents (default 4,000)")
-    build.add_argument("--synthetic-kinds", default="passkey,facts,repeat", help="comma-separated: passkey,facts,repeat,records")
-    build.add_argument("--synthetic-min-distance", type=int, default=1_000, help="shortest statement-to-question gap, bytes")
+    build.add_argument(
+        "--synthetic-kinds", default="passkey,facts,repeat", help="comma-separated: passkey,facts,repeat,records"
+    )
+    build.add_argument(
+        "--synthetic-min-distance", type=int, default=1_000, help="shortest statement-to-question gap, bytes"
+    )
     build.add_argument("--json", action="store_true", help="print the manifest as one JSON object")
     build.set_defaults(handler=_corpus_build)
 
     train = commands.add_parser("train-base", help="train a base model on a built corpus (resumes from --out)")
     train.add_argument("--corpus", type=Path, default=Path("data/corpus"))
-    train.add_argument("--out", type=Path, default=Path("runs/small"), help="checkpoints go here; an existing run resumes")
+    train.add_argument(
+        "--out", type=Path, default=Path("runs/small"), help="checkpoints go here; an existing run resumes"
+    )
     train.add_argument("--preset", default="small")
     train.add_argument("--steps", type=int, default=20_000)
     train.add_argument("--batch-size", type=int, default=8)
@@ -245,11 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-bf16", action="store_true", help="train in fp32")
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--init", type=Path, help="start from this saved model's weights (fine-tuning) instead of scratch")
-    train.add_argument("--train-only", action="append", metavar="PREFIX",
-                       help="only parameters whose names start with PREFIX learn (repeatable), e.g. blocks.5.")
-    train.add_argument("--recall-weight", type=float, default=1.0,
-                       help="loss weight of the bytes a synthetic task's recall must produce (default 1: the plain mean)")
+    train.add_argument(
+        "--init", type=Path, help="start from this saved model's weights (fine-tuning) instead of scratch"
+    )
+    train.add_argument(
+        "--train-only",
+        action="append",
+        metavar="PREFIX",
+        help="only parameters whose names start with PREFIX learn (repeatable), e.g. blocks.5.",
+    )
+    train.add_argument(
+        "--recall-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of the bytes a synthetic task's recall must produce (default 1: the plain mean)",
+    )
     train.add_argument("--max-minutes", type=float, help="checkpoint and stop after this much wall time (resume later)")
     train.set_defaults(handler=_train_base)
 
@@ -259,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     export.add_argument("--heldout-bytes", type=int, default=65_536)
     export.add_argument("--wall-seconds", type=float, help="training wall time, if the run did not record it")
-    export.add_argument("--initialized-from", type=Path, help="the base a fine-tuning run started from, if not recorded")
+    export.add_argument(
+        "--initialized-from", type=Path, help="the base a fine-tuning run started from, if not recorded"
+    )
     export.add_argument("--hardware", help="where it trained (default: this machine)")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=_export)
@@ -267,33 +331,50 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="eval_command", required=True)
     stream = evaluate.add_parser("stream", help="prequential bits per byte over a text, four arms")
     stream.add_argument("file", type=Path)
-    stream.add_argument("--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)")
+    stream.add_argument(
+        "--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)"
+    )
     stream.add_argument("--preset", default="small")
     stream.add_argument("--chunk", type=int, default=512)
     stream.add_argument("--max-bytes", type=int, default=1 << 20)
-    stream.add_argument("--lr", type=float, help="online learning rate of the learning arms (default: LearningConfig's)")
+    stream.add_argument(
+        "--lr", type=float, help="online learning rate of the learning arms (default: LearningConfig's)"
+    )
     stream.add_argument("--trainable", choices=["downstream", "all"], help="what learns (default: LearningConfig's)")
     stream.add_argument("--rule", choices=["normalized", "sgd"], help="online update rule (default: LearningConfig's)")
     stream.add_argument("--anchor", type=float, help="pull toward the base per step (default: LearningConfig's)")
-    stream.add_argument("--arms", nargs="+", default=["static", "retrieval", "learning", "both"],
-                        choices=["static", "retrieval", "learning", "both"])
+    stream.add_argument(
+        "--arms",
+        nargs="+",
+        default=["static", "retrieval", "learning", "both"],
+        choices=["static", "retrieval", "learning", "both"],
+    )
     stream.add_argument("--plot", type=Path, help="write a PNG of bits per byte against position")
     stream.add_argument("--json", action="store_true")
     stream.set_defaults(handler=_eval_stream)
 
     passkey = evaluate.add_parser("passkey", help="passkey recall against distance, retrieval on and off")
     passkey.add_argument("--corpus", type=Path, default=Path("data/corpus"), help="held-out filler comes from here")
-    passkey.add_argument("--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)")
+    passkey.add_argument(
+        "--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)"
+    )
     passkey.add_argument("--preset", default="small")
     passkey.add_argument("--distances", default="1024,4096,16384,65536,1048576")
     passkey.add_argument("--trials", type=int, default=20, help="trials per distance up to 64K")
     passkey.add_argument("--trials-long", type=int, default=5, help="trials per distance beyond 64K")
     passkey.add_argument("--seed", type=int, default=0)
-    passkey.add_argument("--retrieval", choices=("both", "on", "off"), default="both",
-                         help="score with the memory on, off, or both (the same keys and filler either way)")
-    passkey.add_argument("--question-step", action="store_true",
-                         help="read the question's last byte as a step of its own, once all before it is in memory "
-                              "(as serving reads a chat prompt); by default the question's chunk is read whole")
+    passkey.add_argument(
+        "--retrieval",
+        choices=("both", "on", "off"),
+        default="both",
+        help="score with the memory on, off, or both (the same keys and filler either way)",
+    )
+    passkey.add_argument(
+        "--question-step",
+        action="store_true",
+        help="read the question's last byte as a step of its own, once all before it is in memory "
+        "(as serving reads a chat prompt); by default the question's chunk is read whole",
+    )
     passkey.add_argument("--plot", type=Path)
     passkey.add_argument("--json", action="store_true")
     passkey.set_defaults(handler=_eval_passkey)
@@ -301,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     forget = evaluate.add_parser("forgetting", help="held-out bits per byte per source before/after learning a stream")
     forget.add_argument("stream", type=Path, help="text of another domain to learn online")
     forget.add_argument("--corpus", type=Path, default=Path("data/corpus"))
-    forget.add_argument("--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)")
+    forget.add_argument(
+        "--checkpoint", type=Path, help="a saved model directory (default: checkpoints/small if shipped)"
+    )
     forget.add_argument("--preset", default="small")
     forget.add_argument("--max-bytes", type=int, default=1 << 20)
     forget.add_argument("--heldout-bytes", type=int, default=65_536, help="held-out bytes scored per source")
@@ -312,16 +395,22 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--json", action="store_true")
     forget.set_defaults(handler=_eval_forgetting)
 
-    worker = commands.add_parser("worker", help="run a Celery worker: online learning, ingestion, maintenance "
-                                                "(configured by LIFELONG_* environment variables)")
+    worker = commands.add_parser(
+        "worker",
+        help="run a Celery worker: online learning, ingestion, maintenance "
+        "(configured by LIFELONG_* environment variables)",
+    )
     worker.add_argument("--queues", help="comma-separated (default: every queue, learn and maintenance)")
     worker.add_argument("--concurrency", type=int, help="worker processes (default: LIFELONG_WORKER_CONCURRENCY or 1)")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--hostname", help="Celery node name, e.g. learn1@%%h")
     worker.set_defaults(handler=_worker)
 
-    serve = commands.add_parser("serve", help="run the HTTP API (and, on the embedded defaults, a learning worker "
-                                              "beside it: no external service needed)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API (and, on the embedded defaults, a learning worker "
+        "beside it: no external service needed)",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-migrate", action="store_true", help="do not upgrade the database schema at start")

@@ -64,7 +64,9 @@ def run_demo(
         state = State.from_bytes(out.state.to_bytes())  # what a restart between turns does
     elapsed = time.perf_counter() - started
     scored = tokens.shape[1] - 1
-    reply = generate(model, tokens[:, -1:], state=state, memory=memory, sampling=SamplingConfig(seed=seed, max_bytes=120))
+    reply = generate(
+        model, tokens[:, -1:], state=state, memory=memory, sampling=SamplingConfig(seed=seed, max_bytes=120)
+    )
     return DemoReport(
         source=str(source),
         bytes_read=len(data),

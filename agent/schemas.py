@@ -19,11 +19,18 @@ class Page(BaseModel, Generic[T]):
 
 
 class AgentCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
-                      description="unique; letters, digits, '_', '.', '-' (it is the model name of /v1/chat/completions)")
-    base_checkpoint: str | None = Field(None, max_length=500,
-                                        description="a model directory or 'preset:NAME'; default: the server's")
-    learning: dict[str, Any] | None = Field(None, description="online learning settings (learning_rate, trainable, ...)")
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="unique; letters, digits, '_', '.', '-' (it is the model name of /v1/chat/completions)",
+    )
+    base_checkpoint: str | None = Field(
+        None, max_length=500, description="a model directory or 'preset:NAME'; default: the server's"
+    )
+    learning: dict[str, Any] | None = Field(
+        None, description="online learning settings (learning_rate, trainable, ...)"
+    )
 
 
 class AgentPublic(BaseModel):

@@ -2,13 +2,14 @@
 `python -m bench.learn --json`.
 
 A long stream of Python's own test suite (code the base never trained on) is uploaded as one
-document (`DocumentUpload`, as the API receives one) to a real `lifelong worker` process on the embedded deployment (SQLite + the SQL
-transport, in a temporary directory), with the shipped base checkpoint. Measured: bytes/s from
-upload to "learned" (a learn task per 16 chunks, one committed version per chunk: memories,
-stream state, weights, all in SQL); bytes/s of the same online steps (same chunks, same learning
-rule, retrieval from the same kind of FAISS index in RAM) with no queue and no SQL; prequential
-bits per byte of the static and both (learning + retrieval) arms; and forgetting: held-out base-
-data bits per byte with the weights the worker published, over those of the base.
+document (`DocumentUpload`, as the API receives one) to a real `lifelong worker` process on the
+embedded deployment (SQLite + the SQL transport, in a temporary directory), with the shipped base
+checkpoint. Measured: bytes/s from upload to "learned" (a learn task per 16 chunks, one committed
+version per chunk: memories, stream state, weights, all in SQL); bytes/s of the same online steps
+(same chunks, same learning rule, retrieval from the same kind of FAISS index in RAM) with no queue
+and no SQL; prequential bits per byte of the static and both (learning + retrieval) arms; and
+forgetting: held-out base- data bits per byte with the weights the worker published, over those of
+the base.
 Prints one JSON object.
 """
 
@@ -69,8 +70,12 @@ class RamMemory:
         keys, values = keys.reshape(-1, keys.shape[-1]), values.reshape(-1, values.shape[-1])
         for start in range(0, keys.shape[0], MAX_SPAN_TOKENS):
             end = min(start + MAX_SPAN_TOKENS, keys.shape[0])
-            self.view.add_row(self.next_id, _fp16(keys[start:end]), _fp16(values[start:end]),
-                              row_place(1, 1, None, self.next_token, self.next_token + end - start))
+            self.view.add_row(
+                self.next_id,
+                _fp16(keys[start:end]),
+                _fp16(values[start:end]),
+                row_place(1, 1, None, self.next_token, self.next_token + end - start),
+            )
             self.next_id, self.next_token = self.next_id + 1, self.next_token + end - start
         if self.view.needs_refit():
             self.view.refit()
@@ -128,8 +133,14 @@ def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path)
     app = make_app(settings)
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith("LIFELONG_")} | env
     log = open(workdir / "worker.log", "wb")  # noqa: SIM115 - the worker writes to it until `finally` closes it
-    worker = subprocess.Popen([sys.executable, "-m", "agent.cli", "worker", "--concurrency=1", "--loglevel=WARNING"],
-                              cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "worker", "--concurrency=1", "--loglevel=WARNING"],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         with sessions.begin() as db:
             warmup = Agent(name="warm-up", base_checkpoint=base_spec)
@@ -153,8 +164,13 @@ def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path)
             bits = db.scalar(select(func.sum(Event.learned_bits)).where(Event.document_id == document_id))
             versions = db.scalar(select(func.count()).select_from(Event).where(Event.document_id == document_id))
         serving = ServingModel(sessions=sessions, agent_id=agent_id, base=load_base(base_spec))
-        return {"bytes_per_s": len(data) / seconds, "seconds": seconds, "prequential_bpb": bits / len(data),
-                "chunks": versions, "model": serving.current().model}
+        return {
+            "bytes_per_s": len(data) / seconds,
+            "seconds": seconds,
+            "prequential_bpb": bits / len(data),
+            "chunks": versions,
+            "model": serving.current().model,
+        }
     finally:
         os.kill(worker.pid, signal.SIGTERM)  # warm shutdown: the main process stops its pool
         try:
@@ -168,8 +184,9 @@ def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path)
 
 def _pending(sessions, agent_id: int) -> int:
     with sessions() as db:
-        return db.scalar(select(func.count()).select_from(Event).where(Event.agent_id == agent_id,
-                                                                       Event.learned_at.is_(None)))
+        return db.scalar(
+            select(func.count()).select_from(Event).where(Event.agent_id == agent_id, Event.learned_at.is_(None))
+        )
 
 
 def _status(sessions, document_id: int) -> str:
@@ -206,16 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     after = heldout(worker["model"].eval(), args.corpus, args.heldout_bytes, fallback)
     forgetting = sum(after.values()) / sum(before.values())  # equal bytes per source: pooled bits ratio
     report = {
-        "checkpoint": spec, "stream_bytes": len(data), "chunk_bytes": args.chunk, "chunks": worker["chunks"],
+        "checkpoint": spec,
+        "stream_bytes": len(data),
+        "chunk_bytes": args.chunk,
+        "chunks": worker["chunks"],
         "learning": dataclasses.asdict(learning),
         "learn_bytes_per_s": round(worker["bytes_per_s"], 1),
         "bare_train_bytes_per_s": round(bare_bps, 1),
         "ratio": round(worker["bytes_per_s"] / bare_bps, 3),
-        "prequential_bpb": {"static": round(static, 4), "both": round(bare_bpb, 4),
-                            "both_through_worker": round(worker["prequential_bpb"], 4)},
+        "prequential_bpb": {
+            "static": round(static, 4),
+            "both": round(bare_bpb, 4),
+            "both_through_worker": round(worker["prequential_bpb"], 4),
+        },
         "forgetting": round(forgetting, 4),
-        "heldout_bpb": {source: {"before": round(before[source], 4), "after": round(after[source], 4)}
-                        for source in before},
+        "heldout_bpb": {
+            source: {"before": round(before[source], 4), "after": round(after[source], 4)} for source in before
+        },
         "torch_threads": torch.get_num_threads(),
     }
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))

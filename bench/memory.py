@@ -76,7 +76,9 @@ def chunk_queries(model: HybridLM, text: bytes) -> np.ndarray:
     return recorder.queries[0].reshape(-1, model.config.head_dim).float().numpy()
 
 
-def measure_search(store: MemoryStore, probes: list[np.ndarray], repeats: int) -> tuple[list[float], list[float], np.ndarray]:
+def measure_search(
+    store: MemoryStore, probes: list[np.ndarray], repeats: int
+) -> tuple[list[float], list[float], np.ndarray]:
     """Seconds of each chunk's full search (index, pairs as tensors), of following what it found
     (twice, as the retrieval block does), and the ids found for all probes. The store catches up once
     first, as a request or a learning batch does; a chunk's search reads RAM only."""
@@ -94,7 +96,9 @@ def measure_search(store: MemoryStore, probes: list[np.ndarray], repeats: int) -
     return searches, follows, store.search_ids(np.concatenate(probes), TOP_K).ids
 
 
-def search_figures(store: MemoryStore, probes: list[np.ndarray], exact_ids: np.ndarray, repeats: int) -> dict[str, float]:
+def search_figures(
+    store: MemoryStore, probes: list[np.ndarray], exact_ids: np.ndarray, repeats: int
+) -> dict[str, float]:
     """Median ms of a chunk's search and recall@k of all probes against exact search, as the index stands."""
     searches, follows, found = measure_search(store, probes, repeats)
     positions = _positions(store, found, SPAN)
@@ -117,10 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="stored-token counts to measure at")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT,
-                        help="model whose keys are stored; 'untrained' for seeded initial weights")
-    parser.add_argument("--nprobe", default="",
-                        help="comma-separated probe counts to measure IVF search at (default: the configured one)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=SHIPPED_CHECKPOINT,
+        help="model whose keys are stored; 'untrained' for seeded initial weights",
+    )
+    parser.add_argument(
+        "--nprobe",
+        default="",
+        help="comma-separated probe counts to measure IVF search at (default: the configured one)",
+    )
     args = parser.parse_args(argv)
     # Whole spans only, so stored rows and the exact reference hold the same keys.
     sizes = [-(-int(s) // SPAN) * SPAN for s in args.sizes.split(",")]
@@ -138,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     probes = [chunk_queries(model, held_out[i * SPAN : (i + 1) * SPAN]) for i in range(PROBE_CHUNKS)]
     probe = np.concatenate(probes)
     result: dict[str, object] = {
-        "model": model_name, "head_dim": model.config.head_dim,
-        "queries_per_chunk": int(probes[0].shape[0]), "probe_chunks": PROBE_CHUNKS, "top_k": TOP_K,
+        "model": model_name,
+        "head_dim": model.config.head_dim,
+        "queries_per_chunk": int(probes[0].shape[0]),
+        "probe_chunks": PROBE_CHUNKS,
+        "top_k": TOP_K,
         "encode_s": round(encode_s, 1),
     }
 
@@ -158,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         stored, add_seconds, per_size = 0, 0.0, {}
         for size in sizes:
             spans = [
-                Span(keys=keys[i : i + SPAN], values=values[i : i + SPAN], text=b"x" * SPAN, byte_start=i, byte_end=i + SPAN)
+                Span(
+                    keys=keys[i : i + SPAN],
+                    values=values[i : i + SPAN],
+                    text=b"x" * SPAN,
+                    byte_start=i,
+                    byte_end=i + SPAN,
+                )
                 for i in range(stored, size, SPAN)
             ]
             start = time.perf_counter()
@@ -170,13 +190,18 @@ def main(argv: list[str] | None = None) -> int:
             exact.add(keys[:size].astype(np.float32))
             _, exact_ids = exact.search(probe, TOP_K)
             configured = store.view.index.nprobe
-            per_size[str(size)] = {"index": store.view.index.kind, "nprobe": configured,
-                                   **search_figures(store, probes, exact_ids, args.repeats)}
+            per_size[str(size)] = {
+                "index": store.view.index.kind,
+                "nprobe": configured,
+                **search_figures(store, probes, exact_ids, args.repeats),
+            }
             if store.view.index.kind == "ivf" and nprobes:
                 per_size[str(size)]["by_nprobe"] = {}
                 for lists in nprobes:
                     store.view.index.nprobe = lists
-                    per_size[str(size)]["by_nprobe"][str(lists)] = search_figures(store, probes, exact_ids, args.repeats)
+                    per_size[str(size)]["by_nprobe"][str(lists)] = search_figures(
+                        store, probes, exact_ids, args.repeats
+                    )
                 store.view.index.nprobe = configured
         result["add_keys_per_s"] = round(stored / add_seconds)
         result["by_size"] = per_size
@@ -186,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         result["rebuild_s"] = round(time.perf_counter() - start, 2)
         result["rebuilt_tokens"] = len(store)
         # After a rebuild the IVF centroids are trained on everything stored, not on an earlier part.
-        result["after_rebuild"] = {"index": store.view.index.kind, "nprobe": store.view.index.nprobe,
-                                   **search_figures(store, probes, exact_ids, args.repeats)}
+        result["after_rebuild"] = {
+            "index": store.view.index.kind,
+            "nprobe": store.view.index.nprobe,
+            **search_figures(store, probes, exact_ids, args.repeats),
+        }
         with engine.connect() as connection:
             page_size = connection.exec_driver_sql("PRAGMA page_size").scalar()
             pages = connection.exec_driver_sql("PRAGMA page_count").scalar()

@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     model = HybridLM(config).eval()
     text = stdlib_text(history + 2 * CHUNK)
     chunk = tokens_of(text[history : history + CHUNK])
-    result: dict[str, object] = {"preset": args.preset, "params": model.num_params(), "threads": torch.get_num_threads()}
+    result: dict[str, object] = {
+        "preset": args.preset, "params": model.num_params(), "threads": torch.get_num_threads(),
+    }
 
     peak = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     result["matmul_peak_gflops"] = {k: round(v, 1) for k, v in peak.items()}
@@ -191,29 +193,40 @@ def main(argv: list[str] | None = None) -> int:
         generation["compiled_history_0"] = generate_bytes_per_s(model, fresh, gen_bytes, repeats, decoder)
         generation["compiled_history_64k"] = generate_bytes_per_s(model, with_history, gen_bytes, repeats, decoder)
     result["generate_bytes_per_s_by_mode"] = {k: round(v) for k, v in generation.items()}
-    result["generate_bytes_per_s"] = round(min(max(v for k, v in generation.items() if k.endswith(h))
-                                               for h in ("history_0", "history_64k")))
+    result["generate_bytes_per_s"] = round(
+        min(max(v for k, v in generation.items() if k.endswith(h)) for h in ("history_0", "history_64k"))
+    )
 
     seq_tokens = tokens_of(stdlib_text(batch_size * (CHUNK + 1), skip=history), batch=batch_size)
     train_model = HybridLM(config)
-    flops = 3 * (2 * matmul_params(train_model) * batch_size * CHUNK + batch_size * attention_flops_per_sequence(config, CHUNK))
+    flops = 3 * (
+        2 * matmul_params(train_model) * batch_size * CHUNK + batch_size * attention_flops_per_sequence(config, CHUNK)
+    )
     train = {}
     optimizer = torch.optim.AdamW(train_model.parameters(), lr=1e-3)
     for name, bf16 in (("fp32", False), ("bf16", True)):
-        seconds = median_seconds(lambda bf16=bf16: train_step(train_model, optimizer, seq_tokens, bf16),
-                                 repeats=max(2, repeats - 2))
-        train[name] = {"bytes_per_s": batch_size * CHUNK / seconds, "seconds_per_step": seconds,
-                       "mfu": flops / seconds / (peak[name] * 1e9)}
+        seconds = median_seconds(
+            lambda bf16=bf16: train_step(train_model, optimizer, seq_tokens, bf16), repeats=max(2, repeats - 2)
+        )
+        train[name] = {
+            "bytes_per_s": batch_size * CHUNK / seconds,
+            "seconds_per_step": seconds,
+            "mfu": flops / seconds / (peak[name] * 1e9),
+        }
     chosen = max(train, key=lambda k: train[k]["bytes_per_s"])
     result["train_dtype"] = chosen
     result["train_batch"] = [batch_size, CHUNK]
     result["train_by_dtype"] = {k: {m: round(v, 3) for m, v in d.items()} for k, d in train.items()}
     result["train_bytes_per_s"] = round(train[chosen]["bytes_per_s"])
     result["train_mfu"] = round(train[chosen]["mfu"], 3)
-    result["scan_share"] = round(scan_seconds(train_model, batch_size, CHUNK, repeats) / train[chosen]["seconds_per_step"], 3)
+    result["scan_share"] = round(
+        scan_seconds(train_model, batch_size, CHUNK, repeats) / train[chosen]["seconds_per_step"], 3
+    )
 
     if not args.quick:
-        result["loss_after_20_steps"] = bf16_loss_check(config, stdlib_text(20 * batch_size * (CHUNK + 1)), batch_size, 20)
+        result["loss_after_20_steps"] = bf16_loss_check(
+            config, stdlib_text(20 * batch_size * (CHUNK + 1)), batch_size, 20
+        )
 
     if args.json:
         print(json.dumps(result))

@@ -88,8 +88,12 @@ def probe_trial(model: HybridLM, document: bytes, key: bytes, store: MemoryStore
     finally:
         hook.remove()
     result = {
-        "key": key.decode(), "stored_pairs": len(store), "index": store.view.index.kind, "lists": store.view.index.lists,
-        "read_s": round(read_s, 1), "answers": answers,
+        "key": key.decode(),
+        "stored_pairs": len(store),
+        "index": store.view.index.kind,
+        "lists": store.view.index.lists,
+        "read_s": round(read_s, 1),
+        "answers": answers,
         "correct": {probes: answer == key.decode() for probes, answer in answers.items()},
     }
     stored = torch.from_numpy(store.view.mirror.live_pairs()[2]).float()  # in stream order: pair t names token t
@@ -115,8 +119,15 @@ def cosines(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
 
 
 @torch.no_grad()
-def context_cosines(model: HybridLM, tokens: list[int], key: bytes, first_digit: int, state: State,
-                    last_chunk: list[int], statement: torch.Tensor) -> dict:
+def context_cosines(
+    model: HybridLM,
+    tokens: list[int],
+    key: bytes,
+    first_digit: int,
+    state: State,
+    last_chunk: list[int],
+    statement: torch.Tensor,
+) -> dict:
     """What the match of question and statement depends on, with the true digits fed (no memory).
 
     `question_in_stream` / `question_fresh_512`: the question's keys, read in the stream or from a
@@ -129,8 +140,10 @@ def context_cosines(model: HybridLM, tokens: list[int], key: bytes, first_digit:
         "question_in_stream": cosines(question_keys(model, last_chunk, key, state), stored),
         "question_fresh_512": cosines(question_keys(model, tokens[-512:], key), stored),
         "both_fresh": {
-            str(length): cosines(question_keys(model, tokens[-length:], key),
-                                 question_keys(model, tokens[max(0, first_digit - length) : first_digit], key))
+            str(length): cosines(
+                question_keys(model, tokens[-length:], key),
+                question_keys(model, tokens[max(0, first_digit - length) : first_digit], key),
+            )
             for length in (16, 64, 256)
         },
     }
@@ -141,7 +154,9 @@ def statement_start(document: bytes, key: bytes) -> int:
     return 1 + document.index(PASSKEY_STATEMENT + key) + len(PASSKEY_STATEMENT)
 
 
-def statement_pairs(keys: torch.Tensor, first_digit: int, key: bytes, reader: RecordingReader, answer: str) -> list[dict]:
+def statement_pairs(
+    keys: torch.Tensor, first_digit: int, key: bytes, reader: RecordingReader, answer: str
+) -> list[dict]:
     """Per answer step: how the statement's pair for that digit (keys[first_digit + step]) stood against all."""
     steps = []
     for step, digit in enumerate(key.decode()):
@@ -149,11 +164,16 @@ def statement_pairs(keys: torch.Tensor, first_digit: int, key: bytes, reader: Re
         mine = similarity[first_digit + step].item()
         others = similarity.clone()
         others[first_digit + step] = -2.0
-        steps.append({
-            "digit": digit, "produced": answer[step], "cosine": round(mine, 4),
-            "rank": int((similarity > mine).sum()), "best_other_cosine": round(others.max().item(), 4),
-            "memory_share": round(reader.shares[step], 4),
-        })
+        steps.append(
+            {
+                "digit": digit,
+                "produced": answer[step],
+                "cosine": round(mine, 4),
+                "rank": int((similarity > mine).sum()),
+                "best_other_cosine": round(others.max().item(), 4),
+                "memory_share": round(reader.shares[step], 4),
+            }
+        )
     return steps
 
 
@@ -183,8 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     document, key = trial.document, trial.key
     with tempfile.TemporaryDirectory() as tmp:
         memory = TrialMemory(Path(tmp), model.config.head_dim)
-        result = {"checkpoint": str(args.checkpoint), "distance": args.distance, "trial": args.trial, "seed": args.seed,
-                  **probe_trial(model, document, key, memory.new_store(), nprobes)}
+        result = {
+            "checkpoint": str(args.checkpoint),
+            "distance": args.distance,
+            "trial": args.trial,
+            "seed": args.seed,
+            **probe_trial(model, document, key, memory.new_store(), nprobes),
+        }
         memory.engine.dispose()
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

@@ -158,8 +158,12 @@ def build_corpus(out: Path, *, seed: int = 0, synthetic_per_split: dict[str, int
     out = Path(out)
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
-    manifest: dict = {"format": FORMAT, "seed": seed, "held_out_rule": f"sha256(source/document) % 100 < {HELD_OUT_PERCENT}",
-                      "sources": []}
+    manifest: dict = {
+        "format": FORMAT,
+        "seed": seed,
+        "held_out_rule": f"sha256(source/document) % 100 < {HELD_OUT_PERCENT}",
+        "sources": [],
+    }
     prose: dict[str, bytearray] = {split: bytearray() for split in SPLITS}  # filler for the synthetic tasks
     for source in sources:
         entry = {"name": source.name, "licence": source.licence, "origin": source.origin}
@@ -183,13 +187,26 @@ def build_corpus(out: Path, *, seed: int = 0, synthetic_per_split: dict[str, int
     writer = _ShardWriter(out, "synthetic")
     for split_number, split in enumerate(SPLITS):
         pool = bytes(prose[split]) or b"The quick brown fox jumps over the lazy dog. "
-        for name, data in synthetic_documents(pool, count=synthetic_per_split[split], seed=seed * 2 + split_number,
-                                              kinds=synthetic_kinds, min_distance=synthetic_min_distance):
+        for name, data in synthetic_documents(
+            pool,
+            count=synthetic_per_split[split],
+            seed=seed * 2 + split_number,
+            kinds=synthetic_kinds,
+            min_distance=synthetic_min_distance,
+        ):
             writer.write(split, name, data)
-    manifest["sources"].append({"name": "synthetic", "licence": "generated", "included": True,
-                                "origin": "learner.synthetic over this corpus's own prose", "kinds": list(synthetic_kinds),
-                                "min_distance": synthetic_min_distance, "filler_bytes_per_source": filler_bytes_per_source,
-                                "splits": writer.close()})
+    manifest["sources"].append(
+        {
+            "name": "synthetic",
+            "licence": "generated",
+            "included": True,
+            "origin": "learner.synthetic over this corpus's own prose",
+            "kinds": list(synthetic_kinds),
+            "min_distance": synthetic_min_distance,
+            "filler_bytes_per_source": filler_bytes_per_source,
+            "splits": writer.close(),
+        }
+    )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

@@ -190,10 +190,14 @@ def _unchanged(db: Session, plan: _Plan) -> bool:
 def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLearner, keep_versions: int) -> int:
     now = datetime.now(UTC)
     for event in plan.events:
-        db.execute(update(Event).where(Event.id == event.id).values(learned_at=now, learned_bits=learned.bits[event.id]))
+        db.execute(update(Event).where(Event.id == event.id)
+                   .values(learned_at=now, learned_bits=learned.bits[event.id]))
     for session_id, (blob, last) in learned.streams.items():
-        db.execute(update(StreamSession).where(StreamSession.id == session_id)
-                   .values(learn_state=blob, learn_last_token=last, updated_at=now))
+        db.execute(
+            update(StreamSession)
+            .where(StreamSession.id == session_id)
+            .values(learn_state=blob, learn_last_token=last, updated_at=now)
+        )
     agent_learner.store.add_spans(learned.spans, db=db)
     record_hits(db, agent_id=plan.agent.id, hits=learned.hits)
     per_document: dict[int, int] = {}
@@ -205,17 +209,31 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
         document.bytes_processed += count
         # A document still arriving (or failed) keeps its status; finish_document sets it under this lock.
         if document.status not in ("receiving", "failed"):
-            document.status = learning_status(bytes_received=document.bytes_received,
-                                              bytes_processed=document.bytes_processed)
-    version = publish_version(db, agent_id=plan.agent.id, weights=agent_learner.learned_weights(),
-                              parent_version=plan.version, events_learned_through=plan.events[-1].id)
+            document.status = learning_status(
+                bytes_received=document.bytes_received, bytes_processed=document.bytes_processed
+            )
+    version = publish_version(
+        db,
+        agent_id=plan.agent.id,
+        weights=agent_learner.learned_weights(),
+        parent_version=plan.version,
+        events_learned_through=plan.events[-1].id,
+    )
     prune_versions(db, agent_id=plan.agent.id, keep=keep_versions)
     return version
 
 
-def learn_through(sessions: sessionmaker[Session], cache: LearnerCache, *, agent_id: int, event_id: int,
-                  chunk_tokens: int = 2048, keep_versions: int = 10, max_events: int = 1,
-                  commit_delay_s: float = 0.0) -> LearnReport:
+def learn_through(
+    sessions: sessionmaker[Session],
+    cache: LearnerCache,
+    *,
+    agent_id: int,
+    event_id: int,
+    chunk_tokens: int = 2048,
+    keep_versions: int = 10,
+    max_events: int = 1,
+    commit_delay_s: float = 0.0,
+) -> LearnReport:
     """Learn the agent's pending events up to `event_id`, exactly once; returns what this call did.
 
     A backlog commits in batches of `max_events` events, each batch one transaction and one version.
@@ -227,8 +245,16 @@ def learn_through(sessions: sessionmaker[Session], cache: LearnerCache, *, agent
     """
     total = LearnReport(version=0)
     while True:
-        batch = _learn_batch(sessions, cache, agent_id=agent_id, event_id=event_id, chunk_tokens=chunk_tokens,
-                             keep_versions=keep_versions, max_events=max_events, commit_delay_s=commit_delay_s)
+        batch = _learn_batch(
+            sessions,
+            cache,
+            agent_id=agent_id,
+            event_id=event_id,
+            chunk_tokens=chunk_tokens,
+            keep_versions=keep_versions,
+            max_events=max_events,
+            commit_delay_s=commit_delay_s,
+        )
         total.version = batch.version
         total.attempts += batch.attempts
         if not batch.events:
@@ -239,8 +265,17 @@ def learn_through(sessions: sessionmaker[Session], cache: LearnerCache, *, agent
         total.event_ids += batch.event_ids
 
 
-def _learn_batch(sessions: sessionmaker[Session], cache: LearnerCache, *, agent_id: int, event_id: int,
-                 chunk_tokens: int, keep_versions: int, max_events: int, commit_delay_s: float) -> LearnReport:
+def _learn_batch(
+    sessions: sessionmaker[Session],
+    cache: LearnerCache,
+    *,
+    agent_id: int,
+    event_id: int,
+    chunk_tokens: int,
+    keep_versions: int,
+    max_events: int,
+    commit_delay_s: float,
+) -> LearnReport:
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with sessions() as db:
             plan = _read_plan(db, agent_id, event_id, max_events)
@@ -267,6 +302,12 @@ def _learn_batch(sessions: sessionmaker[Session], cache: LearnerCache, *, agent_
             log.info("agent %s: another learner committed first; redoing (attempt %d)", agent_id, attempt)
             continue
         agent_learner.version = version
-        return LearnReport(version=version, events=len(plan.events), tokens=learned.tokens,
-                           bits=sum(learned.bits.values()), attempts=attempt, event_ids=[e.id for e in plan.events])
+        return LearnReport(
+            version=version,
+            events=len(plan.events),
+            tokens=learned.tokens,
+            bits=sum(learned.bits.values()),
+            attempts=attempt,
+            event_ids=[e.id for e in plan.events],
+        )
     raise LearnConflict(f"agent {agent_id}: other learners committed first {MAX_ATTEMPTS} times; retry later")

@@ -132,7 +132,8 @@ def recall_passkey(model: HybridLM, document: bytes, store: MemoryStore | None, 
 
 
 @torch.no_grad()
-def greedy_answer(model: HybridLM, logits: torch.Tensor, state: State, store: MemoryStore | None, length: int = 5) -> str:
+def greedy_answer(model: HybridLM, logits: torch.Tensor, state: State, store: MemoryStore | None,
+                  length: int = 5) -> str:
     """`length` bytes produced greedily from `logits` (the next byte's) and the stream state after them."""
     answer = []
     for _ in range(length):
@@ -143,9 +144,16 @@ def greedy_answer(model: HybridLM, logits: torch.Tensor, state: State, store: Me
     return bytes(answer).decode("utf-8", errors="replace")
 
 
-def passkey_eval(model: HybridLM, pool: FillerPool, *, distances: list[int], trials: dict[int, int],
-                 retrieval_modes: tuple[bool, ...] = (True, False), seed: int = 0,
-                 question_step: bool = False) -> list[PasskeyResult]:
+def passkey_eval(
+    model: HybridLM,
+    pool: FillerPool,
+    *,
+    distances: list[int],
+    trials: dict[int, int],
+    retrieval_modes: tuple[bool, ...] = (True, False),
+    seed: int = 0,
+    question_step: bool = False,
+) -> list[PasskeyResult]:
     """Accuracy per (distance, retrieval on/off); trial i of a distance uses the same key and filler in both modes."""
     model.eval()
     results = []
@@ -157,13 +165,15 @@ def passkey_eval(model: HybridLM, pool: FillerPool, *, distances: list[int], tri
             for retrieval in retrieval_modes:
                 result = PasskeyResult(distance, retrieval)
                 for trial in drawn:
-                    produced = recall_passkey(model, trial.document, memory.new_store() if retrieval else None,
-                                              question_step=question_step)
+                    produced = recall_passkey(
+                        model, trial.document, memory.new_store() if retrieval else None, question_step=question_step
+                    )
                     result.trials += 1
                     result.correct += produced == trial.key.decode()
                     result.answers.append((trial.key.decode(), produced))
-                    result.contexts.append((pool.sources_of(*trial.before_statement),
-                                            pool.sources_of(*trial.before_question)))
+                    result.contexts.append(
+                        (pool.sources_of(*trial.before_statement), pool.sources_of(*trial.before_question))
+                    )
                 results.append(result)
         memory.engine.dispose()
     return results

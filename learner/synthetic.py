@@ -63,7 +63,10 @@ def passkey_trial(pool: bytes, rng: random.Random, distance: int) -> PasskeyTria
 
 def facts_document(pool: bytes, rng: random.Random, facts: int, gap: int) -> bytes:
     """Key-value facts scattered through filler, then each asked for (and answered) later."""
-    names = [f"{rng.choice(['amber', 'cobalt', 'linen', 'saffron', 'umber'])}-{rng.randrange(1000, 9999)}" for _ in range(facts)]
+    names = [
+        f"{rng.choice(['amber', 'cobalt', 'linen', 'saffron', 'umber'])}-{rng.randrange(1000, 9999)}"
+        for _ in range(facts)
+    ]
     values = [f"{rng.randrange(100_000, 999_999)}" for _ in range(facts)]
     parts = []
     for name, value in zip(names, values):
@@ -120,8 +123,15 @@ def recall_positions(document: bytes) -> bytearray:
     return marks
 
 
-def synthetic_documents(pool: bytes, *, count: int, seed: int, max_distance: int = 16_000, min_distance: int = 1_000,
-                        kinds: tuple[str, ...] = KINDS[:3]) -> Iterator[tuple[str, bytes]]:
+def synthetic_documents(
+    pool: bytes,
+    *,
+    count: int,
+    seed: int,
+    max_distance: int = 16_000,
+    min_distance: int = 1_000,
+    kinds: tuple[str, ...] = KINDS[:3],
+) -> Iterator[tuple[str, bytes]]:
     """`count` (name, document) pairs cycling through `kinds`, distances log-uniform in [min, max] bytes.
 
     The default ceiling matches base training's per-stream memory (16K tokens): a

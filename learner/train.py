@@ -100,17 +100,21 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    return config.learning_rate * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return config.learning_rate * (
+        config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, corpus: Path, out: Path, device: str = "cpu",
-                 model_config: ModelConfig | None = None):
+    def __init__(
+        self, config: TrainConfig, corpus: Path, out: Path, device: str = "cpu", model_config: ModelConfig | None = None
+    ):
         self.config, self.out, self.device = config, Path(out), torch.device(device)
         torch.manual_seed(config.seed)
         self.model = HybridLM(model_config or ModelConfig.preset(config.preset)).to(self.device)
-        self.optimizer = torch.optim.AdamW(self._trainable_parameters(), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay, betas=(0.9, 0.95))
+        self.optimizer = torch.optim.AdamW(
+            self._trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+        )
         documents = [d.data for d in read_documents(corpus, "train")]
         if not documents:
             raise ValueError(f"{corpus} has no training documents; run `lifelong corpus build` first")
@@ -200,10 +204,16 @@ class Trainer:
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.bin").write_bytes(self.state.to_bytes())
         save_file({name: t.contiguous().cpu() for name, t in self.memory.tensors().items()}, tmp / "memory.safetensors")
-        meta = {"step": self.step, "config": asdict(self.config), "streams": [s.cursor() for s in self.streams],
-                "last": self._last.tolist(), "history": self.history, "elapsed_seconds": self.elapsed_seconds,
-                "initialized_from": self.initialized_from,
-                "rng": torch.get_rng_state().tolist()}
+        meta = {
+            "step": self.step,
+            "config": asdict(self.config),
+            "streams": [s.cursor() for s in self.streams],
+            "last": self._last.tolist(),
+            "history": self.history,
+            "elapsed_seconds": self.elapsed_seconds,
+            "initialized_from": self.initialized_from,
+            "rng": torch.get_rng_state().tolist(),
+        }
         (tmp / "trainer.json").write_text(json.dumps(meta))
         tmp.rename(directory)
         (self.out / "latest").write_text(directory.name)
@@ -250,9 +260,13 @@ class Trainer:
             loss = self.train_step()
             self.elapsed_seconds += time.perf_counter() - started
             smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
-            self.history.append({"step": self.step, "loss": round(loss, 4), "lr": learning_rate(self.config, self.step - 1)})
+            self.history.append(
+                {"step": self.step, "loss": round(loss, 4), "lr": learning_rate(self.config, self.step - 1)}
+            )
             rate = bar.format_dict.get("rate") or 0.0
-            bar.set_postfix(loss=f"{smoothed:.3f}", bpb=f"{smoothed / math.log(2):.3f}", bytes_s=f"{rate * bytes_per_step:,.0f}")
+            bar.set_postfix(
+                loss=f"{smoothed:.3f}", bpb=f"{smoothed / math.log(2):.3f}", bytes_s=f"{rate * bytes_per_step:,.0f}"
+            )
             bar.update(1)
             out_of_time = deadline is not None and time.monotonic() >= deadline
             if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps or out_of_time:

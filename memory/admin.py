@@ -93,7 +93,11 @@ def list_memories(
     query = select(Memory).where(Memory.agent_id == agent_id)
     if cursor is not None:
         query = query.where(Memory.id < _decode_cursor(cursor))
-    for column, value in ((Memory.event_id, event_id), (Memory.document_id, document_id), (Memory.session_id, session_id)):
+    for column, value in (
+        (Memory.event_id, event_id),
+        (Memory.document_id, document_id),
+        (Memory.session_id, session_id),
+    ):
         if value is not None:
             query = query.where(column == value)
     if created_after is not None:
@@ -168,21 +172,37 @@ def recall(
         best[row] = max(best.get(row, -np.inf), score)
         hits[row] = hits.get(row, 0) + 1
     ranked = sorted(best, key=best.get, reverse=True)[:limit]
-    texts = dict(db.execute(select(Memory.id, Memory.text).where(Memory.agent_id == store.agent_id, Memory.id.in_(ranked))).all())
-    return [RecallHit(memory_id=i, score=best[i], token_hits=hits[i], text=texts.get(i, "")) for i in ranked if i in texts]
+    texts = dict(
+        db.execute(select(Memory.id, Memory.text).where(Memory.agent_id == store.agent_id, Memory.id.in_(ranked))).all()
+    )
+    return [
+        RecallHit(memory_id=i, score=best[i], token_hits=hits[i], text=texts.get(i, "")) for i in ranked if i in texts
+    ]
 
 
 def export_ndjson(db: Session, *, agent_id: int) -> Iterator[str]:
     """One JSON line per memory, pairs included (base64 fp16), oldest first; streams from the DB."""
-    rows = db.scalars(select(Memory).where(Memory.agent_id == agent_id).order_by(Memory.id).execution_options(yield_per=100))
+    rows = db.scalars(
+        select(Memory).where(Memory.agent_id == agent_id).order_by(Memory.id).execution_options(yield_per=100)
+    )
     for row in rows:
-        yield json.dumps({
-            "format": EXPORT_FORMAT, "agent_id": row.agent_id, "memory_id": row.id,
-            "byte_start": row.byte_start, "byte_end": row.byte_end, "text": row.text,
-            "num_tokens": row.num_tokens, "head_dim": row.head_dim, "weight_version": row.weight_version,
-            "created_at": row.created_at.isoformat(), "imported_from": row.imported_from,
-            "keys": base64.b64encode(row.keys).decode(), "values": base64.b64encode(row.values).decode(),
-        })
+        yield json.dumps(
+            {
+                "format": EXPORT_FORMAT,
+                "agent_id": row.agent_id,
+                "memory_id": row.id,
+                "byte_start": row.byte_start,
+                "byte_end": row.byte_end,
+                "text": row.text,
+                "num_tokens": row.num_tokens,
+                "head_dim": row.head_dim,
+                "weight_version": row.weight_version,
+                "created_at": row.created_at.isoformat(),
+                "imported_from": row.imported_from,
+                "keys": base64.b64encode(row.keys).decode(),
+                "values": base64.b64encode(row.values).decode(),
+            }
+        )
 
 
 def import_ndjson(db: Session, *, store: MemoryStore, lines: Iterable[str | bytes]) -> int:
@@ -212,8 +232,12 @@ def _span_from_line(line: str | bytes, number: int, head_dim: int) -> Span:
         if keys.shape != values.shape or keys.shape[0] != item["num_tokens"]:
             raise ValueError("keys, values and num_tokens disagree")
         return Span(
-            keys=keys, values=values, text=item["text"].encode(), byte_start=int(item["byte_start"]),
-            byte_end=int(item["byte_end"]), weight_version=int(item["weight_version"]),
+            keys=keys,
+            values=values,
+            text=item["text"].encode(),
+            byte_start=int(item["byte_start"]),
+            byte_end=int(item["byte_end"]),
+            weight_version=int(item["weight_version"]),
             imported_from=item.get("imported_from") or f"agent {item['agent_id']} memory {item['memory_id']}",
         )
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:

@@ -66,7 +66,9 @@ class VectorIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+        self._index.add_with_ids(
+            np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
+        )
 
     def remove_range(self, first_id: int, end_id: int) -> int:
         """Remove every id in [first_id, end_id); returns how many were present."""
@@ -111,7 +113,9 @@ class VectorIndex:
         else:
             nlist = ivf_lists(n, self.config.ivf_lists_per_sqrt)
             index = faiss.index_factory(self.dim, f"IVF{nlist},SQfp16", faiss.METRIC_INNER_PRODUCT)
-            sample = np.random.default_rng(seed).choice(n, size=min(n, nlist * self.config.train_points_per_list), replace=False)
+            sample = np.random.default_rng(seed).choice(
+                n, size=min(n, nlist * self.config.train_points_per_list), replace=False
+            )
             index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
             trained_at = n
         self._index = index

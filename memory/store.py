@@ -102,7 +102,9 @@ class MemoryStore:
     writers committed since.
     """
 
-    def __init__(self, *, agent_id: int, sessions: sessionmaker[Session], head_dim: int, config: StoreConfig = StoreConfig()):
+    def __init__(
+        self, *, agent_id: int, sessions: sessionmaker[Session], head_dim: int, config: StoreConfig = StoreConfig()
+    ):
         self.agent_id = agent_id
         self.sessions = sessions
         self.head_dim = head_dim
@@ -138,10 +140,19 @@ class MemoryStore:
         if tuple(span.keys.shape) != (count, self.head_dim) or tuple(span.values.shape) != (count, self.head_dim):
             raise ValueError(f"keys and values must both be ({count}, {self.head_dim})")
         return Memory(
-            agent_id=self.agent_id, event_id=span.event_id, document_id=span.document_id, session_id=span.session_id,
-            imported_from=span.imported_from, byte_start=span.byte_start, byte_end=span.byte_end,
-            text=display_text(span.text), num_tokens=count, head_dim=self.head_dim,
-            keys=encode_pairs(span.keys), values=encode_pairs(span.values), weight_version=span.weight_version,
+            agent_id=self.agent_id,
+            event_id=span.event_id,
+            document_id=span.document_id,
+            session_id=span.session_id,
+            imported_from=span.imported_from,
+            byte_start=span.byte_start,
+            byte_end=span.byte_end,
+            text=display_text(span.text),
+            num_tokens=count,
+            head_dim=self.head_dim,
+            keys=encode_pairs(span.keys),
+            values=encode_pairs(span.values),
+            weight_version=span.weight_version,
         )
 
     # -- catching up ---------------------------------------------------------------------------
@@ -157,9 +168,13 @@ class MemoryStore:
             # are never reused, so anything listed here and not in RAM is new to this store.
             fresh = [i for i in candidate_ids if i not in self.view]
             if fresh:
-                self._add_rows(db.execute(
-                    select(*ROW_COLUMNS).where(Memory.agent_id == self.agent_id, Memory.id.in_(fresh)).order_by(Memory.id)
-                ))
+                self._add_rows(
+                    db.execute(
+                        select(*ROW_COLUMNS)
+                        .where(Memory.agent_id == self.agent_id, Memory.id.in_(fresh))
+                        .order_by(Memory.id)
+                    )
+                )
             if candidate_ids:
                 self.memory_watermark = max(self.memory_watermark, candidate_ids[-1])
             low = max(0, self.tombstone_watermark - self.config.lookback_ids)
@@ -181,8 +196,12 @@ class MemoryStore:
     def _add_rows(self, rows) -> None:
         """Rows of ROW_COLUMNS into the view."""
         for memory_id, key_blob, value_blob, *where in rows:
-            self.view.add_row(memory_id, decode_pairs(key_blob, self.head_dim), decode_pairs(value_blob, self.head_dim),
-                              row_place(*where))
+            self.view.add_row(
+                memory_id,
+                decode_pairs(key_blob, self.head_dim),
+                decode_pairs(value_blob, self.head_dim),
+                row_place(*where),
+            )
 
     def wait_for_refit(self, timeout: float | None = None) -> None:
         """Block until a background refit in flight (if any) has replaced the index."""
@@ -193,18 +212,26 @@ class MemoryStore:
         with self.view.lock, self.sessions() as db:
             self.view.clear()
             result = db.execute(
-                select(*ROW_COLUMNS).where(Memory.agent_id == self.agent_id).order_by(Memory.id)
+                select(*ROW_COLUMNS)
+                .where(Memory.agent_id == self.agent_id)
+                .order_by(Memory.id)
                 .execution_options(yield_per=REBUILD_BATCH_ROWS)
             )
             mirror = self.view.mirror
             for memory_id, key_blob, value_blob, *where in result:
                 # Pairs only: the index is fitted to all of them at once below.
-                mirror.add_row(memory_id, decode_pairs(key_blob, self.head_dim), decode_pairs(value_blob, self.head_dim),
-                               row_place(*where))
+                mirror.add_row(
+                    memory_id,
+                    decode_pairs(key_blob, self.head_dim),
+                    decode_pairs(value_blob, self.head_dim),
+                    row_place(*where),
+                )
             self.memory_watermark = int(mirror.row_ids[-1]) if len(mirror.row_ids) else 0
             last_tombstone = db.scalar(
-                select(MemoryTombstone.id).where(MemoryTombstone.agent_id == self.agent_id)
-                .order_by(MemoryTombstone.id.desc()).limit(1)
+                select(MemoryTombstone.id)
+                .where(MemoryTombstone.agent_id == self.agent_id)
+                .order_by(MemoryTombstone.id.desc())
+                .limit(1)
             )
             self.tombstone_watermark = last_tombstone or 0
             self.view.refit()
@@ -243,8 +270,15 @@ class MemoryStore:
         return True
 
     @classmethod
-    def open(cls, *, agent_id: int, sessions: sessionmaker[Session], head_dim: int,
-             snapshot: Path | None = None, config: StoreConfig = StoreConfig()) -> MemoryStore:
+    def open(
+        cls,
+        *,
+        agent_id: int,
+        sessions: sessionmaker[Session],
+        head_dim: int,
+        snapshot: Path | None = None,
+        config: StoreConfig = StoreConfig(),
+    ) -> MemoryStore:
         """A caught-up store: from a snapshot plus SQL past it when one is usable, else from SQL alone."""
         store = cls(agent_id=agent_id, sessions=sessions, head_dim=head_dim, config=config)
         if snapshot is None or not store.load_snapshot(snapshot):

@@ -36,7 +36,9 @@ class AttentionState(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
-def _rope_table(length: int, rope_dim: int, max_wavelength: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _rope_table(
+    length: int, rope_dim: int, max_wavelength: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """sin and cos of every (position, frequency) for positions 0..length-1: (length, rope_dim / 2) each.
 
     Built outside inference mode, so a table first made while serving can still be used in training.
@@ -45,7 +47,9 @@ def _rope_table(length: int, rope_dim: int, max_wavelength: int, device: torch.d
         return _build_rope_table(length, rope_dim, max_wavelength, device)
 
 
-def _build_rope_table(length: int, rope_dim: int, max_wavelength: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _build_rope_table(
+    length: int, rope_dim: int, max_wavelength: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     freq_exponents = 2 * torch.arange(rope_dim // 2, device=device, dtype=torch.float32) / rope_dim
     inv_freq = 1.0 / (max_wavelength**freq_exponents)
     angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq
@@ -61,7 +65,10 @@ def apply_rope(x: torch.Tensor, start: int, max_wavelength: int) -> torch.Tensor
     length = 1 << (start + steps - 1).bit_length()
     sin, cos = _rope_table(length, rope_dim, max_wavelength, x.device)
     shape = (1, steps, *([1] * (x.dim() - 3)), rope_dim // 2)
-    sin, cos = sin[start : start + steps].reshape(shape).type_as(x), cos[start : start + steps].reshape(shape).type_as(x)
+    sin, cos = (
+        sin[start : start + steps].reshape(shape).type_as(x),
+        cos[start : start + steps].reshape(shape).type_as(x),
+    )
     rope_part, passthrough = x.split([rope_dim, x.shape[-1] - rope_dim], dim=-1)
     first, second = rope_part.chunk(2, dim=-1)
     return torch.cat([first * cos - second * sin, second * cos + first * sin, passthrough], dim=-1)
@@ -117,8 +124,15 @@ def _window_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cached:
     # Multi-query: every head shares the one key/value head, so heads become extra query rows.
     q_blocks = q_blocks.reshape(batch, num_blocks, block * heads, dim)  # (B, N, block*H, D)
     mask = _window_mask(
-        steps=steps, cached=cached, window=window, block=block, span=span,
-        offset=offset, pad=pad, heads=heads, device=q.device,
+        steps=steps,
+        cached=cached,
+        window=window,
+        block=block,
+        span=span,
+        offset=offset,
+        pad=pad,
+        heads=heads,
+        device=q.device,
     )
     return _WindowBlocks(q_blocks, k_blocks, v_blocks, mask.type_as(q))
 
@@ -192,14 +206,16 @@ class SlidingWindow:
         values = torch.cat([state.values.type_as(v), v], dim=1)
         return apply_rope(q, cached, self.rope_max_wavelength), keys, values
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: AttentionState,
-               scale: float) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: AttentionState, scale: float
+    ) -> torch.Tensor:
         """(B, T, H, D) new queries over the cache and the T new keys (k, v: (B, T, D))."""
         q, keys, values = self.inputs(q, k, v, state)
         return sliding_window_attention(q, keys, values, cached=state.keys.shape[1], window=self.window, scale=scale)
 
-    def attend_with_lse(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        state: AttentionState) -> tuple[torch.Tensor, torch.Tensor]:
+    def attend_with_lse(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: AttentionState
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`attend` at scale 1 (the queries carry their scale) with each query's log-sum-exp of scores."""
         q, keys, values = self.inputs(q, k, v, state)
         return sliding_window_attention_lse(q, keys, values, cached=state.keys.shape[1], window=self.window, scale=1.0)
@@ -211,8 +227,9 @@ class SlidingWindow:
         )
 
 
-def project_multi_query(qkv: Dense, x: torch.Tensor, heads: int, head_dim: int
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def project_multi_query(
+    qkv: Dense, x: torch.Tensor, heads: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[q | k | v] from one fused projection: (B, T, H, D) queries, one (B, T, D) key and value head."""
     batch, steps, _ = x.shape
     q, k, v = qkv(x).split([heads * head_dim, head_dim, head_dim], dim=-1)

@@ -159,7 +159,8 @@ class RowMemory:
         return RetrievedMemory(*(torch.cat(parts) for parts in zip(*found)))
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {f"{row}.{name}": tensor for row, memory in enumerate(self.rows) for name, tensor in memory.tensors().items()}
+        return {f"{row}.{name}": tensor
+                for row, memory in enumerate(self.rows) for name, tensor in memory.tensors().items()}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         for row, memory in enumerate(self.rows):

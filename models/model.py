@@ -76,7 +76,9 @@ class HybridLM(nn.Module):
         self.embedding = nn.Parameter(torch.randn(config.vocab_size, config.width) * math.sqrt(1.0 / config.width))
         # The reference rounds sqrt(width) to bfloat16 (its training dtype); match it exactly.
         self.embed_scale = (
-            float(torch.tensor(math.sqrt(config.width)).to(torch.bfloat16)) if config.embeddings_scale_by_sqrt_dim else 1.0
+            float(torch.tensor(math.sqrt(config.width)).to(torch.bfloat16))
+            if config.embeddings_scale_by_sqrt_dim
+            else 1.0
         )
         self.blocks = nn.ModuleList(ResidualBlock(config, t) for t in config.block_types)
         self.final_norm = RMSNorm(config.width)
@@ -152,7 +154,9 @@ class HybridLM(nn.Module):
         path = Path(path)
         if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a saved model: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it")
-        return ModelConfig.from_json((path / CONFIG_FILE).read_text()), load_file(path / WEIGHTS_FILE, device=str(device))
+        return ModelConfig.from_json((path / CONFIG_FILE).read_text()), load_file(
+            path / WEIGHTS_FILE, device=str(device)
+        )
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> HybridLM:
@@ -160,5 +164,3 @@ class HybridLM(nn.Module):
         model = cls(config)
         model.load_state_dict(weights)
         return model.to(device)
-
-

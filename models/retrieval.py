@@ -268,7 +268,12 @@ class RetrievalAttention(nn.Module):
         return parent.masked_fill(~pairs.mask, -1)
 
     def _point(
-        self, k: torch.Tensor, memory: MemoryReader, local_lse: torch.Tensor, state: RetrievalState, tokens: torch.Tensor
+        self,
+        k: torch.Tensor,
+        memory: MemoryReader,
+        local_lse: torch.Tensor,
+        state: RetrievalState,
+        tokens: torch.Tensor,
     ) -> tuple[MemoryPointer, tuple[torch.Tensor, ...]]:
         """Weigh each step's recalled pairs and what they name; returns the pointer and what the last step recalled."""
         pairs, parent = self._candidates(k, memory, state, tokens)

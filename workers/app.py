@@ -1,7 +1,8 @@
 """The Celery app, configured from the one Settings object.
 
 Queues: `learn` (online learning, documents' chunk events included; order per agent is kept by the
-database, see learner.learn) and `maintenance` (memory index snapshots for fast restarts). Tasks are long and idempotent, so they are acknowledged late, one prefetched at a time,
+database, see learner.learn) and `maintenance` (memory index snapshots for fast restarts). Tasks are
+long and idempotent, so they are acknowledged late, one prefetched at a time,
 and requeued when the process running them dies.
 
 `celery -A workers.app worker` (or `lifelong worker`) uses the module-level `app`, configured from
@@ -71,8 +72,14 @@ def __getattr__(name: str) -> Celery:
     return _app
 
 
-def run_worker(settings: Settings, *, queues: tuple[str, ...] = QUEUES, concurrency: int | None = None,
-               loglevel: str = "INFO", hostname: str | None = None) -> None:
+def run_worker(
+    settings: Settings,
+    *,
+    queues: tuple[str, ...] = QUEUES,
+    concurrency: int | None = None,
+    loglevel: str = "INFO",
+    hostname: str | None = None,
+) -> None:
     """Run a worker in this process until it is stopped (what `lifelong worker` does).
 
     The prefork pool runs each task in a child process: if a child dies mid-task, the parent sees it
@@ -81,8 +88,15 @@ def run_worker(settings: Settings, *, queues: tuple[str, ...] = QUEUES, concurre
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
         raise ValueError(f"unknown queues {unknown}; choose from {list(QUEUES)}")
-    argv = ["worker", f"--queues={','.join(queues)}", f"--concurrency={concurrency or settings.worker_concurrency}",
-            "--prefetch-multiplier=1", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        f"--queues={','.join(queues)}",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        "--prefetch-multiplier=1",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if hostname:
         argv.append(f"--hostname={hostname}")
     make_app(settings).worker_main(argv)

@@ -42,8 +42,10 @@ def register(commands: argparse._SubParsersAction, options: argparse.ArgumentPar
     actions = agents.add_subparsers(dest="agents_command", required=True)
     create = actions.add_parser("create", parents=[options], help="create an agent")
     create.add_argument("name")
-    create.add_argument("--base-checkpoint", help="a model directory on the server or 'preset:NAME' (default: the server's)")
-    create.add_argument("--learning", help='learning settings as a JSON object, e.g. \'{"learning_rate": 0.001}\'')
+    create.add_argument(
+        "--base-checkpoint", help="a model directory on the server or 'preset:NAME' (default: the server's)"
+    )
+    create.add_argument("--learning", help="learning settings as a JSON object, e.g. '{\"learning_rate\": 0.001}'")
     create.set_defaults(handler=guarded(_create))
     listing = actions.add_parser("list", parents=[options], help="list agents")
     listing.set_defaults(handler=guarded(_list))

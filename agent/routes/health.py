@@ -40,7 +40,9 @@ def _checks(services: Services) -> dict[str, str]:
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks = await run_in_threadpool(_checks, services)
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics")

@@ -24,9 +24,15 @@ router = APIRouter(prefix="/v1", tags=["sessions"])
 
 
 def session_public(db: Session, session: StreamSession) -> SessionPublic:
-    return SessionPublic(id=session.id, agent_id=session.agent_id, kind=session.kind, position=session.position,
-                         events=db.scalar(select(func.count()).select_from(Event).where(Event.session_id == session.id)),
-                         created_at=session.created_at, updated_at=session.updated_at)
+    return SessionPublic(
+        id=session.id,
+        agent_id=session.agent_id,
+        kind=session.kind,
+        position=session.position,
+        events=db.scalar(select(func.count()).select_from(Event).where(Event.session_id == session.id)),
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+    )
 
 
 @router.post("/agents/{agent_id}/sessions", status_code=201, response_model=SessionPublic)
@@ -38,8 +44,9 @@ def create_chat_session(agent_id: int, db: Db, principal: CurrentKey) -> Session
 
 
 @router.get("/agents/{agent_id}/sessions", response_model=Page[SessionPublic])
-def list_sessions(agent_id: int, db: Db, principal: CurrentKey, cursor: str | None = None,
-                  limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[SessionPublic]:
+def list_sessions(
+    agent_id: int, db: Db, principal: CurrentKey, cursor: str | None = None, limit: int = Query(50, ge=1, le=MAX_LIMIT)
+) -> Page[SessionPublic]:
     agent = agent_for(db, principal, agent_id)
     query = select(StreamSession).where(StreamSession.agent_id == agent.id, StreamSession.kind == "chat")
     rows, next_cursor = keyset_page(db, query, StreamSession.id, cursor=cursor, limit=limit)
@@ -52,15 +59,29 @@ def get_session(session_id: int, db: Db, principal: CurrentKey) -> SessionPublic
 
 
 def turn_public(result: TurnResult, bytes_in: int) -> TurnPublic:
-    return TurnPublic(user_event_id=result.user_event_id, reply_event_id=result.reply_event_id,
-                      content=result.reply.decode("utf-8", errors="replace"), stop_reason=result.stop_reason,
-                      weight_version=result.weight_version, bytes_in=bytes_in, bytes_out=len(result.reply),
-                      first_byte_ms=round(result.first_byte_ms, 2), elapsed_ms=round(result.elapsed_ms, 2))
+    return TurnPublic(
+        user_event_id=result.user_event_id,
+        reply_event_id=result.reply_event_id,
+        content=result.reply.decode("utf-8", errors="replace"),
+        stop_reason=result.stop_reason,
+        weight_version=result.weight_version,
+        bytes_in=bytes_in,
+        bytes_out=len(result.reply),
+        first_byte_ms=round(result.first_byte_ms, 2),
+        elapsed_ms=round(result.elapsed_ms, 2),
+    )
 
 
-@router.post("/sessions/{session_id}/messages", response_model=TurnPublic,
-             responses={200: {"content": {"text/event-stream": {}},
-                              "description": "with stream=true: `piece` events {text}, then one `done` event"}})
+@router.post(
+    "/sessions/{session_id}/messages",
+    response_model=TurnPublic,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "with stream=true: `piece` events {text}, then one `done` event",
+        }
+    },
+)
 async def post_message(session_id: int, body: MessageCreate, services: ServicesDep, principal: CurrentKey):
     content = message_bytes(body.content, services.settings.max_message_bytes)
     target = await chat_target(services, principal, session_id)
@@ -85,12 +106,29 @@ async def post_message(session_id: int, body: MessageCreate, services: ServicesD
 
 
 @router.get("/sessions/{session_id}/messages", response_model=Page[MessagePublic])
-def list_messages(session_id: int, db: Db, principal: CurrentKey, cursor: str | None = None,
-                  limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[MessagePublic]:
+def list_messages(
+    session_id: int,
+    db: Db,
+    principal: CurrentKey,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=MAX_LIMIT),
+) -> Page[MessagePublic]:
     """Oldest first; pass next_cursor to read on."""
     session = session_for(db, principal, session_id)
     query = select(Event).where(Event.session_id == session.id)
     rows, next_cursor = keyset_page(db, query, Event.seq, cursor=cursor, limit=limit)
-    return Page(data=[MessagePublic(id=e.id, seq=e.seq, role=e.role, content=e.content.decode("utf-8", errors="replace"),
-                                    created_at=e.created_at, learned=e.learned_at is not None,
-                                    failed_reason=e.failed_reason) for e in rows], next_cursor=next_cursor)
+    return Page(
+        data=[
+            MessagePublic(
+                id=e.id,
+                seq=e.seq,
+                role=e.role,
+                content=e.content.decode("utf-8", errors="replace"),
+                created_at=e.created_at,
+                learned=e.learned_at is not None,
+                failed_reason=e.failed_reason,
+            )
+            for e in rows
+        ],
+        next_cursor=next_cursor,
+    )

@@ -59,7 +59,9 @@ def saved_state(deployment: Deployment, session_id: int) -> State:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            return State.from_bytes(connection.scalar(select(StreamSession.state).where(StreamSession.id == session_id)))
+            return State.from_bytes(
+                connection.scalar(select(StreamSession.state).where(StreamSession.id == session_id))
+            )
     finally:
         engine.dispose()
 
@@ -75,7 +77,9 @@ def test_chat_streams_and_a_restarted_server_continues_exactly(deployment):
             for agent_id, client in ((ada, ada_client), (twin, twin_client)):
                 text, done = stream_message(client, sessions[agent_id], turn, seed=seed, max_tokens=48)
                 assert done["bytes_in"] == len(turn.encode()) and 1 <= done["bytes_out"] <= 48
-                assert 0 < done["first_byte_ms"] <= done["elapsed_ms"] and done["reply_event_id"] > done["user_event_id"]
+                assert (
+                    0 < done["first_byte_ms"] <= done["elapsed_ms"] and done["reply_event_id"] > done["user_event_id"]
+                )
                 replies.append(text)
                 wait_learned(client, agent_id)
             assert replies[0] == replies[1]
@@ -116,8 +120,12 @@ def test_a_document_ingested_while_chatting_is_learned_and_its_memories_curated(
 
         def upload():
             with deployment.client(key) as uploader:
-                uploaded["response"] = uploader.post(f"/v1/agents/{agent_id}/documents", params={"name": "log.txt"},
-                                                     content=body(), headers={"Content-Type": "text/plain"})
+                uploaded["response"] = uploader.post(
+                    f"/v1/agents/{agent_id}/documents",
+                    params={"name": "log.txt"},
+                    content=body(),
+                    headers={"Content-Type": "text/plain"},
+                )
 
         thread = threading.Thread(target=upload)
         thread.start()
@@ -139,8 +147,9 @@ def test_a_document_ingested_while_chatting_is_learned_and_its_memories_curated(
         wait_learned(client, agent_id)
 
         # Provenance: document memories name the document; chat memories name the session and its events.
-        from_document = client.get(f"/v1/agents/{agent_id}/memories",
-                                   params={"document_id": document["id"], "limit": 500}).json()["data"]
+        from_document = client.get(
+            f"/v1/agents/{agent_id}/memories", params={"document_id": document["id"], "limit": 500}
+        ).json()["data"]
         assert from_document and all(m["document_id"] == document["id"] and m["event_id"] for m in from_document)
         assert sum(m["byte_end"] - m["byte_start"] for m in from_document) >= len(DOCUMENT) - 1
         from_chat = client.get(f"/v1/agents/{agent_id}/memories", params={"session_id": session_id}).json()["data"]
@@ -149,32 +158,45 @@ def test_a_document_ingested_while_chatting_is_learned_and_its_memories_curated(
         assert one["text"] and one["hit_count"] >= 0 and one["agent_id"] == agent_id
 
         query = {"query": DOCUMENT[:300].decode(), "top_k": 50}
-        recalled = {hit["memory_id"] for hit in client.post(f"/v1/agents/{agent_id}/memories/recall", json=query).json()}
+        recalled = {
+            hit["memory_id"] for hit in client.post(f"/v1/agents/{agent_id}/memories/recall", json=query).json()
+        }
         document_ids = {m["id"] for m in from_document}
         assert recalled & document_ids
         deleted = client.delete(f"/v1/agents/{agent_id}/memories", params={"document_id": document["id"]}).json()
         assert deleted == {"deleted": len(document_ids)}
-        recalled = {hit["memory_id"] for hit in client.post(f"/v1/agents/{agent_id}/memories/recall", json=query).json()}
+        recalled = {
+            hit["memory_id"] for hit in client.post(f"/v1/agents/{agent_id}/memories/recall", json=query).json()
+        }
         assert recalled and not recalled & document_ids  # chat memories remain recallable; the document's are gone
         assert client.get(f"/v1/memories/{from_document[0]['id']}").status_code == 404
 
         exported = client.get(f"/v1/agents/{agent_id}/memories/export")
         lines = exported.text.splitlines()
-        assert exported.status_code == 200 and len(lines) == len(client.get(
-            f"/v1/agents/{agent_id}/memories", params={"limit": 500}).json()["data"])
-        assert client.post(f"/v1/agents/{agent_id}/memories/import", content="\n".join(lines[:2])).json() == {"imported": 2}
+        assert exported.status_code == 200 and len(lines) == len(
+            client.get(f"/v1/agents/{agent_id}/memories", params={"limit": 500}).json()["data"]
+        )
+        assert client.post(f"/v1/agents/{agent_id}/memories/import", content="\n".join(lines[:2])).json() == {
+            "imported": 2
+        }
 
 
 def test_the_openai_client_streams_a_reply(deployment):
     _agent_id, key = new_agent(deployment, "oracle")
     client = openai.OpenAI(base_url=f"{deployment.url}/v1", api_key=key, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
-        model="oracle", messages=[{"role": "user", "content": "hi"}], max_tokens=16, seed=3)
+        model="oracle", messages=[{"role": "user", "content": "hi"}], max_tokens=16, seed=3
+    )
     session_id = int(raw.headers["X-Lifelong-Session"])
     assert raw.parse().choices[0].message.content
     stream = client.chat.completions.create(
-        model="oracle", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "and now?"}],
-        stream=True, max_tokens=24, seed=4, extra_headers={"X-Lifelong-Session": str(session_id)})
+        model="oracle",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "and now?"}],
+        stream=True,
+        max_tokens=24,
+        seed=4,
+        extra_headers={"X-Lifelong-Session": str(session_id)},
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
@@ -192,15 +214,25 @@ def test_an_agent_key_sees_nothing_of_another_agent(deployment):
         document = client.post(f"/v1/agents/{owner}/documents", content=b"private notes " * 100).json()
         wait_learned(client, owner)
         memory_id = client.get(f"/v1/agents/{owner}/memories").json()["data"][0]["id"]
-        for method, path in [("GET", f"/v1/sessions/{session_id}"), ("GET", f"/v1/sessions/{session_id}/messages"),
-                             ("GET", f"/v1/memories/{memory_id}"), ("DELETE", f"/v1/memories/{memory_id}"),
-                             ("GET", f"/v1/documents/{document['id']}"), ("GET", f"/v1/agents/{owner}"),
-                             ("GET", f"/v1/agents/{owner}/memories"), ("GET", f"/v1/agents/{owner}/weights")]:
+        for method, path in [
+            ("GET", f"/v1/sessions/{session_id}"),
+            ("GET", f"/v1/sessions/{session_id}/messages"),
+            ("GET", f"/v1/memories/{memory_id}"),
+            ("DELETE", f"/v1/memories/{memory_id}"),
+            ("GET", f"/v1/documents/{document['id']}"),
+            ("GET", f"/v1/agents/{owner}"),
+            ("GET", f"/v1/agents/{owner}/memories"),
+            ("GET", f"/v1/agents/{owner}/weights"),
+        ]:
             assert other.request(method, path).status_code == 404, (method, path)
         assert other.post(f"/v1/sessions/{session_id}/messages", json={"content": "tell me"}).status_code == 404
         assert other.post(f"/v1/agents/{owner}/documents", content=b"x").status_code == 404
-        assert other.post("/v1/chat/completions", json={"model": "owner", "messages": [
-            {"role": "user", "content": "hi"}]}).status_code == 404
+        assert (
+            other.post(
+                "/v1/chat/completions", json={"model": "owner", "messages": [{"role": "user", "content": "hi"}]}
+            ).status_code
+            == 404
+        )
         assert other.post("/v1/keys", json={}).status_code == 403
         assert [a["name"] for a in other.get("/v1/agents").json()["data"]] == ["other"]
         assert client.get(f"/v1/memories/{memory_id}").status_code == 200  # still there
@@ -208,8 +240,11 @@ def test_an_agent_key_sees_nothing_of_another_agent(deployment):
 
 def test_every_bad_input_gets_its_4xx(deployment):
     agent_id, key = new_agent(deployment, "strict")
-    with deployment.client(key) as client, deployment.client(None) as anonymous, \
-            deployment.client(deployment.admin_key) as admin:
+    with (
+        deployment.client(key) as client,
+        deployment.client(None) as anonymous,
+        deployment.client(deployment.admin_key) as admin,
+    ):
         session_id = new_session(client, agent_id)
         messages = f"/v1/sessions/{session_id}/messages"
         json_headers = {"Content-Type": "application/json"}
@@ -227,18 +262,33 @@ def test_every_bad_input_gets_its_4xx(deployment):
             (client.post(messages, json={"content": ""}), 422),
             (client.post(messages, json={"content": "hi", "max_tokens": 0}), 422),
             (client.post(messages, json={"content": "x" * (MAX_MESSAGE_BYTES + 1)}), 413),
-            (client.post(messages, content=b"{" + b" " * (7 * MAX_MESSAGE_BYTES + 20_000) + b"}",
-                         headers=json_headers), 413),
+            (
+                client.post(
+                    messages, content=b"{" + b" " * (7 * MAX_MESSAGE_BYTES + 20_000) + b"}", headers=json_headers
+                ),
+                413,
+            ),
             (client.get(messages, params={"cursor": "not-a-cursor"}), 422),
             (client.post(f"/v1/agents/{agent_id}/documents", content=b""), 422),
-            (client.post(f"/v1/agents/{agent_id}/documents", content=b'{"text": "ok"}\nnot json\n',
-                         headers={"Content-Type": "application/x-ndjson"}), 422),
+            (
+                client.post(
+                    f"/v1/agents/{agent_id}/documents",
+                    content=b'{"text": "ok"}\nnot json\n',
+                    headers={"Content-Type": "application/x-ndjson"},
+                ),
+                422,
+            ),
             (client.post(f"/v1/agents/{agent_id}/memories/import", content=b'{"format": 99}'), 422),
             (client.delete(f"/v1/agents/{agent_id}/memories"), 422),
             (client.post(f"/v1/agents/{agent_id}/memories/recall", json={"query": ""}), 422),
             (client.post(f"/v1/agents/{agent_id}/weights/rollback", json={"version": 12345}), 404),
-            (client.post("/v1/chat/completions", json={"model": "strict", "messages": [
-                {"role": "system", "content": "no user here"}]}), 422),
+            (
+                client.post(
+                    "/v1/chat/completions",
+                    json={"model": "strict", "messages": [{"role": "system", "content": "no user here"}]},
+                ),
+                422,
+            ),
             (admin.post("/v1/agents", json={"name": "strict"}), 409),
             (admin.post("/v1/agents", json={"name": "x", "learning": {"nonsense": 1}}), 422),
             (admin.post("/v1/agents", json={"name": "y", "base_checkpoint": "/no/such/model"}), 422),
@@ -260,6 +310,9 @@ def test_every_bad_input_gets_its_4xx(deployment):
         wait_learned(client, agent_id)  # nothing of it is left pending
         assert agent["queue_lag"] >= 0
         # No request above, nor in the other tests of this module, was answered with a 500.
-        assert not [line for line in anonymous.get("/metrics").text.splitlines()
-                    if line.startswith("lifelong_http_requests_total") and 'status="5' in line]
+        assert not [
+            line
+            for line in anonymous.get("/metrics").text.splitlines()
+            if line.startswith("lifelong_http_requests_total") and 'status="5' in line
+        ]
         assert json.loads(anonymous.get("/healthz").text) == {"status": "ok"}

@@ -12,15 +12,22 @@ MISSING = Source("absent", "none", "/nowhere", lambda: iter(()), lambda: False)
 
 
 def build(tmp_path, name):
-    return build_corpus(tmp_path / name, seed=3, synthetic_per_split={"train": 6, "heldout": 3}, sources=(DOCS, MISSING))
+    return build_corpus(
+        tmp_path / name, seed=3, synthetic_per_split={"train": 6, "heldout": 3}, sources=(DOCS, MISSING)
+    )
 
 
 def test_build_is_reproducible_and_records_every_source(tmp_path):
     first, second = build(tmp_path, "a"), build(tmp_path, "b")
     assert first == second  # same bytes, same checksums, same split
     by_name = {s["name"]: s for s in first["sources"]}
-    assert by_name["absent"] == {"name": "absent", "licence": "none", "origin": "/nowhere", "included": False,
-                                 "reason": "not installed on this machine"}
+    assert by_name["absent"] == {
+        "name": "absent",
+        "licence": "none",
+        "origin": "/nowhere",
+        "included": False,
+        "reason": "not installed on this machine",
+    }
     assert by_name["python-docs"]["licence"] == "PSF-2.0"
     assert by_name["python-docs"]["splits"]["heldout"]["documents"] >= 1
     assert by_name["synthetic"]["splits"]["train"]["documents"] == 6
@@ -64,14 +71,17 @@ def test_records_are_all_recalled_with_the_values_stated():
     pool = b"All work and no play makes Jack a dull boy. " * 100
     text = records_document(pool, random.Random(2), records=6, gap=300).decode()
     stated = dict(line[1:].split("] = ") for line in text.splitlines() if line.startswith("["))
-    recalled = dict(line.removeprefix("Recall [").split("]: ") for line in text.splitlines() if line.startswith("Recall"))
+    recalled = dict(
+        line.removeprefix("Recall [").split("]: ") for line in text.splitlines() if line.startswith("Recall")
+    )
     assert len(stated) == 6 and recalled == stated
 
 
 def test_synthetic_kinds_and_distances_are_settings():
     pool = b"filler " * 5000
-    documents = list(synthetic_documents(pool, count=8, seed=0, kinds=("records", "passkey"), min_distance=64,
-                                         max_distance=128))
+    documents = list(
+        synthetic_documents(pool, count=8, seed=0, kinds=("records", "passkey"), min_distance=64, max_distance=128)
+    )
     assert [name.split("-")[0] for name, _ in documents] == ["records", "passkey"] * 4
     assert all(len(doc) < 2_000 + 128 + 200 for name, doc in documents if name.startswith("passkey"))
     with pytest.raises(ValueError, match="unknown synthetic kind"):
@@ -87,12 +97,19 @@ def test_cli_builds_a_corpus(tmp_path, capsys):
 
 def test_every_natural_source_fills_the_synthetic_tasks(tmp_path):
     """A large first source must not crowd the others out of the filler the synthetic tasks are read in."""
+
     def source(name: str, letter: bytes) -> Source:
         documents = [(f"{name}-{i}", letter * 2048) for i in range(40)]
         return Source(name, "none", "test", lambda: iter(documents), lambda: True)
 
-    build_corpus(tmp_path, seed=1, synthetic_per_split={"train": 12, "heldout": 2}, synthetic_min_distance=200,
-                 sources=(source("big", b"a"), source("small", b"b")), filler_bytes_per_source=8192)
+    build_corpus(
+        tmp_path,
+        seed=1,
+        synthetic_per_split={"train": 12, "heldout": 2},
+        synthetic_min_distance=200,
+        sources=(source("big", b"a"), source("small", b"b")),
+        filler_bytes_per_source=8192,
+    )
     synthetic = b"".join(d.data for d in read_documents(tmp_path, "train", sources=("synthetic",)))
     assert synthetic.count(b"b") > 2048
     assert synthetic.count(b"a") > 2048

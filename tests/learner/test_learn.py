@@ -50,7 +50,10 @@ def test_duplicate_delivery_applies_the_update_once(sessions):
     assert all(torch.equal(after[name], weights[name]) for name in weights)
     assert memory_rows(sessions, agent_id) == rows
     with sessions() as db:
-        assert [(v.version, v.events_learned_through) for v in list_versions(db, agent_id)] == [(2, ids[1]), (1, ids[0])]
+        assert [(v.version, v.events_learned_through) for v in list_versions(db, agent_id)] == [
+            (2, ids[1]),
+            (1, ids[0]),
+        ]
 
 
 def test_a_later_event_learns_the_earlier_ones_first_and_in_one_batch_equals_one_by_one(sessions):

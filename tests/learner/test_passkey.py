@@ -39,7 +39,12 @@ def test_a_replayed_trial_answers_what_the_evaluation_answers(tmp_path):
 
     torch.manual_seed(0)
     model = HybridLM(ModelConfig.preset("tiny")).eval()
-    document = POOL[:700] + b"\nThe pass key is 12345. Remember it.\n" + POOL[:900] + b"\nWhat is the pass key? The pass key is "
+    document = (
+        POOL[:700]
+        + b"\nThe pass key is 12345. Remember it.\n"
+        + POOL[:900]
+        + b"\nWhat is the pass key? The pass key is "
+    )
     memory = TrialMemory(tmp_path, model.config.head_dim)
     evaluated = recall_passkey(model, document, memory.new_store())
     # The replay reads as the evaluation does, then answers the question once per probe count.
@@ -47,8 +52,10 @@ def test_a_replayed_trial_answers_what_the_evaluation_answers(tmp_path):
     assert replayed["answers"] == {"10": evaluated, "0": evaluated}
     steps = replayed["exact_steps"]
     assert "".join(step["produced"] for step in steps) == evaluated and [s["digit"] for s in steps] == list("12345")
-    assert all(step["rank"] >= 0 and -1.0 <= step["cosine"] <= 1.0 + 1e-3 and 0.0 <= step["memory_share"] <= 1.0
-               for step in steps)
+    assert all(
+        step["rank"] >= 0 and -1.0 <= step["cosine"] <= 1.0 + 1e-3 and 0.0 <= step["memory_share"] <= 1.0
+        for step in steps
+    )
     # With only "The pass key is " (16 bytes) before both, statement and question read identical keys.
     context = replayed["context_cosines"]
     assert context["both_fresh"]["16"] == [1.0] * 5
@@ -74,7 +81,8 @@ def test_reading_the_question_s_last_byte_as_a_step_changes_only_how_the_documen
     document = b"The pass key is 12345. Remember it. " + POOL[:300] + b"What is the pass key? The pass key is "
     # Without a memory, reading in other pieces gives the same stream, so the same answer.
     assert recall_passkey(model, document, None, chunk_tokens=64, question_step=True) == recall_passkey(
-        model, document, None, chunk_tokens=64)
+        model, document, None, chunk_tokens=64
+    )
     memory = TrialMemory(tmp_path, model.config.head_dim)
     store = memory.new_store()
     recall_passkey(model, document, store, chunk_tokens=64, question_step=True)
@@ -90,7 +98,9 @@ def test_cross_kind_recall_groups_trials_by_the_kinds_they_are_read_in():
     result = run(model, {"far": POOL, "ask": OTHER}, trials=6, distance=300, seed=0)
     assert result["same"]["trials"] == 2 and result["mixed"]["trials"] == 4
     assert all(0 <= group["all_digits_on_top"] <= group["trials"] for group in result.values())
-    assert all(0.0 <= group["weakest_digit_p_p10"] <= group["weakest_digit_p_median"] <= 1.0 for group in result.values())
+    assert all(
+        0.0 <= group["weakest_digit_p_p10"] <= group["weakest_digit_p_median"] <= 1.0 for group in result.values()
+    )
     # The digits are fed, so each is the model's probability for it after the true ones. The document is one
     # chunk, so nothing is stored before the question: the first digit's odds are the memoryless model's.
     document = b"\nThe pass key is 12345.\n" + POOL[:200] + b"\nWhat is the pass key? The pass key is "

@@ -16,8 +16,16 @@ def corpus(tmp_path):
 
 
 def config(**changes) -> TrainConfig:
-    base = {"batch_size": 2, "chunk_tokens": 64, "steps": 6, "learning_rate": 3e-3, "warmup_steps": 2, "memory_tokens": 256,
-                "bf16": False, "checkpoint_every": 3}
+    base = {
+        "batch_size": 2,
+        "chunk_tokens": 64,
+        "steps": 6,
+        "learning_rate": 3e-3,
+        "warmup_steps": 2,
+        "memory_tokens": 256,
+        "bf16": False,
+        "checkpoint_every": 3,
+    }
     return TrainConfig(**{**base, **changes})
 
 
@@ -59,8 +67,20 @@ def train_and_export(tmp_path, data, name: str, steps: int, init: str | None = N
     if init:
         trainer.init_from(tmp_path / init)
     trainer.run(progress=False)
-    assert main(["export-checkpoint", str(tmp_path / name), str(tmp_path / f"{name}-ckpt"), "--corpus", str(data),
-                 "--heldout-bytes", "2000"]) == 0
+    assert (
+        main(
+            [
+                "export-checkpoint",
+                str(tmp_path / name),
+                str(tmp_path / f"{name}-ckpt"),
+                "--corpus",
+                str(data),
+                "--heldout-bytes",
+                "2000",
+            ]
+        )
+        == 0
+    )
     return (tmp_path / f"{name}-ckpt" / "MODEL_CARD.md").read_text()
 
 

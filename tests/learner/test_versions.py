@@ -17,7 +17,9 @@ from tests.learning import TINY, db_url, empty_db_url, new_agent, sessions  # no
 def _learn(sessions, agent_id: int, session_id: int, text: bytes) -> int:
     with sessions.begin() as db:
         event_id = append_events(db, session_id=session_id, events=[("user", text)])[0].id
-    return learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=event_id, chunk_tokens=16).version
+    return learn_through(
+        sessions, LearnerCache(sessions), agent_id=agent_id, event_id=event_id, chunk_tokens=16
+    ).version
 
 
 def _agent(sessions, agent_id: int) -> Agent:

@@ -52,9 +52,19 @@ def agent_with_memories(sessions, make_agent, model):
         db.flush()
         session_id, event_id = session.id, event.id
     store = MemoryStore(agent_id=agent, sessions=sessions, head_dim=model.config.head_dim)
-    first = read_into_memory(model, store, (b"The passkey is 52817. Remember it well: the archive door opens only for it, "
-                                              b"and the keeper at the gate asks for nothing else before dawn."), event_id=event_id, session_id=session_id)
-    second = read_into_memory(model, store, b"def fibonacci(n): return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)\n" * 2)
+    first = read_into_memory(
+        model,
+        store,
+        (
+            b"The passkey is 52817. Remember it well: the archive door opens only for it, "
+            b"and the keeper at the gate asks for nothing else before dawn."
+        ),
+        event_id=event_id,
+        session_id=session_id,
+    )
+    second = read_into_memory(
+        model, store, b"def fibonacci(n): return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)\n" * 2
+    )
     return agent, store, first, second, event_id, session_id
 
 
@@ -126,12 +136,15 @@ class SearchMisses(MemoryStore):
 
 
 @pytest.mark.parametrize("can_follow", [True, False])
-def test_recall_lists_the_memories_reached_by_following_the_stored_text(sessions, model, agent_with_memories, can_follow):
+def test_recall_lists_the_memories_reached_by_following_the_stored_text(
+    sessions, model, agent_with_memories, can_follow
+):
     agent, store, first, _, _, _ = agent_with_memories
     with sessions() as db:
         passage = b"".join(get_memory(db, agent_id=agent, memory_id=i).text.encode() for i in first)
-        missing = SearchMisses(agent_id=agent, sessions=sessions, head_dim=store.head_dim,
-                               missed_rows=[first[1]], can_follow=can_follow)
+        missing = SearchMisses(
+            agent_id=agent, sessions=sessions, head_dim=store.head_dim, missed_rows=[first[1]], can_follow=can_follow
+        )
         hits = {hit.memory_id: hit for hit in recall(db, store=missing, model=model, text=passage)}
     assert len(first) >= 2 and first[0] in hits  # found by search
     if can_follow:  # the passage is read on from the first row into the second, which search never finds
@@ -164,7 +177,9 @@ def test_export_then_import_into_a_fresh_agent_searches_identically(sessions, ma
     with sessions.begin() as db:
         assert import_ndjson(db, store=fresh, lines=lines) == len(lines)
     fresh.catch_up()  # the rows joined the caller's transaction: they enter RAM at the catch-up after it commits
-    queries = torch.nn.functional.normalize(torch.randn(1, 50, 2, store.head_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    queries = torch.nn.functional.normalize(
+        torch.randn(1, 50, 2, store.head_dim, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
     original, copied = store.search(queries, 8), fresh.search(queries, 8)
     assert torch.equal(original.mask, copied.mask)
     assert torch.equal(original.keys, copied.keys) and torch.equal(original.values, copied.values)

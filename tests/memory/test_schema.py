@@ -25,13 +25,32 @@ def test_every_table_round_trips(sessions):
                       learned_at=moment)
         db.add(event)
         db.flush()
-        db.add_all([
-            Memory(agent_id=agent.id, event_id=event.id, session_id=session.id, byte_start=0, byte_end=4, text="hi \ufffd",
-                   num_tokens=2, head_dim=2, keys=b"\x01\x02" * 4, values=b"\x03\x04" * 4, weight_version=3),
-            MemoryTombstone(agent_id=agent.id, memory_id=99),
-            WeightVersion(agent_id=agent.id, version=1, parent_version=None, weights=b"overlay",
-                          events_learned_through=event.id, tag="good"),
-        ])
+        db.add_all(
+            [
+                Memory(
+                    agent_id=agent.id,
+                    event_id=event.id,
+                    session_id=session.id,
+                    byte_start=0,
+                    byte_end=4,
+                    text="hi \ufffd",
+                    num_tokens=2,
+                    head_dim=2,
+                    keys=b"\x01\x02" * 4,
+                    values=b"\x03\x04" * 4,
+                    weight_version=3,
+                ),
+                MemoryTombstone(agent_id=agent.id, memory_id=99),
+                WeightVersion(
+                    agent_id=agent.id,
+                    version=1,
+                    parent_version=None,
+                    weights=b"overlay",
+                    events_learned_through=event.id,
+                    tag="good",
+                ),
+            ]
+        )
         ids = (agent.id, session.id, event.id)
     with sessions() as db:
         agent = db.get(Agent, ids[0])
@@ -40,7 +59,12 @@ def test_every_table_round_trips(sessions):
         event = db.get(Event, ids[2])
         assert (event.content, event.role, event.learned_at) == (b"hi \xff", "user", moment)
         memory = db.scalar(select(Memory))
-        assert (memory.keys, memory.values, memory.weight_version, memory.hit_count) == (b"\x01\x02" * 4, b"\x03\x04" * 4, 3, 0)
+        assert (memory.keys, memory.values, memory.weight_version, memory.hit_count) == (
+            b"\x01\x02" * 4,
+            b"\x03\x04" * 4,
+            3,
+            0,
+        )
         assert db.scalar(select(Document)).bytes_processed == 4
         assert db.scalar(select(ApiKey)).key_hash == "ab" * 32
         assert db.scalar(select(MemoryTombstone)).memory_id == 99
@@ -64,8 +88,16 @@ def test_memory_ids_are_never_reused_after_deleting_the_newest(sessions, make_ag
 
     def add() -> int:
         with sessions.begin() as db:
-            row = Memory(agent_id=agent_id, byte_start=0, byte_end=1, text="x", num_tokens=1, head_dim=1,
-                         keys=b"\0\0", values=b"\0\0")
+            row = Memory(
+                agent_id=agent_id,
+                byte_start=0,
+                byte_end=1,
+                text="x",
+                num_tokens=1,
+                head_dim=1,
+                keys=b"\0\0",
+                values=b"\0\0",
+            )
             db.add(row)
             db.flush()
             return row.id

@@ -27,7 +27,10 @@ def test_a_round_trip_restores_pairs_places_index_and_watermarks(sessions, make_
     assert not (tmp_path / "snap.tmp").exists()
     snapshot = read_snapshot(tmp_path / "snap", agent_id=store.agent_id, head_dim=DIM, config=store.config.index)
     assert snapshot is not None
-    assert (snapshot.memory_watermark, snapshot.tombstone_watermark) == (store.memory_watermark, store.tombstone_watermark)
+    assert (snapshot.memory_watermark, snapshot.tombstone_watermark) == (
+        store.memory_watermark,
+        store.tombstone_watermark,
+    )
     assert snapshot.mirror.places == store.view.mirror.places
     for ours, theirs in zip(snapshot.mirror.live_pairs(), store.view.mirror.live_pairs()):
         assert np.array_equal(ours, theirs)
@@ -55,6 +58,7 @@ def test_a_snapshot_that_does_not_fit_is_ignored_and_the_store_opens_from_sql(se
     assert read_snapshot(tmp_path / "snap", agent_id=store.agent_id, head_dim=DIM, config=store.config.index) is None
     fresh = MemoryStore(agent_id=store.agent_id, sessions=sessions, head_dim=DIM)
     assert not fresh.load_snapshot(tmp_path / "snap") and len(fresh) == 0
-    reopened = MemoryStore.open(agent_id=store.agent_id, sessions=sessions, head_dim=DIM, snapshot=tmp_path / "snap",
-                                config=StoreConfig())
+    reopened = MemoryStore.open(
+        agent_id=store.agent_id, sessions=sessions, head_dim=DIM, snapshot=tmp_path / "snap", config=StoreConfig()
+    )
     assert len(reopened) == 60 and reopened.memory_watermark == store.memory_watermark

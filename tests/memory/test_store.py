@@ -154,7 +154,8 @@ def test_deleted_rows_never_come_back(sessions, make_agent, tmp_path):
     def returns_deleted(s: MemoryStore) -> bool:
         s.catch_up()
         found = s.search(torch.from_numpy(deleted_keys).view(1, 20, 1, DIM), top_k=1)
-        return bool(found.mask.all() and torch.allclose(found.keys.view(20, DIM), torch.from_numpy(deleted_keys), atol=1e-3))
+        same = torch.allclose(found.keys.view(20, DIM), torch.from_numpy(deleted_keys), atol=1e-3)
+        return bool(found.mask.all() and same)
 
     assert not returns_deleted(store)  # this process, at its next catch-up
     assert not returns_deleted(MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=snapshot))
@@ -175,7 +176,9 @@ def test_catch_up_after_a_crash_between_commit_and_index_update(sessions, make_a
     assert len(store) == 20
     store.catch_up()
     found = store.search(torch.from_numpy(crashed.keys.astype(np.float32)).view(1, 10, 1, DIM), top_k=1)
-    torch.testing.assert_close(found.keys.view(10, DIM), torch.from_numpy(crashed.keys.astype(np.float32)), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        found.keys.view(10, DIM), torch.from_numpy(crashed.keys.astype(np.float32)), atol=1e-3, rtol=0
+    )
     restarted = MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=tmp_path / "snap")
     assert len(restarted) == 30
 
@@ -254,8 +257,12 @@ def test_ivf_store_deletes_and_snapshots_like_the_exact_one(sessions, make_agent
         delete_memory_rows(db, agent_id=agent, memory_ids=[ids[4]])
     store.catch_up()
     store.save_snapshot(tmp_path / "snap")
-    for reopened in (store, MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=tmp_path / "snap",
-                                             config=store.config)):
+    for reopened in (
+        store,
+        MemoryStore.open(
+            agent_id=agent, sessions=sessions, head_dim=DIM, snapshot=tmp_path / "snap", config=store.config
+        ),
+    ):
         assert reopened.view.index.kind == "ivf" and len(reopened) == 29 * 100
         found = reopened.search(probe, 1)
         assert not torch.allclose(found.keys.view(100, DIM), probe.view(100, DIM), atol=1e-3)
@@ -293,8 +300,9 @@ def held_refit(monkeypatch):
 
 
 def background_store(sessions, agent) -> MemoryStore:
-    return store_for(sessions, agent, index=IndexConfig(ivf_threshold=1_000, ivf_lists_per_sqrt=1.0),
-                     background_refit=True)
+    return store_for(
+        sessions, agent, index=IndexConfig(ivf_threshold=1_000, ivf_lists_per_sqrt=1.0), background_refit=True
+    )
 
 
 def test_a_background_refit_serves_the_old_index_meanwhile_and_misses_no_change(sessions, make_agent, held_refit):

@@ -64,7 +64,9 @@ def test_stored_values_name_the_token_whose_code_is_nearest_whatever_their_preci
     for values in (codes, codes.half(), codes.bfloat16(), noisy):
         nearest = (values.float() @ block.token_codes.T).argmax(-1)
         for few in (mask[:, :1], mask):  # compared with every code, then looked up
-            assert torch.equal(block.named_tokens(values[:, : few.shape[1]], few), nearest[:, : few.shape[1]].masked_fill(~few, -1))
+            assert torch.equal(
+                block.named_tokens(values[:, : few.shape[1]], few), nearest[:, : few.shape[1]].masked_fill(~few, -1)
+            )
     assert torch.equal(block.named_tokens(codes.half(), mask), tokens.masked_fill(~mask, -1))
 
 
@@ -103,7 +105,8 @@ def test_pointer_weighs_each_pair_by_the_mean_match_of_the_run_it_continues(tiny
     memory.add(pairs.keys, pairs.values)
     block.top_k = length  # every pair is searched: each step's candidates are all of them
     fading = past[:, :-1] + torch.linspace(0, 3, length - 1)[None, :, None] * torch.randn(
-        1, length - 1, width, generator=torch.Generator().manual_seed(8))
+        1, length - 1, width, generator=torch.Generator().manual_seed(8)
+    )
     _, _, _, pointer = read_block(block, fading, block.init_state(1), memory, tokens[:, :-1])
 
     _, k, _ = block.project(fading)
@@ -122,19 +125,24 @@ def test_pointer_weighs_each_pair_by_the_mean_match_of_the_run_it_continues(tiny
     scores = torch.stack(scores)  # (T, stored pairs)
     scale = block.memory_log_scale.exp()[:, None]
     expected = ((scores[:, None] - block.memory_threshold[:, None]) * scale).softmax(-1)  # (T, H, pairs)
-    torch.testing.assert_close(token_mass(pointer.weights, pointer.tokens, vocab),
-                               token_mass(expected[None], tokens.expand(length - 1, -1)[None], vocab),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        token_mass(pointer.weights, pointer.tokens, vocab),
+        token_mass(expected[None], tokens.expand(length - 1, -1)[None], vocab),
+        atol=1e-5,
+        rtol=1e-5,
+    )
     # The aligned pair's score is the mean of its matches so far, which fade.
     aligned = similarity[torch.arange(length - 1), torch.arange(1, length)]
     assert aligned[-1] < aligned[0] - 0.2
     running_mean = aligned.cumsum(0) / torch.arange(1, length)
-    torch.testing.assert_close(scores[torch.arange(length - 1), torch.arange(1, length)],
-                               torch.maximum(aligned, running_mean))
+    torch.testing.assert_close(
+        scores[torch.arange(length - 1), torch.arange(1, length)], torch.maximum(aligned, running_mean)
+    )
 
 
 def recalled_reading_again(model, missing, can_follow):
-    """(T, V) head 0's recalled-token mass while reading a stored text again, its pairs `missing` never found by search."""
+    """(T, V) head 0's recalled-token mass while reading a stored text again, its pairs `missing` never
+    found by search."""
     block = retrieval_block(model)
     past, tokens, pairs = _stored(block, model.config.width, 16, seed=9)
     block.top_k = 2
@@ -187,8 +195,10 @@ def test_reading_with_a_memory_in_chunks_equals_one_pass(tiny_model, chunk):
     recalled = full.state.layers[tiny_model.config.retrieval_layer].recalled_ids
     assert (recalled >= 0).any(), "the last token recalled nothing: the test would not cover runs"
     for name in ("run_sums", "run_lengths"):
-        torch.testing.assert_close(getattr(state.layers[tiny_model.config.retrieval_layer], name),
-                                   getattr(full.state.layers[tiny_model.config.retrieval_layer], name))
+        torch.testing.assert_close(
+            getattr(state.layers[tiny_model.config.retrieval_layer], name),
+            getattr(full.state.layers[tiny_model.config.retrieval_layer], name),
+        )
 
 
 @torch.no_grad()
@@ -205,7 +215,9 @@ def test_runs_followed_through_missed_searches_read_the_same_in_chunks(tiny_mode
     whole = read_block(block, past, block.init_state(1), memory, tokens)
     state, shares, deep = block.init_state(1), [], False
     for start in range(0, length - 1, chunk):
-        _, state, _, pointer = read_block(block, past[:, start : start + chunk], state, memory, tokens[:, start : start + chunk])
+        _, state, _, pointer = read_block(
+            block, past[:, start : start + chunk], state, memory, tokens[:, start : start + chunk]
+        )
         shares.append(pointer.share_logit)
         deep |= bool((state.recalled_ids[:, 2 * block.top_k :] >= 0).any())
     torch.testing.assert_close(torch.cat(shares, dim=1), whole[3].share_logit)
@@ -244,7 +256,9 @@ def test_a_format_1_state_continues_as_one_that_recalled_nothing(tiny_model):
     before = tiny_model(text[:, :50]).state  # read without memory: nothing recalled, as format 1 implied
     old = State.from_bytes(_version_1_blob(before, tiny_model.config.retrieval_layer))
     assert isinstance(old.layers[tiny_model.config.retrieval_layer], AttentionState)
-    assert torch.equal(tiny_model(text[:, 50:], old, memory).log_probs, tiny_model(text[:, 50:], before, memory).log_probs)
+    assert torch.equal(
+        tiny_model(text[:, 50:], old, memory).log_probs, tiny_model(text[:, 50:], before, memory).log_probs
+    )
 
 
 def test_tensor_memory_follows_within_a_span_and_past_its_trimming():

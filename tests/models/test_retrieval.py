@@ -33,7 +33,10 @@ def test_memory_pointer_is_exact_attention_over_stored_pairs_and_leaves_the_resi
     past = torch.randn(1, 40, width, generator=gen)
     now = torch.randn(1, 9, width, generator=gen)
     # No stored pair names a token read now, so no run is followed: recall is by search alone.
-    past_tokens, now_tokens = torch.randint(0, 128, (1, 40), generator=gen), torch.randint(128, 256, (1, 9), generator=gen)
+    past_tokens, now_tokens = (
+        torch.randint(0, 128, (1, 40), generator=gen),
+        torch.randint(128, 256, (1, 9), generator=gen),
+    )
     block.memory_threshold.copy_(torch.rand(block.heads, generator=gen))
 
     _, state, past_kv, _ = read_block(block, past, block.init_state(1), None, past_tokens)
@@ -67,7 +70,8 @@ def test_pointer_mixture_is_a_distribution_that_keeps_the_model_s_own_share():
     torch.testing.assert_close(mixed.logsumexp(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
     share = torch.sigmoid(share_logit)  # (B, T, H)
     expected = (1 - share.mean(-1, keepdim=True)) * logits.softmax(-1) + token_mass(
-        share[..., None] * weights, tokens, 12).mean(2)
+        share[..., None] * weights, tokens, 12
+    ).mean(2)
     torch.testing.assert_close(mixed.exp(), expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(mixed[0, 0], logits[0, 0].log_softmax(-1))  # no memory: the model alone
     # However sure the memory is, a token it does not name keeps (1 - share) of the model's probability.
@@ -89,7 +93,9 @@ def test_memory_pairs_are_transitions_continued_across_chunks(tiny_model):
     first = tiny_model(tokens[:, :12])
     second = tiny_model(tokens[:, 12:], first.state).memory_kv
     torch.testing.assert_close(torch.cat([first.memory_kv.keys, second.keys], dim=1), whole.keys, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.cat([first.memory_kv.values, second.values], dim=1), whole.values, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.cat([first.memory_kv.values, second.values], dim=1), whole.values, atol=1e-5, rtol=1e-5
+    )
 
 
 @torch.no_grad()

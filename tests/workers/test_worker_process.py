@@ -79,7 +79,9 @@ def test_a_worker_learns_two_interleaved_agents_in_order(deployment, start_worke
             for _ in range(2):
                 enqueue_learning(app, agent_id=agent_id, event_id=ids[agent_id][position])
     reader, _ = new_agent(sessions, "cy")
-    upload = DocumentUpload(app, sessions, agent_id=reader, chunk_bytes=deployment.settings.chunk_bytes, name="turns.txt")
+    upload = DocumentUpload(
+        app, sessions, agent_id=reader, chunk_bytes=deployment.settings.chunk_bytes, name="turns.txt"
+    )
     upload.write(b"".join(TURNS))
     document_id = upload.finish()
     worker = start_worker(deployment, concurrency=2)
@@ -89,11 +91,15 @@ def test_a_worker_learns_two_interleaved_agents_in_order(deployment, start_worke
     reference = _reference(tmp_path, TURNS)
     for agent_id, event_ids in ids.items():
         with sessions() as db:
-            chain = db.execute(select(WeightVersion.version, WeightVersion.parent_version,
-                                      WeightVersion.events_learned_through)
-                               .where(WeightVersion.agent_id == agent_id).order_by(WeightVersion.version)).all()
+            chain = db.execute(
+                select(WeightVersion.version, WeightVersion.parent_version, WeightVersion.events_learned_through)
+                .where(WeightVersion.agent_id == agent_id)
+                .order_by(WeightVersion.version)
+            ).all()
         assert [tuple(row) for row in chain] == [(i + 1, i, event_id) for i, event_id in enumerate(event_ids)]
-        assert [row[0] for row in memory_rows(sessions, agent_id)] == sorted(row[0] for row in memory_rows(sessions, agent_id))
+        assert [row[0] for row in memory_rows(sessions, agent_id)] == sorted(
+            row[0] for row in memory_rows(sessions, agent_id)
+        )
         _assert_learned_like(sessions, agent_id, reference)
 
 
