@@ -8,7 +8,7 @@ checkpoint. Measured: bytes/s from upload to "learned" (a learn task per 16 chun
 version per chunk: memories, stream state, weights, all in SQL); bytes/s of the same online steps
 (same chunks, same learning rule, retrieval from the same kind of FAISS index in RAM) with no queue
 and no SQL; prequential bits per byte of the static and both (learning + retrieval) arms; and
-forgetting: held-out base- data bits per byte with the weights the worker published, over those of
+forgetting: held-out base-data bits per byte with the weights the worker published, over those of
 the base.
 Prints one JSON object.
 """
