@@ -236,10 +236,9 @@ def project_multi_query(
     return q.view(batch, steps, heads, head_dim), k, v
 
 
-class LocalAttention(nn.Module):
-    """Griffin's local attention block: MQA, RoPE on half the features, window W."""
-
-    reads_states: tuple[type, ...] = (AttentionState,)
+class WindowedMultiQuery(nn.Module):
+    """What every block that attends over a window holds: the window, and the fused [q | k | v] and
+    output projections (named `qkv` and `out` in checkpoints and weight versions)."""
 
     def __init__(self, config: ModelConfig, out_init_scale: float):
         super().__init__()
@@ -248,12 +247,18 @@ class LocalAttention(nn.Module):
         self.qkv = Dense(width, width + 2 * self.head_dim, bias=False)  # [q | k | v]
         self.out = Dense(width, width, init_scale=out_init_scale)
 
-    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> AttentionState:
-        return self.sliding.init_state(batch_size, device)
-
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, T, H, D) queries, (B, T, D) keys and values."""
         return project_multi_query(self.qkv, x, self.heads, self.head_dim)
+
+
+class LocalAttention(WindowedMultiQuery):
+    """Griffin's local attention block: MQA, RoPE on half the features, window W."""
+
+    reads_states: tuple[type, ...] = (AttentionState,)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> AttentionState:
+        return self.sliding.init_state(batch_size, device)
 
     def forward(self, x: torch.Tensor, state: AttentionState, context: BlockContext) -> BlockOutput:
         q, k, v = self.project(x)

@@ -34,10 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.attention import AttentionState, SlidingWindow, project_multi_query
+from models.attention import AttentionState, WindowedMultiQuery
 from models.blocks import BlockContext, BlockOutput
 from models.config import ModelConfig
-from models.layers import Dense
 from models.memory import MemoryKV, MemoryReader, RetrievedMemory
 from models.pointer import MemoryPointer
 from models.runs import first_match, fp16_fingerprint, run_sums
@@ -95,19 +94,16 @@ def _slots(found: RetrievedMemory, first: int, count: int) -> RetrievedMemory:
     return RetrievedMemory(*(part[:, :, first : first + count] for part in found))
 
 
-class RetrievalAttention(nn.Module):
-    """Windowed attention plus memory (see the module docstring); its parameters' names are those
-    of LocalAttention's plus the memory's gate, so checkpoints and weight versions read as before."""
+class RetrievalAttention(WindowedMultiQuery):
+    """Windowed attention plus memory (see the module docstring). It holds a window and projections
+    as LocalAttention does (their parameters named alike), not a LocalAttention: its forward weighs
+    memory inside the window's softmax."""
 
     # States it reads (see readable_state): its own, and an attention state from state format 1.
     reads_states: tuple[type, ...] = (RetrievalState, AttentionState)
 
     def __init__(self, config: ModelConfig, out_init_scale: float):
-        super().__init__()
-        width, self.heads, self.head_dim = config.width, config.num_heads, config.head_dim
-        self.sliding = SlidingWindow(config.attention_window, self.head_dim, config.rope_max_wavelength)
-        self.qkv = Dense(width, width + 2 * self.head_dim, bias=False)  # [q | k | v]
-        self.out = Dense(width, width, init_scale=out_init_scale)
+        super().__init__(config, out_init_scale)
         self.top_k = config.memory_top_k
         self.follow_hops = config.memory_follow_hops
         # log of the score scale; sqrt(D) makes cosine scores as sharp as dot products at init.
@@ -124,10 +120,6 @@ class RetrievalAttention(nn.Module):
         # readable by every later version.
         codes = torch.randn(config.vocab_size, self.head_dim, generator=torch.Generator().manual_seed(TOKEN_CODES_SEED))
         self.register_buffer("token_codes", F.normalize(codes, dim=-1))
-
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, T, H, D) queries, (B, T, D) keys and values."""
-        return project_multi_query(self.qkv, x, self.heads, self.head_dim)
 
     # -- state --------------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
+import threading
+
 import pytest
 
+from memory.index import VectorIndex
 from memory.schema import Agent
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - re-exported fixtures
 
@@ -14,3 +17,20 @@ def make_agent(sessions):
             return agent.id
 
     return create
+
+
+@pytest.fixture
+def held_refit(monkeypatch):
+    """(building, release): background refits signal `building`, then wait for `release` before fitting."""
+    building, release = threading.Event(), threading.Event()
+    fit = VectorIndex.rebuild
+
+    def held_until_released(index, ids, vectors, seed=0):
+        if threading.current_thread().name.startswith("refit-"):
+            building.set()
+            assert release.wait(30)
+        fit(index, ids, vectors, seed)
+
+    monkeypatch.setattr(VectorIndex, "rebuild", held_until_released)
+    yield building, release
+    release.set()

@@ -278,27 +278,6 @@ def test_ivf_lists_never_train_on_fewer_points_than_faiss_wants(vectors):
     assert lists >= min(4 * vectors**0.5, vectors / MIN_POINTS_PER_LIST) / 2  # and not needlessly few
 
 
-@pytest.fixture
-def held_refit(monkeypatch):
-    """(building, release): background refits signal `building`, then wait for `release` before fitting."""
-    import threading
-
-    from memory.index import VectorIndex
-
-    building, release = threading.Event(), threading.Event()
-    fit = VectorIndex.rebuild
-
-    def held_until_released(index, ids, vectors, seed=0):
-        if threading.current_thread().name.startswith("refit-"):
-            building.set()
-            assert release.wait(30)
-        fit(index, ids, vectors, seed)
-
-    monkeypatch.setattr(VectorIndex, "rebuild", held_until_released)
-    yield building, release
-    release.set()
-
-
 def background_store(sessions, agent) -> MemoryStore:
     return store_for(
         sessions, agent, index=IndexConfig(ivf_threshold=1_000, ivf_lists_per_sqrt=1.0), background_refit=True

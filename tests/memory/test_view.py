@@ -1,14 +1,12 @@
 """MemoryView (no SQL): search equals brute force over the rows given, removes stick, follow crosses rows,
 and refits (synchronous or in the background) keep every row a search can find."""
 
-import threading
 
 import numpy as np
-import pytest
 import torch
 
 from memory.ids import pair_ids, split_ids
-from memory.index import IndexConfig, VectorIndex
+from memory.index import IndexConfig
 from memory.mirror import RowPlace
 from memory.view import MemoryView
 
@@ -79,25 +77,8 @@ def test_a_synchronous_refit_turns_the_index_ivf_and_still_finds_every_row():
         assert (found_rows(view, row_keys) == row).all()
 
 
-@pytest.fixture
-def held_fit(monkeypatch):
-    """(building, release): background fits signal `building`, then wait for `release` before fitting."""
-    building, release = threading.Event(), threading.Event()
-    fit = VectorIndex.rebuild
-
-    def held_until_released(index, ids, vectors, seed=0):
-        if threading.current_thread().name.startswith("refit-"):
-            building.set()
-            assert release.wait(30)
-        fit(index, ids, vectors, seed)
-
-    monkeypatch.setattr(VectorIndex, "rebuild", held_until_released)
-    yield building, release
-    release.set()
-
-
-def test_a_background_refit_replays_the_rows_added_and_removed_while_it_fitted(held_fit):
-    building, release = held_fit
+def test_a_background_refit_replays_the_rows_added_and_removed_while_it_fitted(held_refit):
+    building, release = held_refit
     view = MemoryView(DIM, SMALL_IVF, name="test")
     keys = filled(view, rows=12, tokens=100, seed=4)
     view.refit_in_background()
@@ -119,8 +100,8 @@ def test_a_background_refit_replays_the_rows_added_and_removed_while_it_fitted(h
             assert (rows == row).all()
 
 
-def test_a_view_replaced_during_a_background_refit_keeps_its_new_index(held_fit):
-    building, release = held_fit
+def test_a_view_replaced_during_a_background_refit_keeps_its_new_index(held_refit):
+    building, release = held_refit
     view = MemoryView(DIM, SMALL_IVF)
     filled(view, rows=12, tokens=100, seed=5)
     view.refit_in_background()
