@@ -1,1 +1,1 @@
-"""Durable memory: SQL schema, the FAISS index wrapper, and the store keeping them consistent."""
+"""Durable memory: the SQL schema, the store (SQL writes, catch-up) and its RAM view (FAISS index + fp16 pairs), refits and snapshots."""
