@@ -42,6 +42,6 @@ def test_hits_add_up_on_the_agent_s_own_rows(sessions, make_agent):
         with sessions.begin() as db:
             record_hits(db, agent_id=a, hits={a_ids[0]: 3, b_ids[0]: 5, 10**9: 1})  # b's row and a gone one: skipped
     with sessions() as db:
-        counts = dict(db.execute(select(Memory.id, Memory.hit_count)))
+        counts = dict(db.execute(select(Memory.id, Memory.hit_count)).all())
         assert (counts[a_ids[0]], counts[a_ids[1]], counts[b_ids[0]]) == (6, 0, 0)
         assert db.get(Memory, a_ids[0]).last_hit_at is not None and db.get(Memory, a_ids[1]).last_hit_at is None
