@@ -182,7 +182,7 @@ class AgentRuntime:
     def _enqueue_learning(self, event_id: int) -> None:
         try:
             enqueue_learning(self.celery, agent_id=self.agent_id, event_id=event_id)
-        except Exception as exc:
+        except Exception as exc:  # the turn is logged; every worker start re-enqueues pending work
             log.warning("agent %s: could not enqueue learning through event %s (%s); it stays pending in SQL",
                         self.agent_id, event_id, exc)
 

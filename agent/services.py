@@ -50,7 +50,7 @@ class Services:
         """Readiness: the default base model loads (and is then cached for the agents that use it)."""
         try:
             load_base(str(self.settings.base_checkpoint), self.settings.device)
-        except Exception:
+        except Exception:  # /readyz reports it; agents with other bases still work
             log.exception("the default base model %s does not load", self.settings.base_checkpoint)
             return
         self.model_loaded.set()

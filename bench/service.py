@@ -132,7 +132,7 @@ def concurrent_figures(deployment: Deployment, key: str, agent_id: int, sessions
                     events = sse_events(response)
                 if response.status_code != 200 or events[-1][0] != "done":
                     errors.append(f"{response.status_code} {events[-1:]}")
-        except Exception as exc:
+        except Exception as exc:  # counted, not raised
             errors.append(repr(exc))
 
     started = time.perf_counter()

@@ -28,7 +28,7 @@ def postgres_or_skip() -> str:
         with engine.begin() as connection:
             connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
             connection.execute(text("CREATE SCHEMA public"))
-    except Exception as exc:
+    except Exception as exc:  # any connection failure means "no server"
         _unreachable("PostgreSQL", POSTGRES_URL, "LIFELONG_TEST_POSTGRES_URL", exc)
     finally:
         engine.dispose()

@@ -59,7 +59,7 @@ def _run(task: Task, work: Callable[[WorkerContext], dict], fail: Callable[[Work
             log.warning("%s%s: transient %s; retrying in %.1fs", task.name, task.request.args, _reason(exc), countdown)
             raise task.retry(exc=exc, countdown=countdown) from exc
         reason = f"gave up after {task.request.retries} retries: {_reason(exc)}"
-    except Exception as exc:
+    except Exception as exc:  # everything else is permanent by definition
         log.exception("%s%s failed permanently", task.name, task.request.args)
         reason = _reason(exc)
     fail(context, reason)

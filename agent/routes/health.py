@@ -24,7 +24,7 @@ def _checks(services: Services) -> dict[str, str]:
         with services.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception as exc:
+    except Exception as exc:  # any failure means not ready
         checks["database"] = f"unreachable: {type(exc).__name__}"
     try:
         with services.celery.connection_for_write() as connection:

@@ -98,7 +98,7 @@ async def post_message(session_id: int, body: MessageCreate, services: ServicesD
                     yield sse_event("done", done)
                 else:
                     yield sse_event("piece", {"text": item})
-        except Exception as exc:
+        except Exception as exc:  # headers are sent; the stream itself must say it failed
             log.exception("session %s: turn failed mid-stream", session_id)
             yield sse_event("error", {"code": "internal_error", "message": f"the turn failed: {type(exc).__name__}"})
 

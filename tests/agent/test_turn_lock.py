@@ -43,7 +43,7 @@ def test_simultaneous_turns_from_two_processes_take_turns_and_the_session_contin
         start.wait()
         try:
             runtime.chat(session_id=session_id, content=content, sampling=SAMPLING)
-        except Exception as exc:
+        except Exception as exc:  # reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=turn, args=(r, m)) for r, m in ((first, b"from one"), (second, b"from two"))]

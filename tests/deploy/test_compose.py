@@ -43,7 +43,7 @@ def test_compose_file_follows_the_compose_specification(tmp_path):
 def parse(command: list[str]) -> argparse.Namespace:
     assert command[0] == "lifelong", command
     parser = build_parser()
-    if command[1] not in parser._subparsers._group_actions[0].choices:
+    if command[1] not in parser._subparsers._group_actions[0].choices:  # argparse has no API for it
         pytest.skip(f"`lifelong {command[1]}` is not in the CLI yet; compose.yaml assumes {command}")
     try:
         return parser.parse_args(command[1:])

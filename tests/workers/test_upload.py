@@ -99,7 +99,7 @@ def test_an_upload_finishing_while_a_learner_commits_waits_for_it_instead_of_dea
                 assert another_backend_waits_for_a_lock(sessions, timeout_s=30), "the upload never waited"
                 db.execute(update(Document).where(Document.id == upload.document_id)
                            .values(bytes_processed=Document.bytes_processed + 64))
-        except Exception as exc:
+        except Exception as exc:  # reported by the assertion below
             errors.append(exc)
 
     learner = threading.Thread(target=learner_commit)
@@ -107,7 +107,7 @@ def test_an_upload_finishing_while_a_learner_commits_waits_for_it_instead_of_dea
     locked.wait()
     try:
         document_id = upload.finish()
-    except Exception as exc:
+    except Exception as exc:  # reported by the assertion below
         errors.append(exc)
     learner.join()
     assert errors == []
