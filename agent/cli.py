@@ -36,6 +36,34 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_list(args: argparse.Namespace) -> int:
+    from learner.base import SMALL, default_base
+    from memory.settings import SHIPPED_CHECKPOINT
+    from models.catalog import CATALOG
+
+    shipped = sum(f.stat().st_size for f in SHIPPED_CHECKPOINT.glob("*") if f.is_file())
+    rows = [{"name": SMALL, "installed": True, "size_bytes": shipped, "licence": "Apache-2.0 (this project)",
+             "tokenizer": "bytes, 262 tokens", "chat": False, "install": "shipped in the repository",
+             "description": "the project's own 4.9M-parameter byte-level model; tests and offline fallback"}]
+    for model in CATALOG.values():
+        rows.append({"name": model.name, "installed": model.installed(), "size_bytes": model.size_bytes(),
+                     "licence": model.licence, "tokenizer": model.tokenizer, "chat": model.chat,
+                     "install": model.install, "description": model.description})
+    default = default_base()
+    for row in rows:
+        row["default"] = row["name"] == default
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        size = f"{row['size_bytes'] / 1e6:,.0f} MB" if row["size_bytes"] else "-"
+        state = "installed" if row["installed"] else f"not installed: {row['install']}"
+        mark = " (default for new agents)" if row["default"] else ""
+        print(f"{row['name']}{mark}\n  {row['description']}\n  {state}; {size}; {row['tokenizer']}; "
+              f"{'converses' if row['chat'] else 'no chat tuning'}; licence: {row['licence']}")
+    return 0
+
+
 def _corpus_build(args: argparse.Namespace) -> int:
     from learner.corpus import build_corpus
 
@@ -264,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.set_defaults(handler=_demo)
+
+    models = commands.add_parser("models", help="the base models agents can use").add_subparsers(
+        dest="models_command", required=True)
+    listing = models.add_parser("list", help="installed and installable base models, with size and licence")
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    listing.set_defaults(handler=_models_list)
 
     corpus = commands.add_parser("corpus", help="the training corpus").add_subparsers(
         dest="corpus_command", required=True

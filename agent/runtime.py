@@ -9,6 +9,7 @@ is only enqueued: a turn never waits for it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from learner.base import load_base
 from learner.eventlog import append_events
 from learner.serving import ServingModel
-from learner.stream_format import TURN_END, chat_position_after, turn_prompt
+from learner.stream_format import turn_prompt
 from memory.admin import RecallHit, recall
 from memory.db import chat_turn_lock
 from memory.recent import RecentMemory
@@ -42,7 +43,7 @@ CACHED_SESSIONS = 256
 
 
 class StateMismatch(RuntimeError):
-    """A stored session state that matches no point of the session's log (not the caller's fault)."""
+    """A stored session state that this agent's model cannot continue (not the caller's fault)."""
 
 
 @dataclass(frozen=True)
@@ -62,32 +63,14 @@ class _CachedState:
     state: State
 
 
-def uncovered_events(db: Session, *, session_id: int, position: int) -> list[Event]:
-    """The events of a chat session its state (at `position` tokens) has not read yet, oldest first.
+def uncovered_events(db: Session, *, session_id: int, events_read: int) -> list[Event]:
+    """The events of a chat session its state has not read yet, oldest first.
 
     Normally just the new user message; more after a crash between logging a message and saving the
-    state that read it. Walks back from the newest event, so the cost does not grow with the history.
+    state that read it.
     """
-    newer: list[Event] = []
-    page = 16
-    while True:
-        query = select(Event).where(Event.session_id == session_id).order_by(Event.seq.desc()).limit(page)
-        if newer:
-            query = query.where(Event.seq < newer[-1].seq)
-        events = list(db.scalars(query))
-        for event in events:
-            after = chat_position_after(event)
-            if after == position:
-                return newer[::-1]
-            if after < position:
-                break
-            newer.append(event)
-        else:
-            if len(events) == page:
-                continue
-            if position <= 1:  # nothing but BEGIN (or nothing at all) read yet
-                return newer[::-1]
-        raise StateMismatch(f"session {session_id}: its state ({position} tokens) matches no point of its log")
+    return list(db.scalars(select(Event).where(Event.session_id == session_id, Event.seq >= events_read)
+                           .order_by(Event.seq)))
 
 
 class AgentRuntime:
@@ -115,7 +98,13 @@ class AgentRuntime:
         if cached is not None and cached.created_at == row.created_at and cached.state.position == row.position:
             return cached.state
         blob = db.scalar(select(StreamSession.state).where(StreamSession.id == row.id))
-        return None if blob is None else State.from_bytes(blob).to(self.serving.current().model.device)
+        if blob is None:
+            return None
+        state, model = State.from_bytes(blob), self.serving.current().model
+        if state.tokenizer != model.tokenizer.name:
+            raise StateMismatch(f"session {row.id} was read with tokenizer {state.tokenizer!r}; this agent's model "
+                                f"reads {model.tokenizer.name!r}: start a new session")
+        return state.to(model.device)
 
     def _remember(self, session_id: int, created_at: datetime, state: State) -> None:
         with self._states_lock:
@@ -126,10 +115,11 @@ class AgentRuntime:
 
     def chat(self, *, session_id: int, content: bytes, sampling: SamplingConfig,
              on_piece: Callable[[str], None] = lambda piece: None) -> TurnResult:
-        """One turn: log `content`, stream the reply's pieces to `on_piece`, log the reply and the state."""
+        """One turn: log `content`, stream the reply's pieces to `on_piece`, log the reply and the state.
+        ValueError, before anything is logged, for content the model's vocabulary cannot spell."""
         started = time.perf_counter()
-        sampling = SamplingConfig(temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
-                                  max_bytes=sampling.max_bytes, min_bytes=1)  # an event holds at least one byte
+        sampling = dataclasses.replace(sampling, min_bytes=1)  # an event holds at least one byte
+        self.serving.current().model.tokenizer.encode(content)
         with self._lock_for(session_id), chat_turn_lock(self.sessions, session_id):
             with self.sessions.begin() as db:
                 user_event_id = append_events(db, session_id=session_id, events=[("user", content)])[0].id
@@ -149,10 +139,9 @@ class AgentRuntime:
         with self.sessions() as db:
             row = db.get(StreamSession, session_id)
             state = self._load_state(db, row)
-            position = 0 if state is None else state.position
-            unread = uncovered_events(db, session_id=session_id, position=position)
+            unread = uncovered_events(db, session_id=session_id, events_read=row.events_read if state else 0)
             created_at = row.created_at
-        prompt = turn_prompt(unread, stream_starts=position == 0)
+        prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None)
         # The store as it is, and what this turn reads, searchable as soon as it is read.
         reader = None
         if model.retrieval_block is not None:
@@ -164,15 +153,15 @@ class AgentRuntime:
             if first_byte_ms is None:
                 first_byte_ms = (time.perf_counter() - started) * 1000
             on_piece(piece)
-        state = generation.state
-        if generation.stop_reason == "max_bytes":  # close the turn as the log will: role, bytes, end of turn
-            with torch.inference_mode():
-                state = model(torch.tensor([[TURN_END]], device=model.device), state, reader).state
-        reply = bytes(token for token in generation.tokens if token < 256)
+        with torch.inference_mode():  # close the turn as the log will: prefix, reply, turn end
+            turn_end = torch.tensor([model.tokenizer.chat.turn_end], device=model.device)
+            state = model(turn_end, generation.state, reader, last_only=True).state
+        reply = generation.reply
         with self.sessions.begin() as db:
-            reply_event_id = append_events(db, session_id=session_id, events=[("assistant", reply)])[0].id
+            reply_event = append_events(db, session_id=session_id, events=[("assistant", reply)])[0]
+            reply_event_id = reply_event.id
             db.execute(update(StreamSession).where(StreamSession.id == session_id)
-                       .values(state=state.to_bytes(), position=state.position))
+                       .values(state=state.to_bytes(), position=state.position, events_read=reply_event.seq + 1))
         self._remember(session_id, created_at, state)
         return TurnResult(user_event_id=user_event_id, reply_event_id=reply_event_id, reply=reply,
                           stop_reason=generation.stop_reason, weight_version=version,

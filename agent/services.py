@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.metrics import Metrics
 from agent.runtime import Runtimes
-from learner.base import load_base
+from learner.base import default_base, load_base
 from memory.db import make_engine, make_session_factory
 from memory.settings import Settings
 from workers.app import make_app
@@ -46,12 +46,16 @@ class Services:
         threading.Thread(target=services._load_default_model, name="load-model", daemon=True).start()
         return services
 
+    @property
+    def default_base(self) -> str:
+        return self.settings.base_checkpoint or default_base()
+
     def _load_default_model(self) -> None:
         """Readiness: the default base model loads (and is then cached for the agents that use it)."""
         try:
-            load_base(str(self.settings.base_checkpoint), self.settings.device)
+            load_base(self.default_base, self.settings.device)
         except Exception:  # /readyz reports it; agents with other bases still work
-            log.exception("the default base model %s does not load", self.settings.base_checkpoint)
+            log.exception("the default base model %s does not load", self.default_base)
             return
         self.model_loaded.set()
 

@@ -37,7 +37,7 @@ from learner.evaluate import bits_per_byte, heldout_bits_per_byte, prequential
 from learner.eventlog import create_session
 from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
 from learner.serving import ServingModel
-from learner.stream_format import event_tokens
+from learner.stream_format import EventReading
 from memory.db import make_engine, make_session_factory
 from memory.ids import MAX_SPAN_TOKENS
 from memory.index import IndexConfig
@@ -46,7 +46,7 @@ from memory.schema import Agent, Document, Event
 from memory.settings import SHIPPED_CHECKPOINT, Settings
 from memory.store import row_place
 from memory.view import MemoryView
-from models import RetrievedMemory, Special
+from models import RetrievedMemory
 from workers.app import make_app
 from workers.submit import DocumentUpload, submit_events
 
@@ -97,12 +97,12 @@ def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: Learn
     model = load_base(base_spec)
     learner = OnlineLearner(model, learning)
     memory = RamMemory(model.config.head_dim)
-    state, last, bits = model.init_state(1), int(Special.BEGIN), 0.0
+    state, last, bits = model.init_state(1), None, 0.0
     started = time.perf_counter()
     for seq, start in enumerate(range(0, len(data), chunk_bytes)):
         # The same tokens the worker reads for chunk event `seq` of a document (see learner.stream_format).
         event = Event(document_id=1, seq=seq, role="document", content=data[start : start + chunk_bytes])
-        tokens = [last, *event_tokens(event)]
+        tokens = EventReading.after(event, last, model.tokenizer).tokens
         for inputs, targets in stream_chunks(torch.tensor([tokens]), chunk_bytes):
             step = learner.step(Chunk(inputs, targets, state), memory)
             state = step.state

@@ -34,7 +34,7 @@ from bench.learn import bare_learning
 from bench.local_text import stdlib_text
 from learner.base import learning_config, load_base
 from learner.eventlog import append_events
-from learner.stream_format import STREAM_START, EventReading
+from learner.stream_format import EventReading
 from memory.db import make_engine, make_session_factory
 from memory.schema import Event, StreamSession
 from memory.settings import SHIPPED_CHECKPOINT
@@ -73,7 +73,7 @@ def build_history(database_url: str, *, agent_id: int, session_id: int, base: st
     sessions = make_session_factory(make_engine(database_url))
     model = load_base(base)
     store = MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=model.config.head_dim)
-    state, last = model.init_state(1), STREAM_START
+    state, last = model.init_state(1), None
     for start in range(0, len(data), 64 * event_bytes):
         with sessions.begin() as db:
             events = append_events(db, session_id=session_id, events=[
@@ -81,7 +81,7 @@ def build_history(database_url: str, *, agent_id: int, session_id: int, base: st
                                                                   event_bytes)])
             spans = []
             for event in events:
-                reading = EventReading.after(event, last)
+                reading = EventReading.after(event, last, model.tokenizer)
                 out = model(torch.tensor([reading.tokens[:-1]]), state, None)
                 state, last = out.state, reading.tokens[-1]
                 spans += reading.memory_spans(0, out.memory_kv.keys[0], out.memory_kv.values[0], 0)
@@ -92,7 +92,7 @@ def build_history(database_url: str, *, agent_id: int, session_id: int, base: st
     state = model(torch.tensor([[last]]), state, None).state
     with sessions.begin() as db:
         db.execute(update(StreamSession).where(StreamSession.id == session_id)
-                   .values(state=state.to_bytes(), position=state.position))
+                   .values(state=state.to_bytes(), position=state.position, events_read=events[-1].seq + 1))
 
 
 def wait_until_learned(client: httpx.Client, agent_ids: list[int], timeout_s: float = 1800.0) -> float:

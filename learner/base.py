@@ -11,34 +11,57 @@ from typing import Any
 import torch
 
 from learner.online import LearningConfig
-from models import HybridLM, ModelConfig
+from memory.settings import SHIPPED_CHECKPOINT
+from models import HybridLM, LanguageModel, ModelConfig
+from models.catalog import CATALOG, DEFAULT_MODEL, CatalogModel
 from models.model import CONFIG_FILE
+from models.pretrained import is_hf_dir, load_pretrained
 
 PRESET_PREFIX = "preset:"
 # Seed of preset bases: every process must build bit-identical weights from "preset:NAME".
 PRESET_SEED = 0
 
 
-def parse_base(spec: str) -> ModelConfig | Path:
-    """What a base spec names: a preset's config ("preset:NAME"; ValueError for an unknown one) or
-    a saved model directory."""
+# The project's own byte-level model, shipped in the repository.
+SMALL = "small"
+
+
+def parse_base(spec: str) -> ModelConfig | Path | CatalogModel:
+    """What a base spec names: a preset's config ("preset:NAME"; ValueError for an unknown one), an
+    installed pretrained model by name (models.catalog), "small", or a path (a saved model directory,
+    a .gguf file or a Hugging Face model directory)."""
     if spec.startswith(PRESET_PREFIX):
         return ModelConfig.preset(spec.removeprefix(PRESET_PREFIX))
-    return Path(spec)
+    if spec in CATALOG:
+        return CATALOG[spec]
+    return SHIPPED_CHECKPOINT if spec == SMALL else Path(spec)
 
 
 def check_base(spec: str) -> None:
     """ValueError, saying what to give instead, unless `spec` names a base every process can load
     (checked without loading weights)."""
     base = parse_base(spec)
-    if isinstance(base, Path) and not (base / CONFIG_FILE).is_file():
-        raise ValueError(f"{spec} is not a saved model directory (no {CONFIG_FILE}); give a directory or 'preset:NAME'")
+    if isinstance(base, CatalogModel):
+        base.path()  # raises with the install command
+    elif isinstance(base, Path) and not ((base / CONFIG_FILE).is_file() or (base.suffix == ".gguf" and base.is_file())):
+        names = ", ".join([SMALL, *CATALOG])
+        raise ValueError(f"{spec} is not a model: give one of {names}, a saved model directory, a .gguf file, "
+                         "a Hugging Face model directory or 'preset:NAME'")
+
+
+def default_base() -> str:
+    """New agents' base: the default pretrained model when it is installed, else the shipped small model."""
+    return DEFAULT_MODEL if CATALOG[DEFAULT_MODEL].installed() else SMALL
 
 
 @lru_cache(maxsize=4)
-def _cached_base(spec: str, device: str) -> HybridLM:
+def _cached_base(spec: str, device: str) -> LanguageModel:
     base = parse_base(spec)
+    if isinstance(base, CatalogModel):
+        return load_pretrained(base.path(), name=base.name, device=device)
     if isinstance(base, Path):
+        if base.suffix == ".gguf" or is_hf_dir(base):
+            return load_pretrained(base.resolve(), device=device)
         return HybridLM.load(base, device=device).eval()
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(PRESET_SEED)
@@ -49,9 +72,9 @@ def _cached_base(spec: str, device: str) -> HybridLM:
     return model.to(device).eval()
 
 
-def load_base(spec: str, device: str = "cpu") -> HybridLM:
-    """A fresh copy of the base model `spec` names: a checkpoint directory, or "preset:NAME"
-    (seeded random weights, for tests). Loaded once per process; callers own the copy."""
+def load_base(spec: str, device: str = "cpu") -> LanguageModel:
+    """A fresh copy of the base model `spec` names (parse_base), "preset:NAME" being seeded random
+    weights for tests. Loaded once per process; callers own the copy."""
     return copy.deepcopy(_cached_base(spec, device))
 
 

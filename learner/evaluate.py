@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
-from models import HybridLM, Special, TensorMemory
+from models import HybridLM, LanguageModel, Special, TensorMemory
 
 ARMS = ("static", "retrieval", "learning", "both")
 
@@ -97,9 +97,10 @@ def plot_arms(results: list[ArmResult], path: Path, title: str, window: int = 8)
 
 
 @torch.no_grad()
-def bits_per_byte(model: HybridLM, data: bytes, chunk_tokens: int = 512) -> float:
-    """Bits per byte of `data` read as one fresh stream by a fixed model (state carried, no memory)."""
-    tokens = torch.tensor([[int(Special.BEGIN), *data]])
+def bits_per_byte(model: LanguageModel, data: bytes, chunk_tokens: int = 512) -> float:
+    """Bits per byte of `data` read as one fresh document stream by a fixed model (state carried, no
+    memory): every token of `data` is scored, after the stream's first token."""
+    tokens = torch.tensor([[model.tokenizer.chat.document_start[0], *model.tokenizer.encode(data)]])
     state, bits = model.init_state(1), 0.0
     for inputs, targets in stream_chunks(tokens, chunk_tokens):
         out = model(inputs, state)
@@ -108,7 +109,7 @@ def bits_per_byte(model: HybridLM, data: bytes, chunk_tokens: int = 512) -> floa
     return bits / max(1, len(data))
 
 
-def heldout_bits_per_byte(model: HybridLM, corpus: Path, *, max_bytes: int = 65_536,
+def heldout_bits_per_byte(model: LanguageModel, corpus: Path, *, max_bytes: int = 65_536,
                           sources: tuple[str, ...] | None = None) -> dict[str, float]:
     """Per corpus source: bits per byte over (up to `max_bytes` of) its held-out documents."""
     from learner.corpus import read_documents

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from memory.db import lock_agent
 from memory.schema import Document, Event, StreamSession
-from models.tokenizer import ROLE_TOKENS
+from models.tokenizer import ROLES
 
 
 def create_session(db: Session, *, agent_id: int, kind: str = "chat") -> StreamSession:
@@ -33,8 +33,8 @@ def append_events(db: Session, *, session_id: int, events: Sequence[tuple[str, b
     if session is None:
         raise LookupError(f"session {session_id} does not exist")
     for role, content in events:
-        if role not in ROLE_TOKENS:
-            raise ValueError(f"unknown role {role!r}; use one of {sorted(ROLE_TOKENS)}")
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; use one of {sorted(ROLES)}")
         if not content:
             raise ValueError("an event needs at least one byte of content")
     last = db.execute(select(Event.byte_offset, func.length(Event.content)).where(Event.session_id == session_id)

@@ -35,13 +35,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from learner.base import learning_config, load_base
 from learner.eventlog import learning_status
 from learner.online import Chunk, OnlineLearner, stream_chunks
-from learner.stream_format import STREAM_START, EventReading
+from learner.stream_format import EventReading
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
 from memory.db import lock_agent
 from memory.hits import record_hits, rows_supplying
 from memory.schema import Agent, Document, Event, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig
-from models import HybridLM, State
+from models import LanguageModel, State
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class AgentLearner:
 
     agent_id: int
     spec: tuple[str, str]  # (base checkpoint, learning settings as JSON): a change means rebuild
-    model: HybridLM
+    model: LanguageModel
     learner: OnlineLearner
     store: MemoryStore
     version: int
@@ -152,13 +152,13 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Lear
     model, learner = agent_learner.model, agent_learner.learner
     agent_learner.store.catch_up()  # once per batch: the steps' searches read RAM only
     states: dict[int, State] = {}
-    last_tokens: dict[int, int] = {}
+    last_tokens: dict[int, int | None] = {}
     for session_id, (blob, last) in plan.streams.items():
         states[session_id] = State.from_bytes(blob).to(model.device) if blob else model.init_state(1)
-        last_tokens[session_id] = STREAM_START if last is None else last
+        last_tokens[session_id] = last
     out = _Learned(bits={}, tokens=0, spans=[], streams={})
     for event in plan.events:
-        reading = EventReading.after(event, last_tokens[event.session_id])
+        reading = EventReading.after(event, last_tokens[event.session_id], model.tokenizer)
         state, bits, start = states[event.session_id], 0.0, 0
         stream = torch.tensor([reading.tokens], device=model.device)
         for inputs, targets in stream_chunks(stream, chunk_tokens):

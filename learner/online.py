@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from models import HybridLM, MemoryKV, MemoryReader, State
+from models import HybridLM, LanguageModel, MemoryKV, MemoryReader, State
 
 Trainable = Literal["downstream", "all"]
 
@@ -77,7 +77,7 @@ class StepResult:
         return self.loss / math.log(2)
 
 
-def gradient_masks(model: HybridLM, trainable: Trainable) -> dict[str, torch.Tensor | None]:
+def gradient_masks(model: LanguageModel, trainable: Trainable) -> dict[str, torch.Tensor | None]:
     """Per trainable parameter, None (learn all of it) or a 0/1 mask of the entries that may learn.
 
     "downstream" keeps fixed everything that feeds the retrieval block's keys and values:
@@ -86,9 +86,11 @@ def gradient_masks(model: HybridLM, trainable: Trainable) -> dict[str, torch.Ten
     """
     if trainable == "all":
         return {name: None for name, _ in model.named_parameters()}
+    if model.retrieval_block is None:
+        # Nothing is downstream of a memory it does not have: such a model (an imported one, until
+        # it is given a memory layer) reads and is scored, and learns nothing.
+        return {}
     index = model.config.retrieval_layer
-    if index is None:
-        raise ValueError("'downstream' learning needs a model with a retrieval block")
     masks: dict[str, torch.Tensor | None] = {}
     prefix = f"blocks.{index}."
     for name, param in model.named_parameters():
@@ -111,7 +113,7 @@ def gradient_masks(model: HybridLM, trainable: Trainable) -> dict[str, torch.Ten
 class OnlineLearner:
     """Holds the base weights (for anchoring) and which entries learn; `step` does the work."""
 
-    def __init__(self, model: HybridLM, config: LearningConfig):
+    def __init__(self, model: LanguageModel, config: LearningConfig):
         self.model = model
         self.config = config
         self.masks = gradient_masks(model, config.trainable)
@@ -126,7 +128,7 @@ class OnlineLearner:
         self.model.train()
         out = self.model(chunk.inputs, chunk.state, memory)
         loss = self.model.loss(out.log_probs, chunk.targets)
-        if self.config.learning_rate > 0:
+        if self.config.learning_rate > 0 and self.params:
             total = loss
             for old in replay:
                 old_out = self.model(old.inputs, old.state, memory)

@@ -1,10 +1,14 @@
-"""How an agent's events become the tokens its model reads, and where those tokens sit in the stream.
+"""How an agent's events become the tokens its model reads, in the model's own chat format.
 
-The one definition the serving runtime, the learner and the benchmarks share: a chat session's
-stream is BEGIN, then per event a role marker, the content's bytes and END_OF_TURN; a document's
-stream is the DOCUMENT marker, then its chunk events' bytes. A reply is read as the assistant's
-turn: the runtime reads the unread events and the ASSISTANT marker, samples, and the learner later
-reads the same tokens from the log. Memories keep the byte span of the tokens they came from.
+The one definition the serving runtime, the learner and the benchmarks share. A chat session's
+stream is the format's `chat_start`, then per event one turn (role prefix, content, turn end); a
+document's stream is `document_start`, then its chunk events' content. A stream's first token is
+its first input (nothing predicts it); the rest of the start is read with the stream's first event.
+A reply is read as the assistant's turn: the runtime reads the unread events and the assistant
+prefix, samples, and closes the turn; the learner later reads the same turn from the log.
+
+Memories keep byte spans of event content: template tokens ("user\\n", the system prompt) carry
+no content bytes, so offsets count content tokens only.
 """
 
 from __future__ import annotations
@@ -17,69 +21,81 @@ import torch
 from memory.ids import MAX_SPAN_TOKENS
 from memory.schema import Event
 from memory.store import Span
-from models import ByteTokenizer, Special
-from models.tokenizer import NUM_BYTES
-
-STREAM_START = int(Special.BEGIN)  # a stream's first input: its state has read nothing before it
-REPLY_START = int(Special.ASSISTANT)  # what a chat turn reads before it samples its reply
-TURN_END = int(Special.END_OF_TURN)  # what closes a turn; a reply cut at max_bytes is closed with it
-# Tokens a chat event adds besides its bytes: its role marker and END_OF_TURN.
-TURN_MARKERS = len(ByteTokenizer().encode_turn("user", b""))
+from models.tokenizer import Tokenizer
 
 
-def event_tokens(event: Event) -> list[int]:
-    """The tokens an event adds to its session's stream (the serving runtime reads the same).
+def _stream_start(event: Event, tokenizer: Tokenizer) -> tuple[int, ...]:
+    return tokenizer.chat.document_start if event.document_id is not None else tokenizer.chat.chat_start
 
-    A chat event is one turn: role marker, bytes, end of turn. A document's chunk events are one
-    stream: the document marker before its first chunk, bytes only after.
-    """
+
+def stream_start(event: Event, tokenizer: Tokenizer) -> int:
+    """The first input of the stream `event` begins (its session's seq 0)."""
+    return _stream_start(event, tokenizer)[0]
+
+
+def event_reading_tokens(event: Event, tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """The tokens an event adds to its stream, and how many content bytes each carries."""
+    content = tokenizer.encode(event.content)
+    lengths = [len(tokenizer.token_bytes(t)) for t in content]
+    before = list(_stream_start(event, tokenizer)[1:]) if event.seq == 0 else []
     if event.document_id is not None:
-        marker = [int(Special.DOCUMENT)] if event.seq == 0 else []
-        return marker + list(event.content)
-    return ByteTokenizer().encode_turn(event.role, event.content)
+        after: list[int] = []
+    else:
+        before += tokenizer.chat.prefix(event.role)
+        after = list(tokenizer.chat.turn_end)
+    return [*before, *content, *after], [0] * len(before) + lengths + [0] * len(after)
 
 
-def chat_position_after(event: Event) -> int:
-    """Tokens a chat session's stream has read once it has read `event`: STREAM_START, then per event
-    what `event_tokens` gives, found without loading the earlier events."""
-    return 1 + event.byte_offset + len(event.content) + TURN_MARKERS * (event.seq + 1)
+def event_tokens(event: Event, tokenizer: Tokenizer) -> list[int]:
+    """The tokens an event adds to its session's stream (the serving runtime reads the same)."""
+    return event_reading_tokens(event, tokenizer)[0]
 
 
-def turn_prompt(unread: Sequence[Event], *, stream_starts: bool) -> list[int]:
-    """What a chat turn reads before it samples: the events its state has not read, then REPLY_START."""
-    prompt = [STREAM_START] if stream_starts else []
+def turn_prompt(unread: Sequence[Event], tokenizer: Tokenizer, *, stream_starts: bool) -> list[int]:
+    """What a chat turn reads before it samples: the events its state has not read, then the
+    assistant's turn prefix."""
+    prompt = [stream_start(unread[0], tokenizer)] if stream_starts and unread else []
     for event in unread:
-        prompt += event_tokens(event)
-    return [*prompt, REPLY_START]
+        prompt += event_tokens(event, tokenizer)
+    return [*prompt, *tokenizer.chat.prefix("assistant")]
 
 
 @dataclass(frozen=True)
 class EventReading:
     """The tokens a stream reads for one event: the token before it (its first input, so that every
-    token is a target exactly once), then the event's own; and the stream byte offset of each."""
+    token is a target exactly once), then the event's own; and the content byte offset of each."""
 
     event: Event
     tokens: list[int]
-    byte_starts: list[int]  # len(tokens) + 1 entries: stream bytes before each token, and after the last
+    byte_starts: list[int]  # len(tokens) + 1 entries: stream content bytes before each token, and after the last
+    tokenizer: Tokenizer
 
     @classmethod
-    def after(cls, event: Event, last_token: int) -> EventReading:
-        tokens = [last_token, *event_tokens(event)]
-        base = event.byte_offset - (tokens[0] < NUM_BYTES)  # stream offset of tokens[0], if it is a byte
-        starts = [base]
-        for token in tokens:
-            starts.append(starts[-1] + (token < NUM_BYTES))
-        return cls(event, tokens, starts)
+    def after(cls, event: Event, last_token: int | None, tokenizer: Tokenizer) -> EventReading:
+        """`last_token`: the stream's last token read so far; None when `event` starts the stream."""
+        first = stream_start(event, tokenizer) if last_token is None else last_token
+        tokens, lengths = event_reading_tokens(event, tokenizer)
+        # Only a document's previous chunk ends in content; a turn ends in its template's tokens.
+        continues = last_token is not None and event.document_id is not None and event.seq > 0
+        first_length = len(tokenizer.token_bytes(first)) if continues else 0
+        starts = [event.byte_offset - first_length]
+        for length in [first_length, *lengths]:
+            starts.append(starts[-1] + length)
+        return cls(event, [first, *tokens], starts, tokenizer)
+
+    def content(self, first: int, end: int) -> bytes:
+        """The content bytes of tokens[first:end]."""
+        return b"".join(self.tokenizer.token_bytes(t) for t, a, b in zip(
+            self.tokens[first:end], self.byte_starts[first:end], self.byte_starts[first + 1 : end + 1]) if b > a)
 
     def memory_spans(self, start: int, keys: torch.Tensor, values: torch.Tensor, weight_version: int) -> list[Span]:
         """Memory rows for the pairs of input tokens tokens[start : start + T]; keys/values: (T, D)."""
         spans = []
-        tokenizer = ByteTokenizer()
         for offset in range(0, keys.shape[0], MAX_SPAN_TOKENS):
             first, end = start + offset, min(start + offset + MAX_SPAN_TOKENS, start + keys.shape[0])
             spans.append(Span(
                 keys=keys[offset : offset + end - first], values=values[offset : offset + end - first],
-                text=tokenizer.decode(self.tokens[first:end]), byte_start=self.byte_starts[first],
+                text=self.content(first, end), byte_start=self.byte_starts[first],
                 byte_end=self.byte_starts[end], event_id=self.event.id, document_id=self.event.document_id,
                 session_id=self.event.session_id, weight_version=weight_version))
         return spans

@@ -21,7 +21,7 @@ from memory.codec import decode_pairs
 from memory.ids import split_ids
 from memory.schema import Memory
 from memory.store import MemoryStore, Span, delete_memory_rows
-from models import ByteTokenizer, HybridLM, State
+from models import HybridLM, State
 
 EXPORT_FORMAT = 1
 MAX_PAGE = 500
@@ -163,7 +163,7 @@ def recall(
     if model.retrieval_block is None:
         raise ValueError("this model has no retrieval block, so it recalls nothing")
     store.catch_up()  # once per recall: the model's searches read RAM only
-    pointer = model(ByteTokenizer().tensor(data), state, store).pointer
+    pointer = model(torch.tensor([model.tokenizer.encode(data)]), state, store).pointer
     weighed = pointer.ids >= 0
     rows, _ = split_ids(pointer.ids[weighed].cpu().numpy())
     best: dict[int, float] = {}

@@ -87,6 +87,7 @@ class StreamSession(Base):
     kind: Mapped[str] = mapped_column(String(16))  # "chat" or "stream"
     state: Mapped[bytes | None] = mapped_column(LargeBinary)  # models.State.to_bytes() after the last event
     position: Mapped[int] = mapped_column(BigInteger, default=0)  # tokens the state has read
+    events_read: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # events the state has read
     next_seq: Mapped[int] = mapped_column(Integer, default=0)  # sequence number of the next event
     # The learner's own stream state: it reads with the weights of its time, so it is not `state`.
     learn_state: Mapped[bytes | None] = mapped_column(LargeBinary)  # after every learned token but the last

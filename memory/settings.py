@@ -30,7 +30,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("lifelong-data"), description="SQLite files, admin key, snapshots live here")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir")
     broker_url: str | None = Field(None, description="Celery broker; default: SQL transport under data_dir")
-    base_checkpoint: Path = Field(SHIPPED_CHECKPOINT, description="the default base model of new agents")
+    base_checkpoint: str | None = Field(
+        None, description="the default base model of new agents: 'small', an installed model's name "
+                          "(`lifelong models list`) or a path; default: smollm2-135m-instruct when installed, "
+                          "else small")
     device: str = Field("cpu", description="torch device for serving and learning")
 
     admin_key: str | None = Field(None, description="admin API key; default: generated on first start")

@@ -5,7 +5,7 @@ Knows nothing of SQL, FAISS, HTTP or Celery; memory arrives through `MemoryReade
 
 
 from models.config import ModelConfig
-from models.generate import SamplingConfig, compile_decoder, generate
+from models.generate import LanguageModel, SamplingConfig, compile_decoder, generate
 from models.memory import MemoryKV, MemoryReader, RetrievedMemory, TensorMemory
 from models.model import HybridLM, ModelOutput
 from models.state import State, StateFormatError
@@ -14,6 +14,7 @@ from models.tokenizer import ByteTokenizer, Special
 __all__ = [
     "ByteTokenizer",
     "HybridLM",
+    "LanguageModel",
     "MemoryKV",
     "MemoryReader",
     "ModelConfig",

@@ -1,4 +1,5 @@
-"""Sampling from a HybridLM: temperature, nucleus (top-p), seed; pieces always valid UTF-8."""
+"""Sampling a reply from a model: temperature, nucleus (top-p), repetition guards, seed; pieces
+always valid UTF-8. Works for any model with the shared call shape and a `tokenizer`."""
 
 from __future__ import annotations
 
@@ -11,24 +12,35 @@ import torch
 from models.memory import MemoryReader
 from models.model import HybridLM, ModelOutput
 from models.state import State
-from models.tokenizer import NUM_BYTES, Special, Utf8Pieces
+from models.tokenizer import Utf8Pieces
+from models.transformer import TransformerLM
+
+LanguageModel = HybridLM | TransformerLM
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    temperature: float = 0.8  # 0 means greedy
-    top_p: float = 0.95  # sample from the smallest set of tokens holding this much probability
+    # Defaults chosen by measurement (BENCHMARKS.md, "A model that talks"): replies that answer and
+    # do not loop. Small models loop under plain sampling; the two guards below stop that.
+    temperature: float = 0.5  # 0 means greedy
+    top_p: float = 0.9  # sample from the smallest set of tokens holding this much probability
     seed: int | None = None  # fixes the sample for a given state and prompt
     max_bytes: int = 1024  # byte budget of one reply
     stop_at_end_of_turn: bool = True
     # End of turn is not sampled before this many bytes: a logged reply must hold at least one byte.
     min_bytes: int = 0
+    # Logits of tokens already in this reply are divided by this (multiplied when negative); 1 is off.
+    repetition_penalty: float = 1.1
+    # A token that would repeat an n-gram of tokens already in this reply is not sampled; 0 is off.
+    no_repeat_ngram: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty < 1 or self.no_repeat_ngram < 0:
+            raise ValueError("need repetition_penalty >= 1 and no_repeat_ngram >= 0")
         if not 0 <= self.min_bytes <= self.max_bytes:
             raise ValueError(f"need 0 <= min_bytes <= max_bytes, got {self.min_bytes} and {self.max_bytes}")
 
@@ -37,7 +49,7 @@ StopReason = Literal["end_of_turn", "max_bytes"]
 Decoder = Callable[..., ModelOutput]
 
 
-def compile_decoder(model: HybridLM) -> Decoder:
+def compile_decoder(model: LanguageModel) -> Decoder:
     """The model compiled for single-token steps (Inductor with its C++ wrapper).
 
     About twice the tokens/s of eager mode on CPU, where per-op overhead, not
@@ -48,14 +60,31 @@ def compile_decoder(model: HybridLM) -> Decoder:
     return torch.compile(model, options={"cpp_wrapper": True})
 
 
+def banned_by_ngrams(reply: list[int], n: int) -> list[int]:
+    """Tokens that would complete an n-gram already present in `reply`."""
+    if n <= 0 or len(reply) < n:
+        return []
+    tail = tuple(reply[len(reply) - n + 1 :])
+    return [reply[i + n - 1] for i in range(len(reply) - n + 1) if tuple(reply[i : i + n - 1]) == tail]
+
+
 def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None,
-                 allow_end: bool = True) -> int:
-    """One token id from (V,) logits. Only bytes and (when `allow_end`) end-of-turn may be produced."""
+                 allowed: torch.Tensor, reply: list[int] = ()) -> int:
+    """One token id from (V,) logits, among `allowed` ((V,) bool), guarded against repeating `reply`."""
     logits = logits.float().clone()
-    allowed = torch.zeros_like(logits, dtype=torch.bool)
-    allowed[:NUM_BYTES] = True
-    allowed[int(Special.END_OF_TURN)] = sampling.stop_at_end_of_turn and allow_end
-    logits[~allowed] = float("-inf")
+    logits[: len(allowed)][~allowed] = float("-inf")
+    logits[len(allowed) :] = float("-inf")  # an embedding padded past the vocabulary
+    if sampling.repetition_penalty != 1 and reply:
+        seen = torch.tensor(sorted(set(reply)))
+        picked = logits[seen]
+        logits[seen] = torch.where(picked > 0, picked / sampling.repetition_penalty,
+                                   picked * sampling.repetition_penalty)
+    banned = banned_by_ngrams(list(reply), sampling.no_repeat_ngram)
+    if banned:
+        guarded = logits.clone()
+        guarded[banned] = float("-inf")
+        if not torch.isinf(guarded).all():  # a guard never leaves nothing to say
+            logits = guarded
     if sampling.temperature == 0:
         return int(logits.argmax())
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
@@ -70,14 +99,14 @@ def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torc
 class Generation:
     """Iterate for text pieces; afterwards `state`, `tokens` and `stop_reason` describe the reply.
 
-    Every sampled token (end-of-turn included) is fed back, so `state` has read
-    the whole reply and the stream can continue from it. `on_read` sees the output of
-    every read (e.g. to make its pairs searchable at once: memory.recent).
+    Every sampled token but a stop token is fed back, so `state` has read the whole reply except
+    its end; the caller closes the turn (the format's `turn_end`) whichever way it stopped.
+    `on_read` sees the output of every read (e.g. to make its pairs searchable at once: memory.recent).
     """
 
     def __init__(
         self,
-        model: HybridLM,
+        model: LanguageModel,
         prompt: torch.Tensor,
         state: State | None,
         memory: MemoryReader | None,
@@ -98,6 +127,12 @@ class Generation:
         generator = None
         if self.sampling.seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(self.sampling.seed)
+        tokenizer = self.model.tokenizer
+        content = tokenizer.generatable()
+        stops = sorted(tokenizer.chat.stop_tokens)
+        content[stops] = False
+        with_stop = content.clone()
+        with_stop[stops] = self.sampling.stop_at_end_of_turn
         pieces = Utf8Pieces()
         emitted_bytes = 0
         with torch.inference_mode():
@@ -109,15 +144,16 @@ class Generation:
                 prompt = prompt[:, -1:]
             out = self._read(self.model, prompt)
             while emitted_bytes < self.sampling.max_bytes:
-                token = sample_token(out.log_probs[0, -1].cpu(), self.sampling, generator,
-                                     allow_end=emitted_bytes >= self.sampling.min_bytes)
-                self.tokens.append(token)
-                out = self._read(self.decoder, torch.tensor([[token]], device=self.model.device))
-                if token == Special.END_OF_TURN:
+                allowed = with_stop if emitted_bytes >= self.sampling.min_bytes else content
+                token = sample_token(out.log_probs[0, -1].cpu(), self.sampling, generator, allowed, self.tokens)
+                if token in tokenizer.chat.stop_tokens:
                     self.stop_reason = "end_of_turn"
                     break
-                emitted_bytes += 1
-                piece = pieces.push(token)
+                self.tokens.append(token)
+                out = self._read(self.decoder, torch.tensor([[token]], device=self.model.device))
+                data = tokenizer.token_bytes(token)
+                emitted_bytes += len(data)
+                piece = pieces.push(data)
                 if piece:
                     yield piece
             else:
@@ -126,16 +162,20 @@ class Generation:
         if tail:
             yield tail
 
-    def _read(self, model: HybridLM | Decoder, tokens: torch.Tensor) -> ModelOutput:
-        out = model(tokens, self.state, self.memory)
+    def _read(self, model: LanguageModel | Decoder, tokens: torch.Tensor) -> ModelOutput:
+        out = model(tokens, self.state, self.memory, last_only=True)
         self.state = out.state
         if self.on_read is not None:
             self.on_read(out)
         return out
 
+    @property
+    def reply(self) -> bytes:
+        return b"".join(self.model.tokenizer.token_bytes(t) for t in self.tokens)
+
 
 def generate(
-    model: HybridLM,
+    model: LanguageModel,
     prompt: torch.Tensor,
     *,
     state: State | None = None,

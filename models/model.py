@@ -28,6 +28,7 @@ from models.memory import MemoryKV, MemoryReader
 from models.pointer import MemoryPointer, mix_pointer
 from models.retrieval import RetrievalAttention
 from models.state import LayerState, State, layer_kind
+from models.tokenizer import ByteTokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -70,6 +71,8 @@ class ResidualBlock(nn.Module):
 
 
 class HybridLM(nn.Module):
+    tokenizer = ByteTokenizer()
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -99,8 +102,10 @@ class HybridLM(nn.Module):
         return State(layers=tuple(b.init_state(batch_size, self.device) for b in self.blocks), position=0)
 
     def forward(
-        self, tokens: torch.Tensor, state: State | None = None, memory: MemoryReader | None = None
+        self, tokens: torch.Tensor, state: State | None = None, memory: MemoryReader | None = None,
+        *, last_only: bool = False,
     ) -> ModelOutput:
+        """`last_only`: log-probabilities of the last position only, (B, 1, V) (prompt reads)."""
         if tokens.dim() != 2 or tokens.shape[1] == 0:
             raise ValueError(f"tokens must be a (batch, time) tensor with time >= 1, got shape {tuple(tokens.shape)}")
         if state is None:
@@ -119,6 +124,8 @@ class HybridLM(nn.Module):
                 memory_kv, pointer = out.memory_kv, out.pointer
         logits = self.unembed(x)
         log_probs = logits.log_softmax(-1) if pointer is None else mix_pointer(logits, pointer)
+        if last_only:
+            log_probs = log_probs[:, -1:]
         new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1]).detach()
         return ModelOutput(log_probs=log_probs, state=new_state, memory_kv=memory_kv, pointer=pointer)
 
@@ -132,6 +139,9 @@ class HybridLM(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     def _check_state(self, state: State, tokens: torch.Tensor) -> None:
+        if state.tokenizer != self.tokenizer.name:
+            raise ValueError(f"state was made with tokenizer {state.tokenizer!r}, this model reads "
+                             f"{self.tokenizer.name!r}: it belongs to another model")
         kinds = [layer_kind(s) for s in state.layers]
         expected = list(self.config.block_types)
         readable = [isinstance(layer, block.temporal.reads_states) for layer, block in zip(state.layers, self.blocks)]

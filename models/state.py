@@ -11,6 +11,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError
@@ -21,7 +22,15 @@ from models.attention import AttentionState
 from models.layers import RecurrentState
 from models.retrieval import RetrievalState
 
-LayerState = RecurrentState | AttentionState | RetrievalState
+
+class KVState(NamedTuple):
+    """A pretrained transformer layer's window (models.transformer)."""
+
+    keys: torch.Tensor  # (B, K, C, E) un-rotated keys of the last C tokens, oldest first
+    values: torch.Tensor  # (B, K, C, E)
+
+
+LayerState = RecurrentState | AttentionState | RetrievalState | KVState
 
 MAGIC = b"LLSTATE"
 # 2: the retrieval block's state carries what its last token recalled. Version 1 blobs are still read:
@@ -29,7 +38,10 @@ MAGIC = b"LLSTATE"
 # (RetrievalAttention.readable_state).
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-_KINDS: dict[str, type] = {"recurrent": RecurrentState, "attention": AttentionState, "retrieval": RetrievalState}
+_KINDS: dict[str, type] = {"recurrent": RecurrentState, "attention": AttentionState, "retrieval": RetrievalState,
+                           "kv": KVState}
+# What a blob without a recorded tokenizer was read with (every state before tokenizers were recorded).
+LEGACY_TOKENIZER = "bytes"
 _HEADER = struct.Struct("<7sH32s")
 
 
@@ -41,6 +53,7 @@ class StateFormatError(ValueError):
 class State:
     layers: tuple[LayerState, ...]  # one per residual block, bottom to top
     position: int  # tokens consumed since the stream began
+    tokenizer: str = LEGACY_TOKENIZER  # the name of the vocabulary its tokens came from (Tokenizer.name)
 
     @property
     def batch_size(self) -> int:
@@ -48,11 +61,11 @@ class State:
 
     def to(self, device: torch.device | str) -> State:
         layers = tuple(type(layer)(*(t.to(device) for t in layer)) for layer in self.layers)
-        return State(layers=layers, position=self.position)
+        return State(layers=layers, position=self.position, tokenizer=self.tokenizer)
 
     def detach(self) -> State:
         layers = tuple(type(layer)(*(t.detach() for t in layer)) for layer in self.layers)
-        return State(layers=layers, position=self.position)
+        return State(layers=layers, position=self.position, tokenizer=self.tokenizer)
 
     def to_bytes(self) -> bytes:
         tensors: dict[str, torch.Tensor] = {}
@@ -61,7 +74,7 @@ class State:
             kinds.append(layer_kind(layer))
             for name, tensor in layer._asdict().items():
                 tensors[f"{i}.{name}"] = tensor.detach().to("cpu").contiguous()
-        metadata = {"position": str(self.position), "kinds": json.dumps(kinds)}
+        metadata = {"position": str(self.position), "kinds": json.dumps(kinds), "tokenizer": self.tokenizer}
         payload = save_tensors(tensors, metadata=metadata)
         return _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.blake2b(payload, digest_size=32).digest()) + payload
 
@@ -86,7 +99,8 @@ class State:
             metadata = _read_metadata(payload)
             kinds = json.loads(metadata["kinds"])
             layers = tuple(_layer_from(kind, i, tensors) for i, kind in enumerate(kinds))
-            return cls(layers=layers, position=int(metadata["position"]))
+            return cls(layers=layers, position=int(metadata["position"]),
+                       tokenizer=metadata.get("tokenizer", LEGACY_TOKENIZER))
         except (SafetensorError, KeyError, ValueError) as exc:
             raise StateFormatError(f"state blob is malformed: {exc}") from exc
 

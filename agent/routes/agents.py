@@ -50,7 +50,7 @@ def agent_public(db: Session, agent: Agent) -> AgentPublic:
 
 @router.post("/agents", status_code=201, response_model=AgentPublic)
 def create_agent(body: AgentCreate, db: Db, services: ServicesDep, _: AdminKey) -> AgentPublic:
-    base = body.base_checkpoint or str(services.settings.base_checkpoint)
+    base = body.base_checkpoint or services.default_base
     with unprocessable("base_checkpoint: "):
         check_base(base)
     try:

@@ -56,7 +56,7 @@ def test_simultaneous_turns_from_two_processes_take_turns_and_the_session_contin
     with sessions() as db:
         roles = list(db.scalars(select(Event.role).where(Event.session_id == session_id).order_by(Event.seq)))
         row = db.get(StreamSession, session_id)
-        assert uncovered_events(db, session_id=session_id, position=row.position) == []  # the state read it all
+        assert uncovered_events(db, session_id=session_id, events_read=row.events_read) == []  # the state read it all
     assert roles == ["user", "assistant", "user", "assistant"]  # each reply follows its own message
     # Either process continues the session from what the other saved.
     first.chat(session_id=session_id, content=b"and again", sampling=SAMPLING)

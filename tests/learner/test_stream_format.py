@@ -1,18 +1,15 @@
-"""How events become tokens and positions: one definition, consistent with itself."""
+"""How events become tokens: one definition, consistent with itself, for any tokenizer."""
 
+import pytest
 import torch
 
-from learner.stream_format import (
-    REPLY_START,
-    STREAM_START,
-    TURN_END,
-    EventReading,
-    chat_position_after,
-    event_tokens,
-    turn_prompt,
-)
+from learner.stream_format import EventReading, event_tokens, stream_start, turn_prompt
 from memory.schema import Event
-from models import Special
+from models import ByteTokenizer, Special
+from models.tokenizer import decode
+from tests.models.tiny_vocab import tiny_chatml_tokenizer
+
+TOKENIZERS = {"bytes": ByteTokenizer(), "chatml": tiny_chatml_tokenizer()}
 
 
 def chat_log(contents: list[bytes]) -> list[Event]:
@@ -24,39 +21,56 @@ def chat_log(contents: list[bytes]) -> list[Event]:
     return events
 
 
-def test_the_position_after_each_chat_event_counts_the_tokens_read_up_to_it():
-    events = chat_log([b"hello", "d\u00e9j\u00e0 vu".encode(), b"x", b"a longer message\n" * 9])
-    read = [STREAM_START]
-    for event in events:
-        read += event_tokens(event)
-        assert chat_position_after(event) == len(read)
-
-
-def test_a_turn_prompt_is_what_the_learner_reads_before_the_reply():
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_a_turn_prompt_is_what_the_learner_reads_before_the_reply(name):
+    tokenizer = TOKENIZERS[name]
     events = chat_log([b"first", b"reply", b"second"])
-    prompt = turn_prompt(events, stream_starts=True)
-    assert prompt[0] == STREAM_START and prompt[-1] == REPLY_START
-    assert prompt[1:-1] == [t for event in events for t in event_tokens(event)]
-    assert turn_prompt(events[2:], stream_starts=False) == [*event_tokens(events[2]), REPLY_START]
-    assert event_tokens(events[0])[-1] == TURN_END
+    prompt = turn_prompt(events, tokenizer, stream_starts=True)
+    assert prompt[0] == stream_start(events[0], tokenizer) == tokenizer.chat.chat_start[0]
+    assert prompt[1:] == [*(t for event in events for t in event_tokens(event, tokenizer)),
+                          *tokenizer.chat.prefix("assistant")]
+    assert turn_prompt(events[2:], tokenizer, stream_starts=False) == [
+        *event_tokens(events[2], tokenizer), *tokenizer.chat.prefix("assistant")]
+    # The whole stream start is read once, with the first event.
+    assert event_tokens(events[0], tokenizer)[: len(tokenizer.chat.chat_start) - 1] == \
+        list(tokenizer.chat.chat_start[1:])
+    assert event_tokens(events[1], tokenizer)[-len(tokenizer.chat.turn_end):] == list(tokenizer.chat.turn_end)
 
 
-def test_document_chunks_are_one_stream_with_one_marker():
+def test_byte_streams_keep_their_layout():
     first = Event(document_id=3, seq=0, role="document", content=b"abc", byte_offset=0)
     second = Event(document_id=3, seq=1, role="document", content=b"def", byte_offset=3)
-    assert event_tokens(first) == [int(Special.DOCUMENT), *b"abc"]
-    assert event_tokens(second) == list(b"def")
+    tokenizer = ByteTokenizer()
+    assert stream_start(first, tokenizer) == Special.BEGIN
+    assert event_tokens(first, tokenizer) == [int(Special.DOCUMENT), *b"abc"]
+    assert event_tokens(second, tokenizer) == list(b"def")
+    chat = chat_log([b"hi"])[0]
+    assert event_tokens(chat, tokenizer) == [int(Special.USER), *b"hi", int(Special.END_OF_TURN)]
 
 
-def test_memory_spans_carry_the_exact_bytes_and_offsets_of_their_tokens():
-    events = chat_log([b"hi there", b"general kenobi"])
-    reading = EventReading.after(events[1], last_token=TURN_END)  # the previous turn's end is the first input
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_memory_spans_carry_the_exact_bytes_and_offsets_of_their_content(name):
+    tokenizer = TOKENIZERS[name]
+    events = chat_log([b"hi there", "g\u00e9n\u00e9ral kenobi".encode()])
+    previous = EventReading.after(events[0], None, tokenizer)
+    reading = EventReading.after(events[1], previous.tokens[-1], tokenizer)
     inputs = len(reading.tokens) - 1
     keys = torch.randn(inputs, 4)
     spans = reading.memory_spans(0, keys, keys, weight_version=2)
     text = b"".join(span.text for span in spans)
-    assert text == b"general kenobi"
+    assert text == events[1].content  # the template's tokens ("assistant\n") carry no content bytes
     assert spans[0].byte_start == events[1].byte_offset and spans[-1].byte_end == events[1].byte_offset + len(text)
-    # A byte carried in as the first input belongs to the event before.
-    carried = EventReading.after(events[1], last_token=ord("e"))
-    assert carried.byte_starts[0] == events[1].byte_offset - 1
+    assert decode(tokenizer, reading.tokens).endswith(text + decode(tokenizer, tokenizer.chat.turn_end))
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_a_document_chunk_carries_the_previous_chunks_last_token_bytes(name):
+    tokenizer = TOKENIZERS[name]
+    first = Event(id=1, document_id=3, seq=0, role="document", content=b"abc xyz", byte_offset=0)
+    second = Event(id=2, document_id=3, seq=1, role="document", content=b" def", byte_offset=7)
+    previous = EventReading.after(first, None, tokenizer)
+    carried = EventReading.after(second, previous.tokens[-1], tokenizer)
+    last_bytes = tokenizer.token_bytes(previous.tokens[-1])
+    assert last_bytes and b"abc xyz".endswith(last_bytes)
+    assert carried.byte_starts[0] == second.byte_offset - len(last_bytes)
+    assert carried.content(0, len(carried.tokens)) == last_bytes + b" def"

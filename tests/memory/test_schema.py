@@ -106,3 +106,22 @@ def test_memory_ids_are_never_reused_after_deleting_the_newest(sessions, make_ag
     with sessions.begin() as db:
         db.delete(db.get(Memory, first))
     assert add() > first
+
+
+def test_the_events_read_migration_recovers_each_byte_sessions_count(db_url, sessions, make_agent):
+    """Sessions stored before 0003 know only their token position; the count of events it covers
+    is recovered from the byte models' layout (BEGIN, then marker + bytes + END_OF_TURN per event)."""
+    from learner.eventlog import append_events, create_session
+
+    agent_id = make_agent("old")
+    with sessions.begin() as db:
+        read_all, read_one = create_session(db, agent_id=agent_id).id, create_session(db, agent_id=agent_id).id
+        for session_id in (read_all, read_one):
+            append_events(db, session_id=session_id, events=[("user", b"hello"), ("assistant", b"hi there")])
+        db.get(StreamSession, read_all).position = 1 + (5 + 2) + (8 + 2)
+        db.get(StreamSession, read_one).position = 1 + (5 + 2) + 1  # the first turn, then the reply's marker
+    downgrade(db_url, "0002")
+    upgrade(db_url)
+    with sessions() as db:
+        assert db.get(StreamSession, read_all).events_read == 2
+        assert db.get(StreamSession, read_one).events_read == 1

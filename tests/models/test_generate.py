@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from models import HybridLM, SamplingConfig, Special, generate
-from models.generate import sample_token
+from models import ByteTokenizer, HybridLM, SamplingConfig, Special, generate
+from models.generate import banned_by_ngrams, sample_token
 from models.model import ModelOutput
 
 
@@ -14,8 +14,8 @@ class ScriptedModel(HybridLM):
         self.load_state_dict(base.state_dict())
         self.script, self.calls = script, 0
 
-    def forward(self, tokens, state=None, memory=None):
-        out = super().forward(tokens, state, memory)
+    def forward(self, tokens, state=None, memory=None, last_only=False):
+        out = super().forward(tokens, state, memory, last_only=last_only)
         logits = torch.full_like(out.log_probs, -50.0)
         logits[:, -1, self.script[min(self.calls, len(self.script) - 1)]] = 50.0
         self.calls += 1
@@ -30,8 +30,8 @@ def test_pieces_are_valid_utf8_and_generation_stops_at_end_of_turn(tiny_model):
     assert all(p for p in pieces)
     assert "".join(pieces) == reply.decode("utf-8", errors="replace")
     assert gen.stop_reason == "end_of_turn"
-    assert gen.tokens[-1] == Special.END_OF_TURN
-    assert gen.state.position == 3 + len(reply) + 1  # the reply and end-of-turn were read
+    assert gen.tokens == list(reply) and gen.reply == reply
+    assert gen.state.position == 3 + len(reply)  # the reply was read, its stop token was not
 
 
 def test_byte_budget_stops_generation(tiny_model):
@@ -60,7 +60,8 @@ def test_sampler_respects_top_p_and_never_emits_role_tokens():
     logits[int(Special.USER)] = 100.0  # a role token must never be sampled
     logits[65], logits[66] = 5.0, 4.0
     gen = torch.Generator().manual_seed(0)
-    draws = {sample_token(logits, SamplingConfig(top_p=0.5, temperature=1.0), gen) for _ in range(50)}
+    allowed = ByteTokenizer().generatable()
+    draws = {sample_token(logits, SamplingConfig(top_p=0.5, temperature=1.0), gen, allowed) for _ in range(50)}
     assert draws == {65}
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0)
@@ -72,3 +73,18 @@ def test_min_bytes_holds_end_of_turn_back(tiny_model):
     assert "".join(gen) != "" and gen.stop_reason == "end_of_turn"
     with pytest.raises(ValueError, match="min_bytes"):
         SamplingConfig(min_bytes=5, max_bytes=4)
+
+
+def test_repetition_guards_steer_away_from_what_the_reply_already_said():
+    logits = torch.full((264,), -10.0)
+    logits[65], logits[66] = 5.0, 4.9
+    allowed, greedy = ByteTokenizer().generatable(), SamplingConfig(temperature=0, repetition_penalty=1.0)
+    assert sample_token(logits, greedy, None, allowed, [65]) == 65
+    penalised = SamplingConfig(temperature=0, repetition_penalty=1.1)
+    assert sample_token(logits, penalised, None, allowed, [65]) == 66
+    no_repeat = SamplingConfig(temperature=0, repetition_penalty=1.0, no_repeat_ngram=2)
+    assert sample_token(logits, no_repeat, None, allowed, [65, 65]) == 66  # "65 65" would appear twice
+    assert banned_by_ngrams([1, 2, 3, 1, 2], 3) == [3] and banned_by_ngrams([1, 2], 3) == []
+    only = torch.zeros(264, dtype=torch.bool)
+    only[65] = True  # a guard never leaves nothing to say
+    assert sample_token(logits, no_repeat, None, only, [65, 65]) == 65

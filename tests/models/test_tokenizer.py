@@ -27,9 +27,9 @@ def test_utf8_pieces_are_never_broken():
     streams = [text.encode(), rng.randbytes(500), "é".encode() + b"\xc3" + "€".encode()]
     for data in streams:
         pieces = Utf8Pieces()
-        out = [pieces.push(b) for b in data] + [pieces.flush()]
+        out = [pieces.push(bytes([b])) for b in data] + [pieces.flush()]
         for piece in out:
             piece.encode("utf-8")  # raises on a lone surrogate or other broken text
         assert "".join(out) == data.decode("utf-8", errors="replace")
     pieces = Utf8Pieces()
-    assert [pieces.push(b) for b in "€".encode()] == ["", "", "€"]
+    assert [pieces.push(bytes([b])) for b in "€".encode()] == ["", "", "€"]

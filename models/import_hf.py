@@ -1,0 +1,127 @@
+"""Import a Hugging Face model directory (config.json, *.safetensors, tokenizer.json) as a TransformerLM.
+
+Reads local files only. Supported `model_type`s: "llama" (SmolLM2 and other Llama-architecture
+models) and "gemma3_text" (Gemma 3 text models). Tensors are renamed to this project's names and
+transposed to its (in, out) layout; Gemma's norm weights w become the multiplier 1 + w.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from models.transformer import TransformerConfig
+
+SUPPORTED_TYPES = ("llama", "gemma3_text", "gemma3")
+
+
+def _rope_theta(config: dict[str, Any], layer_type: str, default: float) -> float:
+    """RoPE base of a layer type, from either config layout (transformers 4's keys or 5's rope_parameters)."""
+    params = config.get("rope_parameters") or {}
+    if layer_type in params:
+        params = params[layer_type]
+    if params.get("rope_type", "default") != "default" or config.get("rope_scaling"):
+        raise ValueError(f"RoPE scaling {params.get('rope_type') or config.get('rope_scaling')} is not supported")
+    if "rope_theta" in params:
+        return float(params["rope_theta"])
+    if layer_type == "sliding_attention":
+        return float(config.get("rope_local_base_freq", default))
+    return float(config.get("rope_theta", default))
+
+
+def hf_config(config: dict[str, Any]) -> TransformerConfig:
+    """Our config from a transformers config.json (dict); ValueError for an architecture we lack."""
+    model_type = config.get("model_type")
+    if model_type == "gemma3":  # a multimodal checkpoint: its language model's config
+        config = config["text_config"]
+        model_type = "gemma3_text"
+    if model_type not in SUPPORTED_TYPES:
+        raise ValueError(f"model type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_TYPES)}")
+    heads = config["num_attention_heads"]
+    common = {
+        "vocab_size": config["vocab_size"], "width": config["hidden_size"], "num_heads": heads,
+        "num_kv_heads": config.get("num_key_value_heads") or heads,
+        "head_dim": config.get("head_dim") or config["hidden_size"] // heads,
+        "mlp_width": config["intermediate_size"], "norm_eps": config["rms_norm_eps"],
+    }
+    layers = config["num_hidden_layers"]
+    if model_type == "llama":
+        if config.get("attention_bias") or config.get("mlp_bias"):
+            raise ValueError("Llama checkpoints with biases are not supported")
+        return TransformerConfig(family="llama", sliding_layers=(False,) * layers, activation="silu",
+                                 rope_base=_rope_theta(config, "full_attention", 10_000.0), **common)
+    types = config.get("layer_types") or [
+        "sliding_attention" if (i + 1) % config.get("sliding_window_pattern", 6) else "full_attention"
+        for i in range(layers)]
+    if config.get("attn_logit_softcapping"):
+        raise ValueError("attention logit soft-capping is not supported")
+    return TransformerConfig(
+        family="gemma3", sliding_layers=tuple(t == "sliding_attention" for t in types),
+        rope_base=_rope_theta(config, "full_attention", 1_000_000.0),
+        local_rope_base=_rope_theta(config, "sliding_attention", 10_000.0),
+        sliding_window=config["sliding_window"], qk_norm=True, sandwich_norms=True, activation="gelu_tanh",
+        scale_embeddings=True, query_scale=config.get("query_pre_attn_scalar", common["head_dim"]) ** -0.5,
+        final_soft_cap=config.get("final_logit_softcapping") or 0.0, **common)
+
+
+# Our parameter suffix per transformers suffix, by family. Llama's "post_attention_layernorm" is its
+# pre-MLP norm; Gemma's is the norm after attention.
+_LAYER_NAMES = {
+    "llama": {"input_layernorm": "attention_norm", "post_attention_layernorm": "mlp_norm"},
+    "gemma3": {"input_layernorm": "attention_norm", "post_attention_layernorm": "post_attention_norm",
+               "pre_feedforward_layernorm": "mlp_norm", "post_feedforward_layernorm": "post_mlp_norm"},
+}
+_PROJECTIONS = {"self_attn.q_proj": "attention.q", "self_attn.k_proj": "attention.k", "self_attn.v_proj": "attention.v",
+                "self_attn.o_proj": "attention.out", "mlp.gate_proj": "mlp.gate", "mlp.up_proj": "mlp.up",
+                "mlp.down_proj": "mlp.down"}
+
+
+def hf_weights(config: TransformerConfig, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' tensors under our names and layouts."""
+    gemma = config.family == "gemma3"
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        name = name.removeprefix("model.language_model.").removeprefix("model.")
+        tensor = tensor.float()
+        if name == "embed_tokens.weight":
+            out["embedding"] = tensor
+        elif name == "norm.weight":
+            out["final_norm.weight"] = tensor + 1 if gemma else tensor
+        elif name == "lm_head.weight":
+            out["lm_head"] = tensor  # checked against the embedding below
+        elif name.startswith("layers."):
+            _, index, rest = name.split(".", 2)
+            rest = rest.removesuffix(".weight")
+            prefix = f"layers.{index}."
+            if rest in _PROJECTIONS:
+                out[prefix + _PROJECTIONS[rest] + ".weight"] = tensor.T.contiguous()
+            elif rest in ("self_attn.q_norm", "self_attn.k_norm"):
+                out[prefix + "attention." + rest.split(".")[1] + ".weight"] = tensor + 1
+            elif rest in _LAYER_NAMES[config.family]:
+                out[prefix + _LAYER_NAMES[config.family][rest] + ".weight"] = tensor + 1 if gemma else tensor
+            else:
+                raise ValueError(f"unexpected tensor {name!r} in a {config.family} checkpoint")
+    head = out.pop("lm_head", None)
+    if head is not None and not torch.equal(head, out["embedding"]):
+        raise ValueError("checkpoints with an output layer untied from the embedding are not supported")
+    return out
+
+
+def read_hf_dir(path: Path) -> tuple[TransformerConfig, dict[str, torch.Tensor]]:
+    """Config and weights (our names, fp32) of a transformers model directory."""
+    config_file = path / "config.json"
+    files = sorted(path.glob("*.safetensors"))
+    if not config_file.is_file() or not files:
+        raise ValueError(f"{path} is not a Hugging Face model directory (needs config.json and *.safetensors)")
+    raw = json.loads(config_file.read_text())
+    config = hf_config(raw)
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        tensors.update(load_file(file))
+    if raw.get("tie_word_embeddings", True) is False and "lm_head.weight" not in tensors:
+        raise ValueError("untied checkpoint without lm_head.weight")
+    return config, hf_weights(config, tensors)

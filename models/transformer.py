@@ -1,0 +1,249 @@
+"""Pretrained decoder-only transformers (Llama and Gemma 3 families), streamed like the project's own
+model: the same call, `model(tokens, state, memory) -> ModelOutput`, and a typed state per layer.
+
+    tokens -> embed [x sqrt(width)] -> [TransformerLayer] * L -> RMSNorm -> tied unembed [-> soft cap]
+    layer:  x + [post_norm](attention(norm(x))), then x + [post_norm](mlp(norm(x)))
+
+Streaming state: each layer keeps the un-rotated keys and the values of its last window of tokens
+(a sliding layer: its trained window; a global layer: `context_tokens`, the bound that keeps an
+infinite session's memory and time per token flat; beyond it lifelong's memory takes over). Keys
+are rotated at use time relative to the oldest kept token: scores depend only on position
+differences, so this equals the reference's absolute RoPE while angles stay small forever.
+
+Norm weights are stored as the multiplier itself: Gemma's (1 + w) is folded in when imported
+(GGUF files already store it so). Letters: B batch, T new tokens, C cached tokens, S keys,
+H query heads, K key/value heads, E head dim, D width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.layers import Dense
+from models.memory import MemoryReader
+from models.model import ModelOutput
+from models.state import KVState, State, layer_kind
+from models.tokenizer import Tokenizer
+
+Activation = Literal["silu", "gelu_tanh"]
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    family: str  # "llama" or "gemma3": names the chat format and the import rules
+    vocab_size: int
+    width: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    mlp_width: int
+    sliding_layers: tuple[bool, ...]  # per layer, bottom to top: a sliding-window layer (else global)
+    norm_eps: float = 1e-6
+    rope_base: float = 10_000.0  # global layers
+    local_rope_base: float = 10_000.0  # sliding layers
+    sliding_window: int = 4096  # keys a sliding layer's query sees, itself included
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys (Gemma 3)
+    sandwich_norms: bool = False  # norms after attention and MLP too (Gemma 2/3)
+    activation: Activation = "silu"
+    scale_embeddings: bool = False  # x sqrt(width) after the lookup (Gemma)
+    query_scale: float | None = None  # None: head_dim ** -0.5
+    final_soft_cap: float = 0.0
+    # Keys a global layer's query sees: the stream's working context. Below the model's trained
+    # context; longer sessions read older text through lifelong's memory instead.
+    context_tokens: int = 4096
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.sliding_layers)
+
+    def window(self, layer: int) -> int:
+        return self.sliding_window if self.sliding_layers[layer] else self.context_tokens
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> TransformerConfig:
+        fields = json.loads(text)
+        fields["sliding_layers"] = tuple(fields["sliding_layers"])
+        return cls(**fields)
+
+    def replace(self, **changes: object) -> TransformerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+class Norm(nn.Module):
+    """RMSNorm computed in fp32, scaled by its stored multiplier."""
+
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), weight=self.weight.float(), eps=self.eps).type_as(x)
+
+
+def rotate(x: torch.Tensor, start: int, base: float) -> torch.Tensor:
+    """RoPE in the rotate-half layout for positions start, start+1, ... along dim -2: (..., T, E)."""
+    dim = x.shape[-1]
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.int64).float() / dim))
+    positions = torch.arange(start, start + x.shape[-2], device=x.device, dtype=torch.float32)
+    angles = positions[:, None] * inv_freq
+    cos, sin = angles.cos().repeat(1, 2).to(x.dtype), angles.sin().repeat(1, 2).to(x.dtype)
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, config: TransformerConfig, layer: int):
+        super().__init__()
+        c = config
+        self.heads, self.kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
+        self.window = c.window(layer)
+        self.rope_base = c.local_rope_base if c.sliding_layers[layer] else c.rope_base
+        self.scale = c.query_scale if c.query_scale is not None else c.head_dim**-0.5
+        self.q = Dense(c.width, c.num_heads * c.head_dim, bias=False)
+        self.k = Dense(c.width, c.num_kv_heads * c.head_dim, bias=False)
+        self.v = Dense(c.width, c.num_kv_heads * c.head_dim, bias=False)
+        self.out = Dense(c.num_heads * c.head_dim, c.width, bias=False)
+        self.q_norm = Norm(c.head_dim, c.norm_eps) if c.qk_norm else None
+        self.k_norm = Norm(c.head_dim, c.norm_eps) if c.qk_norm else None
+
+    def init_state(self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype) -> KVState:
+        empty = torch.zeros(batch_size, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return KVState(empty, empty.clone())
+
+    def forward(self, x: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, E)
+        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, E)
+        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        keys, values = torch.cat((state.keys, k), dim=2), torch.cat((state.values, v), dim=2)
+        cached, total = state.keys.shape[2], keys.shape[2]
+        query_at = torch.arange(cached, total, device=x.device)[:, None]  # positions relative to the oldest key
+        key_at = torch.arange(total, device=x.device)[None, :]
+        visible = (key_at <= query_at) & (query_at - key_at < self.window)  # (T, S)
+        mixed = F.scaled_dot_product_attention(
+            rotate(q, cached, self.rope_base), rotate(keys, 0, self.rope_base), values,
+            attn_mask=visible, scale=self.scale, enable_gqa=True)
+        keep = self.window - 1  # what the next token's query can still see besides itself
+        new_state = KVState(keys[:, :, -keep:], values[:, :, -keep:]) if keep else KVState(keys[:, :, :0],
+                                                                                             values[:, :, :0])
+        return self.out(mixed.transpose(1, 2).reshape(B, T, -1)), new_state
+
+
+class MLP(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.gate = Dense(config.width, config.mlp_width, bias=False)
+        self.up = Dense(config.width, config.mlp_width, bias=False)
+        self.down = Dense(config.mlp_width, config.width, bias=False)
+        self.activation = config.activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.gate(x)
+        gate = F.silu(gate) if self.activation == "silu" else F.gelu(gate, approximate="tanh")
+        return self.down(gate * self.up(x))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, config: TransformerConfig, layer: int):
+        super().__init__()
+        width, eps = config.width, config.norm_eps
+        self.attention_norm = Norm(width, eps)
+        self.attention = Attention(config, layer)
+        self.mlp_norm = Norm(width, eps)
+        self.mlp = MLP(config)
+        self.post_attention_norm = Norm(width, eps) if config.sandwich_norms else None
+        self.post_mlp_norm = Norm(width, eps) if config.sandwich_norms else None
+
+    def forward(self, x: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
+        mixed, state = self.attention(self.attention_norm(x), state)
+        if self.post_attention_norm is not None:
+            mixed = self.post_attention_norm(mixed)
+        x = x + mixed
+        update = self.mlp(self.mlp_norm(x))
+        if self.post_mlp_norm is not None:
+            update = self.post_mlp_norm(update)
+        return x + update, state
+
+
+class TransformerLM(nn.Module):
+    """An imported pretrained model. It has no retrieval block of its own (memory: ignored)."""
+
+    retrieval_block = None
+
+    def __init__(self, config: TransformerConfig, tokenizer: Tokenizer):
+        super().__init__()
+        self.config, self.tokenizer = config, tokenizer
+        self.embedding = nn.Parameter(torch.zeros(config.vocab_size, config.width))
+        self.layers = nn.ModuleList(TransformerLayer(config, i) for i in range(config.num_layers))
+        self.final_norm = Norm(config.width, config.norm_eps)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding.dtype
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def init_state(self, batch_size: int = 1) -> State:
+        layers = tuple(layer.attention.init_state(batch_size, self.device, self.dtype) for layer in self.layers)
+        return State(layers=layers, position=0, tokenizer=self.tokenizer.name)
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None, memory: MemoryReader | None = None,
+                *, last_only: bool = False) -> ModelOutput:
+        """`last_only`: log-probabilities of the last position only, (B, 1, V) (prompt reads)."""
+        if tokens.dim() != 2 or tokens.shape[1] == 0:
+            raise ValueError(f"tokens must be a (batch, time) tensor with time >= 1, got shape {tuple(tokens.shape)}")
+        if state is None:
+            state = self.init_state(tokens.shape[0])
+        self._check_state(state, tokens)
+        x = F.embedding(tokens, self.embedding)
+        if self.config.scale_embeddings:
+            x = x * torch.tensor(math.sqrt(self.config.width), dtype=x.dtype)
+        new_layers = []
+        for layer, layer_state in zip(self.layers, state.layers):
+            x, layer_state = layer(x, layer_state)
+            new_layers.append(layer_state)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.unembed(x)
+        new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1],
+                          tokenizer=self.tokenizer.name).detach()
+        return ModelOutput(log_probs=logits.log_softmax(-1), state=new_state, memory_kv=None)
+
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        logits = (self.final_norm(x) @ self.embedding.T).float()
+        cap = self.config.final_soft_cap
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross entropy in nats."""
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def _check_state(self, state: State, tokens: torch.Tensor) -> None:
+        if state.tokenizer != self.tokenizer.name:
+            raise ValueError(f"state was made with tokenizer {state.tokenizer!r}, this model reads "
+                             f"{self.tokenizer.name!r}: it belongs to another model")
+        kinds = {layer_kind(s) for s in state.layers}
+        if len(state.layers) != self.config.num_layers or kinds != {"kv"}:
+            raise ValueError(f"state has {len(state.layers)} layers of kinds {sorted(kinds)}, but this model has "
+                             f"{self.config.num_layers} attention layers: it belongs to another model")
+        if state.batch_size != tokens.shape[0]:
+            raise ValueError(f"state batch size {state.batch_size} != tokens batch size {tokens.shape[0]}")

@@ -1,0 +1,82 @@
+"""The imported architectures equal transformers' own, on the same weights, however the stream is fed."""
+
+import pytest
+import torch
+
+from models import State
+from models.import_hf import read_hf_dir
+from models.tokenizer import ByteTokenizer
+from models.transformer import TransformerLM
+from tests.models.hf_reference import reference_log_probs, save, tiny_gemma3, tiny_llama
+
+REFERENCES = {"llama": tiny_llama, "gemma3": tiny_gemma3}
+TOLERANCE = 1e-4  # fp32, max abs difference of log-probabilities
+
+
+class Vocab300(ByteTokenizer):
+    name, vocab_size = "ids-300", 300
+
+
+def ours(reference, tmp_path) -> TransformerLM:
+    config, weights = read_hf_dir(save(reference, tmp_path))
+    model = TransformerLM(config, Vocab300())
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def streamed(model: TransformerLM, tokens: torch.Tensor, chunk: int) -> torch.Tensor:
+    state, outputs = None, []
+    with torch.no_grad():
+        for piece in tokens.split(chunk, dim=1):
+            out = model(piece, state)
+            state, outputs = out.state, [*outputs, out.log_probs]
+    return torch.cat(outputs, dim=1)
+
+
+@pytest.mark.parametrize("family", REFERENCES)
+def test_logits_equal_the_reference_in_one_pass_in_chunks_and_token_by_token(family, tmp_path):
+    reference = REFERENCES[family]()
+    model = ours(reference, tmp_path)
+    tokens = torch.randint(0, 300, (1, 37), generator=torch.Generator().manual_seed(1))
+    expected = reference_log_probs(reference, tokens)
+    for chunk in (37, 5, 1):  # Gemma's window is 8: chunks and single tokens cross it many times
+        diff = (streamed(model, tokens, chunk) - expected).abs().max().item()
+        assert diff <= TOLERANCE, f"{family}, chunks of {chunk}: max abs diff {diff}"
+
+
+def test_the_sliding_window_matters_so_the_parity_above_tests_it(tmp_path):
+    tokens = torch.randint(0, 300, (1, 30), generator=torch.Generator().manual_seed(2))
+    narrow, wide = reference_log_probs(tiny_gemma3(sliding_window=4), tokens), \
+        reference_log_probs(tiny_gemma3(sliding_window=64), tokens)
+    assert (narrow[:, 10:] - wide[:, 10:]).abs().max() > 1e-2
+    assert (narrow[:, :4] - wide[:, :4]).abs().max() < 1e-5
+
+
+def test_a_state_survives_its_byte_format_and_refuses_another_vocabulary(tmp_path):
+    model = ours(tiny_gemma3(), tmp_path)
+    tokens = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        state = model(tokens).state
+        restored = State.from_bytes(state.to_bytes())
+        assert restored.tokenizer == "ids-300" and restored.position == 20
+        probe = torch.tensor([[7, 8]])
+        torch.testing.assert_close(model(probe, restored).log_probs, model(probe, state).log_probs, rtol=0, atol=0)
+        # Sliding layers keep their window, global layers the working context.
+        sizes = {layer.keys.shape[2] for layer in state.layers}
+        assert sizes == {model.config.sliding_window - 1, 20}
+        other = State(layers=state.layers, position=state.position, tokenizer="bytes")
+        with pytest.raises(ValueError, match="tokenizer 'bytes'"):
+            model(probe, other)
+
+
+def test_a_global_layers_working_context_bounds_the_state(tmp_path):
+    config, weights = read_hf_dir(save(tiny_llama(), tmp_path))
+    model = TransformerLM(config.replace(context_tokens=16), Vocab300())
+    model.load_state_dict(weights)
+    tokens = torch.randint(0, 300, (1, 50), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        one_pass = model(tokens).log_probs
+        by_token = streamed(model, tokens, 1)
+        state = model(tokens).state
+    torch.testing.assert_close(by_token, one_pass, rtol=0, atol=TOLERANCE)
+    assert {layer.keys.shape[2] for layer in state.layers} == {15}
