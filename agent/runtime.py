@@ -38,8 +38,10 @@ from workers.submit import enqueue_learning
 
 log = logging.getLogger(__name__)
 
-# Chat sessions whose state stays in RAM per agent; older ones are read back from SQL when they return.
-CACHED_SESSIONS = 256
+# RAM for chat sessions' states per agent; the least recently used are read back from SQL when they
+# return. A byte budget, not a count: a pretrained transformer's state (its layers' key/value windows)
+# is megabytes where the byte model's is kilobytes.
+CACHED_STATE_BYTES = 1 << 30
 
 
 class StateMismatch(RuntimeError):
@@ -110,8 +112,9 @@ class AgentRuntime:
         with self._states_lock:
             self._states[session_id] = _CachedState(created_at, state)
             self._states.move_to_end(session_id)
-            while len(self._states) > CACHED_SESSIONS:
-                self._states.popitem(last=False)
+            total = sum(cached.state.nbytes for cached in self._states.values())
+            while total > CACHED_STATE_BYTES and len(self._states) > 1:
+                total -= self._states.popitem(last=False)[1].state.nbytes
 
     def chat(self, *, session_id: int, content: bytes, sampling: SamplingConfig,
              on_piece: Callable[[str], None] = lambda piece: None) -> TurnResult:

@@ -7,6 +7,10 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models import SamplingConfig
+
+SAMPLING = SamplingConfig()  # the defaults a request may override
+
 T = TypeVar("T")
 
 
@@ -82,9 +86,13 @@ class MessageCreate(BaseModel):
     content: str = Field(min_length=1, description="the user's message (UTF-8)")
     stream: bool = Field(False, description="reply as Server-Sent Events")
     max_tokens: int = Field(256, ge=1, le=65_536, description="byte budget of the reply")
-    temperature: float = Field(0.8, ge=0, le=5, description="0: greedy")
-    top_p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(SAMPLING.temperature, ge=0, le=5, description="0: greedy")
+    top_p: float = Field(SAMPLING.top_p, gt=0, le=1)
     seed: int | None = Field(None, ge=0, description="fixes the sample for a given state")
+    repetition_penalty: float = Field(SAMPLING.repetition_penalty, ge=1, le=5,
+                                      description="divides the logits of tokens already in the reply; 1: off")
+    no_repeat_ngram: int = Field(SAMPLING.no_repeat_ngram, ge=0, le=64,
+                                 description="never repeat an n-gram of the reply's tokens; 0: off")
 
 
 class TurnPublic(BaseModel):
@@ -200,4 +208,6 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=5)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0)
+    repetition_penalty: float | None = Field(None, ge=1, le=5, description="extension: see MessageCreate")
+    no_repeat_ngram: int | None = Field(None, ge=0, le=64, description="extension: see MessageCreate")
     session_id: int | None = Field(None, description="continue this session (or header X-Lifelong-Session)")

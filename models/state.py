@@ -56,6 +56,10 @@ class State:
     tokenizer: str = LEGACY_TOKENIZER  # the name of the vocabulary its tokens came from (Tokenizer.name)
 
     @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for layer in self.layers for t in layer)
+
+    @property
     def batch_size(self) -> int:
         return self.layers[0][0].shape[0]
 

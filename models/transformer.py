@@ -56,9 +56,12 @@ class TransformerConfig:
     scale_embeddings: bool = False  # x sqrt(width) after the lookup (Gemma)
     query_scale: float | None = None  # None: head_dim ** -0.5
     final_soft_cap: float = 0.0
-    # Keys a global layer's query sees: the stream's working context. Below the model's trained
-    # context; longer sessions read older text through lifelong's memory instead.
-    context_tokens: int = 4096
+    # Keys a global layer's query sees, sinks included: the stream's working context. Below the
+    # model's trained context; longer sessions read older text through lifelong's memory instead.
+    # Its state costs per token 2 x layers x kv heads x head dim values (SmolLM2: 46 KB in fp32).
+    context_tokens: int = 2048
+    # The stream's first tokens a global layer keeps seeing once its context has moved past them.
+    sink_tokens: int = 4
 
     @property
     def num_layers(self) -> int:
@@ -94,21 +97,22 @@ class Norm(nn.Module):
 
 def rotate(x: torch.Tensor, start: int, base: float) -> torch.Tensor:
     """RoPE in the rotate-half layout for positions start, start+1, ... along dim -2: (..., T, E)."""
-    dim = x.shape[-1]
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.int64).float() / dim))
-    positions = torch.arange(start, start + x.shape[-2], device=x.device, dtype=torch.float32)
-    angles = positions[:, None] * inv_freq
-    cos, sin = angles.cos().repeat(1, 2).to(x.dtype), angles.sin().repeat(1, 2).to(x.dtype)
-    first, second = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-second, first), dim=-1) * sin
+    return rotate_at(x, torch.arange(start, start + x.shape[-2], device=x.device), base)
 
 
 class Attention(nn.Module):
+    """Grouped-query attention over the layer's window. A global layer also keeps the stream's first
+    `sink_tokens` keys for good (attention sinks, as in StreamingLLM): pretrained models park attention
+    on a stream's first tokens, and lose their footing once a plain window drops them. A query sees
+    a sink at the distance it would have at the far end of a full window, so its scores never
+    reach distances the model was not trained on, and are the same however the stream is chunked."""
+
     def __init__(self, config: TransformerConfig, layer: int):
         super().__init__()
         c = config
         self.heads, self.kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
-        self.window = c.window(layer)
+        self.sinks = 0 if c.sliding_layers[layer] else c.sink_tokens
+        self.window = c.window(layer) - self.sinks  # recent keys a query sees, itself included
         self.rope_base = c.local_rope_base if c.sliding_layers[layer] else c.rope_base
         self.scale = c.query_scale if c.query_scale is not None else c.head_dim**-0.5
         self.q = Dense(c.width, c.num_heads * c.head_dim, bias=False)
@@ -122,25 +126,75 @@ class Attention(nn.Module):
         empty = torch.zeros(batch_size, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
         return KVState(empty, empty.clone())
 
-    def forward(self, x: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
+    def forward(self, x: torch.Tensor, state: KVState, position: int) -> tuple[torch.Tensor, KVState]:
+        """`position`: tokens of the stream read before this chunk."""
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, E)
         k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, E)
         v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        keys, values = torch.cat((state.keys, k), dim=2), torch.cat((state.values, v), dim=2)
-        cached, total = state.keys.shape[2], keys.shape[2]
-        query_at = torch.arange(cached, total, device=x.device)[:, None]  # positions relative to the oldest key
-        key_at = torch.arange(total, device=x.device)[None, :]
-        visible = (key_at <= query_at) & (query_at - key_at < self.window)  # (T, S)
-        mixed = F.scaled_dot_product_attention(
-            rotate(q, cached, self.rope_base), rotate(keys, 0, self.rope_base), values,
-            attn_mask=visible, scale=self.scale, enable_gqa=True)
-        keep = self.window - 1  # what the next token's query can still see besides itself
-        new_state = KVState(keys[:, :, -keep:], values[:, :, -keep:]) if keep else KVState(keys[:, :, :0],
-                                                                                             values[:, :, :0])
+        # The state holds the sinks read so far, then recent keys contiguous in the stream; this
+        # chunk's first tokens are sinks too while the stream is young.
+        held = min(self.sinks, position)
+        fresh = min(self.sinks, position + T) - held
+        cached_recent = state.keys.shape[2] - held
+        first = position - cached_recent if cached_recent else position + fresh  # stream position of recent[0]
+        sink_keys = torch.cat((state.keys[:, :, :held], k[:, :, :fresh]), 2)
+        sink_values = torch.cat((state.values[:, :, :held], v[:, :, :fresh]), 2)
+        keys = torch.cat((state.keys[:, :, held:], k[:, :, fresh:]), 2)
+        values = torch.cat((state.values[:, :, held:], v[:, :, fresh:]), 2)
+        mixed = self._attend(q, position, keys, values, first, sink_keys, sink_values)
+        keep = self.window - 1  # recent keys the next token's query can still see besides itself
+        start = max(0, keys.shape[2] - keep)
+        new_state = KVState(torch.cat((sink_keys, keys[:, :, start:]), 2),
+                            torch.cat((sink_values, values[:, :, start:]), 2))
         return self.out(mixed.transpose(1, 2).reshape(B, T, -1)), new_state
+
+    def _attend(self, q: torch.Tensor, position: int, keys: torch.Tensor, values: torch.Tensor, first: int,
+                sink_keys: torch.Tensor, sink_values: torch.Tensor) -> torch.Tensor:
+        T, device = q.shape[2], q.device
+        query_at = torch.arange(position, position + T, device=device)[:, None]  # stream positions
+        key_at = torch.arange(first, first + keys.shape[2], device=device)[None, :]
+        visible = (key_at <= query_at) & (query_at - key_at < self.window)  # (T, S)
+        # Rotated relative to the oldest recent key: the same scores as absolute positions, small angles.
+        q_recent, k_recent = rotate(q, position - first, self.rope_base), rotate(keys, 0, self.rope_base)
+        if sink_keys.shape[2] == 0:
+            return F.scaled_dot_product_attention(q_recent, k_recent, values, attn_mask=visible, scale=self.scale,
+                                                  enable_gqa=True)
+        # Sinks: query at min(q, sinks + window - 1), sink i at i (its position in a full window).
+        group = self.heads // self.kv_heads
+        far_end = torch.clamp(query_at[:, 0], max=self.sinks + self.window - 1)
+        q_sink = rotate_at(q, far_end, self.rope_base)
+        k_sink = rotate(sink_keys, 0, self.rope_base)
+        sink_visible = torch.arange(sink_keys.shape[2], device=device)[None, :] <= query_at
+        scores = torch.cat((_grouped_scores(q_sink, k_sink, group), _grouped_scores(q_recent, k_recent, group)), -1)
+        scores = scores * self.scale
+        scores = scores.masked_fill(~torch.cat((sink_visible, visible), -1), float("-inf"))
+        weights = scores.float().softmax(-1).to(q.dtype)
+        return _grouped_mix(weights, torch.cat((sink_values, values), 2), group)
+
+
+def rotate_at(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """RoPE (rotate-half) for explicit positions (T,) along dim -2 of (..., T, E)."""
+    dim = x.shape[-1]
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.int64).float() / dim))
+    angles = positions.float()[:, None] * inv_freq
+    cos, sin = angles.cos().repeat(1, 2).to(x.dtype), angles.sin().repeat(1, 2).to(x.dtype)
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
+def _grouped_scores(q: torch.Tensor, k: torch.Tensor, group: int) -> torch.Tensor:
+    """q (B, H, T, E) against k (B, K, S, E), H = K * group: (B, H, T, S)."""
+    B, H, T, E = q.shape
+    scores = q.view(B, H // group, group, T, E) @ k.unsqueeze(2).transpose(-1, -2)
+    return scores.view(B, H, T, -1)
+
+
+def _grouped_mix(weights: torch.Tensor, v: torch.Tensor, group: int) -> torch.Tensor:
+    B, H, T, S = weights.shape
+    return (weights.view(B, H // group, group, T, S) @ v.unsqueeze(2)).view(B, H, T, -1)
 
 
 class MLP(nn.Module):
@@ -168,8 +222,8 @@ class TransformerLayer(nn.Module):
         self.post_attention_norm = Norm(width, eps) if config.sandwich_norms else None
         self.post_mlp_norm = Norm(width, eps) if config.sandwich_norms else None
 
-    def forward(self, x: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
-        mixed, state = self.attention(self.attention_norm(x), state)
+    def forward(self, x: torch.Tensor, state: KVState, position: int) -> tuple[torch.Tensor, KVState]:
+        mixed, state = self.attention(self.attention_norm(x), state, position)
         if self.post_attention_norm is not None:
             mixed = self.post_attention_norm(mixed)
         x = x + mixed
@@ -219,7 +273,7 @@ class TransformerLM(nn.Module):
             x = x * torch.tensor(math.sqrt(self.config.width), dtype=x.dtype)
         new_layers = []
         for layer, layer_state in zip(self.layers, state.layers):
-            x, layer_state = layer(x, layer_state)
+            x, layer_state = layer(x, layer_state, state.position)
             new_layers.append(layer_state)
         if last_only:
             x = x[:, -1:]

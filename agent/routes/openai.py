@@ -73,7 +73,9 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
     sampling = SamplingConfig(
         temperature=DEFAULTS.temperature if body.temperature is None else body.temperature,
         top_p=DEFAULTS.top_p if body.top_p is None else body.top_p, seed=body.seed,
-        max_bytes=body.max_completion_tokens or body.max_tokens or 256)
+        max_bytes=body.max_completion_tokens or body.max_tokens or 256,
+        repetition_penalty=DEFAULTS.repetition_penalty if body.repetition_penalty is None else body.repetition_penalty,
+        no_repeat_ngram=DEFAULTS.no_repeat_ngram if body.no_repeat_ngram is None else body.no_repeat_ngram)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     headers = {SESSION_HEADER: str(session_id)}
     base = {"id": completion_id, "created": created, "model": body.model}

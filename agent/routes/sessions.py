@@ -85,7 +85,8 @@ def turn_public(result: TurnResult, bytes_in: int) -> TurnPublic:
 async def post_message(session_id: int, body: MessageCreate, services: ServicesDep, principal: CurrentKey):
     content = message_bytes(body.content, services.settings.max_message_bytes)
     target = await chat_target(services, principal, session_id)
-    sampling = SamplingConfig(temperature=body.temperature, top_p=body.top_p, seed=body.seed, max_bytes=body.max_tokens)
+    sampling = SamplingConfig(temperature=body.temperature, top_p=body.top_p, seed=body.seed, max_bytes=body.max_tokens,
+                              repetition_penalty=body.repetition_penalty, no_repeat_ngram=body.no_repeat_ngram)
     if not body.stream:
         return turn_public(await run_turn(services, target, content, sampling), len(content))
 

@@ -69,14 +69,20 @@ def test_a_state_survives_its_byte_format_and_refuses_another_vocabulary(tmp_pat
             model(probe, other)
 
 
-def test_a_global_layers_working_context_bounds_the_state(tmp_path):
+def test_a_global_layers_working_context_bounds_the_state_and_keeps_its_sinks(tmp_path):
     config, weights = read_hf_dir(save(tiny_llama(), tmp_path))
-    model = TransformerLM(config.replace(context_tokens=16), Vocab300())
-    model.load_state_dict(weights)
+    with_sinks, without = (TransformerLM(config.replace(context_tokens=16, sink_tokens=sinks), Vocab300())
+                           for sinks in (4, 0))
+    with_sinks.load_state_dict(weights)
+    without.load_state_dict(weights)
     tokens = torch.randint(0, 300, (1, 50), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        one_pass = model(tokens).log_probs
-        by_token = streamed(model, tokens, 1)
-        state = model(tokens).state
-    torch.testing.assert_close(by_token, one_pass, rtol=0, atol=TOLERANCE)
+        one_pass = with_sinks(tokens).log_probs
+        state = with_sinks(tokens).state
+        plain = without(tokens).log_probs
+    for chunk in (7, 1):  # the window moves past the sinks inside chunks and between them
+        torch.testing.assert_close(streamed(with_sinks, tokens, chunk), one_pass, rtol=0, atol=TOLERANCE)
     assert {layer.keys.shape[2] for layer in state.layers} == {15}
+    # Within the context both see everything; beyond it, the first tokens still count with sinks.
+    torch.testing.assert_close(one_pass[:, :16], plain[:, :16], rtol=0, atol=TOLERANCE)
+    assert (one_pass[:, 20:] - plain[:, 20:]).abs().max() > 1e-3
