@@ -30,7 +30,8 @@ class AgentCreate(BaseModel):
         description="unique; letters, digits, '_', '.', '-' (it is the model name of /v1/chat/completions)",
     )
     base_checkpoint: str | None = Field(
-        None, max_length=500, description="a model directory or 'preset:NAME'; default: the server's"
+        None, max_length=500, description="an installed model's name (`lifelong models list`), 'small', a model "
+        "directory or .gguf file on the server, or 'preset:NAME'; default: the server's"
     )
     learning: dict[str, Any] | None = Field(
         None, description="online learning settings (learning_rate, trainable, ...)"

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import learning_config, load_base
 from learner.eventlog import learning_status
-from learner.online import Chunk, OnlineLearner, stream_chunks
+from learner.online import Chunk, OnlineLearner, step_tokens, stream_chunks
 from learner.stream_format import EventReading
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
 from memory.db import lock_agent
@@ -161,7 +161,7 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Lear
         reading = EventReading.after(event, last_tokens[event.session_id], model.tokenizer)
         state, bits, start = states[event.session_id], 0.0, 0
         stream = torch.tensor([reading.tokens], device=model.device)
-        for inputs, targets in stream_chunks(stream, chunk_tokens):
+        for inputs, targets in stream_chunks(stream, step_tokens(model, chunk_tokens)):
             step = learner.step(Chunk(inputs, targets, state), agent_learner.store)
             state = step.state
             bits += step.loss * step.tokens / math.log(2)

@@ -161,6 +161,17 @@ class OnlineLearner:
             param.grad = None
 
 
+# Log-probabilities one step may hold (fp32): a 262K-token vocabulary reads 256 tokens per step, a
+# byte vocabulary its whole chunk.
+LOGITS_PER_STEP = 1 << 26
+
+
+def step_tokens(model: LanguageModel, chunk_tokens: int) -> int:
+    """Tokens per learning step: `chunk_tokens`, fewer where the vocabulary would make the step's
+    log-probabilities larger than LOGITS_PER_STEP."""
+    return max(1, min(chunk_tokens, LOGITS_PER_STEP // model.config.vocab_size))
+
+
 def stream_chunks(tokens: torch.Tensor, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(inputs, targets) pairs covering a (1, N) stream: consecutive chunks overlap by one token,
     so every token after the first is a target exactly once."""

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from models.config import ModelConfig
 from models.transformer import TransformerConfig
 
 SUPPORTED_TYPES = ("llama", "gemma3_text", "gemma3")
@@ -40,7 +41,8 @@ def hf_config(config: dict[str, Any]) -> TransformerConfig:
         config = config["text_config"]
         model_type = "gemma3_text"
     if model_type not in SUPPORTED_TYPES:
-        raise ValueError(f"model type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_TYPES)}")
+        raise ValueError(f"model type {model_type!r} is not supported; supported: "
+                         f"{', '.join(SUPPORTED_TYPES)}, recurrent_gemma")
     heads = config["num_attention_heads"]
     common = {
         "vocab_size": config["vocab_size"], "width": config["hidden_size"], "num_heads": heads,
@@ -125,3 +127,76 @@ def read_hf_dir(path: Path) -> tuple[TransformerConfig, dict[str, torch.Tensor]]
     if raw.get("tie_word_embeddings", True) is False and "lm_head.weight" not in tensors:
         raise ValueError("untied checkpoint without lm_head.weight")
     return config, hf_weights(config, tensors)
+
+
+def recurrent_gemma_config(config: dict[str, Any]) -> ModelConfig:
+    """The HybridLM config of a transformers RecurrentGemma checkpoint (Griffin: the same blocks)."""
+    heads = config["num_attention_heads"]
+    if (config.get("num_key_value_heads") or heads) != 1:
+        raise ValueError("RecurrentGemma checkpoints with more than one key/value head are not supported")
+    params = config.get("rope_parameters") or {}
+    if params.get("partial_rotary_factor", config.get("partial_rotary_factor", 0.5)) != 0.5:
+        raise ValueError("RecurrentGemma checkpoints must rotate half of each head's features")
+    layers, pattern = config["num_hidden_layers"], list(config.get("block_types") or ("recurrent", "recurrent",
+                                                                                      "attention"))
+    return ModelConfig(
+        vocab_size=config["vocab_size"], width=config["hidden_size"], num_heads=heads,
+        mlp_expanded_width=config["intermediate_size"] // 2, lru_width=config.get("lru_width"),
+        block_types=tuple(pattern[i % len(pattern)] for i in range(layers)),
+        # transformers' window counts the query itself; this model's counts the tokens before it.
+        attention_window=config.get("attention_window_size", 2048) - 1, conv_width=config.get("conv1d_width", 4),
+        logits_soft_cap=float(config.get("logits_soft_cap") or 0.0), embeddings_scale_by_sqrt_dim=True,
+        rope_max_wavelength=int(params.get("rope_theta", config.get("rope_theta", 10_000))),
+    )
+
+
+def recurrent_gemma_weights(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' RecurrentGemma tensors under HybridLM's names and layouts."""
+    src = {name.removeprefix("model."): t.float() for name, t in tensors.items()}
+    out = {"embedding": src["embed_tokens.weight"], "final_norm.scale": src["final_norm.weight"]}
+    for i, block_type in enumerate(config.block_types):
+        hf, ours = f"layers.{i}.", f"blocks.{i}."
+        mlp = hf + "mlp_block."
+        out.update({
+            ours + "temporal_norm.scale": src[hf + "temporal_pre_norm.weight"],
+            ours + "mlp_norm.scale": src[hf + "channel_pre_norm.weight"],
+            ours + "mlp.up.weight": torch.cat([src[mlp + "gate_proj.weight"], src[mlp + "up_proj.weight"]]).T,
+            ours + "mlp.up.bias": torch.cat([src[mlp + "gate_proj.bias"], src[mlp + "up_proj.bias"]]),
+            ours + "mlp.down.weight": src[mlp + "down_proj.weight"].T,
+            ours + "mlp.down.bias": src[mlp + "down_proj.bias"],
+        })
+        block = hf + "temporal_block."
+        if block_type == "recurrent":
+            lru = block + "rg_lru."
+            out.update({
+                ours + "temporal.in_proj.weight": torch.cat([src[block + "linear_x.weight"],
+                                                             src[block + "linear_y.weight"]]).T,
+                ours + "temporal.in_proj.bias": torch.cat([src[block + "linear_x.bias"], src[block + "linear_y.bias"]]),
+                # transformers' depthwise Conv1d weight is (L, 1, W), its last tap on the current token.
+                ours + "temporal.conv.w": src[block + "conv_1d.weight"][:, 0, :].T,
+                ours + "temporal.conv.b": src[block + "conv_1d.bias"],
+                ours + "temporal.rg_lru.a_param": src[lru + "recurrent_param"],
+                ours + "temporal.rg_lru.gates.w": torch.cat([src[lru + "input_gate_weight"],
+                                                             src[lru + "recurrent_gate_weight"]], dim=-1),
+                ours + "temporal.rg_lru.gates.b": torch.cat([src[lru + "input_gate_bias"],
+                                                             src[lru + "recurrent_gate_bias"]], dim=-1),
+                ours + "temporal.out_proj.weight": src[block + "linear_out.weight"].T,
+                ours + "temporal.out_proj.bias": src[block + "linear_out.bias"],
+            })
+        else:
+            qkv = [src[block + f"{name}_proj.weight"] for name in ("q", "k", "v")]
+            out.update({
+                ours + "temporal.qkv.weight": torch.cat(qkv).T,
+                ours + "temporal.out.weight": src[block + "o_proj.weight"].T,
+                ours + "temporal.out.bias": src[block + "o_proj.bias"],
+            })
+    return {name: tensor.contiguous() for name, tensor in out.items()}
+
+
+def read_recurrent_gemma_dir(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    raw = json.loads((path / "config.json").read_text())
+    config = recurrent_gemma_config(raw)
+    tensors: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        tensors.update(load_file(file))
+    return config, recurrent_gemma_weights(config, tensors)

@@ -28,7 +28,7 @@ from models.memory import MemoryKV, MemoryReader
 from models.pointer import MemoryPointer, mix_pointer
 from models.retrieval import RetrievalAttention
 from models.state import LayerState, State, layer_kind
-from models.tokenizer import ByteTokenizer
+from models.tokenizer import ByteTokenizer, Tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -71,7 +71,8 @@ class ResidualBlock(nn.Module):
 
 
 class HybridLM(nn.Module):
-    tokenizer = ByteTokenizer()
+    # Byte-level unless built for an imported checkpoint (a RecurrentGemma reads Gemma's vocabulary).
+    tokenizer: Tokenizer = ByteTokenizer()
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -99,7 +100,8 @@ class HybridLM(nn.Module):
         return None if index is None else self.blocks[index].temporal
 
     def init_state(self, batch_size: int = 1) -> State:
-        return State(layers=tuple(b.init_state(batch_size, self.device) for b in self.blocks), position=0)
+        return State(layers=tuple(b.init_state(batch_size, self.device) for b in self.blocks), position=0,
+                     tokenizer=self.tokenizer.name)
 
     def forward(
         self, tokens: torch.Tensor, state: State | None = None, memory: MemoryReader | None = None,
@@ -126,7 +128,8 @@ class HybridLM(nn.Module):
         log_probs = logits.log_softmax(-1) if pointer is None else mix_pointer(logits, pointer)
         if last_only:
             log_probs = log_probs[:, -1:]
-        new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1]).detach()
+        new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1],
+                          tokenizer=state.tokenizer).detach()
         return ModelOutput(log_probs=log_probs, state=new_state, memory_kv=memory_kv, pointer=pointer)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:

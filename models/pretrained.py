@@ -1,4 +1,5 @@
-"""Load an imported model from local files: a GGUF file or a Hugging Face directory."""
+"""Load an imported model from local files: a GGUF file (Llama, Gemma 3) or a Hugging Face directory
+(Llama, Gemma 3, RecurrentGemma)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 
 from models.chat_formats import chatml, gemma
 from models.import_gguf import GGUFModel
-from models.import_hf import read_hf_dir
+from models.import_hf import read_hf_dir, read_recurrent_gemma_dir
+from models.model import HybridLM
 from models.transformer import TransformerLM
 from models.vocab import PretrainedTokenizer, hf_vocab, vocab_digest
 
@@ -21,7 +23,7 @@ def is_hf_dir(path: Path) -> bool:
 
 
 def load_pretrained(path: Path, *, name: str | None = None, device: str = "cpu",
-                    dtype: torch.dtype = torch.float32) -> TransformerLM:
+                    dtype: torch.dtype = torch.float32) -> TransformerLM | HybridLM:
     """The model at `path` (a .gguf file or a transformers directory with tokenizer.json), in eval mode.
     `name` names its tokenizer in the states it makes (default: the file's stem)."""
     name = name or path.stem
@@ -30,11 +32,18 @@ def load_pretrained(path: Path, *, name: str | None = None, device: str = "cpu",
         config, tokenizer = gguf.config(), gguf.tokenizer(name)
         weights = gguf.weights(config)
     elif is_hf_dir(path):
-        config, weights = read_hf_dir(path)
         tokenizer_file = path / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise ValueError(f"{path} has no tokenizer.json; this model's vocabulary cannot be read")
         spec = hf_vocab(json.loads(tokenizer_file.read_text()))
+        if json.loads((path / "config.json").read_text()).get("model_type") == "recurrent_gemma":
+            # The mission's own architecture at scale: Griffin blocks, i.e. a HybridLM without retrieval.
+            griffin, weights = read_recurrent_gemma_dir(path)
+            model = HybridLM(griffin)
+            model.tokenizer = PretrainedTokenizer(spec, f"{name}:{vocab_digest(spec)}", gemma)
+            model.load_state_dict(weights)
+            return model.to(device=device, dtype=dtype).eval()
+        config, weights = read_hf_dir(path)
         tokenizer = PretrainedTokenizer(spec, f"{name}:{vocab_digest(spec)}",
                                         gemma if config.family == "gemma3" else chatml)
     else:

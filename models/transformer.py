@@ -18,6 +18,7 @@ H query heads, K key/value heads, E head dim, D width, V vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -97,7 +98,11 @@ class Norm(nn.Module):
 
 def rotate(x: torch.Tensor, start: int, base: float) -> torch.Tensor:
     """RoPE in the rotate-half layout for positions start, start+1, ... along dim -2: (..., T, E)."""
-    return rotate_at(x, torch.arange(start, start + x.shape[-2], device=x.device), base)
+    end = start + x.shape[-2]
+    if start < 0:  # a young stream's sinks, before the first recent key: rare, computed directly
+        return rotate_at(x, torch.arange(start, end, device=x.device), base)
+    cos, sin = _table(end, x, base)
+    return _rotate_with(x, cos[start:end], sin[start:end])
 
 
 class Attention(nn.Module):
@@ -175,14 +180,37 @@ class Attention(nn.Module):
         return _grouped_mix(weights, torch.cat((sink_values, values), 2), group)
 
 
+@functools.lru_cache(maxsize=64)
+def _rope_table(length: int, dim: int, base: float, device: torch.device,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of positions 0..length-1, (length, dim) each, in the rotate-half layout.
+
+    Built outside inference mode, so a table first made while serving can still be used in training."""
+    with torch.inference_mode(False), torch.no_grad():
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.int64).float() / dim))
+        angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq
+        return angles.cos().repeat(1, 2).to(dtype), angles.sin().repeat(1, 2).to(dtype)
+
+
+def _table(length: int, x: torch.Tensor, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    size = 1 << max(10, (length - 1).bit_length())  # a few sizes, reused across steps
+    return _rope_table(size, x.shape[-1], base, x.device, x.dtype)
+
+
+def _rotate_with(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
 def rotate_at(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
     """RoPE (rotate-half) for explicit positions (T,) along dim -2 of (..., T, E)."""
+    if positions.numel() and int(positions.min()) >= 0:
+        cos, sin = _table(int(positions.max()) + 1, x, base)
+        return _rotate_with(x, cos[positions], sin[positions])
     dim = x.shape[-1]
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.int64).float() / dim))
     angles = positions.float()[:, None] * inv_freq
-    cos, sin = angles.cos().repeat(1, 2).to(x.dtype), angles.sin().repeat(1, 2).to(x.dtype)
-    first, second = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-second, first), dim=-1) * sin
+    return _rotate_with(x, angles.cos().repeat(1, 2).to(x.dtype), angles.sin().repeat(1, 2).to(x.dtype))
 
 
 def _grouped_scores(q: torch.Tensor, k: torch.Tensor, group: int) -> torch.Tensor:

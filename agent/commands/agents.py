@@ -43,7 +43,8 @@ def register(commands: argparse._SubParsersAction, options: argparse.ArgumentPar
     create = actions.add_parser("create", parents=[options], help="create an agent")
     create.add_argument("name")
     create.add_argument(
-        "--base-checkpoint", help="a model directory on the server or 'preset:NAME' (default: the server's)"
+        "--base-checkpoint", help="a base model: an installed model's name (lifelong models list), 'small', "
+        "a path on the server (model directory or .gguf file) or 'preset:NAME' (default: the server's)"
     )
     create.add_argument("--learning", help="learning settings as a JSON object, e.g. '{\"learning_rate\": 0.001}'")
     create.set_defaults(handler=guarded(_create))
