@@ -10,7 +10,6 @@ from models.pretrained import load_pretrained
 from models.tokenizer import decode
 from models.transformer import TransformerLM
 from tests.models.hf_reference import (
-    reference_log_probs,
     save,
     tiny_llama,
     tiny_recurrent_gemma,
