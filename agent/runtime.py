@@ -34,6 +34,8 @@ from memory.schema import Agent, Event, StreamSession
 from memory.settings import Settings
 from memory.store import MemoryStore
 from models import SamplingConfig, State, generate
+from models.quantize import int8_kernel_available, quantize_weights
+from models.transformer import TransformerLM
 from workers.submit import enqueue_learning
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ class AgentRuntime:
         self.agent_id, self.created_at = agent.id, agent.created_at
         self.sessions, self.celery = sessions, celery
         base = load_base(agent.base_checkpoint, settings.device)
+        if isinstance(base, TransformerLM) and settings.serving_weights == "int8" and int8_kernel_available():
+            quantize_weights(base)
         self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base)
         snapshot = settings.snapshot_dir(agent.id)
         self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,

@@ -8,13 +8,15 @@ For `small` and each installed pretrained model, in one run on this machine:
   format, the default sampling, a fresh stream each): the fraction answered, and how many replies
   degenerate (a 4-gram of words repeated more than twice);
 - speed at batch 1: prefill tokens/s for 512 tokens, steady-state decode tokens/s and bytes/s, in
-  fp32 and bf16; the first byte of a chat reply to a 2 KB message (p50);
+  fp32, int8 (imported models' serving weights) and bf16; the first byte of a chat reply to a 2 KB
+  message (p50), as served;
 - llama.cpp on the same GGUF file, where `llama-cpp-python` is installed (a benchmark-only extra).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -32,6 +34,8 @@ from learner.stream_format import turn_prompt
 from memory.schema import Event
 from models import LanguageModel, SamplingConfig, generate
 from models.catalog import CATALOG
+from models.quantize import int8_kernel_available, quantize_weights
+from models.transformer import TransformerLM
 
 SYSTEM_DOC = Path("/usr/share/common-licenses/GPL-3")
 PROSE_SOURCES = ("jargon", "fortunes")
@@ -158,20 +162,30 @@ def llama_cpp_speed(path: Path, text: bytes, threads: int) -> dict | None:
 
 
 def measure(name: str, texts: dict[str, bytes], message: bytes, sampling: SamplingConfig, threads: int) -> dict:
+    """Quality in fp32; the chat path (factual prompts, first byte) as served: int8 weights for an
+    imported model (Settings.serving_weights' default)."""
     started = time.perf_counter()
     model = load_base(name)
     result: dict = {"load_s": round(time.perf_counter() - started, 1), "parameters": model.num_params()}
     result["bits_per_byte"] = {source: round(bits_per_byte(model, text, chunk_tokens=256), 4)
                                for source, text in texts.items()}
-    result["factual"] = factual(model, sampling)
     result["fp32"] = speed(model, texts["debian-gpl3"])
-    result["first_byte_ms_p50_2kb"] = first_byte_ms(model, message, sampling)
-    result["bf16"] = speed(model.to(torch.bfloat16), texts["debian-gpl3"])
+    served = model
+    if isinstance(model, TransformerLM) and int8_kernel_available():
+        served = quantize_weights(copy.deepcopy(model))
+        result["int8"] = speed(served, texts["debian-gpl3"])
+        result["int8"]["bits_per_byte_debian_gpl3"] = round(bits_per_byte(served, texts["debian-gpl3"], 256), 4)
+    result["served_as"] = "int8" if served is not model else "fp32"
+    result["factual"] = factual(served, sampling)
+    result["first_byte_ms_p50_2kb"] = first_byte_ms(served, message, sampling)
+    result["bf16"] = speed(copy.deepcopy(model).to(torch.bfloat16), texts["debian-gpl3"])
     if name in CATALOG:
         result["llama_cpp"] = llama_cpp_speed(CATALOG[name].path(), texts["debian-gpl3"], threads)
         if result["llama_cpp"]:
-            result["decode_vs_llama_cpp"] = round(
-                result["fp32"]["decode_tokens_per_s"] / result["llama_cpp"]["decode_tokens_per_s"], 3)
+            reference = result["llama_cpp"]["decode_tokens_per_s"]
+            result["decode_vs_llama_cpp"] = {
+                kind: round(result[kind]["decode_tokens_per_s"] / reference, 3)
+                for kind in ("fp32", "int8", "bf16") if kind in result}
     return result
 
 

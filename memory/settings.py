@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
                           "(`lifelong models list`) or a path; default: smollm2-135m-instruct when installed, "
                           "else small")
     device: str = Field("cpu", description="torch device for serving and learning")
+    serving_weights: Literal["int8", "fp32"] = Field(
+        "int8", description="imported models' weights when serving: int8 decodes ~1.5x faster on a CPU "
+                            "(bits per byte +0.15%); learning always reads fp32")
 
     admin_key: str | None = Field(None, description="admin API key; default: generated on first start")
     max_message_bytes: int = Field(64 * 1024, gt=0, description="largest chat message accepted (413 beyond)")

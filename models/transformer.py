@@ -272,6 +272,7 @@ class TransformerLM(nn.Module):
         self.embedding = nn.Parameter(torch.zeros(config.vocab_size, config.width))
         self.layers = nn.ModuleList(TransformerLayer(config, i) for i in range(config.num_layers))
         self.final_norm = Norm(config.width, config.norm_eps)
+        self.unembedding: nn.Module | None = None  # an int8 copy of the output layer (models.quantize)
 
     @property
     def device(self) -> torch.device:
@@ -311,7 +312,8 @@ class TransformerLM(nn.Module):
         return ModelOutput(log_probs=logits.log_softmax(-1), state=new_state, memory_kv=None)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
-        logits = (self.final_norm(x) @ self.embedding.T).float()
+        x = self.final_norm(x)
+        logits = (x @ self.embedding.T if self.unembedding is None else self.unembedding(x)).float()
         cap = self.config.final_soft_cap
         return torch.tanh(logits / cap) * cap if cap else logits
 

@@ -1,0 +1,28 @@
+"""Int8 serving weights: close to the fp32 model, and streamed exactly like it."""
+
+import pytest
+import torch
+
+from models.import_hf import read_hf_dir
+from models.quantize import Int8Linear, int8_kernel_available, quantize_weights
+from models.transformer import TransformerLM
+from tests.models.hf_reference import save, tiny_llama
+from tests.models.test_transformer import Vocab300, streamed
+
+pytestmark = pytest.mark.skipif(not int8_kernel_available(), reason="this PyTorch has no int8 weight-only kernel")
+
+
+def test_int8_weights_stay_close_and_stream_consistently(tmp_path):
+    config, weights = read_hf_dir(save(tiny_llama(), tmp_path))
+    exact, quantized = TransformerLM(config, Vocab300()), TransformerLM(config, Vocab300())
+    exact.load_state_dict(weights)
+    quantized.load_state_dict(weights)
+    quantize_weights(quantized.eval())
+    assert isinstance(quantized.layers[0].attention.q, Int8Linear) and quantized.unembedding is not None
+    tokens = torch.randint(0, 300, (1, 24), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        reference, one_pass = exact(tokens).log_probs, quantized(tokens).log_probs
+    # Close in distribution: the probabilities move by a few hundredths at most.
+    assert (one_pass.exp() - reference.exp()).abs().max() < 0.05
+    assert (one_pass - reference).abs().max() > 0  # it really is another computation
+    torch.testing.assert_close(streamed(quantized, tokens, 1), one_pass, rtol=0, atol=1e-2)
