@@ -75,7 +75,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "the server failed on this request; it was logged")
 
 
+async def _state_mismatch(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, "conflict", str(exc))
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from agent.runtime import StateMismatch  # the runtime imports torch; this module stays light
+
+    app.add_exception_handler(StateMismatch, _state_mismatch)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

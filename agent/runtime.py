@@ -120,13 +120,17 @@ class AgentRuntime:
             while total > CACHED_STATE_BYTES and len(self._states) > 1:
                 total -= self._states.popitem(last=False)[1].state.nbytes
 
+    def check_content(self, content: bytes) -> None:
+        """ValueError, naming what, for content this agent's vocabulary cannot spell."""
+        self.serving.current().model.tokenizer.encode(content)
+
     def chat(self, *, session_id: int, content: bytes, sampling: SamplingConfig,
              on_piece: Callable[[str], None] = lambda piece: None) -> TurnResult:
         """One turn: log `content`, stream the reply's pieces to `on_piece`, log the reply and the state.
         ValueError, before anything is logged, for content the model's vocabulary cannot spell."""
         started = time.perf_counter()
         sampling = dataclasses.replace(sampling, min_bytes=1)  # an event holds at least one byte
-        self.serving.current().model.tokenizer.encode(content)
+        self.check_content(content)
         with self._lock_for(session_id), chat_turn_lock(self.sessions, session_id):
             with self.sessions.begin() as db:
                 user_event_id = append_events(db, session_id=session_id, events=[("user", content)])[0].id

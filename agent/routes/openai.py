@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from agent.auth import Principal
 from agent.deps import CurrentKey, ServicesDep
-from agent.errors import ApiError, not_found
+from agent.errors import ApiError, not_found, unprocessable
 from agent.runtime import TurnResult
 from agent.schemas import ChatCompletionRequest
 from agent.services import Services
@@ -70,6 +70,8 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
     target = await chat_target(services, principal, session_id)
     if target.agent_name != body.model:
         raise not_found(f"session {session_id}")  # a session of another agent than `model` names
+    with unprocessable("messages: "):  # before anything is logged or a stream is opened
+        target.runtime.check_content(content)
     sampling = SamplingConfig(
         temperature=DEFAULTS.temperature if body.temperature is None else body.temperature,
         top_p=DEFAULTS.top_p if body.top_p is None else body.top_p, seed=body.seed,

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agent.deps import CurrentKey, Db, ServicesDep, agent_for, session_for
+from agent.errors import unprocessable
 from agent.pagination import MAX_LIMIT, keyset_page
 from agent.runtime import TurnResult
 from agent.schemas import MessageCreate, MessagePublic, Page, SessionPublic, TurnPublic
@@ -85,6 +86,8 @@ def turn_public(result: TurnResult, bytes_in: int) -> TurnPublic:
 async def post_message(session_id: int, body: MessageCreate, services: ServicesDep, principal: CurrentKey):
     content = message_bytes(body.content, services.settings.max_message_bytes)
     target = await chat_target(services, principal, session_id)
+    with unprocessable("content: "):  # before anything is logged or a stream is opened
+        target.runtime.check_content(content)
     sampling = SamplingConfig(temperature=body.temperature, top_p=body.top_p, seed=body.seed, max_bytes=body.max_tokens,
                               repetition_penalty=body.repetition_penalty, no_repeat_ngram=body.no_repeat_ngram)
     if not body.stream:

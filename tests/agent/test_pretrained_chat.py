@@ -3,6 +3,8 @@ vocabulary and chat format, survive a restart exactly, and its learner reads the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import select
 
@@ -14,6 +16,7 @@ from learner.stream_format import event_tokens
 from memory.schema import Agent, Event, StreamSession
 from memory.settings import Settings
 from models import SamplingConfig, State
+from models.vocab import VocabSpec
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - fixtures
 from tests.models.hf_reference import tiny_llama
 from tests.models.test_import_gguf import write_gguf
@@ -89,3 +92,37 @@ def test_the_learner_reads_an_imported_models_log_and_scores_it(sessions, import
         row = db.get(StreamSession, session_id)
     assert all(bits is not None and bits > 0 for bits in learned)
     assert State.from_bytes(row.learn_state).tokenizer.startswith("tiny-chat:")
+
+
+def gappy_gguf(directory) -> Path:
+    """A tiny random Llama GGUF whose vocabulary lacks byte 0x04, as many real vocabularies do."""
+    spec = tiny_chatml_spec()
+    index = spec.tokens.index(_gpt2_byte_chars_inverse()[0x04])
+    spec = VocabSpec(spec.kind, [t for i, t in enumerate(spec.tokens) if i != index],
+                     [t for i, t in enumerate(spec.types) if i != index], merges=spec.merges,
+                     split_digits=spec.split_digits)
+    return write_gguf(directory / "gappy.gguf", tiny_llama(vocab_size=len(spec.tokens)), spec, "llama")
+
+
+def test_content_the_vocabulary_cannot_spell_is_refused_before_anything_is_logged(sessions, tmp_path):
+    path = gappy_gguf(tmp_path)
+    with sessions.begin() as db:
+        agent = Agent(name="gappy", base_checkpoint=str(path), learning_settings={})
+        db.add(agent)
+        db.flush()
+        agent_id = agent.id
+    settings = Settings(data_dir=tmp_path / "data")
+    runtime = AgentRuntime(agent=_agent(sessions, agent_id), sessions=sessions, celery=make_app(settings),
+                           settings=settings)
+    session_id = _new_session(sessions, agent_id)
+    with pytest.raises(ValueError, match="cannot spell the characters"):
+        runtime.chat(session_id=session_id, content=b"a\x04b", sampling=GREEDY)
+    with sessions() as db:
+        assert db.scalar(select(Event.id).where(Event.session_id == session_id)) is None
+    assert runtime.chat(session_id=session_id, content=b"ab", sampling=GREEDY).reply
+
+
+def _gpt2_byte_chars_inverse() -> dict[int, str]:
+    from models.vocab import _gpt2_byte_chars
+
+    return {byte: char for char, byte in _gpt2_byte_chars().items()}

@@ -316,3 +316,28 @@ def test_every_bad_input_gets_its_4xx(deployment):
             if line.startswith("lifelong_http_requests_total") and 'status="5' in line
         ]
         assert json.loads(anonymous.get("/healthz").text) == {"status": "ok"}
+
+
+def test_an_imported_models_agent_talks_in_its_format_and_refuses_what_it_cannot_spell(deployment, tmp_path):
+    """A base named by path: a GGUF file (tiny random Llama, a vocabulary without byte 0x04)."""
+    from tests.agent.test_pretrained_chat import gappy_gguf
+
+    path = gappy_gguf(tmp_path)
+    with deployment.client(deployment.admin_key) as admin:
+        created = admin.post("/v1/agents", json={"name": "imported", "base_checkpoint": str(path)})
+        assert created.status_code == 201, created.text
+        agent_id = created.json()["id"]
+        missing = admin.post("/v1/agents", json={"name": "nothing", "base_checkpoint": str(tmp_path / "none.gguf")})
+        assert missing.status_code == 422 and "is not a model" in missing.text
+        session_id = new_session(admin, agent_id)
+        refused = admin.post(f"/v1/sessions/{session_id}/messages", json={"content": "a\u0004b"})
+        assert refused.status_code == 422 and "cannot spell" in refused.text
+        assert admin.get(f"/v1/sessions/{session_id}").json()["events"] == 0  # nothing was logged
+        reply = admin.post(f"/v1/sessions/{session_id}/messages",
+                           json={"content": "hello there", "max_tokens": 24, "seed": 1})
+        assert reply.status_code == 200 and reply.json()["content"], reply.text
+        completion = admin.post("/v1/chat/completions", headers={"X-Lifelong-Session": str(session_id)},
+                                json={"model": "imported", "messages": [{"role": "user", "content": "and now?"}],
+                                      "max_tokens": 24, "no_repeat_ngram": 3})
+        assert completion.status_code == 200 and completion.json()["choices"][0]["message"]["content"]
+        assert admin.get(f"/v1/sessions/{session_id}").json()["events"] == 4

@@ -1,10 +1,10 @@
-"""Int8 serving weights: close to the fp32 model, and streamed exactly like it."""
+"""Serving weights (int8 for decoding, bf16 for prompts): close to the fp32 model, streamed consistently."""
 
 import pytest
 import torch
 
 from models.import_hf import read_hf_dir
-from models.quantize import Int8Linear, int8_kernel_available, quantize_weights
+from models.quantize import ServingLinear, int8_kernel_available, quantize_weights
 from models.transformer import TransformerLM
 from tests.models.hf_reference import save, tiny_llama
 from tests.models.test_transformer import Vocab300, streamed
@@ -18,7 +18,7 @@ def test_int8_weights_stay_close_and_stream_consistently(tmp_path):
     exact.load_state_dict(weights)
     quantized.load_state_dict(weights)
     quantize_weights(quantized.eval())
-    assert isinstance(quantized.layers[0].attention.q, Int8Linear) and quantized.unembedding is not None
+    assert isinstance(quantized.layers[0].attention.q, ServingLinear) and quantized.unembedding is not None
     tokens = torch.randint(0, 300, (1, 24), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         reference, one_pass = exact(tokens).log_probs, quantized(tokens).log_probs
