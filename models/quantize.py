@@ -5,7 +5,8 @@ fp32 weights are 4 bytes each, int8 one. Each output column keeps its own scale 
 and the product runs in PyTorch's int8 weight-only kernel with bf16 activations. Reading a prompt
 is many rows at once, where arithmetic bounds it and bf16 (AVX-512 BF16 dot products) is about
 twice fp32. Both copies together (3 bytes a weight) are smaller than fp32. Figures: BENCHMARKS.md,
-"A model that talks". Serving only: learning keeps fp32 weights.
+"A model that talks". The key/value windows are kept in bf16 too (half of each session's state).
+Serving only: learning keeps fp32 weights.
 """
 
 from __future__ import annotations
@@ -57,4 +58,5 @@ def quantize_weights(model: TransformerLM) -> TransformerLM:
             if isinstance(child, Dense) and child.bias is None:
                 setattr(parent, name, ServingLinear(child.weight))
     model.unembedding = ServingLinear(model.embedding.T)
+    model.cache_dtype = torch.bfloat16
     return model

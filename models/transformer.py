@@ -139,6 +139,7 @@ class Attention(nn.Module):
         v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        k, v = k.to(state.keys.dtype), v.to(state.values.dtype)  # the window's storage type (cache_dtype)
         # The state holds the sinks read so far, then recent keys contiguous in the stream; this
         # chunk's first tokens are sinks too while the stream is young.
         held = min(self.sinks, position)
@@ -163,6 +164,8 @@ class Attention(nn.Module):
         key_at = torch.arange(first, first + keys.shape[2], device=device)[None, :]
         visible = (key_at <= query_at) & (query_at - key_at < self.window)  # (T, S)
         # Rotated relative to the oldest recent key: the same scores as absolute positions, small angles.
+        keys, values = keys.to(q.dtype), values.to(q.dtype)
+        sink_keys, sink_values = sink_keys.to(q.dtype), sink_values.to(q.dtype)
         q_recent, k_recent = rotate(q, position - first, self.rope_base), rotate(keys, 0, self.rope_base)
         if sink_keys.shape[2] == 0:
             return F.scaled_dot_product_attention(q_recent, k_recent, values, attn_mask=visible, scale=self.scale,
@@ -273,6 +276,9 @@ class TransformerLM(nn.Module):
         self.layers = nn.ModuleList(TransformerLayer(config, i) for i in range(config.num_layers))
         self.final_norm = Norm(config.width, config.norm_eps)
         self.unembedding: nn.Module | None = None  # an int8 copy of the output layer (models.quantize)
+        # How the key/value windows are stored (None: as the weights); serving stores bf16, half the
+        # bytes in RAM and in each session's SQL row, with the same values in both, so restarts stay exact.
+        self.cache_dtype: torch.dtype | None = None
 
     @property
     def device(self) -> torch.device:
@@ -286,7 +292,8 @@ class TransformerLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def init_state(self, batch_size: int = 1) -> State:
-        layers = tuple(layer.attention.init_state(batch_size, self.device, self.dtype) for layer in self.layers)
+        dtype = self.cache_dtype or self.dtype
+        layers = tuple(layer.attention.init_state(batch_size, self.device, dtype) for layer in self.layers)
         return State(layers=layers, position=0, tokenizer=self.tokenizer.name)
 
     def forward(self, tokens: torch.Tensor, state: State | None = None, memory: MemoryReader | None = None,
