@@ -23,6 +23,7 @@ from torch import nn
 from models.attention import LocalAttention
 from models.blocks import BlockContext, BlockOutput
 from models.config import ModelConfig
+from models.heads import next_token_loss, soft_cap
 from models.layers import GatedMLP, RecurrentBlock, RMSNorm
 from models.memory import MemoryKV, MemoryReader
 from models.pointer import MemoryPointer, mix_pointer
@@ -134,17 +135,13 @@ class HybridLM(nn.Module):
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         logits = (self.final_norm(x) @ self.embedding.T.type_as(x)).float()  # (B, T, V)
-        cap = self.config.logits_soft_cap
-        return torch.tanh(logits / cap) * cap if cap else logits
+        return soft_cap(logits, self.config.logits_soft_cap)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross entropy in nats; bits per byte is this / ln 2."""
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return next_token_loss(logits, targets)
 
     def _check_state(self, state: State, tokens: torch.Tensor) -> None:
-        if state.tokenizer != self.tokenizer.name:
-            raise ValueError(f"state was made with tokenizer {state.tokenizer!r}, this model reads "
-                             f"{self.tokenizer.name!r}: it belongs to another model")
+        state.check_tokenizer(self.tokenizer.name)
         kinds = [layer_kind(s) for s in state.layers]
         expected = list(self.config.block_types)
         readable = [isinstance(layer, block.temporal.reads_states) for layer, block in zip(state.layers, self.blocks)]

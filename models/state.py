@@ -55,6 +55,12 @@ class State:
     position: int  # tokens consumed since the stream began
     tokenizer: str = LEGACY_TOKENIZER  # the name of the vocabulary its tokens came from (Tokenizer.name)
 
+    def check_tokenizer(self, name: str) -> None:
+        """ValueError unless this state was made with the vocabulary `name`."""
+        if self.tokenizer != name:
+            raise ValueError(f"state was made with tokenizer {self.tokenizer!r}, this model reads {name!r}: "
+                             "it belongs to another model")
+
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for layer in self.layers for t in layer)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.heads import next_token_loss, soft_cap
 from models.layers import Dense
 from models.memory import MemoryReader
 from models.model import ModelOutput
@@ -321,17 +322,13 @@ class TransformerLM(nn.Module):
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.final_norm(x)
         logits = (x @ self.embedding.T if self.unembedding is None else self.unembedding(x)).float()
-        cap = self.config.final_soft_cap
-        return torch.tanh(logits / cap) * cap if cap else logits
+        return soft_cap(logits, self.config.final_soft_cap)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross entropy in nats."""
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return next_token_loss(logits, targets)
 
     def _check_state(self, state: State, tokens: torch.Tensor) -> None:
-        if state.tokenizer != self.tokenizer.name:
-            raise ValueError(f"state was made with tokenizer {state.tokenizer!r}, this model reads "
-                             f"{self.tokenizer.name!r}: it belongs to another model")
+        state.check_tokenizer(self.tokenizer.name)
         kinds = {layer_kind(s) for s in state.layers}
         if len(state.layers) != self.config.num_layers or kinds != {"kv"}:
             raise ValueError(f"state has {len(state.layers)} layers of kinds {sorted(kinds)}, but this model has "

@@ -3,6 +3,7 @@ vocabulary and chat format, survive a restart exactly, and its learner reads the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,19 +27,23 @@ from workers.app import make_app
 GREEDY = SamplingConfig(temperature=0.0, max_bytes=40, repetition_penalty=1.0)
 
 
+def agent_on(sessions, base: Path, data_dir: Path) -> tuple[int, Callable[[], AgentRuntime]]:
+    """(agent id, a factory of fresh serving runtimes: each is a new process's view) of an agent on `base`."""
+    with sessions.begin() as db:
+        agent = Agent(name=base.stem, base_checkpoint=str(base), learning_settings={})
+        db.add(agent)
+        db.flush()
+        agent_id = agent.id
+    settings = Settings(data_dir=data_dir)
+    return agent_id, lambda: AgentRuntime(agent=_agent(sessions, agent_id), sessions=sessions,
+                                          celery=make_app(settings), settings=settings)
+
+
 @pytest.fixture
 def imported_agent(sessions, tmp_path):
     spec = tiny_chatml_spec()
     path = write_gguf(tmp_path / "tiny-chat.gguf", tiny_llama(vocab_size=len(spec.tokens)), spec, "llama")
-    with sessions.begin() as db:
-        agent = Agent(name="imported", base_checkpoint=str(path), learning_settings={})
-        db.add(agent)
-        db.flush()
-        agent_id = agent.id
-    settings = Settings(data_dir=tmp_path / "data")
-    runtime = lambda: AgentRuntime(agent=_agent(sessions, agent_id), sessions=sessions,  # noqa: E731
-                                   celery=make_app(settings), settings=settings)
-    return agent_id, runtime
+    return agent_on(sessions, path, tmp_path / "data")
 
 
 def _agent(sessions, agent_id: int) -> Agent:
@@ -105,15 +110,8 @@ def gappy_gguf(directory) -> Path:
 
 
 def test_content_the_vocabulary_cannot_spell_is_refused_before_anything_is_logged(sessions, tmp_path):
-    path = gappy_gguf(tmp_path)
-    with sessions.begin() as db:
-        agent = Agent(name="gappy", base_checkpoint=str(path), learning_settings={})
-        db.add(agent)
-        db.flush()
-        agent_id = agent.id
-    settings = Settings(data_dir=tmp_path / "data")
-    runtime = AgentRuntime(agent=_agent(sessions, agent_id), sessions=sessions, celery=make_app(settings),
-                           settings=settings)
+    agent_id, serving = agent_on(sessions, gappy_gguf(tmp_path), tmp_path / "data")
+    runtime = serving()
     session_id = _new_session(sessions, agent_id)
     with pytest.raises(ValueError, match="cannot spell the characters"):
         runtime.chat(session_id=session_id, content=b"a\x04b", sampling=GREEDY)
