@@ -10,11 +10,14 @@ from __future__ import annotations
 from models.tokenizer import ChatFormat
 from models.vocab import PretrainedTokenizer, piece_ids
 
-# SmolLM2-Instruct's own default system prompt (its chat template adds it when none is given).
-SMOLLM_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# What a ChatML stream starts with. Chosen over SmolLM2's own default ("You are a helpful AI assistant
+# named SmolLM, trained by Hugging Face") by measurement: the same 15 of 20 factual answers, and over
+# five turns it recalled the user's city in 3 of 3 sampled conversations against 1 of 3, a number
+# stated three turns earlier in 2 of 3 against 1 of 3 (BENCHMARKS.md, "A model that talks").
+SYSTEM_PROMPT = "You are a helpful assistant. Keep answers short and remember what the user tells you."
 
 
-def chatml(tokenizer: PretrainedTokenizer, system_prompt: str = SMOLLM_SYSTEM_PROMPT) -> ChatFormat:
+def chatml(tokenizer: PretrainedTokenizer, system_prompt: str = SYSTEM_PROMPT) -> ChatFormat:
     """<|im_start|>role\\n ... <|im_end|>\\n (SmolLM2, Qwen and other ChatML models)."""
     ids = piece_ids(tokenizer.spec, {"start": "<|im_start|>", "end": "<|im_end|>", "text_end": "<|endoftext|>"})
 
