@@ -33,7 +33,8 @@ class SamplingConfig:
     # 1.1 cost SmolLM2 three of 20 factual answers; the n-gram guard stops loops without that cost.
     repetition_penalty: float = 1.0
     # A token that would repeat an n-gram of tokens already in this reply is not sampled; 0 is off.
-    no_repeat_ngram: int = 6
+    # 4, not 6: a served conversation looped on a 5-token phrase ("I'm a friendly!") under 6.
+    no_repeat_ngram: int = 4
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
