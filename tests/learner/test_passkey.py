@@ -15,7 +15,8 @@ def test_the_answer_is_the_greedy_continuation_of_the_document():
     document = b"The pass key is 12345. Remember it. " + POOL[:500] + b"What is the pass key? The pass key is "
     answer = recall_passkey(model, document, None, chunk_tokens=64)
     greedy = generate(model, torch.tensor([[int(Special.BEGIN), *document]]),
-                      sampling=SamplingConfig(temperature=0, max_bytes=5, stop_at_end_of_turn=False))
+                      sampling=SamplingConfig(temperature=0, max_bytes=5, stop_at_end_of_turn=False,
+                                              no_repeat_ngram=0))  # the plain argmax, no repetition guard
     "".join(greedy)
     assert answer == bytes(greedy.tokens).decode("utf-8", errors="replace")
 
