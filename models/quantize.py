@@ -53,6 +53,11 @@ def quantize_weights(model: TransformerLM) -> TransformerLM:
     is). ValueError where this PyTorch build lacks the int8 kernel."""
     if not int8_kernel_available():
         raise ValueError("this PyTorch build has no int8 weight-only kernel; serve with fp32 weights")
+    for layer in model.layers:  # products that read the same input become one (fewer, larger reads)
+        attention, mlp = layer.attention, layer.mlp
+        attention.qkv = ServingLinear(torch.cat([attention.q.weight, attention.k.weight, attention.v.weight], 1))
+        mlp.gate_up = ServingLinear(torch.cat([mlp.gate.weight, mlp.up.weight], 1))
+        del attention.q, attention.k, attention.v, mlp.gate, mlp.up
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, Dense) and child.bias is None:

@@ -125,6 +125,7 @@ class Attention(nn.Module):
         self.k = Dense(c.width, c.num_kv_heads * c.head_dim, bias=False)
         self.v = Dense(c.width, c.num_kv_heads * c.head_dim, bias=False)
         self.out = Dense(c.num_heads * c.head_dim, c.width, bias=False)
+        self.qkv: nn.Module | None = None  # the three projections fused, when serving
         self.q_norm = Norm(c.head_dim, c.norm_eps) if c.qk_norm else None
         self.k_norm = Norm(c.head_dim, c.norm_eps) if c.qk_norm else None
 
@@ -135,9 +136,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, state: KVState, position: int) -> tuple[torch.Tensor, KVState]:
         """`position`: tokens of the stream read before this chunk."""
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, E)
-        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, E)
-        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.qkv is not None:  # serving: one product for the three (models.quantize)
+            q, k, v = self.qkv(x).split([self.heads * self.head_dim, *(2 * [self.kv_heads * self.head_dim])], -1)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q = q.reshape(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, E)
+        k = k.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, E)
+        v = v.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         k, v = k.to(state.keys.dtype), v.to(state.values.dtype)  # the window's storage type (cache_dtype)
@@ -236,11 +241,15 @@ class MLP(nn.Module):
         self.up = Dense(config.width, config.mlp_width, bias=False)
         self.down = Dense(config.mlp_width, config.width, bias=False)
         self.activation = config.activation
+        self.gate_up: nn.Module | None = None  # gate and up fused, when serving
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.gate(x)
+        if self.gate_up is not None:  # serving: one product for both (models.quantize)
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate(x), self.up(x)
         gate = F.silu(gate) if self.activation == "silu" else F.gelu(gate, approximate="tanh")
-        return self.down(gate * self.up(x))
+        return self.down(gate * up)
 
 
 class TransformerLayer(nn.Module):

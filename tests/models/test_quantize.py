@@ -18,7 +18,9 @@ def test_int8_weights_stay_close_and_stream_consistently(tmp_path):
     exact.load_state_dict(weights)
     quantized.load_state_dict(weights)
     quantize_weights(quantized.eval())
-    assert isinstance(quantized.layers[0].attention.q, ServingLinear) and quantized.unembedding is not None
+    layer = quantized.layers[0]
+    assert isinstance(layer.attention.qkv, ServingLinear) and isinstance(layer.mlp.gate_up, ServingLinear)
+    assert isinstance(layer.attention.out, ServingLinear) and quantized.unembedding is not None
     tokens = torch.randint(0, 300, (1, 24), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         reference, one_pass = exact(tokens).log_probs, quantized(tokens).log_probs
