@@ -13,6 +13,7 @@ import uvicorn
 
 from agent.app import create_app
 from agent.auth import ensure_admin_key
+from learner.base import default_base
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.settings import Settings
@@ -67,6 +68,9 @@ def serve(settings: Settings, *, host: str, port: int, migrate: bool = True, wor
     if key_file is not None:
         print(f"admin key: {key_file} (readable by you only; send it as 'Authorization: Bearer <key>')", flush=True)
     print(chat_hint(host=host, port=port, key_file=key_file), flush=True)
+    base = settings.base_checkpoint or default_base()
+    print(f"new agents read with {base} (LIFELONG_BASE_CHECKPOINT; `lifelong models list` shows the others)",
+          flush=True)
     child = start_embedded_worker() if (settings.embedded if worker is None else worker) else None
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)

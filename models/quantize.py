@@ -5,8 +5,9 @@ fp32 weights are 4 bytes each, int8 one. Each output column keeps its own scale 
 and the product runs in PyTorch's int8 weight-only kernel with bf16 activations. Reading a prompt
 is many rows at once, where arithmetic bounds it and bf16 (AVX-512 BF16 dot products) is about
 twice fp32. Both copies together (3 bytes a weight) are smaller than fp32. Figures: BENCHMARKS.md,
-"A model that talks". The key/value windows are kept in bf16 too (half of each session's state).
-Serving only: learning keeps fp32 weights.
+"A model that talks". Products that read the same input are fused (q, k and v; gate and up), and
+the key/value windows are kept in bf16 (half of each session's state). Serving only: learning
+keeps fp32 weights.
 """
 
 from __future__ import annotations
