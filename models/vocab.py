@@ -76,6 +76,46 @@ def _spm_merges(tokens: Sequence[str], scores: Sequence[float], types: Sequence[
     return [(left, right) for _, _, _, left, right in ranked]
 
 
+# Per vocabulary kind: the library tokenizer, the bytes of every token (b"" for control tokens), and
+# the token of each byte value the vocabulary holds alone (for bytes that are not UTF-8).
+Built = tuple[RustTokenizer, list[bytes], dict[int, int]]
+SILENT = (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.UNUSED)  # tokens that stand for no bytes
+
+
+def _byte_level(spec: VocabSpec) -> Built:
+    """GPT-2 style: every piece spells bytes through printable stand-in characters; merges given."""
+    byte_chars = _gpt2_byte_chars()
+    vocab = {piece: i for i, piece in enumerate(spec.tokens)}
+    token_bytes = [b"" if kind in SILENT else bytes(byte_chars[c] for c in piece)
+                   if all(c in byte_chars for c in piece) else piece.encode()
+                   for piece, kind in zip(spec.tokens, spec.types)]
+    chars_of = {byte: char for char, byte in byte_chars.items()}
+    byte_tokens = {b: vocab[chars_of[b]] for b in range(256) if chars_of[b] in vocab}
+    rust = RustTokenizer(tk_models.BPE(vocab=vocab, merges=list(spec.merges), ignore_merges=False))
+    steps = [pre_tokenizers.Digits(individual_digits=True)] if spec.split_digits else []
+    rust.pre_tokenizer = pre_tokenizers.Sequence([*steps, pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                                    use_regex=True)])
+    return rust, token_bytes, byte_tokens
+
+
+def _sentencepiece(spec: VocabSpec) -> Built:
+    """SentencePiece style: "\u2581" for spaces, <0xNN> byte fallback, merges from scores if not given."""
+    vocab = {piece: i for i, piece in enumerate(spec.tokens)}
+    token_bytes = [bytes([int(piece[3:5], 16)]) if kind == TokenType.BYTE else b"" if kind in SILENT
+                   else piece.replace(SPM_SPACE, " ").encode() for piece, kind in zip(spec.tokens, spec.types)]
+    byte_tokens = {b: vocab[f"<0x{b:02X}>"] for b in range(256) if f"<0x{b:02X}>" in vocab}
+    unknown = spec.tokens[spec.types.index(TokenType.UNKNOWN)] if TokenType.UNKNOWN in spec.types else None
+    merges = list(spec.merges) or _spm_merges(spec.tokens, spec.scores, spec.types)
+    rust = RustTokenizer(tk_models.BPE(vocab=vocab, merges=merges, byte_fallback=True, fuse_unk=True,
+                                       unk_token=unknown))
+    rust.normalizer = normalizers.Replace(" ", SPM_SPACE)
+    rust.pre_tokenizer = pre_tokenizers.Split(Regex(" "), behavior="merged_with_previous")
+    # Pieces SentencePiece matches whole before merging (runs of newlines, spaces).
+    rust.add_tokens([AddedToken(piece, normalized=False, special=False)
+                     for piece, kind in zip(spec.tokens, spec.types) if kind == TokenType.USER_DEFINED])
+    return rust, token_bytes, byte_tokens
+
+
 class PretrainedTokenizer:
     """A `models.tokenizer.Tokenizer` over an imported vocabulary; `chat` comes from the model family
     (models.chat_formats), built with this tokenizer's own `encode`."""
@@ -83,45 +123,13 @@ class PretrainedTokenizer:
     def __init__(self, spec: VocabSpec, name: str, chat: Callable[[PretrainedTokenizer], ChatFormat]):
         self.spec, self.name = spec, name
         self.vocab_size = len(spec.tokens)
-        vocab = {piece: i for i, piece in enumerate(spec.tokens)}
-        # The token of each byte value the vocabulary holds alone, for bytes that are not UTF-8.
-        self._byte_tokens: dict[int, int] = {}
         if spec.kind == "bpe":
-            byte_chars = _gpt2_byte_chars()
-            self._bytes = [b"" if t in (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.UNUSED)
-                           else bytes(byte_chars[c] for c in piece) if all(c in byte_chars for c in piece)
-                           else piece.encode() for piece, t in zip(spec.tokens, spec.types)]
-            chars_of = {byte: char for char, byte in byte_chars.items()}
-            self._byte_tokens = {b: vocab[chars_of[b]] for b in range(256) if chars_of[b] in vocab}
-            model = tk_models.BPE(vocab=vocab, merges=list(spec.merges), ignore_merges=False)
-            self._rust = RustTokenizer(model)
-            steps = [pre_tokenizers.Digits(individual_digits=True)] if spec.split_digits else []
-            self._rust.pre_tokenizer = pre_tokenizers.Sequence(
-                [*steps, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+            self._rust, self._bytes, self._byte_tokens = _byte_level(spec)
         elif spec.kind == "spm":
-            self._bytes = [self._spm_bytes(piece, t) for piece, t in zip(spec.tokens, spec.types)]
-            self._byte_tokens = {b: vocab[f"<0x{b:02X}>"] for b in range(256) if f"<0x{b:02X}>" in vocab}
-            merges = list(spec.merges) or _spm_merges(spec.tokens, spec.scores, spec.types)
-            model = tk_models.BPE(vocab=vocab, merges=merges,
-                                  byte_fallback=True, fuse_unk=True, unk_token=spec.tokens[spec.types.index(2)]
-                                  if TokenType.UNKNOWN in spec.types else None)
-            self._rust = RustTokenizer(model)
-            self._rust.normalizer = normalizers.Replace(" ", SPM_SPACE)
-            self._rust.pre_tokenizer = pre_tokenizers.Split(Regex(" "), behavior="merged_with_previous")
-            # Pieces SentencePiece matches whole before merging (runs of newlines, spaces).
-            self._rust.add_tokens([AddedToken(piece, normalized=False, special=False)
-                                   for piece, t in zip(spec.tokens, spec.types) if t == TokenType.USER_DEFINED])
+            self._rust, self._bytes, self._byte_tokens = _sentencepiece(spec)
         else:
             raise ValueError(f"unknown vocabulary kind {spec.kind!r}; expected 'bpe' or 'spm'")
         self.chat = chat(self)
-
-    @staticmethod
-    def _spm_bytes(piece: str, token_type: int) -> bytes:
-        if token_type == TokenType.BYTE:
-            return bytes([int(piece[3:5], 16)])
-        if token_type in (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.UNUSED):
-            return b""
-        return piece.replace(SPM_SPACE, " ").encode()
 
     def token_bytes(self, token: int) -> bytes:
         return self._bytes[token] if 0 <= token < self.vocab_size else b""
