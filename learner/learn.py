@@ -42,6 +42,7 @@ from memory.hits import record_hits, rows_supplying
 from memory.schema import Agent, Document, Event, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig
 from models import LanguageModel, State
+from models.transformer import TransformerLM
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,10 @@ class LearnerCache:
         cached = self._agents.get(agent.id)
         if cached is None or cached.spec != spec:
             model = load_base(agent.base_checkpoint, self.device)
+            if isinstance(model, TransformerLM):
+                # Its stream states are key/value windows: stored per session with every batch, bf16
+                # halves them (the serving runtime keeps its windows in bf16 too).
+                model.cache_dtype = torch.bfloat16
             learner = OnlineLearner(model, learning_config(agent.learning_settings))
             store = MemoryStore.open(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim,
                                      config=self.store_config)
