@@ -37,21 +37,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from learner.base import SMALL, default_base
-    from memory.settings import SHIPPED_CHECKPOINT
-    from models.catalog import CATALOG
+    from learner.base import base_models
 
-    shipped = sum(f.stat().st_size for f in SHIPPED_CHECKPOINT.glob("*") if f.is_file())
-    rows = [{"name": SMALL, "installed": True, "size_bytes": shipped, "licence": "Apache-2.0 (this project)",
-             "tokenizer": "bytes, 262 tokens", "chat": False, "install": "shipped in the repository",
-             "description": "the project's own 4.9M-parameter byte-level model; tests and offline fallback"}]
-    for model in CATALOG.values():
-        rows.append({"name": model.name, "installed": model.installed(), "size_bytes": model.size_bytes(),
-                     "licence": model.licence, "tokenizer": model.tokenizer, "chat": model.chat,
-                     "install": model.install, "description": model.description})
-    default = default_base()
-    for row in rows:
-        row["default"] = row["name"] == default
+    rows = base_models()
     if args.json:
         print(json.dumps(rows))
         return 0

@@ -107,9 +107,10 @@ class AgentRuntime:
         if blob is None:
             return None
         state, model = State.from_bytes(blob), self.serving.current().model
-        if state.tokenizer != model.tokenizer.name:
-            raise StateMismatch(f"session {row.id} was read with tokenizer {state.tokenizer!r}; this agent's model "
-                                f"reads {model.tokenizer.name!r}: start a new session")
+        try:
+            state.check_tokenizer(model.tokenizer.name)
+        except ValueError as exc:
+            raise StateMismatch(f"session {row.id}: {exc}; start a new session") from exc
         return state.to(model.device)
 
     def _remember(self, session_id: int, created_at: datetime, state: State) -> None:

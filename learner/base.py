@@ -54,6 +54,20 @@ def default_base() -> str:
     return DEFAULT_MODEL if CATALOG[DEFAULT_MODEL].installed() else SMALL
 
 
+def base_models() -> list[dict[str, Any]]:
+    """Every base a name can pick (`small` and the catalog), whether it is installed, its size,
+    licence, vocabulary and install command, and which one new agents get."""
+    shipped = sum(f.stat().st_size for f in SHIPPED_CHECKPOINT.glob("*") if f.is_file())
+    rows = [{"name": SMALL, "installed": True, "size_bytes": shipped, "licence": "Apache-2.0 (this project)",
+             "tokenizer": "bytes, 262 tokens", "chat": False, "install": "shipped in the repository",
+             "description": "the project's own 4.9M-parameter byte-level model; tests and offline fallback"}]
+    rows += [{"name": model.name, "installed": model.installed(), "size_bytes": model.size_bytes(),
+              "licence": model.licence, "tokenizer": model.tokenizer, "chat": model.chat, "install": model.install,
+              "description": model.description} for model in CATALOG.values()]
+    default = default_base()
+    return [{**row, "default": row["name"] == default} for row in rows]
+
+
 @lru_cache(maxsize=4)
 def _cached_base(spec: str, device: str) -> LanguageModel:
     base = parse_base(spec)

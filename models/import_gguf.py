@@ -18,7 +18,7 @@ from gguf.quants import dequantize
 
 from models.chat_formats import chatml, gemma
 from models.transformer import TransformerConfig
-from models.vocab import PretrainedTokenizer, VocabSpec, vocab_digest
+from models.vocab import PretrainedTokenizer, VocabSpec
 
 ARCHITECTURES = ("llama", "gemma3")
 # Gemma 3's sliding layers: five of every six; its local RoPE base is fixed by the architecture.
@@ -124,7 +124,7 @@ class GGUFModel:
     def tokenizer(self, name: str) -> PretrainedTokenizer:
         spec = self.vocab()
         chat = gemma if self.architecture == "gemma3" else chatml
-        return PretrainedTokenizer(spec, f"{name}:{vocab_digest(spec)}", chat)
+        return PretrainedTokenizer(spec, name, chat)
 
 
 def _unpermute(weight: torch.Tensor, heads: int) -> torch.Tensor:

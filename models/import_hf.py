@@ -1,8 +1,10 @@
-"""Import a Hugging Face model directory (config.json, *.safetensors, tokenizer.json) as a TransformerLM.
+"""Import a Hugging Face model directory (config.json, *.safetensors): config and weights under this
+project's names.
 
 Reads local files only. Supported `model_type`s: "llama" (SmolLM2 and other Llama-architecture
-models) and "gemma3_text" (Gemma 3 text models). Tensors are renamed to this project's names and
-transposed to its (in, out) layout; Gemma's norm weights w become the multiplier 1 + w.
+models) and "gemma3_text" (Gemma 3 text models) as a TransformerLM; "recurrent_gemma" as a
+HybridLM (Griffin's blocks). Tensors are renamed and transposed to this project's (in, out)
+layout; Gemma 3's norm weights w become the multiplier 1 + w.
 """
 
 from __future__ import annotations
@@ -113,17 +115,22 @@ def hf_weights(config: TransformerConfig, tensors: dict[str, torch.Tensor]) -> d
     return out
 
 
-def read_hf_dir(path: Path) -> tuple[TransformerConfig, dict[str, torch.Tensor]]:
-    """Config and weights (our names, fp32) of a transformers model directory."""
+def read_dir(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A transformers model directory's config.json and its safetensors' tensors, as stored."""
     config_file = path / "config.json"
     files = sorted(path.glob("*.safetensors"))
     if not config_file.is_file() or not files:
         raise ValueError(f"{path} is not a Hugging Face model directory (needs config.json and *.safetensors)")
-    raw = json.loads(config_file.read_text())
-    config = hf_config(raw)
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         tensors.update(load_file(file))
+    return json.loads(config_file.read_text()), tensors
+
+
+def read_hf_dir(path: Path) -> tuple[TransformerConfig, dict[str, torch.Tensor]]:
+    """Config and weights (our names, fp32) of a Llama or Gemma 3 directory."""
+    raw, tensors = read_dir(path)
+    config = hf_config(raw)
     if raw.get("tie_word_embeddings", True) is False and "lm_head.weight" not in tensors:
         raise ValueError("untied checkpoint without lm_head.weight")
     return config, hf_weights(config, tensors)
@@ -194,9 +201,7 @@ def recurrent_gemma_weights(config: ModelConfig, tensors: dict[str, torch.Tensor
 
 
 def read_recurrent_gemma_dir(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    raw = json.loads((path / "config.json").read_text())
+    """Config and weights (HybridLM's names, fp32) of a RecurrentGemma directory."""
+    raw, tensors = read_dir(path)
     config = recurrent_gemma_config(raw)
-    tensors: dict[str, torch.Tensor] = {}
-    for file in sorted(path.glob("*.safetensors")):
-        tensors.update(load_file(file))
     return config, recurrent_gemma_weights(config, tensors)

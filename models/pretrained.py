@@ -13,7 +13,7 @@ from models.import_gguf import GGUFModel
 from models.import_hf import read_hf_dir, read_recurrent_gemma_dir
 from models.model import HybridLM
 from models.transformer import TransformerLM
-from models.vocab import PretrainedTokenizer, hf_vocab, vocab_digest
+from models.vocab import PretrainedTokenizer, hf_vocab
 
 
 def is_hf_dir(path: Path) -> bool:
@@ -28,26 +28,34 @@ def load_pretrained(path: Path, *, name: str | None = None, device: str = "cpu",
     `name` names its tokenizer in the states it makes (default: the file's stem)."""
     name = name or path.stem
     if path.suffix == ".gguf":
-        gguf = GGUFModel(path)
-        config, tokenizer = gguf.config(), gguf.tokenizer(name)
-        weights = gguf.weights(config)
+        model = _from_gguf(path, name)
     elif is_hf_dir(path):
-        tokenizer_file = path / "tokenizer.json"
-        if not tokenizer_file.is_file():
-            raise ValueError(f"{path} has no tokenizer.json; this model's vocabulary cannot be read")
-        spec = hf_vocab(json.loads(tokenizer_file.read_text()))
-        if json.loads((path / "config.json").read_text()).get("model_type") == "recurrent_gemma":
-            # The mission's own architecture at scale: Griffin blocks, i.e. a HybridLM without retrieval.
-            griffin, weights = read_recurrent_gemma_dir(path)
-            model = HybridLM(griffin)
-            model.tokenizer = PretrainedTokenizer(spec, f"{name}:{vocab_digest(spec)}", gemma)
-            model.load_state_dict(weights)
-            return model.to(device=device, dtype=dtype).eval()
-        config, weights = read_hf_dir(path)
-        tokenizer = PretrainedTokenizer(spec, f"{name}:{vocab_digest(spec)}",
-                                        gemma if config.family == "gemma3" else chatml)
+        model = _from_hf_dir(path, name)
     else:
         raise ValueError(f"{path} is neither a .gguf file nor a Hugging Face model directory")
-    model = TransformerLM(config, tokenizer)
-    model.load_state_dict(weights)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _from_gguf(path: Path, name: str) -> TransformerLM:
+    gguf = GGUFModel(path)
+    config = gguf.config()
+    model = TransformerLM(config, gguf.tokenizer(name))
+    model.load_state_dict(gguf.weights(config))
+    return model
+
+
+def _from_hf_dir(path: Path, name: str) -> TransformerLM | HybridLM:
+    tokenizer_file = path / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise ValueError(f"{path} has no tokenizer.json; this model's vocabulary cannot be read")
+    spec = hf_vocab(json.loads(tokenizer_file.read_text()))
+    if json.loads((path / "config.json").read_text()).get("model_type") == "recurrent_gemma":
+        # The mission's own architecture at scale: Griffin blocks, i.e. a HybridLM without retrieval.
+        griffin, weights = read_recurrent_gemma_dir(path)
+        model: TransformerLM | HybridLM = HybridLM(griffin)
+        model.tokenizer = PretrainedTokenizer(spec, name, gemma)
+    else:
+        config, weights = read_hf_dir(path)
+        model = TransformerLM(config, PretrainedTokenizer(spec, name, gemma if config.family == "gemma3" else chatml))
+    model.load_state_dict(weights)
+    return model

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -71,15 +70,6 @@ class TransformerConfig:
 
     def window(self, layer: int) -> int:
         return self.sliding_window if self.sliding_layers[layer] else self.context_tokens
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> TransformerConfig:
-        fields = json.loads(text)
-        fields["sliding_layers"] = tuple(fields["sliding_layers"])
-        return cls(**fields)
 
     def replace(self, **changes: object) -> TransformerConfig:
         return dataclasses.replace(self, **changes)
@@ -196,9 +186,14 @@ def _rope_table(length: int, dim: int, base: float, device: torch.device,
 
     Built outside inference mode, so a table first made while serving can still be used in training."""
     with torch.inference_mode(False), torch.no_grad():
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.int64).float() / dim))
-        angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq
-        return angles.cos().repeat(1, 2).to(dtype), angles.sin().repeat(1, 2).to(dtype)
+        return _cos_sin(torch.arange(length, device=device), dim, base, dtype)
+
+
+def _cos_sin(positions: torch.Tensor, dim: int, base: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of `positions` (T,), (T, dim) each, in the rotate-half layout."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.int64).float() / dim))
+    angles = positions.float()[:, None] * inv_freq
+    return angles.cos().repeat(1, 2).to(dtype), angles.sin().repeat(1, 2).to(dtype)
 
 
 def _table(length: int, x: torch.Tensor, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,10 +211,7 @@ def rotate_at(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Te
     if positions.numel() and int(positions.min()) >= 0:
         cos, sin = _table(int(positions.max()) + 1, x, base)
         return _rotate_with(x, cos[positions], sin[positions])
-    dim = x.shape[-1]
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.int64).float() / dim))
-    angles = positions.float()[:, None] * inv_freq
-    return _rotate_with(x, angles.cos().repeat(1, 2).to(x.dtype), angles.sin().repeat(1, 2).to(x.dtype))
+    return _rotate_with(x, *_cos_sin(positions, x.shape[-1], base, x.dtype))
 
 
 def _grouped_scores(q: torch.Tensor, k: torch.Tensor, group: int) -> torch.Tensor:

@@ -118,10 +118,11 @@ def _sentencepiece(spec: VocabSpec) -> Built:
 
 class PretrainedTokenizer:
     """A `models.tokenizer.Tokenizer` over an imported vocabulary; `chat` comes from the model family
-    (models.chat_formats), built with this tokenizer's own `encode`."""
+    (models.chat_formats), built with this tokenizer's own `encode`. Its name is `model` plus a digest
+    of the vocabulary, so a state records exactly which vocabulary made it."""
 
-    def __init__(self, spec: VocabSpec, name: str, chat: Callable[[PretrainedTokenizer], ChatFormat]):
-        self.spec, self.name = spec, name
+    def __init__(self, spec: VocabSpec, model: str, chat: Callable[[PretrainedTokenizer], ChatFormat]):
+        self.spec, self.name = spec, f"{model}:{vocab_digest(spec)}"
         self.vocab_size = len(spec.tokens)
         if spec.kind == "bpe":
             self._rust, self._bytes, self._byte_tokens = _byte_level(spec)

@@ -7,6 +7,7 @@ Earlier messages in `messages` are ignored: the session's state has read them al
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 
@@ -72,12 +73,11 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
         raise not_found(f"session {session_id}")  # a session of another agent than `model` names
     with unprocessable("messages: "):  # before anything is logged or a stream is opened
         target.runtime.check_content(content)
-    sampling = SamplingConfig(
-        temperature=DEFAULTS.temperature if body.temperature is None else body.temperature,
-        top_p=DEFAULTS.top_p if body.top_p is None else body.top_p, seed=body.seed,
-        max_bytes=body.max_completion_tokens or body.max_tokens or 256,
-        repetition_penalty=DEFAULTS.repetition_penalty if body.repetition_penalty is None else body.repetition_penalty,
-        no_repeat_ngram=DEFAULTS.no_repeat_ngram if body.no_repeat_ngram is None else body.no_repeat_ngram)
+    given = {"temperature": body.temperature, "top_p": body.top_p, "repetition_penalty": body.repetition_penalty,
+             "no_repeat_ngram": body.no_repeat_ngram}  # None: the default
+    sampling = dataclasses.replace(
+        DEFAULTS, seed=body.seed, max_bytes=body.max_completion_tokens or body.max_tokens or 256,
+        **{field: value for field, value in given.items() if value is not None})
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     headers = {SESSION_HEADER: str(session_id)}
     base = {"id": completion_id, "created": created, "model": body.model}

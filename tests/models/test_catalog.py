@@ -1,5 +1,7 @@
 """Naming a base: installed models by name, clear errors with the install command otherwise."""
 
+import json
+
 import pytest
 
 from learner.base import SMALL, check_base, default_base, parse_base
@@ -30,3 +32,15 @@ def test_names_paths_and_presets_resolve(tmp_path):
     with pytest.raises(ValueError, match="is not a model"):
         check_base(str(tmp_path / "nothing.gguf"))
     assert default_base() == (DEFAULT_MODEL if CATALOG[DEFAULT_MODEL].installed() else SMALL)
+
+
+def test_models_list_names_every_base_and_one_default(capsys):
+    from agent.cli import main
+
+    assert main(["models", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in rows] == [SMALL, *CATALOG]
+    assert [row["name"] for row in rows if row["default"]] == [default_base()]
+    for row in rows:
+        assert row["licence"] and row["install"] and row["tokenizer"]
+        assert (row["size_bytes"] is not None) == row["installed"]
