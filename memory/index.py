@@ -74,12 +74,19 @@ class VectorIndex:
         """Remove every id in [first_id, end_id); returns how many were present."""
         return int(self._index.remove_ids(faiss.IDSelectorRange(first_id, end_id)))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (N, k); missing results have id -1."""
+    def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (N, k); missing results have id -1. `exclude`: ids never returned."""
         if len(self) == 0:
             n = queries.shape[0]
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
-        return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if exclude is None or len(exclude) == 0:
+            return self._index.search(queries, k)
+        # Filtered inside the search, so the k results are k that may be returned.
+        selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64)))
+        params = (faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe) if self.trained_at
+                  else faiss.SearchParameters(sel=selector))
+        return self._index.search(queries, k, params=params)
 
     @property
     def lists(self) -> int:

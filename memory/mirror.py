@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memory.ids import pair_ids
+
 
 @dataclass(frozen=True)
 class RowPlace:
@@ -21,6 +23,13 @@ class RowPlace:
     stream: Hashable | None  # e.g. (session id, document id); None: a row on its own (imported)
     byte_start: int
     byte_end: int
+    # Stream position (in tokens) of the row's first pair in its session; None where not recorded.
+    token_start: int | None = None
+
+    @property
+    def session(self) -> Hashable | None:
+        """The session whose stream positions token_start counts in (the stream's first part)."""
+        return self.stream[0] if isinstance(self.stream, tuple) and self.token_start is not None else None
 
 
 class PairMirror:
@@ -34,6 +43,7 @@ class PairMirror:
         self.row_lengths = np.zeros(0, dtype=np.int64)
         self.places: dict[int, RowPlace] = {}  # live rows that belong to a stream
         self._starting: dict[tuple[Hashable, int], int] = {}  # (stream, byte_start) -> row id
+        self._session_rows: dict[Hashable, list[int]] = {}  # session -> its rows with positions, as added
 
     @property
     def live_tokens(self) -> int:
@@ -48,6 +58,8 @@ class PairMirror:
         if place is not None and place.stream is not None:
             self.places[memory_id] = place
             self._starting[place.stream, place.byte_start] = memory_id
+            if place.session is not None:
+                self._session_rows.setdefault(place.session, []).append(memory_id)
         self._reserve(self.used + count)
         self.keys[self.used : self.used + count] = keys
         self.values[self.used : self.used + count] = values
@@ -67,7 +79,33 @@ class PairMirror:
         place = self.places.pop(memory_id, None)
         if place is not None and self._starting.get((place.stream, place.byte_start)) == memory_id:
             del self._starting[place.stream, place.byte_start]
+        if place is not None and place.session is not None:
+            self._session_rows[place.session].remove(memory_id)
         return True
+
+    def pairs_outside(self, session: Hashable, lo: int, hi: int) -> np.ndarray:
+        """Token ids of `session`'s live pairs whose stream positions fall outside [lo, hi).
+
+        A session's rows are added in stream order (the learner reads it in order), so only rows at
+        either end are looked at: those holding its first `lo` positions, and those from `hi` on.
+        """
+        rows = self._session_rows.get(session)
+        if not rows:
+            return np.zeros(0, dtype=np.int64)
+        found = []
+        for ordered, wanted in ((rows, lambda start, end: start < lo), (reversed(rows), lambda start, end: end > hi)):
+            for row in ordered:
+                place, length = self.places[row], self._length(row)
+                start, end = place.token_start, place.token_start + length
+                if not wanted(start, end):
+                    break
+                positions = np.arange(start, end)
+                offsets = np.nonzero((positions < lo) | (positions >= hi))[0]
+                found.append(pair_ids(np.full(len(offsets), row), offsets))
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+
+    def _length(self, memory_id: int) -> int:
+        return int(self.row_lengths[np.searchsorted(self.row_ids, memory_id)])
 
     def next_row(self, memory_id: int) -> int | None:
         """The live row that continues `memory_id` in its stream, if any."""

@@ -148,11 +148,14 @@ class Memory(Base):
     imported_from: Mapped[str | None] = mapped_column(String(200))  # provenance of imported rows
     byte_start: Mapped[int] = mapped_column(BigInteger)  # span in the source's byte stream
     byte_end: Mapped[int] = mapped_column(BigInteger)
+    token_start: Mapped[int | None] = mapped_column(BigInteger)  # stream position of its first pair, if recorded
     text: Mapped[str] = mapped_column(Text)  # the span's bytes as UTF-8, invalid bytes replaced
     num_tokens: Mapped[int] = mapped_column(Integer)
     head_dim: Mapped[int] = mapped_column(Integer)
-    keys: Mapped[bytes] = mapped_column(LargeBinary)  # fp16 (num_tokens, head_dim), little-endian
-    values: Mapped[bytes] = mapped_column(LargeBinary)  # fp16 (num_tokens, head_dim)
+    # fp16 (num_tokens, head_dim), little-endian; an imported model's: (num_tokens, channels, head_dim), every
+    # memory layer's pairs of each token together (models.layer_memory)
+    keys: Mapped[bytes] = mapped_column(LargeBinary)
+    values: Mapped[bytes] = mapped_column(LargeBinary)
     weight_version: Mapped[int] = mapped_column(Integer, default=0)  # version whose weights produced the pairs
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
     hit_count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -27,15 +27,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FORMAT = 2  # 2: rows' places in their streams (format 1 snapshots are rebuilt from SQL)
+# 2: rows' places in their streams; 3: their token positions, and one index per channel (older snapshots
+# are rebuilt from SQL).
+SNAPSHOT_FORMAT = 3
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """A snapshot as read back: a view's index and pairs, and how far into SQL they reach."""
 
-    index: VectorIndex
-    mirror: PairMirror
+    channels: list[tuple[VectorIndex, PairMirror]]  # per channel, its index and pairs
     memory_watermark: int  # highest memory id the view had seen
     tombstone_watermark: int  # highest tombstone id it had applied
 
@@ -46,18 +47,21 @@ def save_snapshot(store: MemoryStore, directory: Path) -> None:
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    view = store.view
-    with view.lock:  # the pairs, the index and the watermarks of one moment
-        _, _, keys, values = view.mirror.live_pairs()
-        (tmp / "index.faiss").write_bytes(view.index.to_bytes())
-        np.savez(tmp / "pairs.npz", row_ids=view.mirror.row_ids, row_lengths=view.mirror.row_lengths, keys=keys,
-                 values=values)
-        places = {str(i): [place.stream, place.byte_start, place.byte_end] for i, place in view.mirror.places.items()}
+    with store.view.lock:  # the pairs, the indexes and the watermarks of one moment
+        for channel, view in enumerate(store.views):
+            with view.lock:
+                _, _, keys, values = view.mirror.live_pairs()
+                (tmp / _name("index", channel, "faiss")).write_bytes(view.index.to_bytes())
+                np.savez(tmp / _name("pairs", channel, "npz"), row_ids=view.mirror.row_ids,
+                         row_lengths=view.mirror.row_lengths, keys=keys, values=values)
+        places = {str(i): [place.stream, place.byte_start, place.byte_end, place.token_start]
+                  for i, place in store.view.mirror.places.items()}
         (tmp / "places.json").write_text(json.dumps(places))
         meta = {
             "format": SNAPSHOT_FORMAT, "agent_id": store.agent_id, "head_dim": store.head_dim,
-            "memory_watermark": store.memory_watermark, "tombstone_watermark": store.tombstone_watermark,
-            "trained_at": view.index.trained_at,
+            "channels": store.channels, "memory_watermark": store.memory_watermark,
+            "tombstone_watermark": store.tombstone_watermark,
+            "trained_at": [view.index.trained_at for view in store.views],
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
     if directory.exists():
@@ -65,26 +69,41 @@ def save_snapshot(store: MemoryStore, directory: Path) -> None:
     os.replace(tmp, directory)
 
 
-def read_snapshot(directory: Path, *, agent_id: int, head_dim: int, config: IndexConfig) -> Snapshot | None:
-    """The snapshot in `directory` if it is `agent_id`'s, of this format and head dim, and readable; else None.
-    `config`: the index settings the loaded index searches with (its probes per query)."""
+def _name(stem: str, channel: int, suffix: str) -> str:
+    return f"{stem}.{suffix}" if channel == 0 else f"{stem}-{channel}.{suffix}"
+
+
+def read_snapshot(directory: Path, *, agent_id: int, head_dim: int, config: IndexConfig,
+                  channels: int = 1) -> Snapshot | None:
+    """The snapshot in `directory` if it is `agent_id`'s, of this format, head dim and channels, and readable;
+    else None. `config`: the index settings the loaded indexes search with (their probes per query)."""
     directory = Path(directory)
     try:
         meta = json.loads((directory / "meta.json").read_text())
-        if meta["format"] != SNAPSHOT_FORMAT or meta["agent_id"] != agent_id or meta["head_dim"] != head_dim:
+        if (meta["format"] != SNAPSHOT_FORMAT or meta["agent_id"] != agent_id or meta["head_dim"] != head_dim
+                or meta["channels"] != channels):
             log.warning("snapshot %s does not match agent %s; ignoring it", directory, agent_id)
             return None
-        pairs = np.load(directory / "pairs.npz")
-        places = {int(i): RowPlace(tuple(stream), start, end)
-                  for i, (stream, start, end) in json.loads((directory / "places.json").read_text()).items()}
-        index = VectorIndex.from_bytes((directory / "index.faiss").read_bytes(), head_dim, meta["trained_at"], config)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        places = {int(i): RowPlace(tuple(stream) if stream is not None else None, start, end, token_start)
+                  for i, (stream, start, end, token_start)
+                  in json.loads((directory / "places.json").read_text()).items()}
+        read = []
+        for channel in range(channels):
+            pairs = np.load(directory / _name("pairs", channel, "npz"))
+            index = VectorIndex.from_bytes((directory / _name("index", channel, "faiss")).read_bytes(), head_dim,
+                                           meta["trained_at"][channel], config)
+            read.append((index, _mirror(pairs, places, head_dim)))
+    except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as exc:
         log.warning("snapshot %s unreadable (%s); rebuilding from SQL instead", directory, exc)
         return None
+    return Snapshot(read, meta["memory_watermark"], meta["tombstone_watermark"])
+
+
+def _mirror(pairs: np.lib.npyio.NpzFile, places: dict[int, RowPlace], head_dim: int) -> PairMirror:
     mirror = PairMirror(head_dim)
     start = 0
     for memory_id, length in zip(pairs["row_ids"].tolist(), pairs["row_lengths"].tolist()):
         mirror.add_row(memory_id, pairs["keys"][start : start + length], pairs["values"][start : start + length],
                        places.get(memory_id))
         start += length
-    return Snapshot(index, mirror, meta["memory_watermark"], meta["tombstone_watermark"])
+    return mirror

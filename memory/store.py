@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # What the store reads of a memory row: its pairs, and where its tokens sit in their stream.
 ROW_COLUMNS = (Memory.id, Memory.keys, Memory.values, Memory.session_id, Memory.document_id, Memory.imported_from,
-               Memory.byte_start, Memory.byte_end)
+               Memory.byte_start, Memory.byte_end, Memory.token_start)
 # Rows a rebuild reads from SQL per round trip.
 REBUILD_BATCH_ROWS = 256
 
@@ -58,8 +58,8 @@ class StoreConfig:
 class Span:
     """A chunk's (key, value) pairs and where they came from."""
 
-    keys: torch.Tensor | np.ndarray  # (T, D)
-    values: torch.Tensor | np.ndarray  # (T, D)
+    keys: torch.Tensor | np.ndarray  # (T, D), or (T, channels, D) for a store of several channels
+    values: torch.Tensor | np.ndarray
     text: bytes  # the span's bytes
     byte_start: int
     byte_end: int
@@ -68,12 +68,15 @@ class Span:
     session_id: int | None = None
     weight_version: int = 0
     imported_from: str | None = None
+    token_start: int | None = None  # stream position of the first pair in its session
 
 def row_place(session_id: int | None, document_id: int | None, imported_from: str | None, byte_start: int,
-              byte_end: int) -> RowPlace:
+              byte_end: int, token_start: int | None = None) -> RowPlace:
     """A row's place in its stream: a session's (or a document's, or an evaluation's) byte stream;
     imported rows stand alone (their neighbours were not imported with them)."""
-    return RowPlace(None if imported_from else (session_id, document_id), byte_start, byte_end)
+    if imported_from:
+        return RowPlace(None, byte_start, byte_end)
+    return RowPlace((session_id, document_id), byte_start, byte_end, token_start)
 
 
 def display_text(data: bytes) -> str:
@@ -98,18 +101,24 @@ def delete_memory_rows(db: Session, *, agent_id: int, memory_ids: Sequence[int])
 class MemoryStore:
     """Implements models.MemoryReader for one agent over its view; safe to share between threads.
 
-    Search and follow read the view as it stands: call `catch_up()` first to see what other
+    A store of several `channels` (an imported model's memory layers times their key/value heads,
+    models.layer_memory) keeps one view per channel over the same rows; `session_reader` searches them.
+    Search and follow read the views as they stand: call `catch_up()` first to see what other
     writers committed since.
     """
 
     def __init__(
-        self, *, agent_id: int, sessions: sessionmaker[Session], head_dim: int, config: StoreConfig = StoreConfig()
+        self, *, agent_id: int, sessions: sessionmaker[Session], head_dim: int, config: StoreConfig = StoreConfig(),
+        channels: int = 1,
     ):
         self.agent_id = agent_id
         self.sessions = sessions
         self.head_dim = head_dim
+        self.channels = channels
         self.config = config
-        self.view = MemoryView(head_dim, config.index, name=f"agent-{agent_id}")
+        self.views = [MemoryView(head_dim, config.index, name=f"agent-{agent_id}" + (f"-channel-{c}" if c else ""))
+                      for c in range(channels)]
+        self.view = self.views[0]  # holds the store's lock and its row bookkeeping
         self.memory_watermark = 0  # highest memory id this store has seen
         self.tombstone_watermark = 0  # highest tombstone id this store has applied
 
@@ -137,8 +146,9 @@ class MemoryStore:
         count = span.keys.shape[0]
         if not 0 < count <= MAX_SPAN_TOKENS:
             raise ValueError(f"a span holds 1..{MAX_SPAN_TOKENS} tokens, got {count}")
-        if tuple(span.keys.shape) != (count, self.head_dim) or tuple(span.values.shape) != (count, self.head_dim):
-            raise ValueError(f"keys and values must both be ({count}, {self.head_dim})")
+        shape = self.pair_shape(count)
+        if tuple(span.keys.shape) != shape or tuple(span.values.shape) != shape:
+            raise ValueError(f"keys and values must both be {shape}")
         return Memory(
             agent_id=self.agent_id,
             event_id=span.event_id,
@@ -147,6 +157,7 @@ class MemoryStore:
             imported_from=span.imported_from,
             byte_start=span.byte_start,
             byte_end=span.byte_end,
+            token_start=span.token_start,
             text=display_text(span.text),
             num_tokens=count,
             head_dim=self.head_dim,
@@ -154,6 +165,14 @@ class MemoryStore:
             values=encode_pairs(span.values),
             weight_version=span.weight_version,
         )
+
+    def pair_shape(self, tokens: int) -> tuple[int, ...]:
+        """The shape of a row's keys (and values) of `tokens` pairs."""
+        return (tokens, self.head_dim) if self.channels == 1 else (tokens, self.channels, self.head_dim)
+
+    def decode(self, blob: bytes) -> np.ndarray:
+        """A row's stored keys or values, (T, channels, D)."""
+        return decode_pairs(blob, self.head_dim).reshape(-1, self.channels, self.head_dim)
 
     # -- catching up ---------------------------------------------------------------------------
 
@@ -184,33 +203,34 @@ class MemoryStore:
                 .order_by(MemoryTombstone.id)
             ).all()
             for _, memory_id in tombstones:
-                self.view.remove_row(memory_id)
+                for view in self.views:
+                    view.remove_row(memory_id)
             if tombstones:
                 self.tombstone_watermark = max(self.tombstone_watermark, tombstones[-1][0])
-            if self.view.needs_refit():
-                if self.config.background_refit:
-                    self.view.refit_in_background()
-                else:
-                    self.view.refit()
+            for view in self.views:
+                if view.needs_refit():
+                    if self.config.background_refit:
+                        view.refit_in_background()
+                    else:
+                        view.refit()
 
     def _add_rows(self, rows) -> None:
-        """Rows of ROW_COLUMNS into the view."""
+        """Rows of ROW_COLUMNS into the views."""
         for memory_id, key_blob, value_blob, *where in rows:
-            self.view.add_row(
-                memory_id,
-                decode_pairs(key_blob, self.head_dim),
-                decode_pairs(value_blob, self.head_dim),
-                row_place(*where),
-            )
+            keys, values, place = self.decode(key_blob), self.decode(value_blob), row_place(*where)
+            for channel, view in enumerate(self.views):
+                view.add_row(memory_id, keys[:, channel], values[:, channel], place)
 
     def wait_for_refit(self, timeout: float | None = None) -> None:
         """Block until a background refit in flight (if any) has replaced the index."""
-        self.view.wait_for_refit(timeout)
+        for view in self.views:
+            view.wait_for_refit(timeout)
 
     def rebuild(self) -> None:
         """Forget everything in RAM and rebuild the view from SQL alone."""
         with self.view.lock, self.sessions() as db:
-            self.view.clear()
+            for view in self.views:
+                view.clear()
             result = db.execute(
                 select(*ROW_COLUMNS)
                 .where(Memory.agent_id == self.agent_id)
@@ -220,12 +240,9 @@ class MemoryStore:
             mirror = self.view.mirror
             for memory_id, key_blob, value_blob, *where in result:
                 # Pairs only: the index is fitted to all of them at once below.
-                mirror.add_row(
-                    memory_id,
-                    decode_pairs(key_blob, self.head_dim),
-                    decode_pairs(value_blob, self.head_dim),
-                    row_place(*where),
-                )
+                keys, values, place = self.decode(key_blob), self.decode(value_blob), row_place(*where)
+                for channel, view in enumerate(self.views):
+                    view.mirror.add_row(memory_id, keys[:, channel], values[:, channel], place)
             self.memory_watermark = int(mirror.row_ids[-1]) if len(mirror.row_ids) else 0
             last_tombstone = db.scalar(
                 select(MemoryTombstone.id)
@@ -234,7 +251,8 @@ class MemoryStore:
                 .limit(1)
             )
             self.tombstone_watermark = last_tombstone or 0
-            self.view.refit()
+            for view in self.views:
+                view.refit()
 
     # -- reading (the view as it stands) -------------------------------------------------------
 
@@ -250,6 +268,10 @@ class MemoryStore:
         """The pair stored right after each of `ids` (models.MemoryReader); reads RAM only."""
         return self.view.follow(ids)
 
+    def session_reader(self, session_id: int | None) -> SessionReader:
+        """What a stream of session `session_id` (None: a stream of its own) searches with its memory layers."""
+        return SessionReader(self, session_id)
+
     def __len__(self) -> int:
         return len(self.view)
 
@@ -261,11 +283,13 @@ class MemoryStore:
 
     def load_snapshot(self, directory: Path) -> bool:
         """Adopt a snapshot if it is this agent's and readable; returns False (and keeps RAM as it was) if not."""
-        snapshot = read_snapshot(directory, agent_id=self.agent_id, head_dim=self.head_dim, config=self.config.index)
+        snapshot = read_snapshot(directory, agent_id=self.agent_id, head_dim=self.head_dim, config=self.config.index,
+                                 channels=self.channels)
         if snapshot is None:
             return False
         with self.view.lock:
-            self.view.replace(snapshot.index, snapshot.mirror)
+            for view, (index, mirror) in zip(self.views, snapshot.channels):
+                view.replace(index, mirror)
             self.memory_watermark, self.tombstone_watermark = snapshot.memory_watermark, snapshot.tombstone_watermark
         return True
 
@@ -278,10 +302,35 @@ class MemoryStore:
         head_dim: int,
         snapshot: Path | None = None,
         config: StoreConfig = StoreConfig(),
+        channels: int = 1,
     ) -> MemoryStore:
         """A caught-up store: from a snapshot plus SQL past it when one is usable, else from SQL alone."""
-        store = cls(agent_id=agent_id, sessions=sessions, head_dim=head_dim, config=config)
+        store = cls(agent_id=agent_id, sessions=sessions, head_dim=head_dim, config=config, channels=channels)
         if snapshot is None or not store.load_snapshot(snapshot):
             store.rebuild()
         store.catch_up()
         return store
+
+
+class SessionReader:
+    """models.layer_memory.LayerMemoryReader over a store's channels, for a stream of one session.
+
+    Of the session's own pairs, those its memory layers hold in their state (the sinks, the recent
+    window) are left out of every search, so no pair is weighed twice. Positions are not returned:
+    retrieved pairs sit at the window's edge (models.layer_memory).
+    """
+
+    def __init__(self, store: MemoryStore, session_id: int | None):
+        self.store, self.session_id = store, session_id
+        self._excluded: tuple[tuple[int, int], np.ndarray] | None = None  # the last range's, shared by channels
+
+    def search_channel(self, channel: int, queries: torch.Tensor, top_k: int, *,
+                       stream_range: tuple[int, int]) -> tuple[RetrievedMemory, None]:
+        return self.store.views[channel].search(queries, top_k, self._outside(stream_range)), None
+
+    def _outside(self, stream_range: tuple[int, int]) -> np.ndarray | None:
+        if self.session_id is None:
+            return None
+        if self._excluded is None or self._excluded[0] != stream_range:
+            self._excluded = stream_range, self.store.view.pairs_outside(self.session_id, *stream_range)
+        return self._excluded[1]

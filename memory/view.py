@@ -11,6 +11,7 @@ Letters: B batch, T time, H heads, D head dim, K retrieved pairs, N queries (B*T
 from __future__ import annotations
 
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,14 +111,15 @@ class MemoryView:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def search(self, queries: torch.Tensor, top_k: int) -> RetrievedMemory:
-        """Top-k pairs by inner product for every query of a chunk. queries: (B, T, H, D)."""
-        return self.search_ids(flat_queries(queries), top_k).as_retrieved(queries)
+    def search(self, queries: torch.Tensor, top_k: int, exclude: np.ndarray | None = None) -> RetrievedMemory:
+        """Top-k pairs by inner product for every query of a chunk. queries: (B, T, H, D).
+        `exclude`: pair ids never returned."""
+        return self.search_ids(flat_queries(queries), top_k, exclude).as_retrieved(queries)
 
-    def search_ids(self, queries: np.ndarray, top_k: int) -> SearchResult:
+    def search_ids(self, queries: np.ndarray, top_k: int, exclude: np.ndarray | None = None) -> SearchResult:
         """(N, D) float32 queries -> ids, scores, pairs, liveness, each (N, K)."""
         with self.lock:
-            scores, ids = self.index.search(queries, top_k)  # (N, K) each
+            scores, ids = self.index.search(queries, top_k, exclude)  # (N, K) each
             rows, offsets = split_ids(np.maximum(ids, 0))
             slots, live, _ = self.mirror.slots(rows, offsets)
             live &= ids >= 0
@@ -160,6 +162,11 @@ class MemoryView:
             torch.from_numpy(live).reshape(ids.shape).to(ids.device),
             torch.from_numpy(np.where(live, pair_ids(rows, offsets), -1)).reshape(ids.shape).to(ids.device),
         )
+
+    def pairs_outside(self, session: Hashable, lo: int, hi: int) -> np.ndarray:
+        """Pair ids of `session`'s stream at positions outside [lo, hi) (memory.mirror)."""
+        with self.lock:
+            return self.mirror.pairs_outside(session, lo, hi)
 
     def __contains__(self, memory_id: int) -> bool:
         return memory_id in self.mirror

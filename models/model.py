@@ -24,6 +24,7 @@ from models.attention import LocalAttention
 from models.blocks import BlockContext, BlockOutput
 from models.config import ModelConfig
 from models.heads import next_token_loss, soft_cap
+from models.layer_memory import Recalled
 from models.layers import GatedMLP, RecurrentBlock, RMSNorm
 from models.memory import MemoryKV, MemoryReader
 from models.pointer import MemoryPointer, mix_pointer
@@ -42,8 +43,12 @@ class ModelOutput:
     # cross entropy read them as they would read logits.
     log_probs: torch.Tensor
     state: State  # the stream's state after these tokens (detached: callers truncate gradients here)
-    memory_kv: MemoryKV | None  # this chunk's retrieval (key, value) pairs; None without a retrieval block
+    # This chunk's (key, value) pairs for the memory: a retrieval block's (B, T, D), or an imported model's memory
+    # layers' (B, T, channels, E) (models.layer_memory); None without either.
+    memory_kv: MemoryKV | None
     pointer: MemoryPointer | None = None  # what the memory said at each step and which pairs said it; None without one
+    # An imported model's memory layers: what each weighed from memory, bottom to top; None without a memory.
+    recalled: tuple[Recalled, ...] | None = None
 
 
 # The temporal block each name in ModelConfig.block_types builds.

@@ -21,15 +21,16 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.heads import next_token_loss, soft_cap
+from models.layer_memory import LayerMemoryReader, PositionRule, Recalled
 from models.layers import Dense
-from models.memory import MemoryReader
+from models.memory import MemoryKV
 from models.model import ModelOutput
 from models.state import KVState, State, layer_kind
 from models.tokenizer import Tokenizer
@@ -63,10 +64,20 @@ class TransformerConfig:
     context_tokens: int = 2048
     # The stream's first tokens a global layer keeps seeing once its context has moved past them.
     sink_tokens: int = 4
+    # Global layers that also attend to the top-k pairs of everything older than their context,
+    # searched in the agent's memory (models.layer_memory). Chosen when the model is imported.
+    memory_layers: tuple[int, ...] = ()
+    memory_top_k: int = 32
+    memory_positions: PositionRule = "window_edge"
 
     @property
     def num_layers(self) -> int:
         return len(self.sliding_layers)
+
+    @property
+    def memory_channels(self) -> int:
+        """Stored (key, value) pairs per token: one per memory layer and key/value head."""
+        return len(self.memory_layers) * self.num_kv_heads
 
     def window(self, layer: int) -> int:
         return self.sliding_window if self.sliding_layers[layer] else self.context_tokens
@@ -118,13 +129,17 @@ class Attention(nn.Module):
         self.qkv: nn.Module | None = None  # the three projections fused, when serving
         self.q_norm = Norm(c.head_dim, c.norm_eps) if c.qk_norm else None
         self.k_norm = Norm(c.head_dim, c.norm_eps) if c.qk_norm else None
+        # A memory layer's first channel (models.layer_memory); None: not a memory layer.
+        self.first_channel = c.memory_layers.index(layer) * c.num_kv_heads if layer in c.memory_layers else None
+        self.top_k, self.exact_positions = c.memory_top_k, c.memory_positions == "exact"
 
     def init_state(self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype) -> KVState:
         empty = torch.zeros(batch_size, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
         return KVState(empty, empty.clone())
 
-    def forward(self, x: torch.Tensor, state: KVState, position: int) -> tuple[torch.Tensor, KVState]:
-        """`position`: tokens of the stream read before this chunk."""
+    def forward(self, x: torch.Tensor, state: KVState, position: int,
+                memory: LayerMemoryReader | None = None) -> LayerOutput:
+        """`position`: tokens of the stream read before this chunk. `memory` is read by memory layers only."""
         B, T, _ = x.shape
         if self.qkv is not None:  # serving: one product for the three (models.quantize)
             q, k, v = self.qkv(x).split([self.heads * self.head_dim, *(2 * [self.kv_heads * self.head_dim])], -1)
@@ -146,37 +161,106 @@ class Attention(nn.Module):
         sink_values = torch.cat((state.values[:, :, :held], v[:, :, :fresh]), 2)
         keys = torch.cat((state.keys[:, :, held:], k[:, :, fresh:]), 2)
         values = torch.cat((state.values[:, :, held:], v[:, :, fresh:]), 2)
-        mixed = self._attend(q, position, keys, values, first, sink_keys, sink_values)
+        if self.first_channel is None:
+            memory = None
+        mixed, recalled = self._attend(q, position, keys, values, first, sink_keys, sink_values, memory)
         keep = self.window - 1  # recent keys the next token's query can still see besides itself
         start = max(0, keys.shape[2] - keep)
         new_state = KVState(torch.cat((sink_keys, keys[:, :, start:]), 2),
                             torch.cat((sink_values, values[:, :, start:]), 2))
-        return self.out(mixed.transpose(1, 2).reshape(B, T, -1)), new_state
+        # A memory layer's pairs of this chunk, (B, T, K, E) each, for the memory store.
+        pairs = None if self.first_channel is None else MemoryKV(k.transpose(1, 2), v.transpose(1, 2))
+        return LayerOutput(self.out(mixed.transpose(1, 2).reshape(B, T, -1)), new_state, pairs, recalled)
 
     def _attend(self, q: torch.Tensor, position: int, keys: torch.Tensor, values: torch.Tensor, first: int,
-                sink_keys: torch.Tensor, sink_values: torch.Tensor) -> torch.Tensor:
+                sink_keys: torch.Tensor, sink_values: torch.Tensor,
+                memory: LayerMemoryReader | None) -> tuple[torch.Tensor, Recalled | None]:
         T, device = q.shape[2], q.device
         query_at = torch.arange(position, position + T, device=device)[:, None]  # stream positions
         key_at = torch.arange(first, first + keys.shape[2], device=device)[None, :]
-        visible = (key_at <= query_at) & (query_at - key_at < self.window)  # (T, S)
+        visible = key_at <= query_at  # (T, S)
+        if memory is None:
+            visible &= query_at - key_at < self.window
+        # else: keys this chunk pushed out of the window are in no memory yet, so its queries still see them.
         # Rotated relative to the oldest recent key: the same scores as absolute positions, small angles.
         keys, values = keys.to(q.dtype), values.to(q.dtype)
         sink_keys, sink_values = sink_keys.to(q.dtype), sink_values.to(q.dtype)
         q_recent, k_recent = rotate(q, position - first, self.rope_base), rotate(keys, 0, self.rope_base)
-        if sink_keys.shape[2] == 0:
+        if sink_keys.shape[2] == 0 and memory is None:
             return F.scaled_dot_product_attention(q_recent, k_recent, values, attn_mask=visible, scale=self.scale,
-                                                  enable_gqa=True)
+                                                  enable_gqa=True), None
         # Sinks: query at min(q, sinks + window - 1), sink i at i (its position in a full window).
         group = self.heads // self.kv_heads
-        far_end = torch.clamp(query_at[:, 0], max=self.sinks + self.window - 1)
+        far_end = query_at[:, 0] if self.exact_positions else query_at[:, 0].clamp(max=self.sinks + self.window - 1)
         q_sink = rotate_at(q, far_end, self.rope_base)
         k_sink = rotate(sink_keys, 0, self.rope_base)
         sink_visible = torch.arange(sink_keys.shape[2], device=device)[None, :] <= query_at
-        scores = torch.cat((_grouped_scores(q_sink, k_sink, group), _grouped_scores(q_recent, k_recent, group)), -1)
-        scores = scores * self.scale
-        scores = scores.masked_fill(~torch.cat((sink_visible, visible), -1), float("-inf"))
-        weights = scores.float().softmax(-1).to(q.dtype)
-        return _grouped_mix(weights, torch.cat((sink_values, values), 2), group)
+        parts = [_grouped_scores(q_sink, k_sink, group), _grouped_scores(q_recent, k_recent, group)]
+        masks = [sink_visible.expand(T, -1), visible]
+        found = None if memory is None else self._search(q, memory, far_end, query_at[:, 0], first)
+        if found is not None:  # between the sinks and the recent keys
+            parts.insert(1, found.scores)
+            masks.insert(1, found.mask)
+        scores = torch.cat(parts, -1) * self.scale
+        mask = torch.cat([m.expand(*scores.shape[:-1], m.shape[-1]) for m in masks], -1)
+        weights = scores.masked_fill(~mask, float("-inf")).float().softmax(-1).to(q.dtype)
+        sinks, recent = sink_keys.shape[2], keys.shape[2]
+        total = weights.shape[-1]
+        out = (_grouped_mix(weights[..., :sinks], sink_values, group)
+               + _grouped_mix(weights[..., total - recent :], values, group))
+        if found is None:
+            return out, None
+        from_memory = weights[..., sinks : total - recent]
+        out = out + torch.einsum("bhtk,bhtke->bhte", from_memory, found.values)
+        return out, Recalled(found.ids, from_memory.detach())
+
+    def _search(self, q: torch.Tensor, memory: LayerMemoryReader, far_end: torch.Tensor, query_at: torch.Tensor,
+                first: int) -> _Found:
+        """The top-k stored pairs of each query head and their scores (before `scale`), (B, H, T, K, ...)."""
+        group = q.shape[1] // self.kv_heads
+        # Where a retrieved pair sits (models.layer_memory): at the window's far edge from the query.
+        edge = torch.minimum(far_end, torch.full_like(far_end, self.window - 1))  # (T,)
+        q_search = rotate_at(q, edge, self.rope_base)  # (B, H, T, E): q_search . key = the edge score
+        parts = []
+        for head in range(self.kv_heads):
+            heads = q_search[:, head * group : (head + 1) * group].transpose(1, 2)  # (B, T, G, E)
+            parts.append(memory.search_channel(self.first_channel + head, heads, self.top_k,
+                                               stream_range=(self.sinks, first)))
+        def joined(part: int, index: int) -> torch.Tensor:  # (B, T, G, K, ...) per head -> (B, H, T, K, ...)
+            return torch.cat([found[part][index] for found in parts], 2).transpose(1, 2)
+        keys, values = joined(0, 0).to(q.dtype), joined(0, 1).to(q.dtype)
+        mask, ids = joined(0, 2), joined(0, 3)
+        positions = None if any(found[1] is None for found in parts) else torch.cat(
+            [found[1] for found in parts], 2).transpose(1, 2)
+        if self.exact_positions and positions is not None:
+            # The reading stream's own pairs at their true distance, others at the edge.
+            distance = torch.where(positions >= 0, query_at[:, None] - positions, edge[:, None])  # (B, H, T, K)
+            rotated = _rotate_any(q[:, :, :, None].expand(-1, -1, -1, distance.shape[-1], -1), distance, self.rope_base)
+            scores = (rotated * keys).sum(-1)
+        else:
+            scores = torch.einsum("bhte,bhtke->bhtk", q_search, keys)
+        return _Found(scores, values, mask, ids)
+
+
+class _Found(NamedTuple):
+    scores: torch.Tensor  # (B, H, T, K) before the layer's scale
+    values: torch.Tensor  # (B, H, T, K, E)
+    mask: torch.Tensor  # (B, H, T, K)
+    ids: torch.Tensor  # (B, H, T, K)
+
+
+class LayerOutput(NamedTuple):
+    x: torch.Tensor
+    state: KVState
+    pairs: MemoryKV | None  # a memory layer's pairs of the chunk, (B, T, K, E) each
+    recalled: Recalled | None  # what a memory layer weighed from memory
+
+
+def _rotate_any(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """RoPE (rotate-half) of x (..., E) at positions of x's leading shape (...)."""
+    cos, sin = _cos_sin(positions.reshape(-1), x.shape[-1], base, x.dtype)
+    shape = (*positions.shape, x.shape[-1])
+    return _rotate_with(x, cos.view(shape), sin.view(shape))
 
 
 @functools.lru_cache(maxsize=64)
@@ -255,19 +339,21 @@ class TransformerLayer(nn.Module):
         self.post_attention_norm = Norm(width, eps) if config.sandwich_norms else None
         self.post_mlp_norm = Norm(width, eps) if config.sandwich_norms else None
 
-    def forward(self, x: torch.Tensor, state: KVState, position: int) -> tuple[torch.Tensor, KVState]:
-        mixed, state = self.attention(self.attention_norm(x), state, position)
+    def forward(self, x: torch.Tensor, state: KVState, position: int,
+                memory: LayerMemoryReader | None = None) -> LayerOutput:
+        attended = self.attention(self.attention_norm(x), state, position, memory)
+        mixed = attended.x
         if self.post_attention_norm is not None:
             mixed = self.post_attention_norm(mixed)
         x = x + mixed
         update = self.mlp(self.mlp_norm(x))
         if self.post_mlp_norm is not None:
             update = self.post_mlp_norm(update)
-        return x + update, state
+        return attended._replace(x=x + update)
 
 
 class TransformerLM(nn.Module):
-    """An imported pretrained model. It has no retrieval block of its own (memory: ignored)."""
+    """An imported pretrained model; its memory layers (if any) read a `LayerMemoryReader`."""
 
     retrieval_block = None
 
@@ -298,27 +384,39 @@ class TransformerLM(nn.Module):
         layers = tuple(layer.attention.init_state(batch_size, self.device, dtype) for layer in self.layers)
         return State(layers=layers, position=0, tokenizer=self.tokenizer.name)
 
-    def forward(self, tokens: torch.Tensor, state: State | None = None, memory: MemoryReader | None = None,
+    def forward(self, tokens: torch.Tensor, state: State | None = None, memory: LayerMemoryReader | None = None,
                 *, last_only: bool = False) -> ModelOutput:
-        """`last_only`: log-probabilities of the last position only, (B, 1, V) (prompt reads)."""
+        """`last_only`: log-probabilities of the last position only, (B, 1, V) (prompt reads).
+        `memory`: what the memory layers search (models.layer_memory); without it they see their window."""
         if tokens.dim() != 2 or tokens.shape[1] == 0:
             raise ValueError(f"tokens must be a (batch, time) tensor with time >= 1, got shape {tuple(tokens.shape)}")
         if state is None:
             state = self.init_state(tokens.shape[0])
         self._check_state(state, tokens)
+        if memory is not None and not isinstance(memory, LayerMemoryReader):
+            memory = None  # a retrieval block's memory (models.memory.MemoryReader): not for this model
         x = F.embedding(tokens, self.embedding)
         if self.config.scale_embeddings:
             x = x * torch.tensor(math.sqrt(self.config.width), dtype=x.dtype)
-        new_layers = []
+        new_layers, pairs, recalled = [], [], []
         for layer, layer_state in zip(self.layers, state.layers):
-            x, layer_state = layer(x, layer_state, state.position)
-            new_layers.append(layer_state)
+            out = layer(x, layer_state, state.position, memory)
+            x = out.x
+            new_layers.append(out.state)
+            if out.pairs is not None:
+                pairs.append(out.pairs)
+            if out.recalled is not None:
+                recalled.append(out.recalled)
         if last_only:
             x = x[:, -1:]
         logits = self.unembed(x)
         new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1],
                           tokenizer=self.tokenizer.name).detach()
-        return ModelOutput(log_probs=logits.log_softmax(-1), state=new_state, memory_kv=None)
+        # Every memory layer's pairs of each token side by side: (B, T, channels, E).
+        memory_kv = MemoryKV(torch.cat([p.keys for p in pairs], 2).detach(),
+                             torch.cat([p.values for p in pairs], 2).detach()) if pairs else None
+        return ModelOutput(log_probs=logits.log_softmax(-1), state=new_state, memory_kv=memory_kv,
+                           recalled=tuple(recalled) or None)
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.final_norm(x)

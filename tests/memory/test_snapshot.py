@@ -31,8 +31,9 @@ def test_a_round_trip_restores_pairs_places_index_and_watermarks(sessions, make_
         store.memory_watermark,
         store.tombstone_watermark,
     )
-    assert snapshot.mirror.places == store.view.mirror.places
-    for ours, theirs in zip(snapshot.mirror.live_pairs(), store.view.mirror.live_pairs()):
+    (_, mirror), = snapshot.channels
+    assert mirror.places == store.view.mirror.places
+    for ours, theirs in zip(mirror.live_pairs(), store.view.mirror.live_pairs()):
         assert np.array_equal(ours, theirs)
     queries = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 5, 1, DIM)).astype(np.float32))
     restored = MemoryStore(agent_id=store.agent_id, sessions=sessions, head_dim=DIM)
