@@ -32,7 +32,7 @@ from memory.db import chat_turn_lock
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
 from memory.settings import Settings
-from memory.store import MemoryStore
+from memory.store import MemoryStore, memory_for
 from models import SamplingConfig, State, generate
 from models.quantize import int8_kernel_available, quantize_weights
 from models.transformer import TransformerLM
@@ -89,6 +89,7 @@ class AgentRuntime:
         self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base)
         snapshot = settings.snapshot_dir(agent.id)
         self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,
+                                      channels=base.config.memory_channels,
                                       snapshot=snapshot if snapshot.exists() else None, config=settings.store_config)
         self._states: OrderedDict[int, _CachedState] = OrderedDict()
         self._states_lock = threading.Lock()
@@ -155,11 +156,12 @@ class AgentRuntime:
             created_at = row.created_at
         prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None)
         # The store as it is, and what this turn reads, searchable as soon as it is read.
-        reader = None
+        reader, on_read = memory_for(model, self.store, session_id), None
         if model.retrieval_block is not None:
             reader = RecentMemory(self.store, model.config.head_dim)
+            on_read = reader.remember
         generation = generate(model, torch.tensor([prompt]), state=state, memory=reader, sampling=sampling,
-                              on_read=None if reader is None else reader.remember)
+                              on_read=on_read)
         first_byte_ms = None
         for piece in generation:
             if first_byte_ms is None:

@@ -40,7 +40,7 @@ from learner.versions import VersionNotFound, latest_version, load_weights, prun
 from memory.db import lock_agent
 from memory.hits import record_hits, rows_supplying
 from memory.schema import Agent, Document, Event, StreamSession
-from memory.store import MemoryStore, Span, StoreConfig
+from memory.store import MemoryStore, Span, StoreConfig, memory_for
 from models import LanguageModel, State
 from models.transformer import TransformerLM
 
@@ -96,7 +96,7 @@ class LearnerCache:
                 model.cache_dtype = torch.bfloat16
             learner = OnlineLearner(model, learning_config(agent.learning_settings))
             store = MemoryStore.open(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim,
-                                     config=self.store_config)
+                                     channels=model.config.memory_channels, config=self.store_config)
             cached = AgentLearner(agent.id, spec, model, learner, store, version=-1)
         if cached.version != version:
             with self.sessions() as db:
@@ -166,14 +166,16 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Lear
         reading = EventReading.after(event, last_tokens[event.session_id], model.tokenizer)
         state, bits, start = states[event.session_id], 0.0, 0
         stream = torch.tensor([reading.tokens], device=model.device)
+        memory = memory_for(model, agent_learner.store, event.session_id)
         for inputs, targets in stream_chunks(stream, step_tokens(model, chunk_tokens)):
-            step = learner.step(Chunk(inputs, targets, state), agent_learner.store)
+            position = state.position  # of the chunk's first input in the session's stream
+            step = learner.step(Chunk(inputs, targets, state), memory)
             state = step.state
             bits += step.loss * step.tokens / math.log(2)
             out.tokens += step.tokens
             if step.memory_kv is not None:
                 out.spans += reading.memory_spans(start, step.memory_kv.keys[0], step.memory_kv.values[0],
-                                                  plan.version)
+                                                  plan.version, position)
             if step.recalled_ids is not None:
                 out.hits += rows_supplying(step.recalled_ids.cpu().numpy(), step.recalled_shares.cpu().numpy())
             start += inputs.shape[1]

@@ -88,8 +88,10 @@ class EventReading:
         return b"".join(self.tokenizer.token_bytes(t) for t, a, b in zip(
             self.tokens[first:end], self.byte_starts[first:end], self.byte_starts[first + 1 : end + 1]) if b > a)
 
-    def memory_spans(self, start: int, keys: torch.Tensor, values: torch.Tensor, weight_version: int) -> list[Span]:
-        """Memory rows for the pairs of input tokens tokens[start : start + T]; keys/values: (T, D)."""
+    def memory_spans(self, start: int, keys: torch.Tensor, values: torch.Tensor, weight_version: int,
+                     position: int | None = None) -> list[Span]:
+        """Memory rows for the pairs of input tokens tokens[start : start + T]; keys/values: (T, ...).
+        `position`: the stream position of tokens[start], recorded per row (memory layers need it)."""
         spans = []
         for offset in range(0, keys.shape[0], MAX_SPAN_TOKENS):
             first, end = start + offset, min(start + offset + MAX_SPAN_TOKENS, start + keys.shape[0])
@@ -97,5 +99,6 @@ class EventReading:
                 keys=keys[offset : offset + end - first], values=values[offset : offset + end - first],
                 text=self.content(first, end), byte_start=self.byte_starts[first],
                 byte_end=self.byte_starts[end], event_id=self.event.id, document_id=self.event.document_id,
-                session_id=self.event.session_id, weight_version=weight_version))
+                session_id=self.event.session_id, weight_version=weight_version,
+                token_start=None if position is None else position + offset))
         return spans

@@ -17,11 +17,10 @@ import torch
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from memory.codec import decode_pairs
 from memory.ids import split_ids
 from memory.schema import Memory
-from memory.store import MemoryStore, Span, delete_memory_rows
-from models import HybridLM, State
+from memory.store import MemoryStore, Span, delete_memory_rows, memory_for
+from models import LanguageModel, State
 
 EXPORT_FORMAT = 1
 MAX_PAGE = 500
@@ -146,29 +145,37 @@ def delete_memories(
 @dataclass(frozen=True)
 class RecallHit:
     memory_id: int
-    score: float  # best match of one of this memory's pairs: its key's cosine with a query, or its run's mean
+    # Best match of one of this memory's pairs: its key's cosine with a query, or its run's mean (a retrieval
+    # block); its largest share of a head's attention (memory layers).
+    score: float
     token_hits: int  # (position, pair) weighings by the retrieval layer that fell in this memory, found or followed
     text: str
 
 
 @torch.inference_mode()
 def recall(
-    db: Session, *, store: MemoryStore, model: HybridLM, text: str | bytes, state: State | None = None, limit: int = 20
+    db: Session, *, store: MemoryStore, model: LanguageModel, text: str | bytes, state: State | None = None,
+    limit: int = 20,
 ) -> list[RecallHit]:
     """The memories the retrieval layer weighs while reading `text` (from `state`, or a fresh stream):
     the pairs its search finds and those it reaches by following the stored text on from them."""
     data = text.encode() if isinstance(text, str) else text
     if not data:
         raise ValueError("recall needs a non-empty text")
-    if model.retrieval_block is None:
-        raise ValueError("this model has no retrieval block, so it recalls nothing")
+    if model.retrieval_block is None and not getattr(model.config, "memory_layers", ()):
+        raise ValueError("this model has no retrieval block or memory layer, so it recalls nothing")
     store.catch_up()  # once per recall: the model's searches read RAM only
-    pointer = model(torch.tensor([model.tokenizer.encode(data)]), state, store).pointer
-    weighed = pointer.ids >= 0
-    rows, _ = split_ids(pointer.ids[weighed].cpu().numpy())
+    out = model(torch.tensor([model.tokenizer.encode(data)]), state, memory_for(model, store, None))
+    if out.recalled is not None:  # memory layers: a pair's score is its share of a head's attention
+        ids = torch.cat([found.ids.flatten() for found in out.recalled])
+        scores = torch.cat([found.weights.float().flatten() for found in out.recalled])
+    else:
+        ids, scores = out.pointer.ids, out.pointer.match
+    weighed = ids >= 0
+    rows, _ = split_ids(ids[weighed].cpu().numpy())
     best: dict[int, float] = {}
     hits: dict[int, int] = {}
-    for row, score in zip(rows.tolist(), pointer.match[weighed].tolist()):
+    for row, score in zip(rows.tolist(), scores[weighed].tolist()):
         best[row] = max(best.get(row, -np.inf), score)
         hits[row] = hits.get(row, 0) + 1
     ranked = sorted(best, key=best.get, reverse=True)[:limit]
@@ -196,6 +203,7 @@ def export_ndjson(db: Session, *, agent_id: int) -> Iterator[str]:
                 "text": row.text,
                 "num_tokens": row.num_tokens,
                 "head_dim": row.head_dim,
+                "token_start": row.token_start,
                 "weight_version": row.weight_version,
                 "created_at": row.created_at.isoformat(),
                 "imported_from": row.imported_from,
@@ -215,22 +223,26 @@ def import_ndjson(db: Session, *, store: MemoryStore, lines: Iterable[str | byte
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        spans.append(_span_from_line(line, number, store.head_dim))
+        spans.append(_span_from_line(line, number, store))
     store.add_spans(spans, db=db)
     return len(spans)
 
 
-def _span_from_line(line: str | bytes, number: int, head_dim: int) -> Span:
+def _span_from_line(line: str | bytes, number: int, store: MemoryStore) -> Span:
+    head_dim = store.head_dim
     try:
         item = json.loads(line)
         if item.get("format") != EXPORT_FORMAT:
             raise ValueError(f"format {item.get('format')!r} is not {EXPORT_FORMAT}")
         if item["head_dim"] != head_dim:
             raise ValueError(f"head_dim {item['head_dim']} does not match this agent's {head_dim}")
-        keys = decode_pairs(base64.b64decode(item["keys"], validate=True), head_dim)
-        values = decode_pairs(base64.b64decode(item["values"], validate=True), head_dim)
+        keys = store.decode(base64.b64decode(item["keys"], validate=True))
+        values = store.decode(base64.b64decode(item["values"], validate=True))
         if keys.shape != values.shape or keys.shape[0] != item["num_tokens"]:
-            raise ValueError("keys, values and num_tokens disagree")
+            raise ValueError(f"keys, values and num_tokens disagree (this agent stores {store.channels} pairs "
+                             "per token)")
+        if store.channels == 1:
+            keys, values = keys[:, 0], values[:, 0]
         return Span(
             keys=keys,
             values=values,

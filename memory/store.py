@@ -28,10 +28,23 @@ from memory.mirror import RowPlace
 from memory.schema import Memory, MemoryTombstone
 from memory.snapshot import SNAPSHOT_FORMAT, read_snapshot, save_snapshot
 from memory.view import MemoryView, SearchResult, flat_queries
-from models import RetrievedMemory
+from models import LanguageModel, RetrievedMemory
+from models.transformer import TransformerLM
 
-__all__ = ["ROW_COLUMNS", "SNAPSHOT_FORMAT", "MemoryStore", "SearchResult", "Span", "StoreConfig", "delete_memory_rows",
-           "display_text", "flat_queries", "row_place"]
+__all__ = [
+    "ROW_COLUMNS",
+    "SNAPSHOT_FORMAT",
+    "MemoryStore",
+    "SearchResult",
+    "SessionReader",
+    "Span",
+    "StoreConfig",
+    "delete_memory_rows",
+    "display_text",
+    "flat_queries",
+    "memory_for",
+    "row_place",
+]
 
 log = logging.getLogger(__name__)
 
@@ -334,3 +347,9 @@ class SessionReader:
         if self._excluded is None or self._excluded[0] != stream_range:
             self._excluded = stream_range, self.store.view.pairs_outside(self.session_id, *stream_range)
         return self._excluded[1]
+
+
+def memory_for(model: LanguageModel, store: MemoryStore, session_id: int | None) -> MemoryStore | SessionReader:
+    """What `model` reads `store` through while reading session `session_id`: a retrieval block searches
+    the store itself; an imported model's memory layers search its channels (SessionReader)."""
+    return store.session_reader(session_id) if isinstance(model, TransformerLM) else store

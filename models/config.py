@@ -72,6 +72,11 @@ class ModelConfig:
         return len(self.block_types)
 
     @property
+    def memory_channels(self) -> int:
+        """Stored (key, value) pairs per token: the retrieval block's one (models.transformer has several)."""
+        return 1
+
+    @property
     def retrieval_layer(self) -> int | None:
         return self.block_types.index("retrieval") if "retrieval" in self.block_types else None
 

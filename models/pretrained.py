@@ -11,6 +11,7 @@ import torch
 from models.chat_formats import chatml, gemma
 from models.import_gguf import GGUFModel
 from models.import_hf import read_hf_dir, read_recurrent_gemma_dir
+from models.induction import choose_memory_layers
 from models.model import HybridLM
 from models.transformer import TransformerLM
 from models.vocab import PretrainedTokenizer, hf_vocab
@@ -33,7 +34,10 @@ def load_pretrained(path: Path, *, name: str | None = None, device: str = "cpu",
         model = _from_hf_dir(path, name)
     else:
         raise ValueError(f"{path} is neither a .gguf file nor a Hugging Face model directory")
-    return model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device, dtype=dtype).eval()
+    if isinstance(model, TransformerLM) and not model.config.memory_layers:
+        model.use_memory_layers(choose_memory_layers(model))
+    return model
 
 
 def _from_gguf(path: Path, name: str) -> TransformerLM:

@@ -372,6 +372,15 @@ class TransformerLM(nn.Module):
     def device(self) -> torch.device:
         return self.embedding.device
 
+    def use_memory_layers(self, layers: tuple[int, ...]) -> None:
+        """Make `layers` (global ones) the memory layers, and no other."""
+        if any(self.config.sliding_layers[i] for i in layers):
+            raise ValueError(f"memory layers must be global layers; {layers} includes a sliding one")
+        self.config = self.config.replace(memory_layers=tuple(layers))
+        for i, layer in enumerate(self.layers):
+            attention = layer.attention
+            attention.first_channel = layers.index(i) * attention.kv_heads if i in layers else None
+
     @property
     def dtype(self) -> torch.dtype:
         return self.embedding.dtype

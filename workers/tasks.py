@@ -99,9 +99,9 @@ def snapshot_memory(self: Task, agent_id: int) -> dict:
             agent = db.get(Agent, agent_id)
             if agent is None:
                 raise LookupError(f"agent {agent_id} does not exist")
-        head_dim = load_base(agent.base_checkpoint, context.settings.device).config.head_dim
-        store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=head_dim,
-                            config=context.settings.store_config)
+        config = load_base(agent.base_checkpoint, context.settings.device).config
+        store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=config.head_dim,
+                            channels=config.memory_channels, config=context.settings.store_config)
         store.rebuild()
         store.save_snapshot(context.settings.snapshot_dir(agent_id))
         return {"tokens": len(store)}
