@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from sqlalchemy import select
 
 from agent.runtime import AgentRuntime
@@ -14,8 +16,10 @@ from learner.base import load_base
 from learner.eventlog import create_session
 from learner.learn import LearnerCache, learn_through
 from learner.stream_format import event_tokens
-from memory.schema import Agent, Event, StreamSession
+from memory.admin import delete_memories
+from memory.schema import Agent, Event, Memory, StreamSession
 from memory.settings import Settings
+from memory.store import MemoryStore, memory_for
 from models import SamplingConfig, State
 from models.vocab import VocabSpec
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - fixtures
@@ -124,3 +128,42 @@ def _gpt2_byte_chars_inverse() -> dict[int, str]:
     from models.vocab import _gpt2_byte_chars
 
     return {byte: char for char, byte in _gpt2_byte_chars().items()}
+
+
+def test_an_imported_agent_stores_every_memory_layers_pairs_and_recalls_them_until_deleted(sessions, imported_agent):
+    agent_id, runtime = imported_agent
+    serving = runtime()
+    told, asked = _new_session(sessions, agent_id), _new_session(sessions, agent_id)
+    result = serving.chat(session_id=told, content=b"the general rode to the sea", sampling=GREEDY)
+    learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=result.reply_event_id, max_events=10)
+    model = load_base(_agent(sessions, agent_id).base_checkpoint)
+    config = model.config
+    assert config.memory_layers and config.memory_channels == len(config.memory_layers) * config.num_kv_heads
+    with sessions() as db:
+        rows = list(db.scalars(select(Memory).where(Memory.agent_id == agent_id).order_by(Memory.id)))
+    assert rows and all(row.session_id == told for row in rows)
+    # One row per chunk: each token's pairs of every memory layer, fp16, at the stream's positions.
+    assert [row.token_start for row in rows] == list(np.cumsum([0] + [row.num_tokens for row in rows[:-1]]))
+    for row in rows:
+        assert len(row.keys) == len(row.values) == row.num_tokens * config.memory_channels * config.head_dim * 2
+
+    store = MemoryStore.open(agent_id=agent_id, sessions=sessions, head_dim=config.head_dim,
+                             channels=config.memory_channels)
+    with sessions() as db:
+        hits = runtime().recall(db, query="the general rode", limit=5)
+        told_state = State.from_bytes(db.get(StreamSession, told).state)
+    assert hits and {hit.memory_id for hit in hits} <= {row.id for row in rows}
+    question = torch.tensor([model.tokenizer.encode(b" where did the general ride")])
+    with torch.no_grad():
+        bare = model(question).log_probs
+        elsewhere = model(question, None, memory_for(model, store, asked)).log_probs
+        # The session that said it holds all of it in its window: its own pairs are never weighed twice.
+        own_bare = model(question, told_state).log_probs
+        own = model(question, told_state, memory_for(model, store, told)).log_probs
+        torch.testing.assert_close(own, own_bare, rtol=0, atol=1e-5)
+        assert (elsewhere - bare).abs().max() > 1e-3  # another session weighs what was said
+        with sessions.begin() as db:
+            delete_memories(db, agent_id=agent_id, session_id=told)
+        store.catch_up()
+        after = model(question, None, memory_for(model, store, asked)).log_probs
+    torch.testing.assert_close(after, bare, rtol=0, atol=1e-5)  # deleted: nothing left to weigh
