@@ -1,0 +1,172 @@
+"""Is a fact told to the agent recalled through chat, in the user's own words? `python -m bench.recall --json`.
+
+For the default imported model (or `--base`), on an SQLite database in a temporary directory, through
+the service's own code paths in one process (no HTTP, no broker): documents are logged and learned
+by `learn_through` (the worker's function: it stores every memory layer's pairs), questions are
+asked through `AgentRuntime.chat` (the serving path, default sampling but greedy for repeatability):
+- each of 10 statements in a phrasing of its own (codes, passwords, names, addresses, dates; none of
+  them "pass key") is told in a document of its own, with `distance` bytes of other documents
+  (Debian's licence texts) learned after it; then a new chat session asks a natural question. It
+  counts as answered when the reply holds the fact's answer. Memory off is the same agent asked
+  after its memories were deleted (`memories forget`), so the two differ only by the memory.
+- `memories recall` with the question: the rank of the statement's memory among those recalled.
+- first byte of a chat reply (p50) with that memory in place, and the stored bytes per token.
+
+The statement is the only one of its kind in memory during its trial: its rows are deleted after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from sqlalchemy import func, select
+
+from agent.runtime import AgentRuntime
+from learner.base import default_base, load_base
+from learner.eventlog import append_document_chunks, create_session, finish_document, open_document
+from learner.learn import LearnerCache, learn_through
+from memory.admin import delete_memories, recall
+from memory.db import make_engine, make_session_factory
+from memory.migrate import upgrade
+from memory.schema import Agent, Memory, StreamSession
+from memory.settings import Settings
+from models import SamplingConfig
+from workers.app import make_app
+
+LICENCES = Path("/usr/share/common-licenses")
+FILLER_FILES = ("GPL-3", "GFDL-1.3", "LGPL-2.1", "GPL-2", "MPL-2.0", "Apache-2.0", "LGPL-3", "Artistic")
+# (statement, question, answer): ten kinds of fact, each phrased its own way.
+FACTS = [
+    ("The vault combination is 5-2-6-0-1. Remember it.", "What is the vault combination?", "5-2-6-0-1"),
+    ("Our wifi password is tangerine42.", "What is the wifi password?", "tangerine42"),
+    ("My sister's name is Oriane.", "What is my sister's name?", "Oriane"),
+    ("I live at 14 Rue Lamarck, Paris.", "What is my address?", "Lamarck"),
+    ("The launch date is March 9, 2031.", "When is the launch date?", "March 9"),
+    ("The door code for the office is 7731.", "What is the door code for the office?", "7731"),
+    ("My dog is called Pixel.", "What is my dog called?", "Pixel"),
+    ("The meeting room is called Aurora.", "What is the meeting room called?", "Aurora"),
+    ("My favourite colour is teal.", "What is my favourite colour?", "teal"),
+    ("The project codename is Bluefinch.", "What is the project codename?", "Bluefinch"),
+]
+GREEDY = SamplingConfig(temperature=0.0, max_bytes=120)
+
+
+def filler(size: int) -> bytes:
+    text = b"\n\n".join((LICENCES / name).read_bytes() for name in FILLER_FILES)
+    return (text * (size // len(text) + 1))[:size]
+
+
+def _document(sessions, agent_id: int, content: bytes, chunk_bytes: int = 4096) -> int:
+    """Log a document as the upload path does; returns its last event id."""
+    with sessions.begin() as db:
+        document, stream = open_document(db, agent_id=agent_id, name="bench")
+        chunks = [content[i : i + chunk_bytes] for i in range(0, len(content), chunk_bytes)]
+        events = append_document_chunks(db, document_id=document.id, session_id=stream.id, chunks=chunks)
+        finish_document(db, agent_id=agent_id, document_id=document.id)
+        return events[-1].id
+
+
+def _ask(runtime: AgentRuntime, sessions, question: str) -> tuple[str, float]:
+    with sessions.begin() as db:
+        session_id = create_session(db, agent_id=runtime.agent_id).id
+    result = runtime.chat(session_id=session_id, content=question.encode(), sampling=GREEDY)
+    return result.reply.decode("utf-8", errors="replace"), result.first_byte_ms
+
+
+def _learn(sessions, cache: LearnerCache, agent_id: int, event_id: int) -> None:
+    """Learn through `event_id` (the trials' chat turns before it too, as a worker would), then delete
+    the chat sessions' memories, so that no trial reads an earlier trial's questions and replies."""
+    learn_through(sessions, cache, agent_id=agent_id, event_id=event_id, max_events=64)
+    with sessions.begin() as db:
+        chats = db.scalars(select(StreamSession.id).where(StreamSession.agent_id == agent_id,
+                                                          StreamSession.kind == "chat")).all()
+        for session_id in chats:
+            delete_memories(db, agent_id=agent_id, session_id=session_id)
+
+
+def run(base: str, distances: list[int], facts: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        upgrade(url)
+        sessions = make_session_factory(make_engine(url))
+        settings = Settings(data_dir=Path(tmp) / "data", database_url=url)
+        with sessions.begin() as db:
+            agent = Agent(name="recall", base_checkpoint=base, learning_settings={})
+            db.add(agent)
+            db.flush()
+            agent_id = agent.id
+        cache = LearnerCache(sessions)
+        model = load_base(base)
+        results: dict = {"base": base, "memory_layers": list(getattr(model.config, "memory_layers", ())),
+                         "distances": {}}
+        learned_filler = 0
+        for distance in distances:
+            answered = {"memory": 0, "no_memory": 0}
+            ranks, first_bytes, replies = [], [], []
+            for statement, question, answer in FACTS[:facts]:
+                told = _document(sessions, agent_id, statement.encode())
+                _learn(sessions, cache, agent_id, told)
+                if learned_filler < distance:  # the other documents learned since it was told
+                    last = _document(sessions, agent_id, filler(distance - learned_filler))
+                    _learn(sessions, cache, agent_id, last)
+                    learned_filler = distance
+                with sessions() as db:
+                    agent = db.get(Agent, agent_id)
+                    told_rows = set(db.scalars(select(Memory.id).where(Memory.event_id == told)))
+                runtime = AgentRuntime(agent=agent, sessions=sessions, celery=make_app(settings), settings=settings)
+                reply, first_byte = _ask(runtime, sessions, question)
+                with sessions() as db:
+                    hits = recall(db, store=runtime.store, model=runtime.serving.current().model, text=question,
+                                  limit=50)
+                ranked = [hit.memory_id for hit in hits]
+                ranks.append(next((i + 1 for i, row in enumerate(ranked) if row in told_rows), None))
+                first_bytes.append(first_byte)
+                answered["memory"] += answer.lower() in reply.lower()
+                with sessions.begin() as db:
+                    delete_memories(db, agent_id=agent_id, event_id=told)
+                forgotten, _ = _ask(runtime, sessions, question)
+                answered["no_memory"] += answer.lower() in forgotten.lower()
+                replies.append({"question": question, "memory": reply, "no_memory": forgotten})
+            with sessions() as db:
+                stored_tokens = db.scalar(select(func.sum(Memory.num_tokens)).where(Memory.agent_id == agent_id))
+                stored_bytes = db.scalar(select(func.sum(func.length(Memory.keys) + func.length(Memory.values)))
+                                         .where(Memory.agent_id == agent_id))
+            results["distances"][str(distance)] = {
+                "answered_with_memory": answered["memory"] / facts,
+                "answered_without_memory": answered["no_memory"] / facts,
+                "recall_rank_first": sum(rank == 1 for rank in ranks) / facts,
+                "recall_ranks": ranks,
+                "first_byte_ms_p50": statistics.median(first_bytes),
+                "stored_tokens": stored_tokens,
+                "stored_pair_bytes_per_token": (stored_bytes or 0) / max(1, stored_tokens or 0),
+                "replies": replies,
+            }
+            print(json.dumps({"distance": distance, **{k: v for k, v in results["distances"][str(distance)].items()
+                                                      if k != "replies"}}), file=sys.stderr)
+        return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--base", default=None, help="base model (default: the default base)")
+    parser.add_argument("--distances", default="4096,65536", help="bytes of other documents after each fact")
+    parser.add_argument("--facts", type=int, default=len(FACTS))
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    result = run(args.base or default_base(), [int(d) for d in args.distances.split(",")], args.facts)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
