@@ -23,6 +23,7 @@ from celery import Celery
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.recall_note import recalled_note, with_note
 from learner.base import load_base
 from learner.eventlog import append_events
 from learner.serving import ServingModel
@@ -33,7 +34,7 @@ from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
 from memory.settings import Settings
 from memory.store import MemoryStore, memory_for
-from models import SamplingConfig, State, generate
+from models import LanguageModel, SamplingConfig, State, generate
 from models.quantize import int8_kernel_available, quantize_weights
 from models.transformer import TransformerLM
 from workers.submit import enqueue_learning
@@ -91,6 +92,9 @@ class AgentRuntime:
         self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,
                                       channels=base.config.memory_channels,
                                       snapshot=snapshot if snapshot.exists() else None, config=settings.store_config)
+        self.memory_attention = settings.memory_attention
+        self.recall_in_context, self.recall_min_score = settings.recall_in_context, settings.recall_min_score
+        self.recall_max_bytes = settings.recall_max_bytes
         self._states: OrderedDict[int, _CachedState] = OrderedDict()
         self._states_lock = threading.Lock()
         self._session_locks: dict[int, threading.Lock] = {}
@@ -154,14 +158,15 @@ class AgentRuntime:
             state = self._load_state(db, row)
             unread = uncovered_events(db, session_id=session_id, events_read=row.events_read if state else 0)
             created_at = row.created_at
+            note = self._note(db, model, session_id, state, unread)
         prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None)
         # The store as it is, and what this turn reads, searchable as soon as it is read.
-        reader, on_read = memory_for(model, self.store, session_id), None
+        reader, on_read = memory_for(model, self.store, session_id, attend=self.memory_attention), None
         if model.retrieval_block is not None:
             reader = RecentMemory(self.store, model.config.head_dim)
             on_read = reader.remember
-        generation = generate(model, torch.tensor([prompt]), state=state, memory=reader, sampling=sampling,
-                              on_read=on_read)
+        generation = generate(model, torch.tensor([with_note(prompt, note, unread[-1], model.tokenizer)]),
+                              state=state, memory=reader, sampling=sampling, on_read=on_read)
         first_byte_ms = None
         for piece in generation:
             if first_byte_ms is None:
@@ -169,7 +174,11 @@ class AgentRuntime:
             on_piece(piece)
         with torch.inference_mode():  # close the turn as the log will: prefix, reply, turn end
             turn_end = torch.tensor([model.tokenizer.chat.turn_end], device=model.device)
-            state = model(turn_end, generation.state, reader, last_only=True).state
+            if note:  # the note is not in the log: re-read the turn without it
+                turn = [*prompt, *generation.tokens, *model.tokenizer.chat.turn_end]
+                state = model(torch.tensor([turn], device=model.device), state, reader, last_only=True).state
+            else:
+                state = model(turn_end, generation.state, reader, last_only=True).state
         reply = generation.reply
         with self.sessions.begin() as db:
             reply_event = append_events(db, session_id=session_id, events=[("assistant", reply)])[0]
@@ -181,6 +190,15 @@ class AgentRuntime:
                           stop_reason=generation.stop_reason, weight_version=version,
                           first_byte_ms=first_byte_ms if first_byte_ms is not None else 0.0,
                           elapsed_ms=(time.perf_counter() - started) * 1000)
+
+    def _note(self, db: Session, model: LanguageModel, session_id: int, state: State | None,
+              unread: list[Event]) -> list[int]:
+        """What an imported chat model is reminded of before it answers (agent.recall_note); [] if nothing."""
+        if not (self.recall_in_context and isinstance(model, TransformerLM) and unread):
+            return []
+        return recalled_note(db, store=self.store, model=model, session_id=session_id, state=state,
+                             message=unread[-1].content, min_score=self.recall_min_score,
+                             max_bytes=self.recall_max_bytes)
 
     def _enqueue_learning(self, event_id: int) -> None:
         try:

@@ -29,6 +29,7 @@ import torch
 from sqlalchemy import func, select
 
 from agent.runtime import AgentRuntime
+from bench.talk import FACTS as FACTS_ASKED
 from learner.base import default_base, load_base
 from learner.eventlog import append_document_chunks, create_session, finish_document, open_document
 from learner.learn import LearnerCache, learn_through
@@ -56,6 +57,7 @@ FACTS = [
     ("The project codename is Bluefinch.", "What is the project codename?", "Bluefinch"),
 ]
 GREEDY = SamplingConfig(temperature=0.0, max_bytes=120)
+GENERAL = FACTS_ASKED[:10]  # bench.talk's questions with one-word answers
 
 
 def filler(size: int) -> bytes:
@@ -91,20 +93,22 @@ def _learn(sessions, cache: LearnerCache, agent_id: int, event_id: int) -> None:
             delete_memories(db, agent_id=agent_id, session_id=session_id)
 
 
-def run(base: str, distances: list[int], facts: int) -> dict:
+def run(base: str, distances: list[int], facts: int, memory_attention: bool, recall_in_context: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         upgrade(url)
         sessions = make_session_factory(make_engine(url))
-        settings = Settings(data_dir=Path(tmp) / "data", database_url=url)
+        settings = Settings(data_dir=Path(tmp) / "data", database_url=url, memory_attention=memory_attention,
+                            recall_in_context=recall_in_context)
         with sessions.begin() as db:
             agent = Agent(name="recall", base_checkpoint=base, learning_settings={})
             db.add(agent)
             db.flush()
             agent_id = agent.id
-        cache = LearnerCache(sessions)
+        cache = LearnerCache(sessions, memory_attention=memory_attention)
         model = load_base(base)
         results: dict = {"base": base, "memory_layers": list(getattr(model.config, "memory_layers", ())),
+                         "memory_attention": memory_attention, "recall_in_context": recall_in_context,
                          "distances": {}}
         learned_filler = 0
         for distance in distances:
@@ -148,6 +152,9 @@ def run(base: str, distances: list[int], facts: int) -> dict:
                 "stored_pair_bytes_per_token": (stored_bytes or 0) / max(1, stored_tokens or 0),
                 "replies": replies,
             }
+            # General questions with only the other documents in memory: does the memory get in the way?
+            general = [answers[0] in _ask(runtime, sessions, question)[0].lower() for question, answers in GENERAL]
+            results["distances"][str(distance)]["general_answered"] = sum(general) / len(GENERAL)
             print(json.dumps({"distance": distance, **{k: v for k, v in results["distances"][str(distance)].items()
                                                       if k != "replies"}}), file=sys.stderr)
         return results
@@ -159,10 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=None, help="base model (default: the default base)")
     parser.add_argument("--distances", default="4096,65536", help="bytes of other documents after each fact")
     parser.add_argument("--facts", type=int, default=len(FACTS))
+    parser.add_argument("--memory-attention", action="store_true", help="memory layers attend to retrieved pairs")
+    parser.add_argument("--no-recall-in-context", action="store_true", help="no recalled note before answering")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     started = time.perf_counter()
-    result = run(args.base or default_base(), [int(d) for d in args.distances.split(",")], args.facts)
+    result = run(args.base or default_base(), [int(d) for d in args.distances.split(",")], args.facts,
+                 args.memory_attention, not args.no_recall_in_context)
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

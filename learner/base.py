@@ -92,9 +92,18 @@ def load_base(spec: str, device: str = "cpu") -> LanguageModel:
     return copy.deepcopy(_cached_base(spec, device))
 
 
-def learning_config(settings: dict[str, Any] | None) -> LearningConfig:
-    """An agent's `learning_settings` as a LearningConfig; unknown keys are an error, not ignored."""
+# An imported model's step size when its agent names none: its norm scales above the memory layers learn
+# (learner.online), and on SmolLM2 3e-4 scored better than 1e-3 with far less forgetting (BENCHMARKS.md,
+# "Recall through chat": 0.5313 vs 0.5315 bits per byte, forgetting 1.001 vs 1.016 at worst).
+IMPORTED_LEARNING_RATE = 3e-4
+
+
+def learning_config(settings: dict[str, Any] | None, *, imported: bool = False) -> LearningConfig:
+    """An agent's `learning_settings` as a LearningConfig (`imported`: for an imported model, whose default
+    step size is IMPORTED_LEARNING_RATE); unknown keys are an error, not ignored."""
     settings = settings or {}
+    if imported:
+        settings = {"learning_rate": IMPORTED_LEARNING_RATE, **settings}
     known = {field.name for field in dataclasses.fields(LearningConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:

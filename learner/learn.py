@@ -79,10 +79,12 @@ class AgentLearner:
 class LearnerCache:
     """Per worker process: the last model of each agent, reused while no one else publishes a version."""
 
-    def __init__(self, sessions: sessionmaker[Session], device: str = "cpu", store_config: StoreConfig = StoreConfig()):
+    def __init__(self, sessions: sessionmaker[Session], device: str = "cpu", store_config: StoreConfig = StoreConfig(),
+                 memory_attention: bool = False):
         self.sessions = sessions
         self.device = device
         self.store_config = store_config
+        self.memory_attention = memory_attention  # Settings.memory_attention: as serving reads, so does learning
         self._agents: dict[int, AgentLearner] = {}
 
     def get(self, agent: Agent, version: int) -> AgentLearner:
@@ -94,7 +96,8 @@ class LearnerCache:
                 # Its stream states are key/value windows: stored per session with every batch, bf16
                 # halves them (the serving runtime keeps its windows in bf16 too).
                 model.cache_dtype = torch.bfloat16
-            learner = OnlineLearner(model, learning_config(agent.learning_settings))
+            learner = OnlineLearner(model, learning_config(agent.learning_settings,
+                                                           imported=isinstance(model, TransformerLM)))
             store = MemoryStore.open(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim,
                                      channels=model.config.memory_channels, config=self.store_config)
             cached = AgentLearner(agent.id, spec, model, learner, store, version=-1)
@@ -153,7 +156,7 @@ class _Learned:
     hits: Counter[int] = field(default_factory=Counter)  # memory id -> positions whose prediction it supplied
 
 
-def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Learned:
+def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int, memory_attention: bool) -> _Learned:
     model, learner = agent_learner.model, agent_learner.learner
     agent_learner.store.catch_up()  # once per batch: the steps' searches read RAM only
     states: dict[int, State] = {}
@@ -166,7 +169,7 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int) -> _Lear
         reading = EventReading.after(event, last_tokens[event.session_id], model.tokenizer)
         state, bits, start = states[event.session_id], 0.0, 0
         stream = torch.tensor([reading.tokens], device=model.device)
-        memory = memory_for(model, agent_learner.store, event.session_id)
+        memory = memory_for(model, agent_learner.store, event.session_id, attend=memory_attention)
         for inputs, targets in stream_chunks(stream, step_tokens(model, chunk_tokens)):
             position = state.position  # of the chunk's first input in the session's stream
             step = learner.step(Chunk(inputs, targets, state), memory)
@@ -295,7 +298,7 @@ def _learn_batch(
         except VersionNotFound:  # pruned since the plan was read: newer versions exist, so plan again
             continue
         try:
-            learned = _learn(agent_learner, plan, chunk_tokens)
+            learned = _learn(agent_learner, plan, chunk_tokens, cache.memory_attention)
             if commit_delay_s:
                 time.sleep(commit_delay_s)
             with sessions.begin() as db:

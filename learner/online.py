@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 
 from models import HybridLM, LanguageModel, MemoryKV, MemoryReader, State
+from models.transformer import TransformerLM
 
 Trainable = Literal["downstream", "all"]
 
@@ -86,10 +87,10 @@ def gradient_masks(model: LanguageModel, trainable: Trainable) -> dict[str, torc
     """
     if trainable == "all":
         return {name: None for name, _ in model.named_parameters()}
+    if isinstance(model, TransformerLM):
+        return _imported_downstream(model)
     if model.retrieval_block is None:
-        # Nothing is downstream of a memory it does not have: such a model (an imported one, until
-        # it is given a memory layer) reads and is scored, and learns nothing.
-        return {}
+        return {}  # nothing is downstream of a memory it does not have: it reads, is scored, learns nothing
     index = model.config.retrieval_layer
     masks: dict[str, torch.Tensor | None] = {}
     prefix = f"blocks.{index}."
@@ -106,6 +107,22 @@ def gradient_masks(model: LanguageModel, trainable: Trainable) -> dict[str, torc
                 continue
             masks[name] = None
         elif name == "final_norm.scale":
+            masks[name] = None
+    return masks
+
+
+def _imported_downstream(model: TransformerLM) -> dict[str, torch.Tensor | None]:
+    """An imported model's norm scales above its last memory layer, and the final norm: nothing that
+    computes a stored key or value, so stored pairs never go stale, and a weight version is a few
+    kilobytes (SmolLM2: 11 vectors of 576). Chosen by measurement (BENCHMARKS.md, "Recall through
+    chat"): the layers' matrices would make every version tens of megabytes."""
+    if not model.config.memory_layers:
+        return {}
+    above = max(model.config.memory_layers)
+    masks: dict[str, torch.Tensor | None] = {"final_norm.weight": None}
+    for name, _ in model.named_parameters():
+        parts = name.split(".")
+        if parts[0] == "layers" and int(parts[1]) > above and parts[2].endswith("_norm") and parts[3] == "weight":
             masks[name] = None
     return masks
 

@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     serving_weights: Literal["int8", "fp32"] = Field(
         "int8", description="imported models' weights when serving: int8 for decoding (1.8x fp32's "
                             "tokens/s) with a bf16 copy for prompts (1.6x); learning always reads fp32")
+    memory_attention: bool = Field(
+        False, description="imported models' memory layers also attend to the pairs they retrieve, in serving and "
+                           "learning (off: measured to pull SmolLM2's replies toward whatever fills the memory; "
+                           "BENCHMARKS.md, 'Recall through chat')")
+    recall_in_context: bool = Field(
+        True, description="before an imported chat model answers, the memories its memory layers recall for the "
+                          "message are read into its context as a note (not logged; the session state keeps the log)")
+    recall_min_score: float = Field(0.3, ge=0.0, le=1.0, description="the recall score a memory needs to be noted")
+    recall_max_bytes: int = Field(1024, ge=0, description="bytes of recalled memories noted per turn")
 
     admin_key: str | None = Field(None, description="admin API key; default: generated on first start")
     max_message_bytes: int = Field(64 * 1024, gt=0, description="largest chat message accepted (413 beyond)")

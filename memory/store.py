@@ -349,7 +349,11 @@ class SessionReader:
         return self._excluded[1]
 
 
-def memory_for(model: LanguageModel, store: MemoryStore, session_id: int | None) -> MemoryStore | SessionReader:
+def memory_for(model: LanguageModel, store: MemoryStore, session_id: int | None, *,
+               attend: bool = True) -> MemoryStore | SessionReader | None:
     """What `model` reads `store` through while reading session `session_id`: a retrieval block searches
-    the store itself; an imported model's memory layers search its channels (SessionReader)."""
-    return store.session_reader(session_id) if isinstance(model, TransformerLM) else store
+    the store itself; an imported model's memory layers search its channels (SessionReader), or nothing
+    where they are not to attend to memory (Settings.memory_attention)."""
+    if not isinstance(model, TransformerLM):
+        return store
+    return store.session_reader(session_id) if attend else None

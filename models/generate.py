@@ -9,6 +9,7 @@ from typing import Literal
 
 import torch
 
+from models.layer_memory import LayerMemoryReader
 from models.memory import MemoryReader
 from models.model import HybridLM, ModelOutput
 from models.state import State
@@ -111,7 +112,7 @@ class Generation:
         model: LanguageModel,
         prompt: torch.Tensor,
         state: State | None,
-        memory: MemoryReader | None,
+        memory: MemoryReader | LayerMemoryReader | None,
         sampling: SamplingConfig,
         decoder: Decoder | None = None,
         on_read: Callable[[ModelOutput], None] | None = None,
@@ -181,7 +182,7 @@ def generate(
     prompt: torch.Tensor,
     *,
     state: State | None = None,
-    memory: MemoryReader | None = None,
+    memory: MemoryReader | LayerMemoryReader | None = None,
     sampling: SamplingConfig = SamplingConfig(),
     decoder: Decoder | None = None,
     on_read: Callable[[ModelOutput], None] | None = None,

@@ -17,10 +17,10 @@ TINY = "preset:tiny"
 FAST_LEARNING = {"learning_rate": 0.05}
 
 
-def new_agent(sessions, name: str, learning: dict | None = None) -> tuple[int, int]:
-    """(agent id, chat session id) of a fresh tiny agent."""
+def new_agent(sessions, name: str, learning: dict | None = None, base: str = TINY) -> tuple[int, int]:
+    """(agent id, chat session id) of a fresh agent (default: tiny)."""
     with sessions.begin() as db:
-        agent = Agent(name=name, base_checkpoint=TINY, learning_settings=learning or FAST_LEARNING)
+        agent = Agent(name=name, base_checkpoint=base, learning_settings=learning or FAST_LEARNING)
         db.add(agent)
         db.flush()
         return agent.id, create_session(db, agent_id=agent.id).id

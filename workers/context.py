@@ -34,7 +34,8 @@ def worker_context(settings: Settings) -> WorkerContext:
     if context is None:
         engine = make_engine(settings.resolved_database_url)
         sessions = make_session_factory(engine)
-        learners = LearnerCache(sessions, device=settings.device, store_config=settings.store_config)
+        learners = LearnerCache(sessions, device=settings.device, store_config=settings.store_config,
+                                memory_attention=settings.memory_attention)
         context = WorkerContext(settings, engine, sessions, learners)
         _contexts[key] = context
     return context

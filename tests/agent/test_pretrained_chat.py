@@ -11,16 +11,18 @@ import pytest
 import torch
 from sqlalchemy import select
 
+from agent.recall_note import recalled_note, with_note
 from agent.runtime import AgentRuntime
 from learner.base import load_base
 from learner.eventlog import create_session
 from learner.learn import LearnerCache, learn_through
-from learner.stream_format import event_tokens
+from learner.stream_format import event_tokens, stream_start, turn_prompt
 from memory.admin import delete_memories
 from memory.schema import Agent, Event, Memory, StreamSession
 from memory.settings import Settings
 from memory.store import MemoryStore, memory_for
 from models import SamplingConfig, State
+from models.tokenizer import decode
 from models.vocab import VocabSpec
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - fixtures
 from tests.models.hf_reference import tiny_llama
@@ -167,3 +169,36 @@ def test_an_imported_agent_stores_every_memory_layers_pairs_and_recalls_them_unt
         store.catch_up()
         after = model(question, None, memory_for(model, store, asked)).log_probs
     torch.testing.assert_close(after, bare, rtol=0, atol=1e-5)  # deleted: nothing left to weigh
+
+
+def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, imported_agent):
+    agent_id, runtime = imported_agent
+    serving = runtime()
+    told = _new_session(sessions, agent_id)
+    result = serving.chat(session_id=told, content=b"the general rode to the sea", sampling=GREEDY)
+    learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=result.reply_event_id, max_events=10)
+    model = serving.serving.current().model
+    asked = _new_session(sessions, agent_id)
+    with sessions() as db:
+        serving.store.catch_up()
+        note = recalled_note(db, store=serving.store, model=model, session_id=asked, state=None,
+                             message=b"where did the general ride", min_score=0.0, max_bytes=1024)
+        told_state = State.from_bytes(db.get(StreamSession, told).state)
+        # The session that said it still holds it in its window: nothing to remind it of.
+        assert recalled_note(db, store=serving.store, model=model, session_id=told, state=told_state,
+                             message=b"where did the general ride", min_score=0.0, max_bytes=1024) == []
+    assert b"the general rode to the sea" in decode(model.tokenizer, note)
+    # The note goes after the stream's start (its system prompt), right before the message's turn.
+    first = Event(role="user", content=b"hi", seq=0, document_id=None)
+    prompt, start = turn_prompt([first], model.tokenizer, stream_starts=True), list(model.tokenizer.chat.chat_start)
+    assert with_note(prompt, [7, 7], first, model.tokenizer) == [*start, 7, 7, *prompt[len(start) :]]
+
+    serving.recall_min_score = 0.0  # every recalled memory is noted
+    serving.chat(session_id=asked, content=b"where did the general ride", sampling=GREEDY)
+    with sessions() as db:
+        row = db.get(StreamSession, asked)
+        events = list(db.scalars(select(Event).where(Event.session_id == asked).order_by(Event.seq)))
+    logged = [stream_start(events[0], model.tokenizer)] + [t for e in events for t in event_tokens(e, model.tokenizer)]
+    # The note was read, not kept: the state read what the log holds (give or take the reply's tokens, which
+    # it keeps as sampled while the log re-spells them), far from the log plus the note.
+    assert abs(State.from_bytes(row.state).position - len(logged)) < len(note) // 2

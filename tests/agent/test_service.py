@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -341,3 +342,19 @@ def test_an_imported_models_agent_talks_in_its_format_and_refuses_what_it_cannot
                                       "max_tokens": 24, "no_repeat_ngram": 3})
         assert completion.status_code == 200 and completion.json()["choices"][0]["message"]["content"]
         assert admin.get(f"/v1/sessions/{session_id}").json()["events"] == 4
+
+        # What the worker learned of a document is searched by the memory layers, until it is deleted.
+        planted = b"the lighthouse keeper counted seven ships at dawn"
+        document = admin.post(f"/v1/agents/{agent_id}/documents", content=planted,
+                              headers={"Content-Type": "text/plain"}).json()
+        wait_learned(admin, agent_id)
+        recalled = admin.post(f"/v1/agents/{agent_id}/memories/recall", json={"query": planted.decode()}).json()
+        from_document = {m["id"] for m in admin.get(f"/v1/agents/{agent_id}/memories",
+                                                    params={"document_id": document["id"]}).json()["data"]}
+        assert from_document and recalled and any(hit["memory_id"] in from_document for hit in recalled)
+        exported = [json.loads(line) for line in admin.get(f"/v1/agents/{agent_id}/memories/export").text.splitlines()]
+        assert all(len(base64.b64decode(row["keys"])) > row["num_tokens"] * row["head_dim"] * 2 for row in exported)
+        deleted = admin.delete(f"/v1/agents/{agent_id}/memories", params={"document_id": document["id"]}).json()
+        assert deleted["deleted"] == len(from_document)
+        recalled = admin.post(f"/v1/agents/{agent_id}/memories/recall", json={"query": planted.decode()}).json()
+        assert not {hit["memory_id"] for hit in recalled} & from_document

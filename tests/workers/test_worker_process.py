@@ -14,7 +14,7 @@ from learner.eventlog import append_events
 from learner.learn import LearnerCache, learn_through
 from memory.db import make_engine, make_session_factory
 from memory.schema import Document, Event, WeightVersion
-from tests.learning import learned_weights, memory_rows, new_agent
+from tests.learning import TINY, learned_weights, memory_rows, new_agent
 from tests.workers.conftest import children, wait_for
 from workers.submit import DocumentUpload, enqueue_learning, submit_events
 
@@ -39,7 +39,7 @@ def _document_status(sessions, document_id: int) -> str:
         return db.get(Document, document_id).status
 
 
-def _reference(tmp_path, turns) -> tuple[dict[str, torch.Tensor], list]:
+def _reference(tmp_path, turns, base: str = TINY) -> tuple[dict[str, torch.Tensor], list]:
     """Weights and memory rows of the same turns learned one by one in this process, on SQLite."""
     from memory.migrate import upgrade
 
@@ -47,7 +47,7 @@ def _reference(tmp_path, turns) -> tuple[dict[str, torch.Tensor], list]:
     upgrade(url)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
-    agent_id, session_id = new_agent(sessions, "reference")
+    agent_id, session_id = new_agent(sessions, "reference", base=base)
     cache = LearnerCache(sessions)
     for turn in turns:
         with sessions.begin() as db:
@@ -119,10 +119,23 @@ def _task_taken(deployment) -> bool:
         engine.dispose()
 
 
-@pytest.mark.parametrize("victim", ["pool process", "whole worker"])
-def test_kill_9_mid_learn_redelivers_and_applies_exactly_once(deployment, start_worker, sessions, tmp_path, victim):
+def _imported_base(directory) -> str:
+    """A tiny random Llama GGUF: an imported model, whose memory rows hold every memory layer's pairs."""
+    from tests.models.hf_reference import tiny_llama
+    from tests.models.test_import_gguf import write_gguf
+    from tests.models.tiny_vocab import tiny_chatml_spec
+
+    spec = tiny_chatml_spec()
+    return str(write_gguf(directory / "tiny-chat.gguf", tiny_llama(vocab_size=len(spec.tokens)), spec, "llama"))
+
+
+@pytest.mark.parametrize(("victim", "base"), [("pool process", "small"), ("whole worker", "small"),
+                                              ("pool process", "imported")])
+def test_kill_9_mid_learn_redelivers_and_applies_exactly_once(deployment, start_worker, sessions, tmp_path, victim,
+                                                              base):
     app = deployment.app()
-    agent_id, session_id = new_agent(sessions, "ada")
+    base = TINY if base == "small" else _imported_base(tmp_path)
+    agent_id, session_id = new_agent(sessions, "ada", base=base)
     # The pause between learning and committing puts the kill after the work and before the commit.
     worker = start_worker(deployment, LIFELONG_LEARN_COMMIT_DELAY_S="5")
     wait_for(lambda: children(worker.pid), "the worker's pool process", worker)
@@ -143,4 +156,4 @@ def test_kill_9_mid_learn_redelivers_and_applies_exactly_once(deployment, start_
 
     with sessions() as db:
         assert db.scalar(select(func.count()).select_from(WeightVersion).where(WeightVersion.agent_id == agent_id)) == 1
-    _assert_learned_like(sessions, agent_id, _reference(tmp_path, TURNS[:1]))
+    _assert_learned_like(sessions, agent_id, _reference(tmp_path, TURNS[:1], base))
