@@ -32,7 +32,7 @@ import torch
 from sqlalchemy import func, select
 
 from bench.local_text import stdlib_text
-from learner.base import load_base
+from learner.base import learning_config, load_base
 from learner.evaluate import bits_per_byte, heldout_bits_per_byte, prequential
 from learner.eventlog import create_session
 from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
@@ -47,6 +47,7 @@ from memory.settings import SHIPPED_CHECKPOINT, Settings
 from memory.store import row_place
 from memory.view import MemoryView
 from models import RetrievedMemory
+from models.transformer import TransformerLM
 from workers.app import make_app
 from workers.submit import DocumentUpload, submit_events
 
@@ -96,7 +97,8 @@ def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: Learn
     """(bytes/s, prequential bits per byte) of the worker's online steps with no queue and no SQL."""
     model = load_base(base_spec)
     learner = OnlineLearner(model, learning)
-    memory = RamMemory(model.config.head_dim)
+    # An imported model's memory layers do not attend to memory by default (Settings.memory_attention).
+    memory = None if isinstance(model, TransformerLM) else RamMemory(model.config.head_dim)
     state, last, bits = model.init_state(1), None, 0.0
     started = time.perf_counter()
     for seq, start in enumerate(range(0, len(data), chunk_bytes)):
@@ -107,7 +109,8 @@ def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: Learn
             step = learner.step(Chunk(inputs, targets, state), memory)
             state = step.state
             bits += step.loss * step.tokens / math.log(2)
-            memory.add(*step.memory_kv)
+            if memory is not None:
+                memory.add(*step.memory_kv)
         last = tokens[-1]
     return len(data) / (time.perf_counter() - started), bits / len(data)
 
@@ -204,6 +207,7 @@ def heldout(model, corpus: Path, max_bytes: int, fallback: bytes) -> dict[str, f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT)
+    parser.add_argument("--base", default=None, help="a base spec instead (e.g. smollm2-135m-instruct)")
     parser.add_argument("--bytes", type=int, default=128 * 1024, help="length of the learned stream")
     parser.add_argument("--chunk", type=int, default=2048, help="bytes per chunk event (one step, one version)")
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus", help="held-out base data")
@@ -213,10 +217,14 @@ def main(argv: list[str] | None = None) -> int:
 
     data = stdlib_text(args.bytes, skip=4 << 20, tests=True)  # unseen in base training
     fallback = stdlib_text(args.heldout_bytes, skip=1 << 20)
-    spec = str(args.checkpoint)
-    learning = LearningConfig()
+    spec = args.base or str(args.checkpoint)
+    imported = isinstance(load_base(spec), TransformerLM)
+    learning = learning_config({}, imported=imported)  # what the worker uses
     bare_bps, bare_bpb = bare_learning(spec, data, args.chunk, learning)
-    static = prequential(load_base(spec), data, arm="static", chunk_tokens=args.chunk).bits_per_byte
+    if imported:  # the same steps with nothing learned
+        static = bare_learning(spec, data, args.chunk, LearningConfig(learning_rate=0.0))[1]
+    else:
+        static = prequential(load_base(spec), data, arm="static", chunk_tokens=args.chunk).bits_per_byte
     with tempfile.TemporaryDirectory() as tmp:
         worker = through_worker(spec, data, args.chunk, Path(tmp) / "data")
     before = heldout(load_base(spec), args.corpus, args.heldout_bytes, fallback)

@@ -6,7 +6,8 @@ by `learn_through` (the worker's function: it stores every memory layer's pairs)
 asked through `AgentRuntime.chat` (the serving path, default sampling but greedy for repeatability):
 - each of 10 statements in a phrasing of its own (codes, passwords, names, addresses, dates; none of
   them "pass key") is told in a document of its own, with `distance` bytes of other documents
-  (Debian's licence texts) learned after it; then a new chat session asks a natural question. It
+  (Debian's licence texts, repeated as needed) in memory, learned after the first statement and
+  before the later ones; then a new chat session asks a natural question. It
   counts as answered when the reply holds the fact's answer. Memory off is the same agent asked
   after its memories were deleted (`memories forget`), so the two differ only by the memory.
 - `memories recall` with the question: the rank of the statement's memory among those recalled.
@@ -43,19 +44,23 @@ from workers.app import make_app
 
 LICENCES = Path("/usr/share/common-licenses")
 FILLER_FILES = ("GPL-3", "GFDL-1.3", "LGPL-2.1", "GPL-2", "MPL-2.0", "Apache-2.0", "LGPL-3", "Artistic")
-# (statement, question, answer): ten kinds of fact, each phrased its own way.
-FACTS = [
-    ("The vault combination is 5-2-6-0-1. Remember it.", "What is the vault combination?", "5-2-6-0-1"),
-    ("Our wifi password is tangerine42.", "What is the wifi password?", "tangerine42"),
-    ("My sister's name is Oriane.", "What is my sister's name?", "Oriane"),
-    ("I live at 14 Rue Lamarck, Paris.", "What is my address?", "Lamarck"),
-    ("The launch date is March 9, 2031.", "When is the launch date?", "March 9"),
-    ("The door code for the office is 7731.", "What is the door code for the office?", "7731"),
-    ("My dog is called Pixel.", "What is my dog called?", "Pixel"),
-    ("The meeting room is called Aurora.", "What is the meeting room called?", "Aurora"),
-    ("My favourite colour is teal.", "What is my favourite colour?", "teal"),
-    ("The project codename is Bluefinch.", "What is the project codename?", "Bluefinch"),
+# (statement, question, values): ten kinds of fact, each phrased its own way, each told with two values
+# (two trials per phrasing, 20 per distance); the value is the answer.
+PHRASINGS = [
+    ("The vault combination is {}. Remember it.", "What is the vault combination?", ["5-2-6-0-1", "8-3-9-4-7"]),
+    ("Our wifi password is {}.", "What is the wifi password?", ["tangerine42", "marmalade77"]),
+    ("My sister's name is {}.", "What is my sister's name?", ["Oriane", "Ludmila"]),
+    ("I live at {}, Paris.", "What is my address?", ["14 Rue Lamarck", "3 Rue Oberkampf"]),
+    ("The launch date is {}.", "When is the launch date?", ["March 9, 2031", "October 17, 2029"]),
+    ("The door code for the office is {}.", "What is the door code for the office?", ["7731", "4096"]),
+    ("My dog is called {}.", "What is my dog called?", ["Pixel", "Biscuit"]),
+    ("The meeting room is called {}.", "What is the meeting room called?", ["Aurora", "Halcyon"]),
+    ("My favourite colour is {}.", "What is my favourite colour?", ["teal", "saffron"]),
+    ("The project codename is {}.", "What is the project codename?", ["Bluefinch", "Ironbark"]),
 ]
+# (statement, question, answer) of every trial; the answer counts when the reply holds its first word.
+FACTS = [(statement.format(value), question, value) for variant in range(2)
+         for statement, question, values in PHRASINGS for value in values[variant : variant + 1]]
 GREEDY = SamplingConfig(temperature=0.0, max_bytes=120)
 GENERAL = FACTS_ASKED[:10]  # bench.talk's questions with one-word answers
 
@@ -73,6 +78,13 @@ def _document(sessions, agent_id: int, content: bytes, chunk_bytes: int = 4096) 
         events = append_document_chunks(db, document_id=document.id, session_id=stream.id, chunks=chunks)
         finish_document(db, agent_id=agent_id, document_id=document.id)
         return events[-1].id
+
+
+def _answered(answer: str, reply: str) -> bool:
+    """The reply holds the answer's distinctive part (its first word: "14" of an address would match
+    anything, so addresses are matched by their street name)."""
+    key = answer.split(", ")[0].split(" ")[-1] if answer[0].isdigit() and " " in answer else answer.split(",")[0]
+    return key.lower() in reply.lower()
 
 
 def _ask(runtime: AgentRuntime, sessions, question: str) -> tuple[str, float]:
@@ -110,7 +122,7 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
         results: dict = {"base": base, "memory_layers": list(getattr(model.config, "memory_layers", ())),
                          "memory_attention": memory_attention, "recall_in_context": recall_in_context,
                          "distances": {}}
-        learned_filler = 0
+        learned_filler, runtime = 0, None
         for distance in distances:
             answered = {"memory": 0, "no_memory": 0}
             ranks, first_bytes, replies = [], [], []
@@ -124,7 +136,9 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
                 with sessions() as db:
                     agent = db.get(Agent, agent_id)
                     told_rows = set(db.scalars(select(Memory.id).where(Memory.event_id == told)))
-                runtime = AgentRuntime(agent=agent, sessions=sessions, celery=make_app(settings), settings=settings)
+                if runtime is None:  # one serving process throughout: each turn catches up with SQL
+                    runtime = AgentRuntime(agent=agent, sessions=sessions, celery=make_app(settings),
+                                           settings=settings)
                 reply, first_byte = _ask(runtime, sessions, question)
                 with sessions() as db:
                     hits = recall(db, store=runtime.store, model=runtime.serving.current().model, text=question,
@@ -132,11 +146,11 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
                 ranked = [hit.memory_id for hit in hits]
                 ranks.append(next((i + 1 for i, row in enumerate(ranked) if row in told_rows), None))
                 first_bytes.append(first_byte)
-                answered["memory"] += answer.lower() in reply.lower()
+                answered["memory"] += _answered(answer, reply)
                 with sessions.begin() as db:
                     delete_memories(db, agent_id=agent_id, event_id=told)
                 forgotten, _ = _ask(runtime, sessions, question)
-                answered["no_memory"] += answer.lower() in forgotten.lower()
+                answered["no_memory"] += _answered(answer, forgotten)
                 replies.append({"question": question, "memory": reply, "no_memory": forgotten})
             with sessions() as db:
                 stored_tokens = db.scalar(select(func.sum(Memory.num_tokens)).where(Memory.agent_id == agent_id))

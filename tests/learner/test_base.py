@@ -17,3 +17,24 @@ def test_agent_learning_settings_default_and_override():
 def test_bad_agent_learning_settings_are_refused_with_a_reason(settings, message):
     with pytest.raises(ValueError, match=message):
         learning_config(settings)
+
+
+def test_an_imported_model_learns_only_norm_scales_above_its_last_memory_layer(tmp_path):
+    import torch
+
+    from learner.base import IMPORTED_LEARNING_RATE
+    from learner.online import Chunk, OnlineLearner
+    from tests.models.hf_reference import tiny_llama
+    from tests.models.test_memory_layers import with_memory_layers
+
+    model = with_memory_layers(tiny_llama(), tmp_path, memory_layers=(0, 1))  # of layers 0..2
+    config = learning_config(None, imported=True)
+    assert config.learning_rate == IMPORTED_LEARNING_RATE
+    assert learning_config({"learning_rate": 0.0}, imported=True).learning_rate == 0.0  # an agent's own wins
+    learner = OnlineLearner(model, config)
+    assert set(learner.params) == {"final_norm.weight", "layers.2.attention_norm.weight", "layers.2.mlp_norm.weight"}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    tokens = torch.randint(0, 300, (1, 17), generator=torch.Generator().manual_seed(0))
+    learner.step(Chunk(tokens[:, :-1], tokens[:, 1:], model.init_state(1)))
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == set(learner.params)  # nothing that computes a stored key or value moved
