@@ -22,6 +22,9 @@ from models.transformer import TransformerLM
 
 NOTE_HEADER = "Notes from your memory of earlier conversations and documents:\n"
 RECALL_CANDIDATES = 8
+# The end of a message is what it asks: recall reads at most this much of it (a 64 KB message would
+# otherwise cost a search per token of all of it before the first byte of the answer).
+RECALL_QUERY_BYTES = 2048
 
 
 def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, session_id: int, state: State | None,
@@ -31,7 +34,10 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
     holds in its window are left out (the model sees those already)."""
     if not model.config.memory_layers or max_bytes <= 0 or not message.strip():
         return []
-    hits = [hit for hit in recall(db, store=store, model=model, text=message, limit=RECALL_CANDIDATES)
+    query = message[-RECALL_QUERY_BYTES:].decode("utf-8", errors="ignore").encode()  # whole characters only
+    if not query.strip():
+        return []
+    hits = [hit for hit in recall(db, store=store, model=model, text=query, limit=RECALL_CANDIDATES)
             if hit.score >= min_score]
     if not hits:
         return []
