@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from sqlalchemy import func, select
 
+from agent.recall_note import RECALL_CANDIDATES
 from agent.runtime import AgentRuntime
 from bench.talk import FACTS as FACTS_ASKED
 from learner.base import default_base, load_base
@@ -125,7 +126,7 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
         learned_filler, runtime = 0, None
         for distance in distances:
             answered = {"memory": 0, "no_memory": 0}
-            ranks, first_bytes, replies = [], [], []
+            ranks, first_bytes, replies, noted = [], [], [], 0
             for statement, question, answer in FACTS[:facts]:
                 told = _document(sessions, agent_id, statement.encode())
                 _learn(sessions, cache, agent_id, told)
@@ -145,6 +146,9 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
                                   limit=50)
                 ranked = [hit.memory_id for hit in hits]
                 ranks.append(next((i + 1 for i, row in enumerate(ranked) if row in told_rows), None))
+                # Whether the statement scored enough to be noted (the default serving path's choice).
+                noted += any(hit.memory_id in told_rows and hit.score >= settings.recall_min_score
+                             for hit in hits[:RECALL_CANDIDATES])
                 first_bytes.append(first_byte)
                 answered["memory"] += _answered(answer, reply)
                 with sessions.begin() as db:
@@ -161,6 +165,7 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
                 "answered_without_memory": answered["no_memory"] / facts,
                 "recall_rank_first": sum(rank == 1 for rank in ranks) / facts,
                 "recall_ranks": ranks,
+                "noted": noted / len(FACTS[:facts]),
                 "first_byte_ms_p50": statistics.median(first_bytes),
                 "stored_tokens": stored_tokens,
                 "stored_pair_bytes_per_token": (stored_bytes or 0) / max(1, stored_tokens or 0),
