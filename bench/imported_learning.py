@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                      for source, text in heldout.items()}})
     report = {"base": spec, "memory_layers": list(base.config.memory_layers), "stream_bytes": len(data),
               "stream_tokens": tokens.shape[1], "chunk_tokens": CHUNK_TOKENS,
-              "learned_parameters": len(OnlineLearner(copy.deepcopy(base), LearningConfig()).params),
+              "learned_tensors": len(OnlineLearner(copy.deepcopy(base), LearningConfig()).params),
               "prequential_bpb": arms, "heldout_bpb_before": {k: round(v, 4) for k, v in before.items()},
               "sweep": sweep, "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
