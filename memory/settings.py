@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     recall_in_context: bool = Field(
         True, description="before an imported chat model answers, the memories its memory layers recall for the "
                           "message are read into its context as a note (not logged; the session state keeps the log)")
-    recall_min_score: float = Field(0.3, ge=0.0, le=1.0, description="the recall score a memory needs to be noted")
+    recall_min_score: float = Field(0.2, ge=0.0, le=1.0, description="the recall score a memory needs to be noted")
     recall_max_bytes: int = Field(1024, ge=0, description="bytes of recalled memories noted per turn")
 
     admin_key: str | None = Field(None, description="admin API key; default: generated on first start")

@@ -221,17 +221,20 @@ class Attention(nn.Module):
         # Where a retrieved pair sits (models.layer_memory): at the window's far edge from the query.
         edge = torch.minimum(far_end, torch.full_like(far_end, self.window - 1))  # (T,)
         q_search = rotate_at(q, edge, self.rope_base)  # (B, H, T, E): q_search . key = the edge score
-        parts = []
+        found, positions = [], []
         for head in range(self.kv_heads):
             heads = q_search[:, head * group : (head + 1) * group].transpose(1, 2)  # (B, T, G, E)
-            parts.append(memory.search_channel(self.first_channel + head, heads, self.top_k,
-                                               stream_range=(self.sinks, first)))
-        def joined(part: int, index: int) -> torch.Tensor:  # (B, T, G, K, ...) per head -> (B, H, T, K, ...)
-            return torch.cat([found[part][index] for found in parts], 2).transpose(1, 2)
-        keys, values = joined(0, 0).to(q.dtype), joined(0, 1).to(q.dtype)
-        mask, ids = joined(0, 2), joined(0, 3)
-        positions = None if any(found[1] is None for found in parts) else torch.cat(
-            [found[1] for found in parts], 2).transpose(1, 2)
+            pairs, at = memory.search_channel(self.first_channel + head, heads, self.top_k,
+                                              stream_range=(self.sinks, first))
+            found.append(pairs)
+            positions.append(at)
+
+        def joined(parts: list[torch.Tensor]) -> torch.Tensor:  # (B, T, G, K, ...) per head -> (B, H, T, K, ...)
+            return torch.cat(parts, 2).transpose(1, 2)
+
+        keys, values = joined([f.keys for f in found]).to(q.dtype), joined([f.values for f in found]).to(q.dtype)
+        mask, ids = joined([f.mask for f in found]), joined([f.ids for f in found])
+        positions = None if any(at is None for at in positions) else joined(positions)
         if self.exact_positions and positions is not None:
             # The reading stream's own pairs at their true distance, others at the edge.
             distance = torch.where(positions >= 0, query_at[:, None] - positions, edge[:, None])  # (B, H, T, K)

@@ -188,9 +188,10 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
         assert recalled_note(db, store=serving.store, model=model, session_id=told, state=told_state,
                              message=b"where did the general ride", min_score=0.0, max_bytes=1024) == []
     assert b"the general rode to the sea" in decode(model.tokenizer, note)
-    # The note goes after the stream's start (its system prompt), right before the message's turn.
+    # The note opens the message: after the stream's start (its system prompt) and the user's prefix.
     first = Event(role="user", content=b"hi", seq=0, document_id=None)
-    prompt, start = turn_prompt([first], model.tokenizer, stream_starts=True), list(model.tokenizer.chat.chat_start)
+    prompt = turn_prompt([first], model.tokenizer, stream_starts=True)
+    start = [*model.tokenizer.chat.chat_start, *model.tokenizer.chat.prefix("user")]
     assert with_note(prompt, [7, 7], first, model.tokenizer) == [*start, 7, 7, *prompt[len(start) :]]
 
     serving.recall_min_score = 0.0  # every recalled memory is noted
