@@ -60,7 +60,10 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
         used += len(text.encode())
     if not texts:
         return []
-    return model.tokenizer.encode((NOTE_HEADER + "\n".join(texts) + "\n\n").encode())
+    try:
+        return model.tokenizer.encode((NOTE_HEADER + "\n".join(texts) + "\n\n").encode())
+    except ValueError:  # a memory's shown text (U+FFFD for bytes it could not show) the vocabulary cannot spell
+        return []
 
 
 def with_note(prompt: list[int], note: list[int], message: Event, tokenizer: Tokenizer) -> list[int]:

@@ -103,7 +103,8 @@ def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: Learn
     started = time.perf_counter()
     for seq, start in enumerate(range(0, len(data), chunk_bytes)):
         # The same tokens the worker reads for chunk event `seq` of a document (see learner.stream_format).
-        event = Event(document_id=1, seq=seq, role="document", content=data[start : start + chunk_bytes])
+        event = Event(document_id=1, seq=seq, role="document", content=data[start : start + chunk_bytes],
+                      byte_offset=start)
         tokens = EventReading.after(event, last, model.tokenizer).tokens
         for inputs, targets in stream_chunks(torch.tensor([tokens]), chunk_bytes):
             step = learner.step(Chunk(inputs, targets, state), memory)
