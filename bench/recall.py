@@ -82,8 +82,8 @@ def _document(sessions, agent_id: int, content: bytes, chunk_bytes: int = 4096) 
 
 
 def _answered(answer: str, reply: str) -> bool:
-    """The reply holds the answer's distinctive part (its first word: "14" of an address would match
-    anything, so addresses are matched by their street name)."""
+    """The reply holds the answer's distinctive part: the answer up to its first comma ("March 9" of
+    "March 9, 2031"), an address by its street name ("14" would match anything)."""
     key = answer.split(", ")[0].split(" ")[-1] if answer[0].isdigit() and " " in answer else answer.split(",")[0]
     return key.lower() in reply.lower()
 
