@@ -44,6 +44,8 @@ class PairMirror:
         self.places: dict[int, RowPlace] = {}  # live rows that belong to a stream
         self._starting: dict[tuple[Hashable, int], int] = {}  # (stream, byte_start) -> row id
         self._session_rows: dict[Hashable, list[int]] = {}  # session -> its rows with positions, as added
+        self._opening_rows: set[int] = set()  # live rows holding their stream's position 0
+        self._openings: np.ndarray | None = None  # their first pairs' ids, until the set changes
 
     @property
     def live_tokens(self) -> int:
@@ -60,6 +62,9 @@ class PairMirror:
             self._starting[place.stream, place.byte_start] = memory_id
             if place.session is not None:
                 self._session_rows.setdefault(place.session, []).append(memory_id)
+                if place.token_start == 0:
+                    self._opening_rows.add(memory_id)
+                    self._openings = None
         self._reserve(self.used + count)
         self.keys[self.used : self.used + count] = keys
         self.values[self.used : self.used + count] = values
@@ -81,7 +86,22 @@ class PairMirror:
             del self._starting[place.stream, place.byte_start]
         if place is not None and place.session is not None:
             self._session_rows[place.session].remove(memory_id)
+        if memory_id in self._opening_rows:
+            self._opening_rows.discard(memory_id)
+            self._openings = None
         return True
+
+    def stream_openings(self) -> np.ndarray:
+        """Pair ids of every stream's first token (position 0), sorted.
+
+        A pretrained model parks attention on a stream's first token whatever it is (an attention
+        sink): its keys are alike in every stream and draw the same share from any query, so stored
+        openings outrank what a query is about (measured in memory.store.SessionReader).
+        """
+        if self._openings is None:
+            rows = np.array(sorted(self._opening_rows), dtype=np.int64)
+            self._openings = pair_ids(rows, np.zeros(len(rows), dtype=np.int64))
+        return self._openings
 
     def pairs_outside(self, session: Hashable, lo: int, hi: int) -> np.ndarray:
         """Token ids of `session`'s live pairs whose stream positions fall outside [lo, hi).

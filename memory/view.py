@@ -168,6 +168,11 @@ class MemoryView:
         with self.lock:
             return self.mirror.pairs_outside(session, lo, hi)
 
+    def stream_openings(self) -> np.ndarray:
+        """Pair ids of every stream's first token (memory.mirror)."""
+        with self.lock:
+            return self.mirror.stream_openings()
+
     def __contains__(self, memory_id: int) -> bool:
         return memory_id in self.mirror
 

@@ -1,6 +1,7 @@
 """A store of several channels (an imported model's memory layers x key/value heads): one index per
 channel over the same rows; a session's reader leaves out the session's own pairs outside the range
-its memory layers may read; snapshots and export/import keep every channel."""
+its memory layers may read, and every reader leaves out each stream's first pair (an attention sink);
+snapshots and export/import keep every channel."""
 
 import numpy as np
 import pytest
@@ -8,8 +9,9 @@ import torch
 from sqlalchemy import select
 
 from memory.admin import export_ndjson, import_ndjson
+from memory.ids import split_ids
 from memory.schema import Memory, StreamSession
-from memory.store import MemoryStore, Span
+from memory.store import MemoryStore, Span, delete_memory_rows
 
 DIM, CHANNELS = 8, 3
 
@@ -45,9 +47,34 @@ def test_each_channel_searches_its_own_keys_of_the_same_rows(store):
     query = np.random.default_rng(9).standard_normal(DIM)
     for channel in range(CHANNELS):
         ids, keys = _search_all(store.session_reader(None), channel, query)
-        assert len(ids) == 30
-        best = stored[:, channel] @ query
-        assert torch.equal(keys[0], torch.from_numpy(stored[best.argmax(), channel]))
+        assert len(ids) == 29  # all but the stream's opening pair
+        best = stored[1:, channel] @ query
+        assert torch.equal(keys[0], torch.from_numpy(stored[1 + best.argmax(), channel]))
+
+
+def test_every_streams_first_pair_and_only_it_is_left_out(store, sessions):
+    def found() -> set[tuple[int, int]]:
+        ids, _ = _search_all(store.session_reader(None), 0, np.ones(DIM))
+        rows, offsets = split_ids(np.array(ids))
+        return set(zip(rows.tolist(), offsets.tolist()))
+
+    first, second, _ = sorted(store.view.mirror.row_ids.tolist())
+    assert (first, 0) not in found() and len(found()) == 29
+    with sessions.begin() as db:
+        other = StreamSession(agent_id=store.agent_id, kind="stream")
+        db.add(other)
+        db.flush()
+        other_id = other.id
+    # Another stream (a document) opens at position 0 too; a row of it further on keeps its first pair.
+    document = store.add_spans([Span(keys=pairs(5, 7), values=pairs(5, 7), text=b"d", byte_start=0, byte_end=5,
+                                     session_id=other_id, token_start=0),
+                                Span(keys=pairs(5, 8), values=pairs(5, 8), text=b"e", byte_start=5, byte_end=10,
+                                     session_id=other_id, token_start=5)])
+    assert (document[0], 0) not in found() and (document[1], 0) in found() and len(found()) == 29 + 9
+    with sessions.begin() as db:
+        delete_memory_rows(db, agent_id=store.agent_id, memory_ids=[first])
+    store.catch_up()
+    assert (second, 0) in found() and len(found()) == 20 + 9  # a later row of the stream is not its opening
 
 
 def test_a_session_reader_leaves_out_its_own_pairs_outside_the_range_its_layers_read(store):
@@ -55,7 +82,7 @@ def test_a_session_reader_leaves_out_its_own_pairs_outside_the_range_its_layers_
     ids, _ = _search_all(own, 0, np.ones(DIM), stream_range=(4, 25))
     assert len(ids) == 21  # positions 4..24 of 0..29
     other = store.session_reader(store.session_id + 1)
-    assert len(_search_all(other, 0, np.ones(DIM), stream_range=(4, 25))[0]) == 30
+    assert len(_search_all(other, 0, np.ones(DIM), stream_range=(4, 25))[0]) == 29  # all but its opening
 
 
 def test_snapshot_and_export_keep_every_channel(store, sessions, make_agent, tmp_path):
