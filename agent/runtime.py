@@ -91,6 +91,7 @@ class AgentRuntime:
         snapshot = settings.snapshot_dir(agent.id)
         self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,
                                       channels=base.config.memory_channels,
+                                      search_openings=base.config.memory_searches_openings,
                                       snapshot=snapshot if snapshot.exists() else None, config=settings.store_config)
         self.memory_attention = settings.memory_attention
         self.recall_in_context, self.recall_min_score = settings.recall_in_context, settings.recall_min_score

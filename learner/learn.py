@@ -99,7 +99,8 @@ class LearnerCache:
             learner = OnlineLearner(model, learning_config(agent.learning_settings,
                                                            imported=isinstance(model, TransformerLM)))
             store = MemoryStore.open(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim,
-                                     channels=model.config.memory_channels, config=self.store_config)
+                                     channels=model.config.memory_channels,
+                                     search_openings=model.config.memory_searches_openings, config=self.store_config)
             cached = AgentLearner(agent.id, spec, model, learner, store, version=-1)
         if cached.version != version:
             with self.sessions() as db:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from memory.ids import id_range, pair_ids, token_ids
+from memory.ids import id_range
 from memory.index import VectorIndex
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ class IndexRefit:
     def _live_ids_and_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Under the view's lock: what a refit fits, every live pair's FAISS id and key (the pairs compacted first)."""
         self.view.mirror.compact()
-        rows, offsets, keys, _ = self.view.mirror.live_pairs()
-        return pair_ids(rows, offsets), keys.astype(np.float32)
+        ids, keys = self.view.mirror.live_searchable()
+        return ids, keys.astype(np.float32)
 
     def now(self) -> None:
         """Refit the view's index in place, in this thread."""
@@ -93,10 +93,10 @@ class IndexRefit:
                 return  # replaced wholesale meanwhile (rebuild, snapshot): stale, and any journal is a newer refit's
             journal, self._journal = self._journal or [], None
             for added, memory_id in journal:
-                keys = view.mirror.row_keys(memory_id) if added else None
-                if keys is not None:
-                    index.add(token_ids(memory_id, keys.shape[0]), keys.astype(np.float32))
-                elif not added:
+                if added:  # a row removed again since is no longer in the mirror: nothing to add
+                    ids, keys = view.mirror.searchable(memory_id)
+                    index.add(ids, keys.astype(np.float32))
+                else:
                     index.remove_range(*id_range(memory_id))
             view.index = index
         log.info("%s: index refit in the background as %s over %d keys in %.1fs (%d changes replayed)",

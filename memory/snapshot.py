@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# 2: rows' places in their streams; 3: their token positions, and one index per channel (older snapshots
-# are rebuilt from SQL).
-SNAPSHOT_FORMAT = 3
+# 2: rows' places in their streams; 3: their token positions, and one index per channel; 4: whether
+# streams' first pairs are indexed (memory.mirror). Older snapshots are rebuilt from SQL.
+SNAPSHOT_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ def save_snapshot(store: MemoryStore, directory: Path) -> None:
         (tmp / "places.json").write_text(json.dumps(places))
         meta = {
             "format": SNAPSHOT_FORMAT, "agent_id": store.agent_id, "head_dim": store.head_dim,
-            "channels": store.channels, "memory_watermark": store.memory_watermark,
+            "channels": store.channels, "search_openings": store.search_openings,
+            "memory_watermark": store.memory_watermark,
             "tombstone_watermark": store.tombstone_watermark,
             "trained_at": [view.index.trained_at for view in store.views],
         }
@@ -74,14 +75,14 @@ def _name(stem: str, channel: int, suffix: str) -> str:
 
 
 def read_snapshot(directory: Path, *, agent_id: int, head_dim: int, config: IndexConfig,
-                  channels: int = 1) -> Snapshot | None:
+                  channels: int = 1, search_openings: bool = True) -> Snapshot | None:
     """The snapshot in `directory` if it is `agent_id`'s, of this format, head dim and channels, and readable;
     else None. `config`: the index settings the loaded indexes search with (their probes per query)."""
     directory = Path(directory)
     try:
         meta = json.loads((directory / "meta.json").read_text())
         if (meta["format"] != SNAPSHOT_FORMAT or meta["agent_id"] != agent_id or meta["head_dim"] != head_dim
-                or meta["channels"] != channels):
+                or meta["channels"] != channels or meta["search_openings"] != search_openings):
             log.warning("snapshot %s does not match agent %s; ignoring it", directory, agent_id)
             return None
         places = {int(i): RowPlace(tuple(stream) if stream is not None else None, start, end, token_start)
@@ -92,15 +93,14 @@ def read_snapshot(directory: Path, *, agent_id: int, head_dim: int, config: Inde
             pairs = np.load(directory / _name("pairs", channel, "npz"))
             index = VectorIndex.from_bytes((directory / _name("index", channel, "faiss")).read_bytes(), head_dim,
                                            meta["trained_at"][channel], config)
-            read.append((index, _mirror(pairs, places, head_dim)))
+            read.append((index, _mirror(pairs, places, PairMirror(head_dim, search_openings=search_openings))))
     except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as exc:
         log.warning("snapshot %s unreadable (%s); rebuilding from SQL instead", directory, exc)
         return None
     return Snapshot(read, meta["memory_watermark"], meta["tombstone_watermark"])
 
 
-def _mirror(pairs: np.lib.npyio.NpzFile, places: dict[int, RowPlace], head_dim: int) -> PairMirror:
-    mirror = PairMirror(head_dim)
+def _mirror(pairs: np.lib.npyio.NpzFile, places: dict[int, RowPlace], mirror: PairMirror) -> PairMirror:
     start = 0
     for memory_id, length in zip(pairs["row_ids"].tolist(), pairs["row_lengths"].tolist()):
         mirror.add_row(memory_id, pairs["keys"][start : start + length], pairs["values"][start : start + length],

@@ -122,15 +122,16 @@ class MemoryStore:
 
     def __init__(
         self, *, agent_id: int, sessions: sessionmaker[Session], head_dim: int, config: StoreConfig = StoreConfig(),
-        channels: int = 1,
+        channels: int = 1, search_openings: bool = True,
     ):
         self.agent_id = agent_id
         self.sessions = sessions
         self.head_dim = head_dim
         self.channels = channels
+        self.search_openings = search_openings  # whether streams' first pairs are searched (memory.mirror)
         self.config = config
-        self.views = [MemoryView(head_dim, config.index, name=f"agent-{agent_id}" + (f"-channel-{c}" if c else ""))
-                      for c in range(channels)]
+        self.views = [MemoryView(head_dim, config.index, name=f"agent-{agent_id}" + (f"-channel-{c}" if c else ""),
+                                 search_openings=search_openings) for c in range(channels)]
         self.view = self.views[0]  # holds the store's lock and its row bookkeeping
         self.memory_watermark = 0  # highest memory id this store has seen
         self.tombstone_watermark = 0  # highest tombstone id this store has applied
@@ -297,7 +298,7 @@ class MemoryStore:
     def load_snapshot(self, directory: Path) -> bool:
         """Adopt a snapshot if it is this agent's and readable; returns False (and keeps RAM as it was) if not."""
         snapshot = read_snapshot(directory, agent_id=self.agent_id, head_dim=self.head_dim, config=self.config.index,
-                                 channels=self.channels)
+                                 channels=self.channels, search_openings=self.search_openings)
         if snapshot is None:
             return False
         with self.view.lock:
@@ -316,9 +317,11 @@ class MemoryStore:
         snapshot: Path | None = None,
         config: StoreConfig = StoreConfig(),
         channels: int = 1,
+        search_openings: bool = True,
     ) -> MemoryStore:
         """A caught-up store: from a snapshot plus SQL past it when one is usable, else from SQL alone."""
-        store = cls(agent_id=agent_id, sessions=sessions, head_dim=head_dim, config=config, channels=channels)
+        store = cls(agent_id=agent_id, sessions=sessions, head_dim=head_dim, config=config, channels=channels,
+                    search_openings=search_openings)
         if snapshot is None or not store.load_snapshot(snapshot):
             store.rebuild()
         store.catch_up()
@@ -328,15 +331,10 @@ class MemoryStore:
 class SessionReader:
     """models.layer_memory.LayerMemoryReader over a store's channels, for a stream of one session.
 
-    Left out of every search:
-    - of the session's own pairs, those its memory layers hold in their state (the sinks, the recent
-      window), so no pair is weighed twice;
-    - every stream's first pair. The reading stream keeps its own first token as a sink; another
-      stream's is a second copy of the same sink, which draws a quarter of a head's attention from
-      any query (SmolLM2) and so outranked what the query was about: with them left out,
-      `memories recall` ranked a stated fact first 18 of 20 times among 64 KB of other documents,
-      instead of 10.
-    Positions are not returned: retrieved pairs sit at the window's edge (models.layer_memory).
+    Of the session's own pairs, those its memory layers hold in their state (the sinks, the recent
+    window) are left out of every search, so no pair is weighed twice (and streams' first pairs are
+    never searched: memory.mirror). Positions are not returned: retrieved pairs sit at the window's
+    edge (models.layer_memory).
     """
 
     def __init__(self, store: MemoryStore, session_id: int | None):
@@ -345,16 +343,14 @@ class SessionReader:
 
     def search_channel(self, channel: int, queries: torch.Tensor, top_k: int, *,
                        stream_range: tuple[int, int]) -> tuple[RetrievedMemory, None]:
-        return self.store.views[channel].search(queries, top_k, self._left_out(stream_range)), None
+        return self.store.views[channel].search(queries, top_k, self._outside(stream_range)), None
 
-    def _left_out(self, stream_range: tuple[int, int]) -> np.ndarray | None:
+    def _outside(self, stream_range: tuple[int, int]) -> np.ndarray | None:
+        if self.session_id is None:
+            return None
         if self._excluded is None or self._excluded[0] != stream_range:
-            view = self.store.view
-            openings = view.stream_openings()
-            own = np.zeros(0, dtype=np.int64) if self.session_id is None else view.pairs_outside(self.session_id,
-                                                                                                *stream_range)
-            self._excluded = stream_range, np.union1d(openings, own)
-        return self._excluded[1] if len(self._excluded[1]) else None
+            self._excluded = stream_range, self.store.view.pairs_outside(self.session_id, *stream_range)
+        return self._excluded[1]
 
 
 def memory_for(model: LanguageModel, store: MemoryStore, session_id: int | None, *,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from memory.ids import id_range, pair_ids, split_ids, token_ids
+from memory.ids import id_range, pair_ids, split_ids
 from memory.index import IndexConfig, VectorIndex
 from memory.mirror import PairMirror, RowPlace
 from memory.refit import IndexRefit
@@ -53,12 +53,13 @@ class MemoryView:
     own bookkeeping together (memory.store's watermarks) holds it around both.
     """
 
-    def __init__(self, head_dim: int, config: IndexConfig, *, name: str = "memory"):
+    def __init__(self, head_dim: int, config: IndexConfig, *, name: str = "memory", search_openings: bool = True):
         self.head_dim = head_dim
         self.config = config
         self.name = name  # in log lines and the refit thread's name, e.g. "agent-3"
+        self.search_openings = search_openings  # whether streams' first pairs are searched (memory.mirror)
         self.index = VectorIndex(head_dim, config)
-        self.mirror = PairMirror(head_dim)
+        self.mirror = self.new_mirror()
         self.lock = threading.RLock()
         self.refits = IndexRefit(self)
 
@@ -68,7 +69,8 @@ class MemoryView:
         """One row's fp16 pairs, keys and values (T, D), searchable from now on."""
         with self.lock:
             self.mirror.add_row(memory_id, keys, values, place)
-            self.index.add(token_ids(memory_id, keys.shape[0]), keys.astype(np.float32))
+            ids, held = self.mirror.searchable(memory_id)
+            self.index.add(ids, held.astype(np.float32))
             self.refits.note(True, memory_id)
 
     def remove_row(self, memory_id: int) -> bool:
@@ -88,7 +90,11 @@ class MemoryView:
 
     def clear(self) -> None:
         """Forget every row (a rebuild starts here)."""
-        self.replace(VectorIndex(self.head_dim, self.config), PairMirror(self.head_dim))
+        self.replace(VectorIndex(self.head_dim, self.config), self.new_mirror())
+
+    def new_mirror(self) -> PairMirror:
+        """An empty mirror of this view's kind."""
+        return PairMirror(self.head_dim, search_openings=self.search_openings)
 
     # -- refitting (memory.refit) --------------------------------------------------------------
 
@@ -167,11 +173,6 @@ class MemoryView:
         """Pair ids of `session`'s stream at positions outside [lo, hi) (memory.mirror)."""
         with self.lock:
             return self.mirror.pairs_outside(session, lo, hi)
-
-    def stream_openings(self) -> np.ndarray:
-        """Pair ids of every stream's first token (memory.mirror)."""
-        with self.lock:
-            return self.mirror.stream_openings()
 
     def __contains__(self, memory_id: int) -> bool:
         return memory_id in self.mirror

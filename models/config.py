@@ -77,6 +77,11 @@ class ModelConfig:
         return 1
 
     @property
+    def memory_searches_openings(self) -> bool:
+        """Whether streams' first pairs are searched: the retrieval block was trained on every pair."""
+        return True
+
+    @property
     def retrieval_layer(self) -> int | None:
         return self.block_types.index("retrieval") if "retrieval" in self.block_types else None
 

@@ -79,6 +79,11 @@ class TransformerConfig:
         """Stored (key, value) pairs per token: one per memory layer and key/value head."""
         return len(self.memory_layers) * self.num_kv_heads
 
+    @property
+    def memory_searches_openings(self) -> bool:
+        """False: a stream's first token is an attention sink, alike in every stream (memory.mirror)."""
+        return False
+
     def window(self, layer: int) -> int:
         return self.sliding_window if self.sliding_layers[layer] else self.context_tokens
 

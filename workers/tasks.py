@@ -101,7 +101,8 @@ def snapshot_memory(self: Task, agent_id: int) -> dict:
                 raise LookupError(f"agent {agent_id} does not exist")
         config = load_base(agent.base_checkpoint, context.settings.device).config
         store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=config.head_dim,
-                            channels=config.memory_channels, config=context.settings.store_config)
+                            channels=config.memory_channels, search_openings=config.memory_searches_openings,
+                            config=context.settings.store_config)
         store.rebuild()
         store.save_snapshot(context.settings.snapshot_dir(agent_id))
         return {"tokens": len(store)}

@@ -1,7 +1,7 @@
 """A store of several channels (an imported model's memory layers x key/value heads): one index per
 channel over the same rows; a session's reader leaves out the session's own pairs outside the range
-its memory layers may read, and every reader leaves out each stream's first pair (an attention sink);
-snapshots and export/import keep every channel."""
+its memory layers may read; each stream's first pair (an attention sink) is never searched, through
+catch-up, rebuild, refit and snapshots; snapshots and export/import keep every channel."""
 
 import numpy as np
 import pytest
@@ -28,7 +28,7 @@ def store(sessions, make_agent):
         db.add(chat)
         db.flush()
         session_id = chat.id
-    store = MemoryStore(agent_id=agent, sessions=sessions, head_dim=DIM, channels=CHANNELS)
+    store = MemoryStore(agent_id=agent, sessions=sessions, head_dim=DIM, channels=CHANNELS, search_openings=False)
     # The session's stream: 3 rows of 10 pairs at positions 0..29.
     store.add_spans([Span(keys=pairs(10, i), values=-pairs(10, i), text=b"t", byte_start=10 * i,
                           byte_end=10 * i + 10, session_id=session_id, token_start=10 * i) for i in range(3)])
@@ -52,29 +52,45 @@ def test_each_channel_searches_its_own_keys_of_the_same_rows(store):
         assert torch.equal(keys[0], torch.from_numpy(stored[1 + best.argmax(), channel]))
 
 
-def test_every_streams_first_pair_and_only_it_is_left_out(store, sessions):
-    def found() -> set[tuple[int, int]]:
-        ids, _ = _search_all(store.session_reader(None), 0, np.ones(DIM))
-        rows, offsets = split_ids(np.array(ids))
-        return set(zip(rows.tolist(), offsets.tolist()))
+def _found(store: MemoryStore, channel: int = 0) -> set[tuple[int, int]]:
+    ids, _ = _search_all(store.session_reader(None), channel, np.ones(DIM))
+    rows, offsets = split_ids(np.array(ids))
+    return set(zip(rows.tolist(), offsets.tolist()))
 
+
+def test_every_streams_first_pair_and_only_it_is_never_searched(store, sessions, tmp_path):
     first, second, _ = sorted(store.view.mirror.row_ids.tolist())
-    assert (first, 0) not in found() and len(found()) == 29
+    assert (first, 0) not in _found(store) and len(_found(store)) == 29
     with sessions.begin() as db:
         other = StreamSession(agent_id=store.agent_id, kind="stream")
         db.add(other)
         db.flush()
         other_id = other.id
-    # Another stream (a document) opens at position 0 too; a row of it further on keeps its first pair.
+    # Another stream opens at position 0 too; a later row of it keeps its first pair.
     document = store.add_spans([Span(keys=pairs(5, 7), values=pairs(5, 7), text=b"d", byte_start=0, byte_end=5,
                                      session_id=other_id, token_start=0),
                                 Span(keys=pairs(5, 8), values=pairs(5, 8), text=b"e", byte_start=5, byte_end=10,
                                      session_id=other_id, token_start=5)])
-    assert (document[0], 0) not in found() and (document[1], 0) in found() and len(found()) == 29 + 9
+    expected = _found(store)
+    assert (document[0], 0) not in expected and (document[1], 0) in expected and len(expected) == 29 + 9
+    for channel in range(CHANNELS):
+        assert _found(store, channel) == expected
+    store.rebuild()
+    assert _found(store) == expected
+    store.views[0].refit()
+    assert _found(store) == expected
+    store.save_snapshot(tmp_path / "snap")
+    restored = MemoryStore(agent_id=store.agent_id, sessions=sessions, head_dim=DIM, channels=CHANNELS,
+                           search_openings=False)
+    assert restored.load_snapshot(tmp_path / "snap") and _found(restored) == expected
+    searching = MemoryStore(agent_id=store.agent_id, sessions=sessions, head_dim=DIM, channels=CHANNELS)
+    assert not searching.load_snapshot(tmp_path / "snap")  # a store that searches openings rebuilds instead
+    searching.rebuild()
+    assert _found(searching) == expected | {(first, 0), (document[0], 0)}
     with sessions.begin() as db:
         delete_memory_rows(db, agent_id=store.agent_id, memory_ids=[first])
     store.catch_up()
-    assert (second, 0) in found() and len(found()) == 20 + 9  # a later row of the stream is not its opening
+    assert (second, 0) in _found(store) and len(_found(store)) == 20 + 9  # a later row is not its stream's opening
 
 
 def test_a_session_reader_leaves_out_its_own_pairs_outside_the_range_its_layers_read(store):
@@ -87,7 +103,8 @@ def test_a_session_reader_leaves_out_its_own_pairs_outside_the_range_its_layers_
 
 def test_snapshot_and_export_keep_every_channel(store, sessions, make_agent, tmp_path):
     store.save_snapshot(tmp_path / "snap")
-    restored = MemoryStore(agent_id=store.agent_id, sessions=sessions, head_dim=DIM, channels=CHANNELS)
+    restored = MemoryStore(agent_id=store.agent_id, sessions=sessions, head_dim=DIM, channels=CHANNELS,
+                           search_openings=False)
     assert restored.load_snapshot(tmp_path / "snap")
     query = np.ones(DIM)
     for channel in range(CHANNELS):
