@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from memory.ids import split_ids
 from memory.schema import Memory
-from memory.store import MemoryStore, Span, delete_memory_rows, memory_for
+from memory.store import MemoryStore, Span, delete_memory_rows
 from models import LanguageModel, State
+from models.transformer import TransformerLM
 
 EXPORT_FORMAT = 1
 MAX_PAGE = 500
@@ -165,25 +166,30 @@ def recall(
     if model.retrieval_block is None and not getattr(model.config, "memory_layers", ()):
         raise ValueError("this model has no retrieval block or memory layer, so it recalls nothing")
     store.catch_up()  # once per recall: the model's searches read RAM only
-    out = model(torch.tensor([model.tokenizer.encode(data)]), state, memory_for(model, store, None))
-    if out.recalled is not None:  # memory layers: a pair's score is its share of a head's attention
-        ids = torch.cat([found.ids.flatten() for found in out.recalled])
-        scores = torch.cat([found.weights.float().flatten() for found in out.recalled])
+    tokens = torch.tensor([model.tokenizer.encode(data)], device=model.device)
+    if isinstance(model, TransformerLM):  # memory layers: a pair's score is its share of a head's attention
+        recalled = model.recall(tokens, store.session_reader(None), state)
+        ids = torch.cat([found.ids.flatten() for found in recalled])
+        scores = torch.cat([found.weights.float().flatten() for found in recalled])
     else:
-        ids, scores = out.pointer.ids, out.pointer.match
+        pointer = model(tokens, state, store).pointer
+        ids, scores = pointer.ids, pointer.match
     weighed = ids >= 0
     rows, _ = split_ids(ids[weighed].cpu().numpy())
-    best: dict[int, float] = {}
-    hits: dict[int, int] = {}
-    for row, score in zip(rows.tolist(), scores[weighed].tolist()):
-        best[row] = max(best.get(row, -np.inf), score)
-        hits[row] = hits.get(row, 0) + 1
-    ranked = sorted(best, key=best.get, reverse=True)[:limit]
+    row_scores = scores[weighed].cpu().numpy()
+    # Per row, its best score and how many (query, pair) scores it got: tens of thousands per question.
+    order = np.argsort(rows, kind="stable")
+    unique_rows, starts, hits = np.unique(rows[order], return_index=True, return_counts=True)
+    best = np.maximum.reduceat(row_scores[order], starts) if len(rows) else row_scores
+    ranked_at = np.argsort(-best, kind="stable")[:limit]
+    ranked = unique_rows[ranked_at].tolist()
+    best_of = dict(zip(ranked, best[ranked_at].tolist()))
+    hits_of = dict(zip(ranked, hits[ranked_at].tolist()))
     texts = dict(
         db.execute(select(Memory.id, Memory.text).where(Memory.agent_id == store.agent_id, Memory.id.in_(ranked))).all()
     )
     return [
-        RecallHit(memory_id=i, score=best[i], token_hits=hits[i], text=texts.get(i, "")) for i in ranked if i in texts
+        RecallHit(memory_id=i, score=best_of[i], token_hits=hits_of[i], text=texts[i]) for i in ranked if i in texts
     ]
 
 

@@ -405,35 +405,51 @@ class TransformerLM(nn.Module):
                 *, last_only: bool = False) -> ModelOutput:
         """`last_only`: log-probabilities of the last position only, (B, 1, V) (prompt reads).
         `memory`: what the memory layers search (models.layer_memory); without it they see their window."""
+        state = self._checked_state(tokens, state)
+        x, outs = self._read(tokens, state, memory, len(self.layers))
+        if last_only:
+            x = x[:, -1:]
+        logits = self.unembed(x)
+        new_state = State(layers=tuple(out.state for out in outs), position=state.position + tokens.shape[1],
+                          tokenizer=self.tokenizer.name).detach()
+        pairs = [out.pairs for out in outs if out.pairs is not None]
+        # Every memory layer's pairs of each token side by side: (B, T, channels, E).
+        memory_kv = MemoryKV(torch.cat([p.keys for p in pairs], 2).detach(),
+                             torch.cat([p.values for p in pairs], 2).detach()) if pairs else None
+        return ModelOutput(log_probs=logits.log_softmax(-1), state=new_state, memory_kv=memory_kv,
+                           recalled=tuple(out.recalled for out in outs if out.recalled is not None) or None)
+
+    @torch.inference_mode()
+    def recall(self, tokens: torch.Tensor, memory: LayerMemoryReader,
+               state: State | None = None) -> tuple[Recalled, ...]:
+        """What each memory layer weighs from `memory` while reading `tokens`: `forward`'s `recalled`,
+        without the layers above the last memory layer or the read-out (a sixth of SmolLM2's work)."""
+        state = self._checked_state(tokens, state)
+        _, outs = self._read(tokens, state, memory, max(self.config.memory_layers, default=-1) + 1)
+        return tuple(out.recalled for out in outs if out.recalled is not None)
+
+    def _checked_state(self, tokens: torch.Tensor, state: State | None) -> State:
         if tokens.dim() != 2 or tokens.shape[1] == 0:
             raise ValueError(f"tokens must be a (batch, time) tensor with time >= 1, got shape {tuple(tokens.shape)}")
         if state is None:
             state = self.init_state(tokens.shape[0])
         self._check_state(state, tokens)
+        return state
+
+    def _read(self, tokens: torch.Tensor, state: State, memory: LayerMemoryReader | None,
+              layers: int) -> tuple[torch.Tensor, list[LayerOutput]]:
+        """The residual stream after the first `layers` layers, and each layer's output."""
         if memory is not None and not isinstance(memory, LayerMemoryReader):
             memory = None  # a retrieval block's memory (models.memory.MemoryReader): not for this model
         x = F.embedding(tokens, self.embedding)
         if self.config.scale_embeddings:
             x = x * torch.tensor(math.sqrt(self.config.width), dtype=x.dtype)
-        new_layers, pairs, recalled = [], [], []
-        for layer, layer_state in zip(self.layers, state.layers):
+        outs = []
+        for layer, layer_state in zip(self.layers[:layers], state.layers):
             out = layer(x, layer_state, state.position, memory)
             x = out.x
-            new_layers.append(out.state)
-            if out.pairs is not None:
-                pairs.append(out.pairs)
-            if out.recalled is not None:
-                recalled.append(out.recalled)
-        if last_only:
-            x = x[:, -1:]
-        logits = self.unembed(x)
-        new_state = State(layers=tuple(new_layers), position=state.position + tokens.shape[1],
-                          tokenizer=self.tokenizer.name).detach()
-        # Every memory layer's pairs of each token side by side: (B, T, channels, E).
-        memory_kv = MemoryKV(torch.cat([p.keys for p in pairs], 2).detach(),
-                             torch.cat([p.values for p in pairs], 2).detach()) if pairs else None
-        return ModelOutput(log_probs=logits.log_softmax(-1), state=new_state, memory_kv=memory_kv,
-                           recalled=tuple(recalled) or None)
+            outs.append(out)
+        return x, outs
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.final_norm(x)

@@ -90,3 +90,19 @@ def test_memory_pairs_are_every_memory_layers_keys_and_values_per_token(tmp_path
     config = model.config
     assert out.memory_kv.keys.shape == (1, 9, config.memory_channels, config.head_dim)
     assert out.memory_kv.values.shape == out.memory_kv.keys.shape
+
+
+def test_recall_weighs_what_a_full_read_weighs_without_the_layers_above(tmp_path):
+    model = with_memory_layers(tiny_llama(), tmp_path, memory_positions="window_edge")
+    tokens = torch.randint(0, 300, (1, LENGTH), generator=torch.Generator().manual_seed(11))
+    memory = StreamPairs()
+    with torch.no_grad():
+        read = model(tokens[:, :30])
+        memory.add(read.memory_kv, 0)
+        question = tokens[:, 30:]  # read on from there: what left the window is in memory
+        full = model(question, read.state, memory).recalled
+    recalled = model.recall(question, memory, read.state)
+    assert len(recalled) == len(full) == len(model.config.memory_layers)
+    for mine, theirs in zip(recalled, full):
+        assert torch.equal(mine.ids, theirs.ids) and torch.equal(mine.weights, theirs.weights)
+        assert (mine.ids >= 0).any()  # the question did weigh stored pairs
