@@ -159,7 +159,8 @@ class _Learned:
 
 def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int, memory_attention: bool) -> _Learned:
     model, learner = agent_learner.model, agent_learner.learner
-    agent_learner.store.catch_up()  # once per batch: the steps' searches read RAM only
+    if memory_for(model, agent_learner.store, None, attend=memory_attention) is not None:
+        agent_learner.store.catch_up()  # once per batch: the steps' searches read RAM only
     states: dict[int, State] = {}
     last_tokens: dict[int, int | None] = {}
     for session_id, (blob, last) in plan.streams.items():
