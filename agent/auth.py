@@ -81,8 +81,20 @@ def ensure_admin_key(settings: Settings, sessions: sessionmaker[Session]) -> Pat
                 file.write(key + "\n")
     try:
         with sessions.begin() as db:
-            if db.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(key))) is None:
+            row = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+            if row is None:
                 db.add(ApiKey(key_hash=hash_key(key), agent_id=None, name="admin"))
+            elif row.revoked_at is not None or row.agent_id is not None:
+                # The operator's own key works again at start, whatever happened to it before.
+                row.revoked_at, row.agent_id = None, None
     except IntegrityError:  # another process starting at the same moment stored it first
         pass
     return path
+
+
+def configured_admin_key_hash(settings: Settings) -> str | None:
+    """The hash of the admin key this server was started with (settings, or the generated file)."""
+    if settings.admin_key is not None:
+        return hash_key(settings.admin_key)
+    path = settings.data_dir / ADMIN_KEY_FILE
+    return hash_key(path.read_text().strip()) if path.exists() else None

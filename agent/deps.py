@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, defer
 
 from agent.auth import Principal, lookup
 from agent.errors import ApiError, not_found
+from agent.schemas import MAX_ID
 from agent.services import Services
 from memory.schema import Agent, Document, StreamSession
 
@@ -76,3 +77,11 @@ def document_for(db: Session, principal: Principal, document_id: int) -> Documen
     if document is None or not principal.can_access(document.agent_id):
         raise not_found(f"document {document_id}")
     return document
+
+
+# -- bounded numbers: every id the API takes is a positive 63-bit integer (SQL's BIGINT), checked
+# before SQL sees it (SQLite raised OverflowError for 2**64, a 500).
+
+_ID = {"ge": 1, "le": MAX_ID}
+PathId = Annotated[int, Path(description="a positive 63-bit id", **_ID)]
+QueryId = Annotated[int | None, Query(description="a positive 63-bit id", **_ID)]

@@ -10,6 +10,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from agent.errors import ApiError
+from agent.schemas import MAX_ID
 
 MAX_LIMIT = 500
 
@@ -23,7 +24,7 @@ def decode_cursor(cursor: str | None) -> int | None:
         return None
     try:
         kind, value = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        if kind != "c":
+        if kind != "c" or not 0 <= int(value) <= MAX_ID:  # an id: a 63-bit SQL BIGINT
             raise ValueError
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import SamplingConfig
 
 SAMPLING = SamplingConfig()  # the defaults a request may override
+MAX_ID = 2**63 - 1  # every id the API takes is a positive SQL BIGINT, checked before SQL sees it
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; larger seeds were a 500
 
 T = TypeVar("T")
 
@@ -51,7 +53,7 @@ class AgentPublic(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    agent_id: int | None = Field(None, description="the agent the key may touch; null: an admin key")
+    agent_id: int | None = Field(None, ge=1, le=MAX_ID, description="the agent the key may touch; null: an admin key")
     name: str = Field("", max_length=200)
 
 
@@ -87,9 +89,9 @@ class MessageCreate(BaseModel):
     content: str = Field(min_length=1, description="the user's message (UTF-8)")
     stream: bool = Field(False, description="reply as Server-Sent Events")
     max_tokens: int = Field(256, ge=1, le=65_536, description="byte budget of the reply")
-    temperature: float = Field(SAMPLING.temperature, ge=0, le=5, description="0: greedy")
+    temperature: float = Field(SAMPLING.temperature, ge=0, le=5, description="below 0.001 (0 included): greedy")
     top_p: float = Field(SAMPLING.top_p, gt=0, le=1)
-    seed: int | None = Field(None, ge=0, description="fixes the sample for a given state")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="fixes the sample for a given state")
     repetition_penalty: float = Field(SAMPLING.repetition_penalty, ge=1, le=5,
                                       description="divides the logits of tokens already in the reply; 1: off")
     no_repeat_ngram: int = Field(SAMPLING.no_repeat_ngram, ge=0, le=64,
@@ -189,15 +191,24 @@ class VersionPublic(BaseModel):
 
 
 class RollbackRequest(BaseModel):
-    version: int = Field(ge=0, description="the version whose weights become current again (0: the base)")
+    version: int = Field(ge=0, le=MAX_ID, description="the version whose weights become current again (0: the base)")
 
 
 # -- OpenAI-compatible chat completions --------------------------------------------------------
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content (OpenAI's content parts); only text parts are read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = Field(None, description="the text of a part of type 'text'")
+
+
 class ChatMessage(BaseModel):
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
 
 
 class ChatCompletionRequest(BaseModel):
@@ -208,7 +219,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1, le=65_536)
     temperature: float | None = Field(None, ge=0, le=5)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     repetition_penalty: float | None = Field(None, ge=1, le=5, description="extension: see MessageCreate")
     no_repeat_ngram: int | None = Field(None, ge=0, le=64, description="extension: see MessageCreate")
-    session_id: int | None = Field(None, description="continue this session (or header X-Lifelong-Session)")
+    session_id: int | None = Field(None, ge=1, le=MAX_ID,
+                                   description="continue this session (or header X-Lifelong-Session)")

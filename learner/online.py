@@ -23,8 +23,14 @@ from models.transformer import TransformerLM
 Trainable = Literal["downstream", "all"]
 
 
+# A per-entry step larger than this wrecks any model in one step (the sweeps in BENCHMARKS.md stop at 1e-2).
+MAX_LEARNING_RATE = 0.1
+
+
 @dataclass(frozen=True)
 class LearningConfig:
+    """How an agent learns online; every field is checked, so a stored setting never fails a later step."""
+
     # Step size (per entry under the normalized rule); 0 turns learning off entirely (weights stay
     # bit-identical). The defaults here were chosen by measurement on the shipped small checkpoint
     # (BENCHMARKS.md, "Learning"): the largest step whose forgetting stays about 1.02.
@@ -45,8 +51,15 @@ class LearningConfig:
     rule: Literal["normalized", "sgd"] = "normalized"
 
     def __post_init__(self) -> None:
-        if self.learning_rate < 0 or not 0 <= self.anchor_decay < 1 or self.grad_clip <= 0:
-            raise ValueError("learning_rate >= 0, 0 <= anchor_decay < 1 and grad_clip > 0 are required")
+        for name in ("learning_rate", "anchor_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        # A per-entry step of 1e30 turned every reply into NUL bytes, 1e308 failed every later event.
+        if not 0 <= self.learning_rate <= MAX_LEARNING_RATE:
+            raise ValueError(f"learning_rate must be in [0, {MAX_LEARNING_RATE}], got {self.learning_rate}")
+        if not 0 <= self.anchor_decay < 1 or self.grad_clip <= 0:
+            raise ValueError("0 <= anchor_decay < 1 and grad_clip > 0 are required")
         if self.rule not in ("normalized", "sgd"):
             raise ValueError(f"rule must be 'normalized' or 'sgd', got {self.rule!r}")
         if self.trainable not in ("downstream", "all"):

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from models import LanguageModel, State
 from models.transformer import TransformerLM
 
 EXPORT_FORMAT = 1
+MAX_SQL_INT = 2**63 - 1  # a BIGINT: larger numbers are refused before SQL sees them
 MAX_PAGE = 500
 
 
@@ -234,17 +236,38 @@ def import_ndjson(db: Session, *, store: MemoryStore, lines: Iterable[str | byte
     return len(spans)
 
 
+class ExportLine(BaseModel):
+    """One exported memory, as `export_ndjson` writes it; an import line must be one (types checked)."""
+
+    model_config = ConfigDict(strict=True)
+
+    format: int
+    agent_id: int
+    memory_id: int
+    byte_start: int = Field(ge=0, le=MAX_SQL_INT)
+    byte_end: int = Field(ge=0, le=MAX_SQL_INT)
+    text: str
+    num_tokens: int = Field(ge=1)
+    head_dim: int
+    weight_version: int = Field(ge=0, le=MAX_SQL_INT)
+    imported_from: str | None = None
+    keys: str
+    values: str
+
+
 def _span_from_line(line: str | bytes, number: int, store: MemoryStore) -> Span:
     head_dim = store.head_dim
     try:
-        item = json.loads(line)
-        if item.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"format {item.get('format')!r} is not {EXPORT_FORMAT}")
-        if item["head_dim"] != head_dim:
-            raise ValueError(f"head_dim {item['head_dim']} does not match this agent's {head_dim}")
-        keys = store.decode(base64.b64decode(item["keys"], validate=True))
-        values = store.decode(base64.b64decode(item["values"], validate=True))
-        if keys.shape != values.shape or keys.shape[0] != item["num_tokens"]:
+        raw = json.loads(line)
+        if not isinstance(raw, dict) or raw.get("format") != EXPORT_FORMAT:
+            found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+            raise ValueError(f"not a memory of export format {EXPORT_FORMAT} (found {found!r})")
+        item = ExportLine.model_validate(raw)
+        if item.head_dim != head_dim:
+            raise ValueError(f"head_dim {item.head_dim} does not match this agent's {head_dim}")
+        keys = store.decode(base64.b64decode(item.keys, validate=True))
+        values = store.decode(base64.b64decode(item.values, validate=True))
+        if keys.shape != values.shape or keys.shape[0] != item.num_tokens:
             raise ValueError(f"keys, values and num_tokens disagree (this agent stores {store.channels} pairs "
                              "per token)")
         if store.channels == 1:
@@ -252,11 +275,16 @@ def _span_from_line(line: str | bytes, number: int, store: MemoryStore) -> Span:
         return Span(
             keys=keys,
             values=values,
-            text=item["text"].encode(),
-            byte_start=int(item["byte_start"]),
-            byte_end=int(item["byte_end"]),
-            weight_version=int(item["weight_version"]),
-            imported_from=item.get("imported_from") or f"agent {item['agent_id']} memory {item['memory_id']}",
+            text=item.text.encode("utf-8", errors="replace"),
+            byte_start=item.byte_start,
+            byte_end=item.byte_end,
+            weight_version=item.weight_version,
+            imported_from=item.imported_from or f"agent {item.agent_id} memory {item.memory_id}",
         )
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
+        raise ValueError(f"import line {number}: {problems}") from None
+    except RecursionError:
+        raise ValueError(f"import line {number}: JSON nested too deeply") from None
+    except (ValueError, binascii.Error) as exc:  # not JSON, not base64, shapes that disagree
         raise ValueError(f"import line {number}: {exc}") from None

@@ -42,12 +42,17 @@ class SamplingConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
         if self.repetition_penalty < 1 or self.no_repeat_ngram < 0:
             raise ValueError("need repetition_penalty >= 1 and no_repeat_ngram >= 0")
         if not 0 <= self.min_bytes <= self.max_bytes:
             raise ValueError(f"need 0 <= min_bytes <= max_bytes, got {self.min_bytes} and {self.max_bytes}")
 
 
+# Temperatures below this sample greedily: a logit gap of 0.01 is already e^10 to 1 at 1e-3, and a
+# float32 division by 1e-300 (0 in float32) made every probability nan.
+GREEDY_BELOW = 1e-3
 StopReason = Literal["end_of_turn", "max_bytes"]
 Decoder = Callable[..., ModelOutput]
 
@@ -88,13 +93,14 @@ def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torc
         guarded[banned] = float("-inf")
         if not torch.isinf(guarded).all():  # a guard never leaves nothing to say
             logits = guarded
-    if sampling.temperature == 0:
+    if sampling.temperature < GREEDY_BELOW:
         return int(logits.argmax())
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
     if sampling.top_p < 1:
         sorted_probs, order = probs.sort(descending=True)
         before = sorted_probs.cumsum(0) - sorted_probs  # mass strictly above each token
-        sorted_probs[before >= sampling.top_p] = 0.0
+        # The most likely token always stays (a top_p below float32's smallest number would drop it).
+        sorted_probs[1:][before[1:] >= sampling.top_p] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))
 

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agent.auth import issue_key
-from agent.deps import AdminKey, CurrentKey, Db, ServicesDep, agent_for
+from agent.auth import configured_admin_key_hash, issue_key
+from agent.deps import AdminKey, CurrentKey, Db, PathId, ServicesDep, agent_for
 from agent.errors import ApiError, not_found, unprocessable
 from agent.pagination import MAX_LIMIT, keyset_page
 from agent.schemas import AgentCreate, AgentPublic, KeyCreate, KeyCreated, KeyPublic, Page
@@ -75,12 +75,12 @@ def list_agents(db: Db, principal: CurrentKey, cursor: str | None = None,
 
 
 @router.get("/agents/{agent_id}", response_model=AgentPublic)
-def get_agent(agent_id: int, db: Db, principal: CurrentKey) -> AgentPublic:
+def get_agent(agent_id: PathId, db: Db, principal: CurrentKey) -> AgentPublic:
     return agent_public(db, agent_for(db, principal, agent_id))
 
 
 @router.delete("/agents/{agent_id}", status_code=204)
-def delete_agent(agent_id: int, db: Db, services: ServicesDep, principal: AdminKey) -> Response:
+def delete_agent(agent_id: PathId, db: Db, services: ServicesDep, principal: AdminKey) -> Response:
     agent = agent_for(db, principal, agent_id)
     # Tombstones first: a process still holding this agent's index drops its memories at catch-up.
     delete_memories(db, agent_id=agent.id, everything=True)
@@ -108,10 +108,14 @@ def list_keys(db: Db, _: AdminKey, cursor: str | None = None,
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-def revoke_key(key_id: int, db: Db, _: AdminKey) -> Response:
+def revoke_key(key_id: PathId, db: Db, services: ServicesDep, _: AdminKey) -> Response:
+    """The server's configured admin key cannot be revoked (409): the operator would be locked out."""
     row = db.get(ApiKey, key_id)
     if row is None:
         raise not_found(f"key {key_id}")
+    if row.key_hash == configured_admin_key_hash(services.settings):
+        raise ApiError(409, "this is the server's configured admin key (LIFELONG_ADMIN_KEY or data_dir/admin.key); "
+                       "change it there and restart instead of revoking it")
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
         db.commit()

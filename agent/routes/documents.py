@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from agent.deps import CurrentKey, Db, ServicesDep, agent_for, document_for
+from agent.deps import CurrentKey, Db, PathId, ServicesDep, agent_for, document_for
 from agent.documents import is_ndjson, ndjson_pieces
 from agent.errors import ApiError
 from agent.schemas import DocumentPublic
@@ -33,7 +33,7 @@ def _agent_id(services, principal, agent_id: int) -> int:
 @router.post("/agents/{agent_id}/documents", status_code=202, response_model=DocumentPublic,
              openapi_extra={"requestBody": {"content": {"text/plain": {}, "application/x-ndjson": {}},
                                             "required": True}})
-async def upload_document(agent_id: int, request: Request, services: ServicesDep, principal: CurrentKey,
+async def upload_document(agent_id: PathId, request: Request, services: ServicesDep, principal: CurrentKey,
                           name: str = Query("", max_length=500)) -> JSONResponse:
     """The body is read as it arrives, never whole: bytes exactly as sent (text/plain, or any type but
     NDJSON), or the text of each `{"text": ...}` line (application/x-ndjson)."""
@@ -61,5 +61,5 @@ async def upload_document(agent_id: int, request: Request, services: ServicesDep
 
 
 @router.get("/documents/{document_id}", response_model=DocumentPublic)
-def get_document(document_id: int, db: Db, principal: CurrentKey) -> DocumentPublic:
+def get_document(document_id: PathId, db: Db, principal: CurrentKey) -> DocumentPublic:
     return document_public(document_for(db, principal, document_id))

@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from agent.deps import CurrentKey, Db, ServicesDep, agent_for
+from agent.deps import CurrentKey, Db, PathId, QueryId, ServicesDep, agent_for
 from agent.errors import not_found, unprocessable
 from agent.schemas import Deleted, Imported, MemoryPublic, Page, RecallHitPublic, RecallRequest
 from memory.admin import MAX_PAGE, delete_memories, export_ndjson, get_memory, import_ndjson, list_memories
@@ -17,10 +17,11 @@ router = APIRouter(prefix="/v1", tags=["memories"])
 
 
 @router.get("/agents/{agent_id}/memories", response_model=Page[MemoryPublic])
-def list_agent_memories(agent_id: int, db: Db, principal: CurrentKey, cursor: str | None = None,
-                        limit: int = Query(50, ge=1, le=MAX_PAGE), document_id: int | None = None,
-                        session_id: int | None = None, event_id: int | None = None,
-                        text: str | None = Query(None, description="only memories whose text contains this")):
+def list_agent_memories(agent_id: PathId, db: Db, principal: CurrentKey, cursor: str | None = None,
+                        limit: int = Query(50, ge=1, le=MAX_PAGE), document_id: QueryId = None,
+                        session_id: QueryId = None, event_id: QueryId = None,
+                        text: str | None = Query(None, max_length=1000,
+                                                 description="only memories whose text contains this")):
     """Newest first."""
     agent = agent_for(db, principal, agent_id)
     with unprocessable():
@@ -37,21 +38,21 @@ def _memory_agent(db, principal, memory_id: int) -> int:
 
 
 @router.get("/memories/{memory_id}", response_model=MemoryPublic)
-def get_one_memory(memory_id: int, db: Db, principal: CurrentKey) -> MemoryPublic:
+def get_one_memory(memory_id: PathId, db: Db, principal: CurrentKey) -> MemoryPublic:
     return MemoryPublic.model_validate(get_memory(db, agent_id=_memory_agent(db, principal, memory_id),
                                                   memory_id=memory_id))
 
 
 @router.delete("/memories/{memory_id}", status_code=204)
-def delete_one_memory(memory_id: int, db: Db, principal: CurrentKey) -> Response:
+def delete_one_memory(memory_id: PathId, db: Db, principal: CurrentKey) -> Response:
     delete_memories(db, agent_id=_memory_agent(db, principal, memory_id), memory_id=memory_id)
     db.commit()
     return Response(status_code=204)
 
 
 @router.delete("/agents/{agent_id}/memories", response_model=Deleted)
-def delete_agent_memories(agent_id: int, db: Db, principal: CurrentKey, document_id: int | None = None,
-                          session_id: int | None = None, event_id: int | None = None,
+def delete_agent_memories(agent_id: PathId, db: Db, principal: CurrentKey, document_id: QueryId = None,
+                          session_id: QueryId = None, event_id: QueryId = None,
                           all: bool = Query(False, description="delete every memory of the agent")) -> Deleted:
     agent = agent_for(db, principal, agent_id)
     with unprocessable(message="name exactly one of ?document_id=, ?session_id=, ?event_id= or ?all=true"):
@@ -62,7 +63,7 @@ def delete_agent_memories(agent_id: int, db: Db, principal: CurrentKey, document
 
 
 @router.post("/agents/{agent_id}/memories/recall", response_model=list[RecallHitPublic])
-async def recall_memories(agent_id: int, body: RecallRequest, services: ServicesDep,
+async def recall_memories(agent_id: PathId, body: RecallRequest, services: ServicesDep,
                           principal: CurrentKey) -> list[RecallHitPublic]:
     """The memories the retrieval layer would fetch while reading `query` (from a fresh stream)."""
 
@@ -78,7 +79,7 @@ async def recall_memories(agent_id: int, body: RecallRequest, services: Services
 
 @router.get("/agents/{agent_id}/memories/export", response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}}}})
-def export_memories(agent_id: int, db: Db, services: ServicesDep, principal: CurrentKey) -> StreamingResponse:
+def export_memories(agent_id: PathId, db: Db, services: ServicesDep, principal: CurrentKey) -> StreamingResponse:
     """One JSON line per memory, pairs included, oldest first; streamed from the database."""
     agent_id = agent_for(db, principal, agent_id).id
 
@@ -92,7 +93,7 @@ def export_memories(agent_id: int, db: Db, services: ServicesDep, principal: Cur
 
 @router.post("/agents/{agent_id}/memories/import", response_model=Imported,
              openapi_extra={"requestBody": {"content": {"application/x-ndjson": {}}, "required": True}})
-async def import_memories(agent_id: int, request: Request, services: ServicesDep, principal: CurrentKey) -> Imported:
+async def import_memories(agent_id: PathId, request: Request, services: ServicesDep, principal: CurrentKey) -> Imported:
     """All or nothing: a bad line is a 422 naming it, and nothing is imported."""
     body = await request.body()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.concurrency import run_in_threadpool
@@ -20,7 +21,7 @@ from agent.auth import Principal
 from agent.deps import CurrentKey, ServicesDep
 from agent.errors import ApiError, not_found, unprocessable
 from agent.runtime import TurnResult
-from agent.schemas import ChatCompletionRequest
+from agent.schemas import MAX_ID, ChatCompletionRequest
 from agent.services import Services
 from agent.sse import SSE_HEADERS, sse_event
 from agent.turns import chat_target, message_bytes, run_turn, stream_turn
@@ -39,7 +40,10 @@ def _last_user_text(body: ChatCompletionRequest) -> str:
             if isinstance(message.content, str):
                 return message.content
             if isinstance(message.content, list):  # content parts: only text parts carry input here
-                return "".join(part.get("text", "") for part in message.content if part.get("type") == "text")
+                texts = [part.text for part in message.content if part.type == "text"]
+                if None in texts:
+                    raise ApiError(422, "messages: a content part of type 'text' needs a 'text' string")
+                return "".join(texts)
     raise ApiError(422, "messages holds no user message; the last user message is the new input")
 
 
@@ -62,7 +66,7 @@ def _finish_reason(result: TurnResult) -> str:
 
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, principal: CurrentKey,
-                           x_lifelong_session: int | None = Header(None)):
+                           x_lifelong_session: Annotated[int | None, Header(ge=1, le=MAX_ID)] = None):
     content = message_bytes(_last_user_text(body), services.settings.max_message_bytes)
     if not content:
         raise ApiError(422, "the last user message is empty")

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent.deps import CurrentKey, Db, ServicesDep, agent_for, session_for
+from agent.deps import CurrentKey, Db, PathId, ServicesDep, agent_for, session_for
 from agent.errors import unprocessable
 from agent.pagination import MAX_LIMIT, keyset_page
 from agent.runtime import TurnResult
@@ -37,7 +37,7 @@ def session_public(db: Session, session: StreamSession) -> SessionPublic:
 
 
 @router.post("/agents/{agent_id}/sessions", status_code=201, response_model=SessionPublic)
-def create_chat_session(agent_id: int, db: Db, principal: CurrentKey) -> SessionPublic:
+def create_chat_session(agent_id: PathId, db: Db, principal: CurrentKey) -> SessionPublic:
     agent = agent_for(db, principal, agent_id)
     session = create_session(db, agent_id=agent.id, kind="chat")
     db.commit()
@@ -55,7 +55,7 @@ def list_sessions(
 
 
 @router.get("/sessions/{session_id}", response_model=SessionPublic)
-def get_session(session_id: int, db: Db, principal: CurrentKey) -> SessionPublic:
+def get_session(session_id: PathId, db: Db, principal: CurrentKey) -> SessionPublic:
     return session_public(db, session_for(db, principal, session_id))
 
 
@@ -83,7 +83,7 @@ def turn_public(result: TurnResult, bytes_in: int) -> TurnPublic:
         }
     },
 )
-async def post_message(session_id: int, body: MessageCreate, services: ServicesDep, principal: CurrentKey):
+async def post_message(session_id: PathId, body: MessageCreate, services: ServicesDep, principal: CurrentKey):
     content = message_bytes(body.content, services.settings.max_message_bytes)
     target = await chat_target(services, principal, session_id)
     with unprocessable("content: "):  # before anything is logged or a stream is opened
@@ -111,7 +111,7 @@ async def post_message(session_id: int, body: MessageCreate, services: ServicesD
 
 @router.get("/sessions/{session_id}/messages", response_model=Page[MessagePublic])
 def list_messages(
-    session_id: int,
+    session_id: PathId,
     db: Db,
     principal: CurrentKey,
     cursor: str | None = None,

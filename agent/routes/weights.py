@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from agent.deps import CurrentKey, Db, agent_for
+from agent.deps import CurrentKey, Db, PathId, agent_for
 from agent.errors import ApiError
 from agent.schemas import RollbackRequest, VersionPublic
 from learner.versions import VersionNotFound, list_versions, rollback
@@ -14,13 +14,13 @@ router = APIRouter(prefix="/v1", tags=["weights"])
 
 
 @router.get("/agents/{agent_id}/weights", response_model=list[VersionPublic])
-def list_weight_versions(agent_id: int, db: Db, principal: CurrentKey) -> list[VersionPublic]:
+def list_weight_versions(agent_id: PathId, db: Db, principal: CurrentKey) -> list[VersionPublic]:
     """Kept versions, newest first (version 0, the base checkpoint, is implicit)."""
     return [VersionPublic.model_validate(v) for v in list_versions(db, agent_for(db, principal, agent_id).id)]
 
 
 @router.post("/agents/{agent_id}/weights/rollback", response_model=VersionPublic)
-def rollback_weights(agent_id: int, body: RollbackRequest, db: Db, principal: CurrentKey) -> VersionPublic:
+def rollback_weights(agent_id: PathId, body: RollbackRequest, db: Db, principal: CurrentKey) -> VersionPublic:
     """Serving picks the new version up at its next request; learning continues from it."""
     agent = agent_for(db, principal, agent_id)
     lock_agent(db, agent.id)  # a learner publishing meanwhile would otherwise race for the same number

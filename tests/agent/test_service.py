@@ -294,11 +294,36 @@ def test_every_bad_input_gets_its_4xx(deployment):
             (admin.post("/v1/agents", json={"name": "x", "learning": {"nonsense": 1}}), 422),
             (admin.post("/v1/agents", json={"name": "y", "base_checkpoint": "/no/such/model"}), 422),
             (admin.post("/v1/agents", json={"name": "bad name!"}), 422),
+            # Numbers past what SQL and torch hold are refused before they see them (each was a 500).
+            (client.get("/v1/agents/18446744073709551616"), 422),
+            (client.get("/v1/agents/0"), 422),
+            (admin.get("/v1/agents", params={"cursor": "YzoxODQ0Njc0NDA3MzcwOTU1MTYxNg=="}), 422),
+            (client.get(f"/v1/agents/{agent_id}/memories", params={"session_id": 2**64}), 422),
+            (client.get(f"/v1/agents/{agent_id}/memories", params={"text": "x" * 5000}), 422),
+            (client.post(messages, json={"content": "hi", "seed": 2**64}), 422),
+            (client.post("/v1/chat/completions", headers={"X-Lifelong-Session": str(2**64)},
+                         json={"model": "strict", "messages": [{"role": "user", "content": "hi"}]}), 422),
+            (client.post("/v1/chat/completions",
+                         json={"model": "strict", "messages": [{"role": "user",
+                                                                "content": [{"type": "text", "text": 5}]}]}), 422),
+            (admin.post("/v1/agents", json={"name": "z", "learning": {"learning_rate": 1e308}}), 422),
+            (admin.post("/v1/agents", json={"name": "w", "learning": {"learning_rate": "fast"}}), 422),
+            *[(client.post(f"/v1/agents/{agent_id}/memories/import", content=line), 422)
+              for line in (b"[1,2]", b"5", b"null", b'{"format": 1, "text": 5}', b"[" * 50_000 + b"]" * 50_000)],
         ]
         for number, (response, status) in enumerate(cases):
             assert response.status_code == status, (number, response.status_code, response.text)
             error = response.json()["error"]
             assert error["code"] and error["message"], (number, response.text)
+
+        # Extreme but valid sampling numbers sample greedily instead of failing.
+        extreme = client.post(messages, json={"content": "hi", "temperature": 1e-300, "top_p": 5e-324, "max_tokens": 8})
+        assert extreme.status_code == 200, extreme.text
+        # The server's own admin key cannot be revoked through the API: the operator would be locked out.
+        own = [key["id"] for key in admin.get("/v1/keys").json()["data"] if key["name"] == "admin"]
+        refused = admin.delete(f"/v1/keys/{own[0]}")
+        assert refused.status_code == 409 and "configured admin key" in refused.json()["error"]["message"]
+        assert admin.get("/v1/agents").status_code == 200
 
         # An oversized streamed document (no Content-Length) stops at the limit: 413, recorded as failed.
         def too_much():

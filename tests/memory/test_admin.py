@@ -199,3 +199,18 @@ def test_a_bad_import_line_names_itself_and_writes_nothing(sessions, make_agent,
     assert len(fresh.search(torch.ones(1, 1, 1, store.head_dim), 4).mask.nonzero()) == 0
     with sessions() as db:
         assert list_memories(db, agent_id=fresh.agent_id).items == []
+
+
+@pytest.mark.parametrize("bad", ["[1,2]", "5", "null", '"text"', '{"format": 1, "text": 5}',
+                                 "[" * 100_000 + "]" * 100_000, '{"format": 1, "byte_start": 18446744073709551616}',
+                                 "{not json"])
+def test_every_kind_of_bad_import_line_is_a_value_error_naming_it(sessions, make_agent, agent_with_memories, bad):
+    agent, store, *_ = agent_with_memories
+    with sessions() as db:
+        good = next(iter(export_ndjson(db, agent_id=agent)))
+    fresh = MemoryStore(agent_id=make_agent("copy"), sessions=sessions, head_dim=store.head_dim)
+    with pytest.raises(ValueError, match="import line 2: ") as raised, sessions.begin() as db:
+        import_ndjson(db, store=fresh, lines=[good, bad])
+    assert len(str(raised.value)) < 2000  # a sentence, not a dump
+    with sessions() as db:
+        assert list_memories(db, agent_id=fresh.agent_id).items == []

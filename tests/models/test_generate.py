@@ -67,6 +67,17 @@ def test_sampler_respects_top_p_and_never_emits_role_tokens():
         SamplingConfig(top_p=0)
 
 
+@pytest.mark.parametrize("temperature, top_p", [(1e-300, 0.9), (1.0, 5e-324), (1e-300, 5e-324), (5.0, 1.0)])
+def test_extreme_but_valid_sampling_numbers_still_draw_a_token(temperature, top_p):
+    logits = torch.full((264,), -10.0)
+    logits[65], logits[66] = 5.0, 4.0
+    allowed = ByteTokenizer().generatable()
+    draw = sample_token(logits, SamplingConfig(temperature=temperature, top_p=top_p), torch.Generator(), allowed)
+    assert draw == 65 or (temperature == 5.0 and allowed[draw])
+    with pytest.raises(ValueError, match="seed"):
+        SamplingConfig(seed=2**64)
+
+
 def test_min_bytes_holds_end_of_turn_back(tiny_model):
     model = ScriptedModel(tiny_model, [int(Special.END_OF_TURN), 65, int(Special.END_OF_TURN)]).eval()
     gen = generate(model, torch.tensor([[1]]), sampling=SamplingConfig(temperature=0, min_bytes=1))
