@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.recall_note import recalled_note, with_note
 from learner.base import load_base
-from learner.eventlog import append_events
+from learner.eventlog import append_events, mark_event_failed
 from learner.serving import ServingModel
 from learner.stream_format import turn_prompt
 from memory.admin import RecallHit, recall
@@ -134,20 +134,23 @@ class AgentRuntime:
     def chat(self, *, session_id: int, content: bytes, sampling: SamplingConfig,
              on_piece: Callable[[str], None] = lambda piece: None) -> TurnResult:
         """One turn: log `content`, stream the reply's pieces to `on_piece`, log the reply and the state.
-        ValueError, before anything is logged, for content the model's vocabulary cannot spell."""
+        ValueError, before anything is logged, for content the model's vocabulary cannot spell. A turn
+        that fails before its reply is logged marks the message failed: it is never learned alone."""
         started = time.perf_counter()
         sampling = dataclasses.replace(sampling, min_bytes=1)  # an event holds at least one byte
         self.check_content(content)
         with self._lock_for(session_id), chat_turn_lock(self.sessions, session_id):
             with self.sessions.begin() as db:
                 user_event_id = append_events(db, session_id=session_id, events=[("user", content)])[0].id
-            last_logged = user_event_id
             try:
                 result = self._reply(session_id, user_event_id, sampling, on_piece, started)
-                last_logged = result.reply_event_id
-                return result
-            finally:
-                self._enqueue_learning(last_logged)
+            except Exception as exc:
+                with self.sessions.begin() as db:
+                    mark_event_failed(db, agent_id=self.agent_id, event_id=user_event_id,
+                                      reason=f"the reply failed: {type(exc).__name__}: {exc}")
+                raise
+            self._enqueue_learning(result.reply_event_id)
+            return result
 
     def _reply(self, session_id: int, user_event_id: int, sampling: SamplingConfig,
                on_piece: Callable[[str], None], started: float) -> TurnResult:

@@ -110,6 +110,13 @@ def mark_failed(db: Session, *, agent_id: int, through_event_id: int, reason: st
     return count
 
 
+def mark_event_failed(db: Session, *, agent_id: int, event_id: int, reason: str) -> bool:
+    """Mark one event failed unless a learner got to it first; returns whether it was marked."""
+    lock_agent(db, agent_id)  # before the event rows a learner's commit also writes
+    return db.execute(update(Event).where(Event.id == event_id, Event.learned_at.is_(None),
+                                          Event.failed_reason.is_(None)).values(failed_reason=reason)).rowcount == 1
+
+
 def mark_document_failed(db: Session, *, document_id: int, reason: str) -> None:
     """The document failed; its chunks not learned yet are never learned (those learned stay learned)."""
     agent_id = db.scalar(select(Document.agent_id).where(Document.id == document_id))

@@ -54,6 +54,10 @@ class LearnConflict(RuntimeError):
     """Other learners of this agent kept committing first; a transient condition, worth a retry."""
 
 
+class AgentGone(LookupError):
+    """The agent was deleted: its queued work has nothing left to do."""
+
+
 @dataclass
 class AgentLearner:
     """One agent's model at one version, with its online learner; cached by a worker process."""
@@ -292,7 +296,8 @@ def _learn_batch(
         with sessions() as db:
             plan = _read_plan(db, agent_id, event_id, max_events)
         if plan is None:
-            raise LookupError(f"agent {agent_id} does not exist")
+            cache.forget(agent_id)  # and its store: a later agent must never inherit either
+            raise AgentGone(f"agent {agent_id} does not exist")
         if not plan.events:
             return LearnReport(version=plan.version, attempts=attempt)
         try:
@@ -305,6 +310,8 @@ def _learn_batch(
                 time.sleep(commit_delay_s)
             with sessions.begin() as db:
                 lock_agent(db, agent_id)
+                if db.get(Agent, agent_id) is None:  # deleted while this batch learned
+                    raise AgentGone(f"agent {agent_id} was deleted")
                 version = _commit(db, plan, learned, agent_learner, keep_versions) if _unchanged(db, plan) else None
         except BaseException:
             cache.forget(agent_id)  # RAM weights moved past every committed version

@@ -19,7 +19,7 @@ from sqlalchemy import exc as sql_errors
 
 from learner.base import load_base
 from learner.eventlog import mark_failed
-from learner.learn import LearnConflict, learn_through
+from learner.learn import AgentGone, LearnConflict, learn_through
 from memory.admin import stored_tokens
 from memory.db import make_engine, make_session_factory
 from memory.schema import Agent
@@ -53,6 +53,9 @@ def _run(task: Task, work: Callable[[WorkerContext], dict], fail: Callable[[Work
     context = _context(task)
     try:
         return work(context)
+    except AgentGone as exc:  # deleted with work still queued: nothing to do, nothing to mark
+        log.info("%s%s: %s; skipped", task.name, task.request.args, exc)
+        return {"skipped": str(exc)}
     except TRANSIENT as exc:
         if task.request.retries < context.settings.task_max_retries:
             countdown = min(60.0, 2.0**task.request.retries) * random.uniform(0.5, 1.0)
@@ -98,7 +101,7 @@ def snapshot_memory(self: Task, agent_id: int) -> dict:
         with context.sessions() as db:
             agent = db.get(Agent, agent_id)
             if agent is None:
-                raise LookupError(f"agent {agent_id} does not exist")
+                raise AgentGone(f"agent {agent_id} does not exist")
         config = load_base(agent.base_checkpoint, context.settings.device).config
         store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=config.head_dim,
                             channels=config.memory_channels, search_openings=config.memory_searches_openings,

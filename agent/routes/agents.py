@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -87,6 +88,8 @@ def delete_agent(agent_id: PathId, db: Db, services: ServicesDep, principal: Adm
     db.delete(agent)
     db.commit()
     services.runtimes.drop(agent_id)
+    # Files kept per agent go with it: a later agent must never open this one's index snapshot.
+    shutil.rmtree(services.settings.snapshot_dir(agent_id), ignore_errors=True)
     return Response(status_code=204)
 
 

@@ -203,3 +203,25 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
     # The note was read, not kept: the state read what the log holds (give or take the reply's tokens, which
     # it keeps as sampled while the log re-spells them), far from the log plus the note.
     assert abs(State.from_bytes(row.state).position - len(logged)) < len(note) // 2
+
+
+def test_a_turn_that_fails_before_its_reply_leaves_its_message_failed_never_learned(sessions, imported_agent,
+                                                                                     monkeypatch):
+    agent_id, runtime_of = imported_agent
+    runtime = runtime_of()
+    session_id = _new_session(sessions, agent_id)
+    enqueued = []
+    monkeypatch.setattr(runtime, "_enqueue_learning", enqueued.append)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model fell over")
+
+    monkeypatch.setattr(runtime, "_reply", broken)
+    with pytest.raises(RuntimeError, match="fell over"):
+        runtime.chat(session_id=session_id, content=b"hello there", sampling=GREEDY)
+    with sessions() as db:
+        (event,) = db.scalars(select(Event).where(Event.session_id == session_id)).all()
+    assert event.failed_reason == "the reply failed: RuntimeError: the model fell over" and enqueued == []
+    learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=event.id)
+    with sessions() as db:
+        assert db.get(Event, event.id).learned_at is None  # the learner leaves a failed message alone

@@ -91,3 +91,24 @@ def test_learning_past_the_minimum_writes_a_snapshot_a_store_opens_from(tmp_path
     store = MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=load_base(TINY).config.head_dim)
     assert store.load_snapshot(settings.snapshot_dir(agent_id)) and len(store) == 52 + 82
     engine.dispose()
+
+
+def test_work_queued_for_a_deleted_agent_is_skipped_quietly(app, sessions, monkeypatch, caplog):
+    agent_id, session_id = new_agent(sessions, "a")
+    with sessions.begin() as db:
+        first = append_events(db, session_id=session_id, events=[("user", b"hello")])[0].id
+        second = append_events(db, session_id=session_id, events=[("user", b"again")])[0].id
+    real_learn = workers.tasks.learn_through.__globals__["_learn"]
+
+    def deleted_while_learning(*args, **kwargs):  # the agent goes between learning and committing
+        learned = real_learn(*args, **kwargs)
+        with sessions.begin() as db:
+            db.delete(db.get(Agent, agent_id))
+        return learned
+
+    monkeypatch.setitem(workers.tasks.learn_through.__globals__, "_learn", deleted_while_learning)
+    assert "skipped" in app.tasks["lifelong.learn"].apply(args=(agent_id, first)).get()
+    assert "skipped" in app.tasks["lifelong.learn"].apply(args=(agent_id, second)).get()  # gone already
+    assert not [record for record in caplog.records if record.levelname in ("ERROR", "WARNING")]
+    with sessions() as db:
+        assert db.get(Event, first) is None  # its log went with it; nothing was written for it
