@@ -1,4 +1,7 @@
-"""Errors as JSON a person can act on: `{"error": {"code": "...", "message": "..."}}`, never a 500 for bad input."""
+"""Errors as JSON a person can act on, never a 500 for bad input:
+`{"error": {"code": "...", "message": "...", "type": "...", "param": "..." | null}}` (`type` and `param`
+as OpenAI's errors have them, so its clients read ours). Invalid input is a 422, except on the
+OpenAI-compatible routes, where OpenAI's clients expect a 400."""
 
 from __future__ import annotations
 
@@ -18,12 +21,21 @@ CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
          503: "unavailable"}
 
 
-class ApiError(StarletteHTTPException):
-    """An HTTP error with a stable machine-readable code and a sentence for people."""
+# OpenAI's error types by status.
+TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 500: "server_error",
+         503: "server_error"}
+# Routes whose clients are OpenAI's: invalid input there is a 400, as OpenAI answers it.
+OPENAI_ROUTES = ("/v1/chat/completions", "/v1/models")
 
-    def __init__(self, status_code: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+
+class ApiError(StarletteHTTPException):
+    """An HTTP error with a stable machine-readable code and a sentence for people (`param`: the field at fault)."""
+
+    def __init__(self, status_code: int, message: str, code: str | None = None, headers: dict[str, str] | None = None,
+                 param: str | None = None):
         super().__init__(status_code, detail=message, headers=headers)
         self.code = code or CODES.get(status_code, "error")
+        self.param = param
 
 
 @contextmanager
@@ -41,8 +53,11 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} not found; check the id (and that your key belongs to its agent)")
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   param: str | None = None) -> JSONResponse:
+    kind = TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return JSONResponse({"error": {"code": code, "message": message, "type": kind, "param": param}},
+                        status_code=status, headers=headers)
 
 
 def _location(loc) -> str:
@@ -55,19 +70,23 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         return error_response(422, "invalid_utf8", "the request body is not valid UTF-8; send UTF-8 encoded JSON")
     code = getattr(exc, "code", None) or CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    status = exc.status_code
+    if status == 422 and request.url.path.startswith(OPENAI_ROUTES):
+        status = 400
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}; see /docs"
-    return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+    return error_response(status, code, message, getattr(exc, "headers", None), getattr(exc, "param", None))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
+    status = 400 if request.url.path.startswith(OPENAI_ROUTES) else 422
     if any(error.get("type") == "json_invalid" for error in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid")
         reason = (detail.get("ctx") or {}).get("error", "malformed")
-        return error_response(422, "malformed_json", f"the request body is not valid JSON ({reason})")
+        return error_response(status, "malformed_json", f"the request body is not valid JSON ({reason})")
     parts = [f"{_location(error['loc'])}: {error['msg']}" for error in errors]
-    return error_response(422, "invalid_request", "; ".join(parts))
+    return error_response(status, "invalid_request", "; ".join(parts), param=_location(errors[0]["loc"]))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -60,6 +60,8 @@ class TurnResult:
     weight_version: int
     first_byte_ms: float
     elapsed_ms: float
+    prompt_tokens: int = 0  # the model's tokens this turn read before replying (the message, its frame)
+    reply_tokens: int = 0  # the model's tokens of the reply, its end of turn included
 
 
 @dataclass
@@ -193,7 +195,8 @@ class AgentRuntime:
         return TurnResult(user_event_id=user_event_id, reply_event_id=reply_event_id, reply=reply,
                           stop_reason=generation.stop_reason, weight_version=version,
                           first_byte_ms=first_byte_ms if first_byte_ms is not None else 0.0,
-                          elapsed_ms=(time.perf_counter() - started) * 1000)
+                          elapsed_ms=(time.perf_counter() - started) * 1000, prompt_tokens=len(prompt),
+                          reply_tokens=len(generation.tokens) + len(model.tokenizer.chat.turn_end))
 
     def _note(self, db: Session, model: LanguageModel, session_id: int, state: State | None,
               unread: list[Event]) -> list[int]:

@@ -211,6 +211,10 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart] | None = None
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = Field(False, description="send a last chunk with the turn's token counts")
+
+
 class ChatCompletionRequest(BaseModel):
     model: str = Field(description="the agent's name")
     messages: list[ChatMessage] = Field(min_length=1, description="only the last user message is new input")
@@ -224,3 +228,26 @@ class ChatCompletionRequest(BaseModel):
     no_repeat_ngram: int | None = Field(None, ge=0, le=64, description="extension: see MessageCreate")
     session_id: int | None = Field(None, ge=1, le=MAX_ID,
                                    description="continue this session (or header X-Lifelong-Session)")
+    stream_options: StreamOptions | None = None
+    # Accepted so that a request using them gets a clear 400 instead of being silently half-served.
+    n: int | None = Field(None, ge=1, description="only 1: an agent has one reply per turn")
+    tools: list[dict[str, Any]] | None = Field(None, description="not supported (400)")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="not supported (400)")
+    functions: list[dict[str, Any]] | None = Field(None, description="not supported (400)")
+    response_format: dict[str, Any] | None = Field(None, description="only {'type': 'text'}")
+    logprobs: bool | None = Field(None, description="not supported (400 when true)")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="not supported (400 when set)")
+
+
+class ModelObject(BaseModel):
+    """OpenAI's model object: an agent the key may chat with."""
+
+    id: str = Field(description="the agent's name")
+    object: Literal["model"] = "model"
+    created: int = Field(description="when the agent was created, Unix seconds")
+    owned_by: str = "lifelong"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]

@@ -1,15 +1,20 @@
-"""OpenAI-compatible chat completions: `model` names the agent, the last user message is the new input.
+"""OpenAI-compatible chat completions and models: `model` names the agent, the last user message is
+the new input.
 
 The session is the header X-Lifelong-Session or the body's `session_id`; without either a new chat
 session is created, and every response names its session in the X-Lifelong-Session header.
 Earlier messages in `messages` are ignored: the session's state has read them already.
+What an agent cannot do (several choices, tools, JSON modes, log-probabilities) is a 400 saying so,
+never silently ignored. Usage counts the model's own tokens.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header
@@ -18,10 +23,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 
 from agent.auth import Principal
-from agent.deps import CurrentKey, ServicesDep
+from agent.deps import CurrentKey, Db, ServicesDep
 from agent.errors import ApiError, not_found, unprocessable
 from agent.runtime import TurnResult
-from agent.schemas import MAX_ID, ChatCompletionRequest
+from agent.schemas import MAX_ID, ChatCompletionRequest, ModelList, ModelObject
 from agent.services import Services
 from agent.sse import SSE_HEADERS, sse_event
 from agent.turns import chat_target, message_bytes, run_turn, stream_turn
@@ -29,6 +34,7 @@ from learner.eventlog import create_session
 from memory.schema import Agent
 from models import SamplingConfig
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])
 SESSION_HEADER = "X-Lifelong-Session"
 DEFAULTS = SamplingConfig()
@@ -60,6 +66,49 @@ def _session_for(services: Services, principal: Principal, agent_name: str, sess
         return session.id
 
 
+def _refuse_unsupported(body: ChatCompletionRequest) -> None:
+    """400 for what a request asks that an agent's turn cannot give, naming the field."""
+    unsupported = [
+        ("n", body.n not in (None, 1), "an agent gives one reply per turn; leave n at 1"),
+        ("tools", bool(body.tools), "tool calls are not supported; send the conversation without tools"),
+        ("functions", bool(body.functions), "function calls are not supported"),
+        ("tool_choice", body.tool_choice not in (None, "none"), "tool calls are not supported"),
+        ("response_format", (body.response_format or {}).get("type", "text") != "text",
+         "only text replies are supported (response_format {'type': 'text'})"),
+        ("logprobs", bool(body.logprobs), "log-probabilities are not returned"),
+        ("top_logprobs", body.top_logprobs is not None, "log-probabilities are not returned"),
+    ]
+    for param, asked, why in unsupported:
+        if asked:
+            raise ApiError(400, f"{param}: {why}", code="unsupported", param=param)
+
+
+def _usage(result: TurnResult) -> dict:
+    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.reply_tokens,
+            "total_tokens": result.prompt_tokens + result.reply_tokens}
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(db: Db, principal: CurrentKey) -> ModelList:
+    """The agents this key may chat with, as OpenAI's model objects (oldest first)."""
+    query = select(Agent.name, Agent.created_at).order_by(Agent.id)
+    if principal.agent_id is not None:
+        query = query.where(Agent.id == principal.agent_id)
+    return ModelList(data=[_model(name, created) for name, created in db.execute(query)])
+
+
+@router.get("/models/{model}", response_model=ModelObject)
+def retrieve_model(model: str, db: Db, principal: CurrentKey) -> ModelObject:
+    row = db.execute(select(Agent.id, Agent.name, Agent.created_at).where(Agent.name == model)).first()
+    if row is None or not principal.can_access(row.id):
+        raise not_found(f"model (agent) {model!r}")
+    return _model(row.name, row.created_at)
+
+
+def _model(name: str, created: datetime) -> ModelObject:
+    return ModelObject(id=name, created=int(created.replace(tzinfo=created.tzinfo or UTC).timestamp()))
+
+
 def _finish_reason(result: TurnResult) -> str:
     return "stop" if result.stop_reason == "end_of_turn" else "length"
 
@@ -67,6 +116,7 @@ def _finish_reason(result: TurnResult) -> str:
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, principal: CurrentKey,
                            x_lifelong_session: Annotated[int | None, Header(ge=1, le=MAX_ID)] = None):
+    _refuse_unsupported(body)
     content = message_bytes(_last_user_text(body), services.settings.max_message_bytes)
     if not content:
         raise ApiError(422, "the last user message is empty")
@@ -91,18 +141,31 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
             **base, "object": "chat.completion",
             "choices": [{"index": 0, "finish_reason": _finish_reason(result), "logprobs": None,
                          "message": {"role": "assistant", "content": result.reply.decode("utf-8", errors="replace")}}],
-            "usage": {"prompt_tokens": len(content) + 2, "completion_tokens": len(result.reply) + 1,
-                      "total_tokens": len(content) + len(result.reply) + 3},
+            "usage": _usage(result),
         }, headers=headers)
 
     def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
         return sse_event(None, {**base, "object": "chat.completion.chunk",
                                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
 
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+
     async def events():
         yield chunk({"role": "assistant", "content": ""})
-        async for item in stream_turn(services, target, content, sampling):
-            yield chunk({}, _finish_reason(item)) if isinstance(item, TurnResult) else chunk({"content": item})
+        try:
+            async for item in stream_turn(services, target, content, sampling):
+                if isinstance(item, TurnResult):
+                    yield chunk({}, _finish_reason(item))
+                    if include_usage:  # OpenAI's last chunk: no choices, the usage
+                        yield sse_event(None, {**base, "object": "chat.completion.chunk", "choices": [],
+                                               "usage": _usage(item)})
+                else:
+                    yield chunk({"content": item})
+        except Exception as exc:  # the stream has started: say so in it, then end it properly
+            log.exception("chat completion stream of session %s failed", session_id)
+            failure = {"message": f"the reply failed: {type(exc).__name__}", "type": "server_error", "param": None,
+                       "code": "internal_error"}
+            yield sse_event(None, {"error": failure})
         yield sse_event(None, "[DONE]")
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})

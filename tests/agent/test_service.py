@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -206,6 +207,35 @@ def test_the_openai_client_streams_a_reply(deployment):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nobody", messages=[{"role": "user", "content": "hi"}])
 
+    # What tools call first: the models this key may use, as OpenAI's model objects.
+    assert [model.id for model in client.models.list()] == ["oracle"]
+    assert client.models.retrieve("oracle").owned_by == "lifelong"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nobody")
+    # The last chunk carries the usage when asked; counts are the model's tokens.
+    chunks = list(client.chat.completions.create(model="oracle", messages=[{"role": "user", "content": "more"}],
+                                                 stream=True, max_tokens=8, stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    # What an agent cannot do is refused, naming the field, in OpenAI's error shape.
+    for unsupported in ({"n": 3}, {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+                        {"response_format": {"type": "json_object"}}, {"logprobs": True}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="oracle", messages=[{"role": "user", "content": "hi"}],
+                                           **unsupported)
+        assert refused.value.param == next(iter(unsupported)) and refused.value.type == "invalid_request_error"
+
+    async def through_the_async_client() -> tuple[str, str]:
+        async with openai.AsyncOpenAI(base_url=f"{deployment.url}/v1", api_key=key, max_retries=0) as client:
+            whole = await client.chat.completions.create(model="oracle", max_tokens=8,
+                                                         messages=[{"role": "user", "content": "hi"}])
+            pieces = [chunk.choices[0].delta.content or "" async for chunk in await client.chat.completions.create(
+                model="oracle", max_tokens=8, stream=True, messages=[{"role": "user", "content": "again"}])]
+            return whole.choices[0].message.content, "".join(pieces)
+
+    assert all(asyncio.run(through_the_async_client()))
+
 
 def test_an_agent_key_sees_nothing_of_another_agent(deployment):
     (owner, owner_key), (_, other_key) = new_agent(deployment, "owner"), new_agent(deployment, "other")
@@ -288,7 +318,7 @@ def test_every_bad_input_gets_its_4xx(deployment):
                     "/v1/chat/completions",
                     json={"model": "strict", "messages": [{"role": "system", "content": "no user here"}]},
                 ),
-                422,
+                400,  # OpenAI's clients expect invalid input on its routes to be a 400
             ),
             (admin.post("/v1/agents", json={"name": "strict"}), 409),
             (admin.post("/v1/agents", json={"name": "x", "learning": {"nonsense": 1}}), 422),
@@ -302,10 +332,10 @@ def test_every_bad_input_gets_its_4xx(deployment):
             (client.get(f"/v1/agents/{agent_id}/memories", params={"text": "x" * 5000}), 422),
             (client.post(messages, json={"content": "hi", "seed": 2**64}), 422),
             (client.post("/v1/chat/completions", headers={"X-Lifelong-Session": str(2**64)},
-                         json={"model": "strict", "messages": [{"role": "user", "content": "hi"}]}), 422),
+                         json={"model": "strict", "messages": [{"role": "user", "content": "hi"}]}), 400),
             (client.post("/v1/chat/completions",
                          json={"model": "strict", "messages": [{"role": "user",
-                                                                "content": [{"type": "text", "text": 5}]}]}), 422),
+                                                                "content": [{"type": "text", "text": 5}]}]}), 400),
             (admin.post("/v1/agents", json={"name": "z", "learning": {"learning_rate": 1e308}}), 422),
             (admin.post("/v1/agents", json={"name": "w", "learning": {"learning_rate": "fast"}}), 422),
             *[(client.post(f"/v1/agents/{agent_id}/memories/import", content=line), 422)
