@@ -12,6 +12,7 @@ from agent.errors import install_error_handlers
 from agent.limits import BodyLimitMiddleware
 from agent.metrics import MetricsMiddleware
 from agent.routes import agents, documents, health, memories, openai, sessions, weights
+from agent.schemas import ERROR_RESPONSES
 from agent.services import Services
 from memory.settings import Settings
 
@@ -42,7 +43,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         if services is None:
             started.close()
 
-    app = FastAPI(title="lifelong", version="1", lifespan=lifespan,
+    app = FastAPI(title="lifelong", version="1", lifespan=lifespan, responses=ERROR_RESPONSES,
                   description="A continual-learning agent service with memory. See docs/API.md.")
     install_error_handlers(app)
     for module in (agents, sessions, documents, memories, weights, openai, health):

@@ -65,9 +65,13 @@ def _location(loc) -> str:
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-        # FastAPI reports a JSON body that is not UTF-8 as a generic 400; it is invalid input: 422.
-        return error_response(422, "invalid_utf8", "the request body is not valid UTF-8; send UTF-8 encoded JSON")
+    if exc.status_code == 400 and not isinstance(exc, ApiError):
+        # FastAPI reports a body it could not parse (not UTF-8, JSON nested past Python's recursion
+        # limit) as a generic 400; it is invalid input, as docs/API.md says: 422.
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            return error_response(422, "invalid_utf8", "the request body is not valid UTF-8; send UTF-8 encoded JSON")
+        return error_response(422, "malformed_json", "the request body could not be parsed as JSON (nested too "
+                              "deeply?); send one JSON object")
     code = getattr(exc, "code", None) or CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     status = exc.status_code
@@ -85,6 +89,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         detail = next(e for e in errors if e.get("type") == "json_invalid")
         reason = (detail.get("ctx") or {}).get("error", "malformed")
         return error_response(status, "malformed_json", f"the request body is not valid JSON ({reason})")
+    if any(error.get("type") == "string_unicode" for error in errors):  # bytes that are not UTF-8
+        return error_response(status, "invalid_utf8", "the request body is not valid UTF-8; send UTF-8 encoded JSON")
     parts = [f"{_location(error['loc'])}: {error['msg']}" for error in errors]
     return error_response(status, "invalid_request", "; ".join(parts), param=_location(errors[0]["loc"]))
 

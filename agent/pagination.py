@@ -32,12 +32,13 @@ def decode_cursor(cursor: str | None) -> int | None:
 
 
 def keyset_page(db: Session, query: Select, key: InstrumentedAttribute[int], *, cursor: str | None,
-                limit: int) -> tuple[list[Any], str | None]:
-    """One page of `query`'s rows in ascending `key` (unique), resuming after `cursor`, and the cursor of
-    the next page (None on the last). One row more than the page is read, to know whether there is a next."""
-    query = query.order_by(key).limit(limit + 1)
+                limit: int, newest_first: bool = False) -> tuple[list[Any], str | None]:
+    """One page of `query`'s rows in ascending `key` (unique; descending with `newest_first`), resuming
+    after `cursor`, and the cursor of the next page (None on the last). One row more than the page is
+    read, to know whether there is a next."""
+    query = query.order_by(key.desc() if newest_first else key).limit(limit + 1)
     if (after := decode_cursor(cursor)) is not None:
-        query = query.where(key > after)
+        query = query.where(key < after if newest_first else key > after)
     rows = list(db.scalars(query))
     if len(rows) > limit:
         return rows[:limit], encode_cursor(getattr(rows[limit - 1], key.key))

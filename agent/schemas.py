@@ -16,6 +16,33 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; larger seeds 
 T = TypeVar("T")
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable and machine-readable: invalid_request, malformed_json, not_found, ...")
+    message: str = Field(description="a sentence a person can act on")
+    type: str = Field(description="OpenAI's error type: invalid_request_error, authentication_error, ...")
+    param: str | None = Field(None, description="the field at fault, where one is")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# Every error status the API answers, documented on every operation (a route answers those that apply).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description} for status, description in (
+        (400, "invalid input on the OpenAI-compatible routes, or a feature they do not support"),
+        (401, "no API key, or an unknown or revoked one"),
+        (403, "an agent key on an admin route"),
+        (404, "no such resource, or one of another agent"),
+        (409, "in use, or a state this agent cannot continue"),
+        (413, "a body past the server's limits"),
+        (415, "a content type the route does not take"),
+        (422, "invalid input: the message names the field"),
+        (503, "a dependency (database, broker) is unavailable"),
+    )
+}
+
+
 class Page(BaseModel, Generic[T]):
     data: list[T]
     next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null on the last")

@@ -46,7 +46,8 @@ def create_chat_session(agent_id: PathId, db: Db, principal: CurrentKey) -> Sess
 
 @router.get("/agents/{agent_id}/sessions", response_model=Page[SessionPublic])
 def list_sessions(
-    agent_id: int, db: Db, principal: CurrentKey, cursor: str | None = None, limit: int = Query(50, ge=1, le=MAX_LIMIT)
+    agent_id: PathId, db: Db, principal: CurrentKey, cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=MAX_LIMIT),
 ) -> Page[SessionPublic]:
     agent = agent_for(db, principal, agent_id)
     query = select(StreamSession).where(StreamSession.agent_id == agent.id, StreamSession.kind == "chat")

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from sqlalchemy import select
 
 from agent.deps import CurrentKey, Db, PathId, agent_for
 from agent.errors import ApiError
-from agent.schemas import RollbackRequest, VersionPublic
+from agent.pagination import MAX_LIMIT, keyset_page
+from agent.schemas import Page, RollbackRequest, VersionPublic
 from learner.versions import VersionNotFound, list_versions, rollback
 from memory.db import lock_agent
+from memory.schema import WeightVersion
 
 router = APIRouter(prefix="/v1", tags=["weights"])
 
 
-@router.get("/agents/{agent_id}/weights", response_model=list[VersionPublic])
-def list_weight_versions(agent_id: PathId, db: Db, principal: CurrentKey) -> list[VersionPublic]:
+@router.get("/agents/{agent_id}/weights", response_model=Page[VersionPublic])
+def list_weight_versions(agent_id: PathId, db: Db, principal: CurrentKey, cursor: str | None = None,
+                         limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[VersionPublic]:
     """Kept versions, newest first (version 0, the base checkpoint, is implicit)."""
-    return [VersionPublic.model_validate(v) for v in list_versions(db, agent_for(db, principal, agent_id).id)]
+    agent = agent_for(db, principal, agent_id)
+    rows, next_cursor = keyset_page(db, select(WeightVersion).where(WeightVersion.agent_id == agent.id),
+                                    WeightVersion.version, cursor=cursor, limit=limit, newest_first=True)
+    return Page(data=[VersionPublic.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.post("/agents/{agent_id}/weights/rollback", response_model=VersionPublic)

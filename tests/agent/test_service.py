@@ -345,6 +345,16 @@ def test_every_bad_input_gets_its_4xx(deployment):
             assert response.status_code == status, (number, response.status_code, response.text)
             error = response.json()["error"]
             assert error["code"] and error["message"], (number, response.text)
+        # The codes docs/API.md names for these.
+        codes = {
+            "invalid_utf8": [client.post(messages, content=b'{"content": "\\ud800"}', headers=json_headers),
+                             client.post(messages, content=b'{"content": "\xff"}', headers=json_headers)],
+            "malformed_json": [client.post(messages, content=b"[" * 10_000 + b"]" * 10_000, headers=json_headers),
+                               client.post(messages, content=b'{"content": "unterminated', headers=json_headers)],
+        }
+        for code, responses in codes.items():
+            for response in responses:
+                assert (response.status_code, response.json()["error"]["code"]) == (422, code), response.text
 
         # Extreme but valid sampling numbers sample greedily instead of failing.
         extreme = client.post(messages, json={"content": "hi", "temperature": 1e-300, "top_p": 5e-324, "max_tokens": 8})
@@ -365,6 +375,15 @@ def test_every_bad_input_gets_its_4xx(deployment):
         agent = client.get(f"/v1/agents/{agent_id}").json()
         wait_learned(client, agent_id)  # nothing of it is left pending
         assert agent["queue_lag"] >= 0
+        # Weight versions page newest first, every kept version once.
+        versions, cursor = [], None
+        while True:
+            page = client.get(f"/v1/agents/{agent_id}/weights", params={"limit": 1, **({"cursor": cursor} if cursor
+                                                                                       else {})}).json()
+            versions += [version["version"] for version in page["data"]]
+            if not (cursor := page["next_cursor"]):
+                break
+        assert versions and versions == sorted(set(versions), reverse=True)
         # No request above, nor in the other tests of this module, was answered with a 500.
         assert not [
             line
