@@ -11,6 +11,7 @@ from models import SamplingConfig
 
 SAMPLING = SamplingConfig()  # the defaults a request may override
 MAX_ID = 2**63 - 1  # every id the API takes is a positive SQL BIGINT, checked before SQL sees it
+MAX_VERSION = 2**31 - 1  # weight version numbers are SQL INTEGERs (PostgreSQL refused 2**31: a 500)
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; larger seeds were a 500
 
 T = TypeVar("T")
@@ -218,7 +219,8 @@ class VersionPublic(BaseModel):
 
 
 class RollbackRequest(BaseModel):
-    version: int = Field(ge=0, le=MAX_ID, description="the version whose weights become current again (0: the base)")
+    version: int = Field(ge=0, le=MAX_VERSION,
+                         description="the version whose weights become current again (0: the base)")
 
 
 # -- OpenAI-compatible chat completions --------------------------------------------------------

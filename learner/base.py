@@ -43,10 +43,17 @@ def check_base(spec: str) -> None:
     base = parse_base(spec)
     if isinstance(base, CatalogModel):
         base.path()  # raises with the install command
-    elif isinstance(base, Path) and not ((base / CONFIG_FILE).is_file() or (base.suffix == ".gguf" and base.is_file())):
+    elif isinstance(base, Path) and not _is_model_path(base):
         names = ", ".join([SMALL, *CATALOG])
         raise ValueError(f"{spec} is not a model: give one of {names}, a saved model directory, a .gguf file, "
                          "a Hugging Face model directory or 'preset:NAME'")
+
+
+def _is_model_path(path: Path) -> bool:
+    try:
+        return (path / CONFIG_FILE).is_file() or (path.suffix == ".gguf" and path.is_file())
+    except OSError:  # a name too long for the file system, a path it cannot read: not a model either
+        return False
 
 
 def default_base() -> str:
