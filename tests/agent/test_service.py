@@ -12,6 +12,8 @@ import httpx
 import openai
 import pytest
 import torch
+from langchain_core.messages import HumanMessage
+from langchain_openai import ChatOpenAI
 from sqlalchemy import select
 
 from memory.db import make_engine
@@ -235,6 +237,14 @@ def test_the_openai_client_streams_a_reply(deployment):
             return whole.choices[0].message.content, "".join(pieces)
 
     assert all(asyncio.run(through_the_async_client()))
+
+    # A widely used tool that speaks the protocol through its own package: LangChain's ChatOpenAI.
+    chat = ChatOpenAI(model="oracle", base_url=f"{deployment.url}/v1", api_key=key, max_tokens=8, max_retries=0,
+                      stream_usage=True)
+    answer = chat.invoke([HumanMessage("hello")])
+    assert answer.content and answer.usage_metadata["output_tokens"] > 0
+    streamed = [piece.content for piece in chat.stream([HumanMessage("and now?")])]
+    assert "".join(streamed)
 
 
 def test_an_agent_key_sees_nothing_of_another_agent(deployment):
