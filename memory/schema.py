@@ -58,6 +58,7 @@ class Base(DeclarativeBase):
 
 class Agent(Base):
     __tablename__ = "agents"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused (migration 0005)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -68,6 +69,7 @@ class Agent(Base):
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused (migration 0005)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the key itself is never stored
@@ -81,6 +83,7 @@ class StreamSession(Base):
     """A chat session or a document stream: one ordered stream of events an agent reads."""
 
     __tablename__ = "sessions"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused (migration 0005)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
@@ -100,7 +103,8 @@ class Event(Base):
     """The append-only log of everything an agent was told or said."""
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("session_id", "seq"), Index("ix_events_agent_learned", "agent_id", "learned_at"))
+    __table_args__ = (UniqueConstraint("session_id", "seq"), Index("ix_events_agent_learned", "agent_id", "learned_at"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
@@ -118,6 +122,7 @@ class Event(Base):
 
 class Document(Base):
     __tablename__ = "documents"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused (migration 0005)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
@@ -176,7 +181,7 @@ class MemoryTombstone(Base):
 
 class WeightVersion(Base):
     __tablename__ = "weight_versions"
-    __table_args__ = (UniqueConstraint("agent_id", "version"),)
+    __table_args__ = (UniqueConstraint("agent_id", "version"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))

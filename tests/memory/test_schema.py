@@ -1,5 +1,6 @@
 """Every table round-trips on SQLite and PostgreSQL; migrations go up from empty and back down."""
 
+import time
 from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
@@ -125,3 +126,35 @@ def test_the_events_read_migration_recovers_each_byte_sessions_count(db_url, ses
     with sessions() as db:
         assert db.get(StreamSession, read_all).events_read == 2
         assert db.get(StreamSession, read_one).events_read == 1
+
+
+def test_no_id_is_reused_after_deleting_the_newest_row_of_any_table(sessions, make_agent):
+    from learner.eventlog import append_events, create_session
+
+    def newest_agent_then_its_rows() -> tuple[int, int, int]:
+        agent_id = make_agent(f"agent-{time.monotonic_ns()}")
+        with sessions.begin() as db:
+            session_id = create_session(db, agent_id=agent_id).id
+            event_id = append_events(db, session_id=session_id, events=[("user", b"hi")])[0].id
+        return agent_id, session_id, event_id
+
+    first = newest_agent_then_its_rows()
+    with sessions.begin() as db:
+        db.delete(db.get(Agent, first[0]))  # its session and event go with it
+    second = newest_agent_then_its_rows()
+    assert all(new > old for new, old in zip(second, first, strict=True)), (first, second)
+
+
+def test_the_autoincrement_migration_keeps_every_row_and_reference(db_url, sessions, make_agent):
+    from learner.eventlog import append_events, create_session
+
+    agent_id = make_agent("kept")
+    with sessions.begin() as db:
+        session_id = create_session(db, agent_id=agent_id).id
+        append_events(db, session_id=session_id, events=[("user", b"hello"), ("assistant", b"hi")])
+    downgrade(db_url, "0004")
+    upgrade(db_url)
+    with sessions() as db:
+        assert db.get(Agent, agent_id).name == "kept"
+        assert [event.content for event in db.scalars(select(Event).where(Event.session_id == session_id)
+                                                      .order_by(Event.seq))] == [b"hello", b"hi"]
