@@ -33,8 +33,10 @@ def _agent_id(services, principal, agent_id: int) -> int:
 @router.post("/agents/{agent_id}/documents", status_code=202, response_model=DocumentPublic,
              openapi_extra={"requestBody": {"content": {"text/plain": {}, "application/x-ndjson": {}},
                                             "required": True}})
-async def upload_document(agent_id: PathId, request: Request, services: ServicesDep, principal: CurrentKey,
-                          name: str = Query("", max_length=500)) -> JSONResponse:
+async def upload_document(
+    agent_id: PathId, request: Request, services: ServicesDep, principal: CurrentKey,
+    name: str = Query("", max_length=500, pattern=r"^[^\x00]*$", description="no NUL (SQL text cannot hold it)"),
+) -> JSONResponse:
     """The body is read as it arrives, never whole: bytes exactly as sent (text/plain, or any type but
     NDJSON), or the text of each `{"text": ...}` line (application/x-ndjson)."""
     agent_id = await run_in_threadpool(_agent_id, services, principal, agent_id)

@@ -340,6 +340,7 @@ def test_every_bad_input_gets_its_4xx(deployment):
             (admin.get("/v1/agents", params={"cursor": "YzoxODQ0Njc0NDA3MzcwOTU1MTYxNg=="}), 422),
             (client.get(f"/v1/agents/{agent_id}/memories", params={"session_id": 2**64}), 422),
             (client.get(f"/v1/agents/{agent_id}/memories", params={"text": "x" * 5000}), 422),
+            (client.post(f"/v1/agents/{agent_id}/documents", params={"name": "a\x00b"}, content=b"hi"), 422),
             (client.post(messages, json={"content": "hi", "seed": 2**64}), 422),
             (client.post("/v1/chat/completions", headers={"X-Lifelong-Session": str(2**64)},
                          json={"model": "strict", "messages": [{"role": "user", "content": "hi"}]}), 400),

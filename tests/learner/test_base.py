@@ -12,8 +12,8 @@ def test_agent_learning_settings_default_and_override():
 @pytest.mark.parametrize("settings, message", [
     ({"lr": 0.1}, "unknown learning settings"),
     ({"trainable": "all"}, "trainable='downstream' only"),  # stored keys would go stale: no re-encoding yet
-    ({"learning_rate": -1.0}, r"learning_rate must be in \[0, 0.1\]"),
-    ({"learning_rate": 1e308}, r"learning_rate must be in \[0, 0.1\]"),  # accepted once; every event then failed
+    ({"learning_rate": -1.0}, r"learning_rate must be in \[0, 1.0\]"),
+    ({"learning_rate": 1e308}, r"learning_rate must be in \[0, 1.0\]"),  # accepted once; every event then failed
     ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
     ({"learning_rate": "fast"}, "learning_rate must be a finite number"),
     ({"anchor_decay": True}, "anchor_decay must be a finite number"),
