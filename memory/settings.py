@@ -51,6 +51,8 @@ class Settings(BaseSettings):
 
     admin_key: str | None = Field(None, description="admin API key; default: generated on first start")
     max_message_bytes: int = Field(64 * 1024, gt=0, description="largest chat message accepted (413 beyond)")
+    max_reply_bytes: int = Field(64 * 1024, gt=0, description="the longest reply a request's max_tokens may ask for; "
+                                 "larger budgets are cut to it (a turn holds its session until it ends)")
     max_document_bytes: int = Field(1 << 30, gt=0, description="largest document stream accepted (413 beyond)")
 
     memory_nprobe: int = Field(

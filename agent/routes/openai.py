@@ -130,7 +130,8 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
     given = {"temperature": body.temperature, "top_p": body.top_p, "repetition_penalty": body.repetition_penalty,
              "no_repeat_ngram": body.no_repeat_ngram}  # None: the default
     sampling = dataclasses.replace(
-        DEFAULTS, seed=body.seed, max_bytes=body.max_completion_tokens or body.max_tokens or 256,
+        DEFAULTS, seed=body.seed,
+        max_bytes=min(body.max_completion_tokens or body.max_tokens or 256, services.settings.max_reply_bytes),
         **{field: value for field, value in given.items() if value is not None})
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     headers = {SESSION_HEADER: str(session_id)}

@@ -18,7 +18,9 @@ def deployment(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"serve-{request.param}")
     env = {"LIFELONG_DATA_DIR": str(root / "data"), "LIFELONG_BASE_CHECKPOINT": "preset:tiny",
            "LIFELONG_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES), "LIFELONG_MAX_DOCUMENT_BYTES": str(MAX_DOCUMENT_BYTES),
-           "LIFELONG_CHUNK_BYTES": "1024"}
+           "LIFELONG_CHUNK_BYTES": "1024",
+           # Every reply is short, whatever budget a request (or the fuzzer) asks for.
+           "LIFELONG_MAX_REPLY_BYTES": "256"}
     if request.param == "redis":
         env["LIFELONG_DATABASE_URL"] = postgres_or_skip()
         env["LIFELONG_BROKER_URL"] = redis_or_skip()

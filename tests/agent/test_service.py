@@ -370,6 +370,9 @@ def test_every_bad_input_gets_its_4xx(deployment):
         # Extreme but valid sampling numbers sample greedily instead of failing.
         extreme = client.post(messages, json={"content": "hi", "temperature": 1e-300, "top_p": 5e-324, "max_tokens": 8})
         assert extreme.status_code == 200, extreme.text
+        # A budget past the server's reply limit (256 bytes here, conftest) is cut to it.
+        long = client.post(messages, json={"content": "go on", "max_tokens": 65_536, "temperature": 1.0})
+        assert long.status_code == 200 and long.json()["bytes_out"] <= 256, long.text
         # The server's own admin key cannot be revoked through the API: the operator would be locked out.
         own = [key["id"] for key in admin.get("/v1/keys").json()["data"] if key["name"] == "admin"]
         refused = admin.delete(f"/v1/keys/{own[0]}")
