@@ -7,10 +7,10 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memory.schema import MAX_ID
 from models import SamplingConfig
 
 SAMPLING = SamplingConfig()  # the defaults a request may override
-MAX_ID = 2**63 - 1  # every id the API takes is a positive SQL BIGINT, checked before SQL sees it
 MAX_VERSION = 2**31 - 1  # weight version numbers are SQL INTEGERs (PostgreSQL refused 2**31: a 500)
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; larger seeds were a 500
 

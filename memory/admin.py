@@ -19,13 +19,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from memory.ids import split_ids
-from memory.schema import Memory
+from memory.schema import MAX_ID, Memory
 from memory.store import MemoryStore, Span, delete_memory_rows
 from models import LanguageModel, State
 from models.transformer import TransformerLM
 
 EXPORT_FORMAT = 1
-MAX_SQL_INT = 2**63 - 1  # a BIGINT: larger numbers are refused before SQL sees them
 MAX_PAGE = 500
 
 
@@ -244,12 +243,12 @@ class ExportLine(BaseModel):
     format: int
     agent_id: int
     memory_id: int
-    byte_start: int = Field(ge=0, le=MAX_SQL_INT)
-    byte_end: int = Field(ge=0, le=MAX_SQL_INT)
+    byte_start: int = Field(ge=0, le=MAX_ID)
+    byte_end: int = Field(ge=0, le=MAX_ID)
     text: str
     num_tokens: int = Field(ge=1)
     head_dim: int
-    weight_version: int = Field(ge=0, le=MAX_SQL_INT)
+    weight_version: int = Field(ge=0, le=MAX_ID)
     imported_from: str | None = None
     keys: str
     values: str

@@ -27,6 +27,8 @@ from sqlalchemy.types import TypeDecorator
 
 # SQLite only auto-increments INTEGER PRIMARY KEY columns; BIGINT stays BIGINT elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# The largest id (and BIGINT) SQL holds: larger numbers from outside are refused before SQL sees them.
+MAX_ID = 2**63 - 1
 
 
 def utcnow() -> datetime:
