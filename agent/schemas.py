@@ -198,6 +198,9 @@ class RecallHitPublic(BaseModel):
     score: float  # best match of one of its pairs: its key's cosine with a query, or its run's mean cosine
     token_hits: int  # how many of its pairs the retrieval layer weighed, found by search or followed
     text: str
+    event_id: int | None  # provenance, as in a memory: the event it was read from
+    document_id: int | None
+    session_id: int | None
 
 
 class Deleted(BaseModel):

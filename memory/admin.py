@@ -152,6 +152,10 @@ class RecallHit:
     score: float
     token_hits: int  # (position, pair) weighings by the retrieval layer that fell in this memory, found or followed
     text: str
+    # Provenance: the event it was read from, and that event's document or chat session.
+    event_id: int | None
+    document_id: int | None
+    session_id: int | None
 
 
 @torch.inference_mode()
@@ -186,11 +190,13 @@ def recall(
     ranked = unique_rows[ranked_at].tolist()
     best_of = dict(zip(ranked, best[ranked_at].tolist()))
     hits_of = dict(zip(ranked, hits[ranked_at].tolist()))
-    texts = dict(
-        db.execute(select(Memory.id, Memory.text).where(Memory.agent_id == store.agent_id, Memory.id.in_(ranked))).all()
-    )
+    found = {row.id: row for row in db.execute(
+        select(Memory.id, Memory.text, Memory.event_id, Memory.document_id, Memory.session_id)
+        .where(Memory.agent_id == store.agent_id, Memory.id.in_(ranked)))}
     return [
-        RecallHit(memory_id=i, score=best_of[i], token_hits=hits_of[i], text=texts[i]) for i in ranked if i in texts
+        RecallHit(memory_id=i, score=best_of[i], token_hits=hits_of[i], text=found[i].text, event_id=found[i].event_id,
+                  document_id=found[i].document_id, session_id=found[i].session_id)
+        for i in ranked if i in found
     ]
 
 

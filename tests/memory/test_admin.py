@@ -108,7 +108,7 @@ def test_get_shows_provenance_and_is_scoped_to_the_agent(sessions, make_agent, a
 
 
 def test_recall_returns_what_the_retrieval_layer_fetches(sessions, model, agent_with_memories):
-    agent, store, first, _, _, _ = agent_with_memories
+    agent, store, first, _, event_id, session_id = agent_with_memories
     with sessions() as db:
         first_chunk = get_memory(db, agent_id=agent, memory_id=first[0]).text
         hits = recall(db, store=store, model=model, text=first_chunk)
@@ -116,6 +116,7 @@ def test_recall_returns_what_the_retrieval_layer_fetches(sessions, model, agent_
     assert hits[0].score == pytest.approx(1.0, abs=1e-2)
     assert all(a.score >= b.score for a, b in pairwise(hits))
     assert hits[0].text == first_chunk
+    assert (hits[0].event_id, hits[0].document_id, hits[0].session_id) == (event_id, None, session_id)
 
 
 class SearchMisses(MemoryStore):
