@@ -10,6 +10,8 @@ from starlette.types import Scope
 
 from agent.errors import install_error_handlers
 from agent.limits import BodyLimitMiddleware
+from agent.mcp_http import PATH as MCP_PATH
+from agent.mcp_http import McpEndpoint
 from agent.metrics import MetricsMiddleware
 from agent.routes import agents, documents, health, memories, openai, sessions, weights
 from agent.schemas import ERROR_RESPONSES
@@ -39,7 +41,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = services or Services.start(settings)
         app.state.services = started
-        yield
+        async with mcp.running():
+            yield
         if services is None:
             started.close()
 
@@ -48,6 +51,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (agents, sessions, documents, memories, weights, openai, health):
         app.include_router(module.router)
+    mcp = McpEndpoint(app)  # the MCP server over streamable HTTP (agent.mcp_http)
+    app.router.add_route(MCP_PATH, mcp, include_in_schema=False)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings))
     app.add_middleware(MetricsMiddleware)
     return app

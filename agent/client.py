@@ -208,13 +208,13 @@ def _raise_for_status(response: httpx.Response) -> None:
     if not response.is_error:
         return
     status = response.status_code
-    message = _server_message(response)
+    message = server_message(response)
     if status == 401:
         raise ApiError(f"401 unauthorized: {message} (pass an API key with --key or LIFELONG_API_KEY)", status)
     raise ApiError(f"{status} {response.reason_phrase.lower()}: {message}", status)
 
 
-def _server_message(response: httpx.Response) -> str:
+def server_message(response: httpx.Response) -> str:
     """The server's own sentence from `{"error": {"message"}}`, or FastAPI's `{"detail"}`, or the raw text."""
     try:
         body = response.json()

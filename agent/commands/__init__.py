@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from agent.commands import agents, chat, ingest, keys, memories, migrate
+from agent.commands import agents, chat, ingest, keys, mcp, memories, migrate
 from agent.commands.common import client_options
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     options = client_options()
-    for module in (chat, ingest, memories, agents, keys):
+    for module in (chat, ingest, memories, agents, keys, mcp):
         module.register(commands, options)
     migrate.register(commands)

@@ -30,10 +30,17 @@ def agent_option(parser: argparse.ArgumentParser, *, required: bool = True) -> N
     parser.add_argument("--agent", type=int, required=required, help="agent id")
 
 
-def make_client(args: argparse.Namespace) -> Client:
+def server_url(args: argparse.Namespace) -> str:
     # Read here, at the edge, so flags win over the environment and tests can pass either.
-    url = args.url or os.environ.get("LIFELONG_URL") or DEFAULT_URL
-    return Client(url, args.key or os.environ.get("LIFELONG_API_KEY"))
+    return args.url or os.environ.get("LIFELONG_URL") or DEFAULT_URL
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    return args.key or os.environ.get("LIFELONG_API_KEY")
+
+
+def make_client(args: argparse.Namespace) -> Client:
+    return Client(server_url(args), api_key(args))
 
 
 def guarded(handler: Handler) -> Handler:
