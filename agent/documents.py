@@ -28,8 +28,9 @@ def _ndjson_text(line: bytes, number: int) -> bytes:
                             "fix that line, or send the document as text/plain") from None
 
 
-async def ndjson_pieces(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The text of each {"text": ...} line, as UTF-8 bytes; blank lines are skipped."""
+async def ndjson_lines(chunks: AsyncIterator[bytes], *, max_line: int = MAX_NDJSON_LINE
+                       ) -> AsyncIterator[tuple[int, bytes]]:
+    """(line number, line) of each non-blank line as it arrives; a line past `max_line` bytes is a 413."""
     buffer, number = bytearray(), 0
     async for chunk in chunks:
         buffer += chunk
@@ -37,8 +38,14 @@ async def ndjson_pieces(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             line, buffer = bytes(buffer[:end]), buffer[end + 1 :]
             number += 1
             if line.strip():
-                yield _ndjson_text(line, number)
-        if len(buffer) > MAX_NDJSON_LINE:
-            raise ApiError(413, f"NDJSON line {number + 1} is longer than {MAX_NDJSON_LINE:,} bytes; split it")
+                yield number, line
+        if len(buffer) > max_line:
+            raise ApiError(413, f"NDJSON line {number + 1} is longer than {max_line:,} bytes; split it")
     if bytes(buffer).strip():
-        yield _ndjson_text(bytes(buffer), number + 1)
+        yield number + 1, bytes(buffer)
+
+
+async def ndjson_pieces(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The text of each {"text": ...} line, as UTF-8 bytes; blank lines are skipped."""
+    async for number, line in ndjson_lines(chunks):
+        yield _ndjson_text(line, number)

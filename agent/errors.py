@@ -13,11 +13,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
+         431: "headers_too_large",
          503: "unavailable"}
 
 
@@ -95,9 +97,36 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(status, "invalid_request", "; ".join(parts), param=_location(errors[0]["loc"]))
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "the server failed on this request; it was logged")
+class UnexpectedErrors:
+    """A 500 in the error shape for an exception no handler took, on a connection that stays usable.
+
+    Not an exception handler: Starlette re-raises an exception after its handler for `Exception` answers, and
+    the server then drops the keep-alive connection unannounced, failing a pooled client's next request.
+    An exception after the response has started cannot be answered; it is re-raised, and the connection's
+    closing is what tells the client."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = error_response(500, "internal_error", "the server failed on this request; it was logged")
+            await response(scope, receive, send)
 
 
 async def _state_mismatch(request: Request, exc: Exception) -> JSONResponse:
@@ -110,4 +139,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StateMismatch, _state_mismatch)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(UnexpectedErrors)  # the first added, so the innermost: other middleware see its 500

@@ -1,4 +1,5 @@
-"""Request body limits, enforced while the body arrives (a missing or lying Content-Length changes nothing)."""
+"""Request limits: headers, and bodies enforced while they arrive (a missing or lying Content-Length changes
+nothing)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.errors import ApiError, error_response
 
+# Headers past this are a 431. The HTTP server reads up to READ_HEADER_BYTES of them (agent.serve), so such a
+# request is answered; past that it can only close the connection.
+MAX_HEADER_BYTES = 64 * 1024
+READ_HEADER_BYTES = 1024 * 1024
+
 
 def too_large(limit: int, what: str = "request body") -> ApiError:
     return ApiError(413, f"the {what} is larger than this server's limit of {limit:,} bytes; send less "
@@ -15,7 +21,8 @@ def too_large(limit: int, what: str = "request body") -> ApiError:
 
 
 class BodyLimitMiddleware:
-    """Rejects a body beyond `limit_for(scope)` bytes with 413 before the route sees it.
+    """Rejects headers beyond MAX_HEADER_BYTES with 431, and a body beyond `limit_for(scope)` bytes with 413,
+    before the route sees them.
 
     Past the limit, reading the body raises the 413 error, so routes that stream their body
     (documents) see it as an exception and can record the failure.
@@ -27,6 +34,11 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+            message = (f"the request headers are larger than this server's limit of {MAX_HEADER_BYTES:,} bytes; "
+                       "send fewer or shorter ones")
+            await error_response(431, "headers_too_large", message)(scope, receive, send)
             return
         limit = self.limit_for(scope)
         declared = dict(scope["headers"]).get(b"content-length")

@@ -39,6 +39,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "a body past the server's limits"),
         (415, "a content type the route does not take"),
         (422, "invalid input: the message names the field"),
+        (431, "request headers past the server's limit"),
         (503, "a dependency (database, broker) is unavailable"),
     )
 }

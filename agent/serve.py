@@ -13,6 +13,7 @@ import uvicorn
 
 from agent.app import create_app
 from agent.auth import ensure_admin_key
+from agent.limits import READ_HEADER_BYTES
 from learner.base import default_base
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
@@ -73,7 +74,8 @@ def serve(settings: Settings, *, host: str, port: int, migrate: bool = True, wor
           flush=True)
     child = start_embedded_worker() if (settings.embedded if worker is None else worker) else None
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                    h11_max_incomplete_event_size=READ_HEADER_BYTES)
     finally:
         if child is not None:
             child.terminate()  # Celery's warm shutdown: the task in progress finishes or is redelivered

@@ -236,7 +236,7 @@ def import_ndjson(db: Session, *, store: MemoryStore, lines: Iterable[str | byte
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        spans.append(_span_from_line(line, number, store))
+        spans.append(span_from_line(line, number, store))
     store.add_spans(spans, db=db)
     return len(spans)
 
@@ -260,7 +260,7 @@ class ExportLine(BaseModel):
     values: str
 
 
-def _span_from_line(line: str | bytes, number: int, store: MemoryStore) -> Span:
+def span_from_line(line: str | bytes, number: int, store: MemoryStore) -> Span:
     head_dim = store.head_dim
     try:
         raw = json.loads(line)

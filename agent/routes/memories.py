@@ -8,12 +8,15 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from agent.deps import CurrentKey, Db, PathId, QueryId, ServicesDep, agent_for
+from agent.documents import ndjson_lines
 from agent.errors import not_found, unprocessable
 from agent.schemas import Deleted, Imported, MemoryPublic, Page, RecallHitPublic, RecallRequest
-from memory.admin import MAX_PAGE, delete_memories, export_ndjson, get_memory, import_ndjson, list_memories
+from memory.admin import MAX_PAGE, delete_memories, export_ndjson, get_memory, list_memories, span_from_line
 from memory.schema import Memory
 
 router = APIRouter(prefix="/v1", tags=["memories"])
+# An exported memory's line holds its pairs for every memory layer (base64 fp16): megabytes for a long span.
+MAX_IMPORT_LINE = 64 << 20
 
 
 @router.get("/agents/{agent_id}/memories", response_model=Page[MemoryPublic])
@@ -94,16 +97,25 @@ def export_memories(agent_id: PathId, db: Db, services: ServicesDep, principal: 
 @router.post("/agents/{agent_id}/memories/import", response_model=Imported,
              openapi_extra={"requestBody": {"content": {"application/x-ndjson": {}}, "required": True}})
 async def import_memories(agent_id: PathId, request: Request, services: ServicesDep, principal: CurrentKey) -> Imported:
-    """All or nothing: a bad line is a 422 naming it, and nothing is imported."""
-    body = await request.body()
+    """All or nothing: a bad line is a 422 naming it, and nothing is imported.
+
+    Lines are checked as they arrive, so a bad one is answered without reading the rest of the body."""
+
+    def open_runtime():
+        with services.sessions() as db:
+            return services.runtimes.get(agent_for(db, principal, agent_id))
+
+    runtime = await run_in_threadpool(open_runtime)
+    spans = []
+    async for number, line in ndjson_lines(request.stream(), max_line=MAX_IMPORT_LINE):
+        with unprocessable():
+            spans.append(await run_in_threadpool(span_from_line, line, number, runtime.store))
 
     def work() -> int:
         with services.sessions() as db:
-            runtime = services.runtimes.get(agent_for(db, principal, agent_id))
-            with unprocessable():  # leaving the session unclosed rolls the half-import back
-                count = import_ndjson(db, store=runtime.store, lines=body.splitlines())
+            runtime.store.add_spans(spans, db=db)
             db.commit()
         runtime.store.catch_up()
-        return count
+        return len(spans)
 
     return Imported(imported=await run_in_threadpool(work))

@@ -351,6 +351,10 @@ def test_every_bad_input_gets_its_4xx(deployment):
             (admin.post("/v1/agents", json={"name": "w", "learning": {"learning_rate": "fast"}}), 422),
             *[(client.post(f"/v1/agents/{agent_id}/memories/import", content=line), 422)
               for line in (b"[1,2]", b"5", b"null", b'{"format": 1, "text": 5}', b"[" * 50_000 + b"]" * 50_000)],
+            # A bad first line is answered as it arrives, whatever follows it (here 4 MB, streamed).
+            (client.post(f"/v1/agents/{agent_id}/memories/import",
+                         content=iter([b"not a memory\n", *[b"x" * (1 << 20)] * 4])), 422),
+            (client.get(f"/v1/agents/{agent_id}", headers={"X-Padding": "p" * 100_000}), 431),
         ]
         for number, (response, status) in enumerate(cases):
             assert response.status_code == status, (number, response.status_code, response.text)
