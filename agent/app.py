@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import Scope
 
+from agent.console import pages as console
 from agent.errors import install_error_handlers
 from agent.limits import BodyLimitMiddleware
 from agent.mcp_http import PATH as MCP_PATH
 from agent.mcp_http import McpEndpoint
 from agent.metrics import MetricsMiddleware
-from agent.routes import agents, documents, health, memories, openai, sessions, weights
+from agent.routes import agents, base_models, documents, health, learning, memories, openai, sessions, weights
 from agent.schemas import ERROR_RESPONSES
 from agent.services import Services
 from memory.settings import Settings
@@ -49,7 +50,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app = FastAPI(title="lifelong", version="1", lifespan=lifespan, responses=ERROR_RESPONSES,
                   description="A continual-learning agent service with memory. See docs/API.md.")
     install_error_handlers(app)
-    for module in (agents, sessions, documents, memories, weights, openai, health):
+    for module in (agents, base_models, sessions, documents, memories, weights, learning, openai, health, console):
         app.include_router(module.router)
     mcp = McpEndpoint(app)  # the MCP server over streamable HTTP (agent.mcp_http)
     app.router.add_route(MCP_PATH, mcp, include_in_schema=False)

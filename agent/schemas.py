@@ -227,6 +227,38 @@ class RollbackRequest(BaseModel):
                          description="the version whose weights become current again (0: the base)")
 
 
+# -- learning scores and base models ----------------------------------------------------------
+
+
+class ScorePublic(BaseModel):
+    """One learned event's prequential score: what the agent paid to read it, before learning from it."""
+
+    event_id: int
+    session_id: int
+    document_id: int | None
+    role: str
+    bytes: int = Field(description="the event's bytes")
+    bits: float = Field(description="bits the model paid for the event's tokens before its update")
+    bits_per_byte: float = Field(description="bits / bytes: 8 is a uniform guess; falls as the agent learns")
+    learned_at: datetime
+
+
+class BaseModelPublic(BaseModel):
+    name: str = Field(description="what base_checkpoint names when an agent is created")
+    description: str
+    licence: str
+    installed: bool
+    install: str = Field(description="the command that makes it usable")
+    chat: bool = Field(description="instruction-tuned: converses; otherwise it continues text")
+    tokenizer: str
+    size_bytes: int | None = Field(description="on disk, when installed")
+
+
+class BaseModelList(BaseModel):
+    default: str = Field(description="the server's base for an agent created without base_checkpoint")
+    data: list[BaseModelPublic]
+
+
 # -- OpenAI-compatible chat completions --------------------------------------------------------
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 from starlette.requests import ClientDisconnect
 
 from agent.deps import CurrentKey, Db, PathId, ServicesDep, agent_for, document_for
 from agent.documents import is_ndjson, ndjson_pieces
 from agent.errors import ApiError
-from agent.schemas import DocumentPublic
+from agent.pagination import MAX_LIMIT, keyset_page
+from agent.schemas import DocumentPublic, Page
 from memory.schema import Document
 from workers.submit import DocumentUpload
 
@@ -65,3 +67,13 @@ async def upload_document(
 @router.get("/documents/{document_id}", response_model=DocumentPublic)
 def get_document(document_id: PathId, db: Db, principal: CurrentKey) -> DocumentPublic:
     return document_public(document_for(db, principal, document_id))
+
+
+@router.get("/agents/{agent_id}/documents", response_model=Page[DocumentPublic])
+def list_documents(agent_id: PathId, db: Db, principal: CurrentKey, cursor: str | None = None,
+                   limit: int = Query(50, ge=1, le=MAX_LIMIT)) -> Page[DocumentPublic]:
+    """Newest first, failed ones included (with their reason)."""
+    agent = agent_for(db, principal, agent_id)
+    rows, next_cursor = keyset_page(db, select(Document).where(Document.agent_id == agent.id), Document.id,
+                                    cursor=cursor, limit=limit, newest_first=True)
+    return Page(data=[document_public(row) for row in rows], next_cursor=next_cursor)
