@@ -120,6 +120,9 @@ class Event(Base):
     learned_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     learned_bits: Mapped[float | None] = mapped_column(Float)  # prequential score: bits before learning from it
     failed_reason: Mapped[str | None] = mapped_column(Text)
+    # Set when a forget with weights named it: its memories are gone and it is never learned again
+    # (a replay re-learns everything after it but it, learner.replay).
+    forgotten_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Document(Base):
@@ -194,4 +197,66 @@ class WeightVersion(Base):
     weights: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     events_learned_through: Mapped[int] = mapped_column(BigInteger, default=0)  # highest event id included
     tag: Mapped[str | None] = mapped_column(String(200))  # tagged versions are kept when pruning
+    # sha256 of the learned tensors (learner.versions.weights_sha256): two agents' weights compare by it.
+    sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class StreamCheckpoint(Base):
+    """A session's learner stream state after one of its learned events.
+
+    Written with every learning commit; pruned with the weight versions, keeping, for each kept
+    version, every session's newest state at or before that version's last event. A replay starts from
+    a kept version and needs exactly those: the sessions' states are part of what the weights read.
+    """
+
+    __tablename__ = "stream_checkpoints"
+    __table_args__ = (Index("ix_stream_checkpoints_agent_event", "agent_id", "event_id"),
+                      UniqueConstraint("session_id", "event_id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(BigInteger)  # the session's last event the state has learned
+    learn_state: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    learn_last_token: Mapped[int] = mapped_column(Integer)
+
+
+class ForgetJob(Base):
+    """Forgetting that reaches the weights: roll back to before the earliest forgotten event, re-learn the rest.
+
+    status: queued -> replaying -> done | failed. While one is queued or replaying, its agent learns
+    nothing new (new events wait and are learned after it, in order). The replay's progress is
+    checkpointed here (weights) and in forget_job_streams (session states), so a killed worker resumes it.
+    """
+
+    __tablename__ = "forget_jobs"
+    __table_args__ = (Index("ix_forget_jobs_agent_status", "agent_id", "status"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    first_event_id: Mapped[int] = mapped_column(BigInteger)  # the earliest forgotten event that had been learned
+    from_version: Mapped[int | None] = mapped_column(Integer)  # the kept version the replay starts from
+    from_event_id: Mapped[int | None] = mapped_column(BigInteger)  # that version's last learned event
+    replayed_through: Mapped[int | None] = mapped_column(BigInteger)  # last event re-learned so far (checkpointed)
+    checkpoint_weights: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # at replayed_through
+    events_total: Mapped[int] = mapped_column(Integer, default=0)
+    events_done: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    result_version: Mapped[int | None] = mapped_column(Integer)  # the version it published
+    failed_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class ForgetJobStream(Base):
+    """A replay's learner stream state of one session at the job's checkpoint."""
+
+    __tablename__ = "forget_job_streams"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("forget_jobs.id", ondelete="CASCADE"), primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    learn_state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    learn_last_token: Mapped[int | None] = mapped_column(Integer)
