@@ -35,9 +35,13 @@ export function render(container, context) {
     el("section", { class: "panel" }, el("h2", { text: "Documents" }), listBody)));
   let polling = null;
 
+  let following = null; // while a listed document is still being received or learned, the list refreshes
+
   async function refresh() {
+    clearTimeout(following);
     try {
       const page = await get(`/v1/agents/${agentId}/documents`, { limit: 200 });
+      if (page.data.some((doc) => !["learned", "failed"].includes(doc.status))) following = setTimeout(refresh, POLL_MS);
       clear(listBody).append(page.data.length === 0 ? el("p", { class: "muted", text: "No documents yet." })
         : table(["id", "name", "status", "received", "learned", "updated"], page.data.map((doc) =>
           el("tr", { dataset: { documentId: doc.id } },
@@ -112,5 +116,8 @@ export function render(container, context) {
   });
 
   refresh();
-  return () => clearInterval(polling);
+  return () => {
+    clearInterval(polling);
+    clearTimeout(following);
+  };
 }
