@@ -101,7 +101,7 @@ def mark_failed(db: Session, *, agent_id: int, through_event_id: int, reason: st
     """Mark the agent's pending events up to `through_event_id` (and their documents) failed; returns how many."""
     lock_agent(db, agent_id)  # before the event and document rows a learner's commit also writes
     pending = (Event.agent_id == agent_id, Event.id <= through_event_id, Event.learned_at.is_(None),
-               Event.failed_reason.is_(None))
+               Event.failed_reason.is_(None), Event.forgotten_at.is_(None))
     document_ids = set(db.scalars(select(Event.document_id).where(*pending, Event.document_id.is_not(None))))
     count = db.execute(update(Event).where(*pending).values(failed_reason=reason)).rowcount
     if document_ids:
@@ -130,7 +130,8 @@ def mark_document_failed(db: Session, *, document_id: int, reason: str) -> None:
 
 
 def pending_learning(db: Session) -> list[tuple[int, int]]:
-    """(agent id, highest pending event id) of every agent with events neither learned nor failed."""
+    """(agent id, highest pending event id) of every agent with events neither learned, failed nor forgotten."""
     rows = db.execute(select(Event.agent_id, func.max(Event.id))
-                      .where(Event.learned_at.is_(None), Event.failed_reason.is_(None)).group_by(Event.agent_id))
+                      .where(Event.learned_at.is_(None), Event.failed_reason.is_(None), Event.forgotten_at.is_(None))
+                      .group_by(Event.agent_id))
     return [(agent_id, event_id) for agent_id, event_id in rows]

@@ -39,7 +39,7 @@ from learner.stream_format import EventReading
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
 from memory.db import lock_agent
 from memory.hits import record_hits, rows_supplying
-from memory.schema import Agent, Document, Event, StreamSession
+from memory.schema import Agent, Document, Event, ForgetJob, StreamCheckpoint, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig, memory_for
 from models import LanguageModel, State
 from models.transformer import TransformerLM
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 # Redo limit when other learners keep committing first; past it the caller retries later.
 MAX_ATTEMPTS = 8
+# A forget job in these states holds its agent's learning (learner.replay).
+ACTIVE_JOB_STATUSES = ("queued", "replaying")
+# An event still to learn: neither learned, nor failed, nor forgotten.
+PENDING = (Event.learned_at.is_(None), Event.failed_reason.is_(None), Event.forgotten_at.is_(None))
 
 
 class LearnConflict(RuntimeError):
@@ -91,21 +95,27 @@ class LearnerCache:
         self.memory_attention = memory_attention  # Settings.memory_attention: as serving reads, so does learning
         self._agents: dict[int, AgentLearner] = {}
 
+    def build(self, agent: Agent, *, id_ceiling: int | None = None) -> AgentLearner:
+        """A fresh model of the agent's base with its online learner and a caught-up store (at version -1:
+        no weights adopted yet). A replay builds its own this way, its store limited to ids below `id_ceiling`."""
+        model = load_base(agent.base_checkpoint, self.device)
+        if isinstance(model, TransformerLM):
+            # Its stream states are key/value windows: stored per session with every batch, bf16
+            # halves them (the serving runtime keeps its windows in bf16 too).
+            model.cache_dtype = torch.bfloat16
+        learner = OnlineLearner(model, learning_config(agent.learning_settings,
+                                                       imported=isinstance(model, TransformerLM)))
+        store = MemoryStore(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim,
+                            channels=model.config.memory_channels,
+                            search_openings=model.config.memory_searches_openings, config=self.store_config)
+        store.id_ceiling = id_ceiling
+        store.rebuild()
+        return AgentLearner(agent.id, learner_spec(agent), model, learner, store, version=-1)
+
     def get(self, agent: Agent, version: int) -> AgentLearner:
-        spec = (agent.base_checkpoint, repr(sorted((agent.learning_settings or {}).items())))
         cached = self._agents.get(agent.id)
-        if cached is None or cached.spec != spec:
-            model = load_base(agent.base_checkpoint, self.device)
-            if isinstance(model, TransformerLM):
-                # Its stream states are key/value windows: stored per session with every batch, bf16
-                # halves them (the serving runtime keeps its windows in bf16 too).
-                model.cache_dtype = torch.bfloat16
-            learner = OnlineLearner(model, learning_config(agent.learning_settings,
-                                                           imported=isinstance(model, TransformerLM)))
-            store = MemoryStore.open(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim,
-                                     channels=model.config.memory_channels,
-                                     search_openings=model.config.memory_searches_openings, config=self.store_config)
-            cached = AgentLearner(agent.id, spec, model, learner, store, version=-1)
+        if cached is None or cached.spec != learner_spec(agent):
+            cached = self.build(agent)
         if cached.version != version:
             with self.sessions() as db:
                 cached.adopt(load_weights(db, agent.id, version))
@@ -116,6 +126,18 @@ class LearnerCache:
     def forget(self, agent_id: int) -> None:
         """Drop an agent whose in-RAM weights may no longer match any committed version."""
         self._agents.pop(agent_id, None)
+
+
+def learner_spec(agent: Agent) -> tuple[str, str]:
+    """What a cached learner was built from: a change means rebuild."""
+    return agent.base_checkpoint, repr(sorted((agent.learning_settings or {}).items()))
+
+
+def forget_job_active(db: Session, agent_id: int) -> bool:
+    """Whether a forget job of the agent is queued or replaying: then it learns nothing new until the
+    replay's result is published (learner.replay), so new events are learned after it, in order."""
+    return db.scalar(select(ForgetJob.id).where(ForgetJob.agent_id == agent_id,
+                                                ForgetJob.status.in_(ACTIVE_JOB_STATUSES)).limit(1)) is not None
 
 
 @dataclass(frozen=True)
@@ -142,9 +164,11 @@ def _read_plan(db: Session, agent_id: int, through_event_id: int, max_events: in
     agent = db.get(Agent, agent_id)
     if agent is None:
         return None
+    if forget_job_active(db, agent_id):  # the replay's publish comes first; its task then enqueues the rest
+        return _Plan(agent, latest_version(db, agent_id), [], {})
     events = list(db.scalars(
-        select(Event).where(Event.agent_id == agent_id, Event.id <= through_event_id, Event.learned_at.is_(None),
-                            Event.failed_reason.is_(None)).order_by(Event.id).limit(max_events)))
+        select(Event).where(Event.agent_id == agent_id, Event.id <= through_event_id, *PENDING)
+        .order_by(Event.id).limit(max_events)))
     session_ids = sorted({event.session_id for event in events})
     streams = {row.id: (row.learn_state, row.learn_last_token) for row in db.execute(
         select(StreamSession.id, StreamSession.learn_state, StreamSession.learn_last_token)
@@ -195,15 +219,27 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int, memory_a
 
 
 def _unchanged(db: Session, plan: _Plan) -> bool:
-    if latest_version(db, plan.agent.id) != plan.version:
+    if latest_version(db, plan.agent.id) != plan.version or forget_job_active(db, plan.agent.id):
         return False
     ids = [event.id for event in plan.events]
     changed = db.scalar(select(Event.id).where(
-        Event.id.in_(ids), (Event.learned_at.is_not(None)) | (Event.failed_reason.is_not(None))).limit(1))
+        Event.id.in_(ids), (Event.learned_at.is_not(None)) | (Event.failed_reason.is_not(None))
+        | (Event.forgotten_at.is_not(None))).limit(1))
     return changed is None
 
 
-def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLearner, keep_versions: int) -> int:
+def save_stream_checkpoints(db: Session, *, agent_id: int, events: list[Event],
+                            streams: dict[int, tuple[bytes, int]]) -> None:
+    """Each session's new learner state, as of its last event among `events` (learner.versions says
+    which of these pruning keeps)."""
+    last_event = {event.session_id: event.id for event in events}
+    db.add_all([StreamCheckpoint(agent_id=agent_id, session_id=session_id, event_id=last_event[session_id],
+                                 learn_state=blob, learn_last_token=last)
+                for session_id, (blob, last) in streams.items() if session_id in last_event])
+
+
+def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLearner, keep_versions: int,
+            keep_version_every: int) -> int:
     now = datetime.now(UTC)
     for event in plan.events:
         db.execute(update(Event).where(Event.id == event.id)
@@ -214,6 +250,7 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
             .where(StreamSession.id == session_id)
             .values(learn_state=blob, learn_last_token=last, updated_at=now)
         )
+    save_stream_checkpoints(db, agent_id=plan.agent.id, events=plan.events, streams=learned.streams)
     agent_learner.store.add_spans(learned.spans, db=db)
     record_hits(db, agent_id=plan.agent.id, hits=learned.hits)
     per_document: dict[int, int] = {}
@@ -235,7 +272,7 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
         parent_version=plan.version,
         events_learned_through=plan.events[-1].id,
     )
-    prune_versions(db, agent_id=plan.agent.id, keep=keep_versions)
+    prune_versions(db, agent_id=plan.agent.id, keep=keep_versions, keep_every=keep_version_every)
     return version
 
 
@@ -247,6 +284,7 @@ def learn_through(
     event_id: int,
     chunk_tokens: int = 2048,
     keep_versions: int = 10,
+    keep_version_every: int = 0,
     max_events: int = 1,
     commit_delay_s: float = 0.0,
 ) -> LearnReport:
@@ -268,6 +306,7 @@ def learn_through(
             event_id=event_id,
             chunk_tokens=chunk_tokens,
             keep_versions=keep_versions,
+            keep_version_every=keep_version_every,
             max_events=max_events,
             commit_delay_s=commit_delay_s,
         )
@@ -289,6 +328,7 @@ def _learn_batch(
     event_id: int,
     chunk_tokens: int,
     keep_versions: int,
+    keep_version_every: int,
     max_events: int,
     commit_delay_s: float,
 ) -> LearnReport:
@@ -312,7 +352,8 @@ def _learn_batch(
                 lock_agent(db, agent_id)
                 if db.get(Agent, agent_id) is None:  # deleted while this batch learned
                     raise AgentGone(f"agent {agent_id} was deleted")
-                version = _commit(db, plan, learned, agent_learner, keep_versions) if _unchanged(db, plan) else None
+                version = (_commit(db, plan, learned, agent_learner, keep_versions, keep_version_every)
+                           if _unchanged(db, plan) else None)
         except BaseException:
             cache.forget(agent_id)  # RAM weights moved past every committed version
             raise

@@ -9,6 +9,8 @@ the current one and serving processes watch a single number.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +21,7 @@ from safetensors.torch import save as save_tensors
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from memory.schema import WeightVersion
+from memory.schema import StreamCheckpoint, WeightVersion
 
 
 class VersionNotFound(LookupError):
@@ -33,6 +35,7 @@ class VersionInfo:
     events_learned_through: int  # highest event id the weights include
     tag: str | None
     created_at: datetime
+    sha256: str | None  # of the stored tensors (`weights_sha256`); equal weights, equal digests
 
 
 def encode_weights(tensors: Mapping[str, torch.Tensor]) -> bytes:
@@ -44,6 +47,12 @@ def decode_weights(blob: bytes) -> dict[str, torch.Tensor]:
     return load_tensors(blob) if blob else {}
 
 
+def weights_sha256(blob: bytes) -> str:
+    """The digest of a version's learned tensors: the sha256 of their stored encoding, which is a function
+    of the tensors' names, dtypes, shapes and bytes alone (safetensors orders them itself; no timestamp)."""
+    return hashlib.sha256(blob).hexdigest()
+
+
 def latest_version(db: Session, agent_id: int) -> int:
     """The agent's current version (0: the base checkpoint); one indexed query, cheap enough per request."""
     return db.scalar(select(func.max(WeightVersion.version)).where(WeightVersion.agent_id == agent_id)) or 0
@@ -53,7 +62,7 @@ def list_versions(db: Session, agent_id: int) -> list[VersionInfo]:
     """Kept versions, newest first."""
     rows = db.execute(
         select(WeightVersion.version, WeightVersion.parent_version, WeightVersion.events_learned_through,
-               WeightVersion.tag, WeightVersion.created_at)
+               WeightVersion.tag, WeightVersion.created_at, WeightVersion.sha256)
         .where(WeightVersion.agent_id == agent_id).order_by(WeightVersion.version.desc())
     )
     return [VersionInfo(*row) for row in rows]
@@ -75,8 +84,9 @@ def publish_version(db: Session, *, agent_id: int, weights: Mapping[str, torch.T
     """Add the next version in the caller's transaction; (agent_id, version) is unique, so two
     concurrent publishers cannot both commit the same number."""
     version = latest_version(db, agent_id) + 1
+    blob = encode_weights(weights)
     db.add(WeightVersion(agent_id=agent_id, version=version, parent_version=parent_version, tag=tag,
-                         weights=encode_weights(weights), events_learned_through=events_learned_through))
+                         weights=blob, sha256=weights_sha256(blob), events_learned_through=events_learned_through))
     db.flush()
     return version
 
@@ -98,7 +108,7 @@ def rollback(db: Session, *, agent_id: int, to_version: int) -> int:
     through = db.scalar(select(WeightVersion.events_learned_through).where(
         WeightVersion.agent_id == agent_id, WeightVersion.version == latest)) or 0
     db.add(WeightVersion(agent_id=agent_id, version=latest + 1, parent_version=to_version, weights=blob,
-                         events_learned_through=through, tag=None))
+                         sha256=weights_sha256(blob), events_learned_through=through, tag=None))
     db.flush()
     return latest + 1
 
@@ -111,13 +121,47 @@ def tag_version(db: Session, *, agent_id: int, version: int, tag: str | None) ->
     row.tag = tag
 
 
-def prune_versions(db: Session, *, agent_id: int, keep: int) -> int:
-    """Delete all but the newest `keep` versions, sparing tagged ones; returns how many went."""
+def prune_versions(db: Session, *, agent_id: int, keep: int, keep_every: int = 0) -> int:
+    """Delete all but the newest `keep` versions, sparing tagged ones and, with `keep_every` N > 0, every
+    N-th version (a replay checkpoint: a forget replays from the newest kept version before what it
+    forgets, so at most about N learning batches more than it must); returns how many went.
+
+    Stream checkpoints that no kept version needs go with them (`prune_stream_checkpoints`)."""
     if keep < 1:
         raise ValueError("keep at least one version (the current one)")
     newest = select(WeightVersion.version).where(WeightVersion.agent_id == agent_id) \
         .order_by(WeightVersion.version.desc()).limit(keep)
     kept = set(db.scalars(newest))
-    result = db.execute(delete(WeightVersion).where(
-        WeightVersion.agent_id == agent_id, WeightVersion.tag.is_(None), WeightVersion.version.not_in(kept)))
+    doomed = (WeightVersion.agent_id == agent_id, WeightVersion.tag.is_(None), WeightVersion.version.not_in(kept))
+    if keep_every > 0:
+        doomed += (WeightVersion.version % keep_every != 0,)
+    result = db.execute(delete(WeightVersion).where(*doomed))
+    if result.rowcount:
+        prune_stream_checkpoints(db, agent_id=agent_id)
     return result.rowcount
+
+
+def prune_stream_checkpoints(db: Session, *, agent_id: int) -> int:
+    """Delete the stream checkpoints no kept version needs; returns how many went.
+
+    A replay from version V restores every session's newest state at or before V's last learned event,
+    so for each kept version (and the current states: the newest per session) those stay."""
+    throughs = sorted(set(db.scalars(select(WeightVersion.events_learned_through)
+                                     .where(WeightVersion.agent_id == agent_id))))
+    per_session: dict[int, list[tuple[int, int]]] = {}
+    for row_id, session_id, event_id in db.execute(
+            select(StreamCheckpoint.id, StreamCheckpoint.session_id, StreamCheckpoint.event_id)
+            .where(StreamCheckpoint.agent_id == agent_id).order_by(StreamCheckpoint.event_id)):
+        per_session.setdefault(session_id, []).append((event_id, row_id))
+    doomed = []
+    for rows in per_session.values():
+        events = [event_id for event_id, _ in rows]
+        needed = {len(rows) - 1}
+        for through in throughs:
+            at = bisect.bisect_right(events, through) - 1
+            if at >= 0:
+                needed.add(at)
+        doomed += [row_id for index, (_, row_id) in enumerate(rows) if index not in needed]
+    if doomed:
+        db.execute(delete(StreamCheckpoint).where(StreamCheckpoint.id.in_(doomed)))
+    return len(doomed)

@@ -135,6 +135,10 @@ class MemoryStore:
         self.view = self.views[0]  # holds the store's lock and its row bookkeeping
         self.memory_watermark = 0  # highest memory id this store has seen
         self.tombstone_watermark = 0  # highest tombstone id this store has applied
+        # Rows with this id or above stay out (None: none do). A replay reads the memory as it stood when
+        # the event it re-learns was first learned: rows are written in learning order, so that is every
+        # row below the first one of that event or a later one (learner.replay). Raise it, never lower it.
+        self.id_ceiling: int | None = None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -195,7 +199,8 @@ class MemoryStore:
         with self.view.lock, self.sessions() as db:
             low = max(0, self.memory_watermark - self.config.lookback_ids)
             candidate_ids = db.scalars(
-                select(Memory.id).where(Memory.agent_id == self.agent_id, Memory.id > low).order_by(Memory.id)
+                select(Memory.id).where(Memory.agent_id == self.agent_id, Memory.id > low, *self._below_ceiling())
+                .order_by(Memory.id)
             ).all()
             # Deleted rows are gone from SQL in the same transaction as their tombstone, and ids
             # are never reused, so anything listed here and not in RAM is new to this store.
@@ -228,6 +233,9 @@ class MemoryStore:
                     else:
                         view.refit()
 
+    def _below_ceiling(self) -> tuple:
+        return () if self.id_ceiling is None else (Memory.id < self.id_ceiling,)
+
     def _add_rows(self, rows) -> None:
         """Rows of ROW_COLUMNS into the views."""
         for memory_id, key_blob, value_blob, *where in rows:
@@ -247,7 +255,7 @@ class MemoryStore:
                 view.clear()
             result = db.execute(
                 select(*ROW_COLUMNS)
-                .where(Memory.agent_id == self.agent_id)
+                .where(Memory.agent_id == self.agent_id, *self._below_ceiling())
                 .order_by(Memory.id)
                 .execution_options(yield_per=REBUILD_BATCH_ROWS)
             )
