@@ -131,11 +131,16 @@ class Client:
         self._request("DELETE", f"/v1/memories/{memory_id}")
 
     def delete_memories(self, agent_id: int, *, document_id: int | None = None, session_id: int | None = None,
-                        event_id: int | None = None, everything: bool = False) -> JSON:
-        """`{deleted}`; the server wants exactly one of the three ids or `everything`."""
+                        event_id: int | None = None, everything: bool = False, weights: bool | None = None) -> JSON:
+        """`{deleted, job}`; the server wants exactly one of the three ids or `everything`. `weights`: None for
+        the server's default (a source is also taken out of the weights, by the forget job `job`)."""
         params = _present({"document_id": document_id, "session_id": session_id, "event_id": event_id,
-                           "all": "true" if everything else None})
+                           "all": "true" if everything else None,
+                           "weights": None if weights is None else str(weights).lower()})
         return self._json("DELETE", f"/v1/agents/{agent_id}/memories", params=params)
+
+    def get_forget_job(self, agent_id: int, job_id: int) -> JSON:
+        return self._json("GET", f"/v1/agents/{agent_id}/forget-jobs/{job_id}")
 
     def export_memories(self, agent_id: int) -> Iterator[bytes]:
         with self._stream("GET", f"/v1/agents/{agent_id}/memories/export") as response:

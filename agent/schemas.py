@@ -204,8 +204,29 @@ class RecallHitPublic(BaseModel):
     session_id: int | None
 
 
+class ForgetJobPublic(BaseModel):
+    """A forget with weights: the replay that takes a source out of the agent's weights (learner.replay)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    agent_id: int
+    status: Literal["queued", "replaying", "done", "failed"]
+    events_total: int  # events to re-learn (known once replaying)
+    events_done: int
+    bytes_total: int
+    bytes_done: int
+    from_version: int | None  # the kept version the replay started from
+    result_version: int | None  # the version it published (current from then on)
+    failed_reason: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
 class Deleted(BaseModel):
     deleted: int
+    # The forget job taking the source out of the weights (weights=true, and something of it was learned).
+    job: ForgetJobPublic | None = None
 
 
 class Imported(BaseModel):
@@ -219,6 +240,7 @@ class VersionPublic(BaseModel):
     parent_version: int | None
     events_learned_through: int
     tag: str | None
+    sha256: str | None  # of its learned tensors: two agents' weights are equal when these are
     created_at: datetime
 
 

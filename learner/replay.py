@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.learn import AgentGone, AgentLearner, LearnerCache, _learn, _Plan
+from learner.learn import ACTIVE_JOB_STATUSES, AgentGone, AgentLearner, LearnerCache, _learn, _Plan
 from learner.versions import decode_weights, encode_weights, load_weights, weights_sha256
 from memory.codec import encode_pairs
 from memory.db import lock_agent
@@ -74,7 +74,7 @@ def run_forget_jobs(sessions: sessionmaker[Session], cache: LearnerCache, *, age
                 cache.forget(agent_id)
                 raise AgentGone(f"agent {agent_id} does not exist")
             job_id = db.scalar(select(ForgetJob.id).where(ForgetJob.agent_id == agent_id,
-                                                          ForgetJob.status.in_(("queued", "replaying")))
+                                                          ForgetJob.status.in_(ACTIVE_JOB_STATUSES))
                                .order_by(ForgetJob.id).limit(1))
         if job_id is None:
             return reports
@@ -277,9 +277,14 @@ def _publish(db: Session, job_id: int, weights, streams: dict[int, tuple[bytes |
     return version
 
 
+def active_forget_agents(db: Session) -> list[int]:
+    """Agents with a forget job queued or replaying."""
+    return list(db.scalars(select(ForgetJob.agent_id).where(ForgetJob.status.in_(ACTIVE_JOB_STATUSES)).distinct()))
+
+
 def fail_forget_jobs(db: Session, *, agent_id: int, reason: str) -> int:
     """Mark the agent's active forget jobs failed (its learning then goes on); returns how many."""
     lock_agent(db, agent_id)
     return db.execute(update(ForgetJob).where(ForgetJob.agent_id == agent_id,
-                                              ForgetJob.status.in_(("queued", "replaying")))
+                                              ForgetJob.status.in_(ACTIVE_JOB_STATUSES))
                       .values(status="failed", failed_reason=reason, finished_at=datetime.now(UTC))).rowcount

@@ -67,6 +67,18 @@ class Settings(BaseSettings):
                     "snapshotted again at each doubling",
     )
     keep_versions: int = Field(10, ge=1, description="weight versions kept per agent, tagged ones aside")
+    keep_version_every: int = Field(
+        64, ge=0,
+        description="also keep every N-th weight version (one per learned event or batch): a forget with weights "
+                    "replays from the newest kept version before what it forgets, so at most about N events more "
+                    "than it must; 0 keeps only the newest keep_versions",
+    )
+    forget_checkpoint_s: float = Field(
+        5.0, ge=0, description="seconds of a forget's replay a killed worker may lose (its progress is saved as often)"
+    )
+    forget_event_delay_s: float = Field(
+        0.0, ge=0, description="test hook: pause after each event a forget replays, so a test can kill a worker then"
+    )
     worker_concurrency: int = Field(1, ge=1, description="processes per worker (learn order is kept per agent)")
     broker_visibility_timeout_s: int = Field(
         3600, gt=0, description="Redis: seconds before a task whose worker died unacknowledged is delivered again"

@@ -39,6 +39,7 @@ def make_app(settings: Settings) -> Celery:
         task_default_queue="learn",
         task_routes={
             "lifelong.learn": {"queue": "learn"},
+            "lifelong.forget": {"queue": "learn"},
             "lifelong.snapshot_memory": {"queue": "maintenance"},
         },
         task_acks_late=True,

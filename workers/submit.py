@@ -21,6 +21,8 @@ from learner.eventlog import (
     open_document,
     pending_learning,
 )
+from learner.forget import Forgotten, forget_source
+from learner.replay import active_forget_agents
 from memory.db import lock_agent
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,24 @@ CHUNKS_PER_TASK = 16
 def enqueue_learning(app: Celery, *, agent_id: int, event_id: int) -> None:
     """Ask a worker to learn the agent's events up to `event_id` (call after they are committed)."""
     app.send_task("lifelong.learn", args=(agent_id, event_id))
+
+
+def enqueue_forget(app: Celery, *, agent_id: int) -> None:
+    """Ask a worker to run the agent's forget jobs (call after they are committed)."""
+    app.send_task("lifelong.forget", args=(agent_id,))
+
+
+def forget_memories(app: Celery, sessions: sessionmaker[Session], *, agent_id: int, weights: bool,
+                    event_id: int | None = None, document_id: int | None = None,
+                    session_id: int | None = None) -> Forgotten:
+    """Forget one source's memories (at once) and, with `weights`, what the weights learned from it (a forget
+    job, learner.replay); commits, then enqueues the job. ValueError unless exactly one source is named."""
+    with sessions.begin() as db:
+        forgotten = forget_source(db, agent_id=agent_id, weights=weights, event_id=event_id,
+                                  document_id=document_id, session_id=session_id)
+    if forgotten.job_id is not None:
+        enqueue_forget(app, agent_id=agent_id)
+    return forgotten
 
 
 def enqueue_snapshot(app: Celery, *, agent_id: int) -> None:
@@ -120,16 +140,22 @@ class DocumentUpload:
         enqueue_document_learning(self.app, agent_id=self.agent_id, event_ids=event_ids)
 
 
-def requeue_pending(app: Celery, sessions: sessionmaker[Session]) -> int:
-    """Enqueue work for everything SQL shows pending; returns the number of tasks sent.
+def requeue_pending(app: Celery, sessions: sessionmaker[Session], *, agent_id: int | None = None) -> int:
+    """Enqueue work for everything SQL shows pending (of one agent, or all); returns the number of tasks sent.
 
     Duplicates are harmless (tasks are idempotent), so this runs at every worker start: it covers
-    a crash between commit and send, and messages a transport lost with a killed worker.
+    a crash between commit and send, and messages a transport lost with a killed worker (a forget job
+    killed mid-replay resumes from its checkpoint). Forget jobs go first: an agent with one learns nothing
+    else until it is published.
     """
     with sessions() as db:
-        learning = pending_learning(db)
-    for agent_id, event_id in learning:
-        enqueue_learning(app, agent_id=agent_id, event_id=event_id)
-    if learning:
-        log.info("re-enqueued learning for %d agents found pending in SQL", len(learning))
-    return len(learning)
+        learning = [(a, e) for a, e in pending_learning(db) if agent_id in (None, a)]
+        forgetting = [a for a in active_forget_agents(db) if agent_id in (None, a)]
+    for forgetting_agent in forgetting:
+        enqueue_forget(app, agent_id=forgetting_agent)
+    for learning_agent, event_id in learning:
+        enqueue_learning(app, agent_id=learning_agent, event_id=event_id)
+    if learning or forgetting:
+        log.info("re-enqueued learning for %d agents and forget jobs for %d found pending in SQL", len(learning),
+                 len(forgetting))
+    return len(learning) + len(forgetting)

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sql_errors
 from learner.base import load_base
 from learner.eventlog import mark_failed
 from learner.learn import AgentGone, LearnConflict, learn_through
+from learner.replay import fail_forget_jobs, run_forget_jobs
 from memory.admin import stored_tokens
 from memory.db import make_engine, make_session_factory
 from memory.schema import Agent
@@ -77,6 +78,7 @@ def learn(self: Task, agent_id: int, event_id: int) -> dict:
         settings = context.settings
         report = learn_through(context.sessions, context.learners, agent_id=agent_id, event_id=event_id,
                                chunk_tokens=settings.chunk_bytes, keep_versions=settings.keep_versions,
+                               keep_version_every=settings.keep_version_every,
                                commit_delay_s=settings.learn_commit_delay_s)
         if report.tokens:
             with context.sessions() as db:
@@ -88,6 +90,27 @@ def learn(self: Task, agent_id: int, event_id: int) -> dict:
     def fail(context: WorkerContext, reason: str) -> None:
         with context.sessions.begin() as db:
             mark_failed(db, agent_id=agent_id, through_event_id=event_id, reason=reason)
+
+    return _run(self, work, fail)
+
+
+@shared_task(bind=True, name="lifelong.forget")
+def forget(self: Task, agent_id: int) -> dict:
+    """Run the agent's forget jobs (learner.replay), then enqueue the learning that waited for them."""
+
+    def work(context: WorkerContext) -> dict:
+        settings = context.settings
+        reports = run_forget_jobs(context.sessions, context.learners, agent_id=agent_id,
+                                  chunk_tokens=settings.chunk_bytes, checkpoint_every_s=settings.forget_checkpoint_s,
+                                  event_delay_s=settings.forget_event_delay_s)
+        requeue_pending(self.app, context.sessions, agent_id=agent_id)
+        return {"jobs": [report.job_id for report in reports], "events": sum(report.events for report in reports)}
+
+    def fail(context: WorkerContext, reason: str) -> None:
+        # The weights stay as they were (the job says why); the agent's learning goes on.
+        with context.sessions.begin() as db:
+            fail_forget_jobs(db, agent_id=agent_id, reason=reason)
+        requeue_pending(self.app, context.sessions, agent_id=agent_id)
 
     return _run(self, work, fail)
 

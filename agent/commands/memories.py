@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from agent.commands.common import agent_option, emit_list, emit_object, emit_result, guarded, make_client
 from agent.commands.streams import open_source, pieces
@@ -38,13 +41,45 @@ def _forget(args: argparse.Namespace) -> int:
         raise ValueError("name exactly one of: a memory id, --document ID, --session ID, --event ID, --all")
     with make_client(args) as client:
         if args.memory_id is not None:
+            if args.weights:
+                raise ValueError("--weights forgets a source (--document, --session or --event), not one memory")
             client.delete_memory(args.memory_id)
             return emit_result(args, {"deleted": 1}, f"forgot memory {args.memory_id}")
         if args.agent is None:
             raise ValueError("--agent is needed to forget by --document, --session, --event or --all")
+        if args.all and args.weights:
+            raise ValueError("--weights forgets one source (--document, --session or --event); "
+                             "to take everything out of the weights, roll back to version 0")
         result = client.delete_memories(args.agent, document_id=args.document, session_id=args.session,
-                                        event_id=args.event, everything=args.all)
-    return emit_result(args, result, f"forgot {result.get('deleted', 0)} memories")
+                                        event_id=args.event, everything=args.all, weights=args.weights)
+        job = result.get("job")
+        if job is not None and not args.no_wait:
+            job = result["job"] = _follow_job(client, job, args.poll_s, quiet=args.json or args.quiet)
+    message = f"forgot {result.get('deleted', 0)} memories"
+    if job is not None:
+        message += (f"; weights: forget job {job['id']} {job['status']}"
+                    + (f", version {job['result_version']} is current" if job.get("result_version") else ""))
+    emit_result(args, result, message)
+    if job is not None and job.get("status") == "failed":
+        print(f"lifelong memories forget: forget job {job['id']} failed: {job.get('failed_reason')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _follow_job(client, job: dict, poll_s: float, quiet: bool) -> dict:
+    """Poll a forget job until it is done or failed, with a bar of the bytes it has re-learned."""
+    # tqdm writes to stderr and hides itself when that is not a terminal (disable=None).
+    with tqdm(total=job.get("bytes_total") or None, desc="replayed", unit="B", unit_scale=True, unit_divisor=1024,
+              file=sys.stderr, disable=True if quiet else None) as bar:
+        while True:
+            if job.get("bytes_total") and bar.total != job["bytes_total"]:
+                bar.total = job["bytes_total"]
+                bar.refresh()
+            bar.update(job.get("bytes_done", 0) - bar.n)
+            if job.get("status") in ("done", "failed"):
+                return job
+            time.sleep(poll_s)
+            job = client.get_forget_job(job["agent_id"], job["id"])
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -106,6 +141,14 @@ def register(commands: argparse._SubParsersAction, options: argparse.ArgumentPar
     forget.add_argument("--session", type=int, help="forget everything learned from this session")
     forget.add_argument("--event", type=int, help="forget everything read from this event")
     forget.add_argument("--all", action="store_true", help="forget everything the agent remembers")
+    weights = forget.add_mutually_exclusive_group()
+    weights.add_argument("--weights", dest="weights", action="store_true", default=None,
+                         help="also take the source out of the weights by a replay (the default for a source)")
+    weights.add_argument("--no-weights", dest="weights", action="store_false",
+                         help="delete the memories only; the weights keep what they learned")
+    forget.add_argument("--no-wait", action="store_true", help="return once the forget job is queued")
+    forget.add_argument("--poll-s", type=float, default=0.5, help="seconds between progress checks")
+    forget.add_argument("--quiet", action="store_true", help="no progress bar")
     forget.set_defaults(handler=guarded(_forget))
 
     export = actions.add_parser("export", parents=[options], help="NDJSON of an agent's memories")

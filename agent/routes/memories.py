@@ -9,10 +9,11 @@ from sqlalchemy import select
 
 from agent.deps import CurrentKey, Db, PathId, QueryId, ServicesDep, agent_for
 from agent.documents import ndjson_lines
-from agent.errors import not_found, unprocessable
-from agent.schemas import Deleted, Imported, MemoryPublic, Page, RecallHitPublic, RecallRequest
+from agent.errors import ApiError, not_found, unprocessable
+from agent.schemas import Deleted, ForgetJobPublic, Imported, MemoryPublic, Page, RecallHitPublic, RecallRequest
 from memory.admin import MAX_PAGE, delete_memories, export_ndjson, get_memory, list_memories, span_from_line
-from memory.schema import Memory
+from memory.schema import ForgetJob, Memory
+from workers.submit import forget_memories
 
 router = APIRouter(prefix="/v1", tags=["memories"])
 # An exported memory's line holds its pairs for every memory layer (base64 fp16): megabytes for a long span.
@@ -54,15 +55,40 @@ def delete_one_memory(memory_id: PathId, db: Db, principal: CurrentKey) -> Respo
 
 
 @router.delete("/agents/{agent_id}/memories", response_model=Deleted)
-def delete_agent_memories(agent_id: PathId, db: Db, principal: CurrentKey, document_id: QueryId = None,
-                          session_id: QueryId = None, event_id: QueryId = None,
-                          all: bool = Query(False, description="delete every memory of the agent")) -> Deleted:
+def delete_agent_memories(agent_id: PathId, db: Db, services: ServicesDep, principal: CurrentKey,
+                          document_id: QueryId = None, session_id: QueryId = None, event_id: QueryId = None,
+                          all: bool = Query(False, description="delete every memory of the agent"),
+                          weights: bool | None = Query(
+                              None, description="also take the source out of the weights by a forget job (default "
+                                                "true for a document, session or event; not for all=true)")) -> Deleted:
     agent = agent_for(db, principal, agent_id)
+    if all:
+        if weights:
+            raise ApiError(422, "weights=true forgets one source (?document_id=, ?session_id= or ?event_id=); "
+                                "to take everything out of the weights, roll back to version 0 "
+                                "(POST .../weights/rollback)")
+        with unprocessable(message="name exactly one of ?document_id=, ?session_id=, ?event_id= or ?all=true"):
+            deleted = delete_memories(db, agent_id=agent.id, document_id=document_id, session_id=session_id,
+                                      event_id=event_id, everything=all)
+        db.commit()
+        return Deleted(deleted=deleted)
+    db.rollback()  # the forget writes in a transaction of its own
     with unprocessable(message="name exactly one of ?document_id=, ?session_id=, ?event_id= or ?all=true"):
-        deleted = delete_memories(db, agent_id=agent.id, document_id=document_id, session_id=session_id,
-                                  event_id=event_id, everything=all)
-    db.commit()
-    return Deleted(deleted=deleted)
+        forgotten = forget_memories(services.celery, services.sessions, agent_id=agent.id,
+                                    weights=weights is not False, document_id=document_id, session_id=session_id,
+                                    event_id=event_id)
+    job = None if forgotten.job_id is None else ForgetJobPublic.model_validate(db.get(ForgetJob, forgotten.job_id))
+    return Deleted(deleted=forgotten.deleted, job=job)
+
+
+@router.get("/agents/{agent_id}/forget-jobs/{job_id}", response_model=ForgetJobPublic)
+def get_forget_job(agent_id: PathId, job_id: PathId, db: Db, principal: CurrentKey) -> ForgetJobPublic:
+    """A forget job's status and progress (events and bytes re-learned of the total)."""
+    agent = agent_for(db, principal, agent_id)
+    job = db.get(ForgetJob, job_id)
+    if job is None or job.agent_id != agent.id:
+        raise not_found(f"forget job {job_id}")
+    return ForgetJobPublic.model_validate(job)
 
 
 @router.post("/agents/{agent_id}/memories/recall", response_model=list[RecallHitPublic])

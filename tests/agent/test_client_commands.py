@@ -279,6 +279,33 @@ def test_memories_forget_one_by_source_or_all(api, capsys):
     assert len(api.sent("DELETE", "/v1/agents/3/memories")) == 3
 
 
+def _job(status: str, done: int, **more) -> dict:
+    return {"id": 9, "agent_id": 3, "status": status, "events_total": 4, "events_done": done // 10,
+            "bytes_total": 40, "bytes_done": done, "result_version": None, "failed_reason": None, **more}
+
+
+def test_memories_forget_with_weights_follows_the_forget_job_to_its_end(api, capsys):
+    api.on("DELETE", "/v1/agents/3/memories", httpx.Response(200, json={"deleted": 2, "job": _job("queued", 0)}))
+    polls = iter([_job("replaying", 20), _job("done", 40, result_version=17)])
+    api.on("GET", "/v1/agents/3/forget-jobs/9", lambda request: httpx.Response(200, json=next(polls)))
+
+    assert main(["memories", "forget", "--agent", "3", "--document", "5", "--poll-s", "0"]) == 0
+    assert capsys.readouterr().out == "forgot 2 memories; weights: forget job 9 done, version 17 is current\n"
+    assert len(api.sent("GET", "/v1/agents/3/forget-jobs/9")) == 2
+    assert main(["memories", "forget", "--agent", "3", "--session", "6", "--no-weights", "--no-wait", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["job"]["status"] == "queued"  # the fake's answer, not followed
+    assert [dict(r.url.params) for r in api.sent("DELETE", "/v1/agents/3/memories")] == [
+        {"document_id": "5"}, {"session_id": "6", "weights": "false"}]
+    # A failed job: its reason on stderr and a non-zero exit; --weights with --all is refused before any request.
+    api.on("DELETE", "/v1/agents/3/memories", httpx.Response(200, json={"deleted": 0, "job": _job(
+        "failed", 0, failed_reason="ReplayMismatch: event 4")}))
+    assert main(["memories", "forget", "--agent", "3", "--event", "4"]) == 1
+    assert "forget job 9 failed: ReplayMismatch: event 4" in capsys.readouterr().err
+    assert main(["memories", "forget", "--agent", "3", "--all", "--weights"]) == 2
+    assert "roll back to version 0" in capsys.readouterr().err
+    assert len(api.sent("DELETE", "/v1/agents/3/memories")) == 3
+
+
 def test_memories_export_and_import_stream_ndjson(api, capsys, tmp_path):
     export = b'{"format": 1}\n{"text": "x"}\n'
     api.on("GET", "/v1/agents/3/memories/export",
