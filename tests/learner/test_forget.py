@@ -34,35 +34,36 @@ CHUNK = 48  # bytes per chunk event, so each document is several events
 LEARN = {"chunk_tokens": 32, "keep_versions": 2, "keep_version_every": 4}  # pruned: the replay starts before D2
 
 
-def _say(sessions, session_id: int, text: bytes) -> int:
+def say(sessions, session_id: int, text: bytes) -> int:
     with sessions.begin() as db:
         return append_events(db, session_id=session_id, events=[("user", text)])[0].id
 
 
-def _learn_all(sessions, cache, agent_id: int) -> None:
+def _learn_all(sessions, cache, agent_id: int, learn: dict = LEARN) -> None:
     with sessions() as db:
         pending = list(db.scalars(select(Event.id).where(Event.agent_id == agent_id).order_by(Event.id)))
     for event_id in pending:  # one task per event, as the API enqueues them
-        learn_through(sessions, cache, agent_id=agent_id, event_id=event_id, **LEARN)
+        learn_through(sessions, cache, agent_id=agent_id, event_id=event_id, **learn)
 
 
-def _live(sessions, name: str, documents: list[bytes]) -> tuple[int, dict[bytes, int]]:
-    """An agent that reads D1, a chat turn, then the documents given, then another turn, learning as it goes."""
+def live_agent(sessions, name: str, documents: list[bytes], learn: dict = LEARN) -> tuple[int, dict[bytes, int]]:
+    """An agent that reads D1, a chat turn, then the documents given, then another turn, learning as it goes;
+    (agent id, document id of each text)."""
     agent_id, chat = new_agent(sessions, name)
     cache = LearnerCache(sessions)
     ids = {}
     ids[D1], _ = received_document(sessions, agent_id, D1, CHUNK, name="D1")
-    _say(sessions, chat, TURN_1)
-    _learn_all(sessions, cache, agent_id)
+    say(sessions, chat, TURN_1)
+    _learn_all(sessions, cache, agent_id, learn)
     for data in documents:
         ids[data], _ = received_document(sessions, agent_id, data, CHUNK, name=f"D{[D1, D2, D3].index(data) + 1}")
-        _learn_all(sessions, cache, agent_id)
-    _say(sessions, chat, TURN_2)
-    _learn_all(sessions, cache, agent_id)
+        _learn_all(sessions, cache, agent_id, learn)
+    say(sessions, chat, TURN_2)
+    _learn_all(sessions, cache, agent_id, learn)
     return agent_id, ids
 
 
-def _memories(sessions, agent_id: int) -> list[tuple]:
+def memories_but_ids(sessions, agent_id: int) -> list[tuple]:
     """Every memory with its provenance by name (document name or "chat", and the event's place), ids left out."""
     with sessions() as db:
         rows = db.execute(select(Memory, Event.seq, Document.name, StreamSession.kind)
@@ -108,15 +109,15 @@ def _bits_per_byte(sessions, agent_id: int, text: bytes) -> float:
 
 
 def test_forgetting_a_document_with_weights_equals_never_having_read_it(sessions):
-    a, a_docs = _live(sessions, "a", [D2, D3])
-    b, _ = _live(sessions, "b", [D3])
+    a, a_docs = live_agent(sessions, "a", [D2, D3])
+    b, _ = live_agent(sessions, "b", [D3])
     before = _bits_per_byte(sessions, a, D2)
     with sessions() as db:
         kept_before = [v.version for v in list_versions(db, a)]
     with sessions.begin() as db:
         forgotten = forget_source(db, agent_id=a, document_id=a_docs[D2], weights=True)
     assert forgotten.deleted > 0 and forgotten.job_id is not None
-    assert not any(name == "D2" for name, *_ in _memories(sessions, a))  # at once, before the replay
+    assert not any(name == "D2" for name, *_ in memories_but_ids(sessions, a))  # at once, before the replay
 
     cache = LearnerCache(sessions)
     [report] = run_forget_jobs(sessions, cache, agent_id=a, chunk_tokens=LEARN["chunk_tokens"])
@@ -142,7 +143,7 @@ def test_forgetting_a_document_with_weights_equals_never_having_read_it(sessions
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[name], weights_b[name]) for name in weights_a)
     assert versions[0].sha256 == b_newest.sha256
-    assert _memories(sessions, a) == _memories(sessions, b)
+    assert memories_but_ids(sessions, a) == memories_but_ids(sessions, b)
     with sessions() as db:
         chat_a, chat_b = (db.scalar(select(StreamSession).where(StreamSession.agent_id == agent,
                                                                 StreamSession.kind == "chat")) for agent in (a, b))
@@ -153,15 +154,15 @@ def test_forgetting_a_document_with_weights_equals_never_having_read_it(sessions
 
     # Learned again from here on, A stays B: events after the replay continue from the published state.
     for agent in (a, b):
-        chat = new_agent_chat(sessions, agent)
-        _say(sessions, chat, b"one more thing to remember")
+        chat = chat_of(sessions, agent)
+        say(sessions, chat, b"one more thing to remember")
         _learn_all(sessions, LearnerCache(sessions), agent)
     weights_a, weights_b = learned_weights(sessions, a), learned_weights(sessions, b)
     assert all(torch.equal(weights_a[name], weights_b[name]) for name in weights_a)
-    assert _memories(sessions, a) == _memories(sessions, b)
+    assert memories_but_ids(sessions, a) == memories_but_ids(sessions, b)
 
 
-def new_agent_chat(sessions, agent_id: int) -> int:
+def chat_of(sessions, agent_id: int) -> int:
     with sessions() as db:
         return db.scalar(select(StreamSession.id).where(StreamSession.agent_id == agent_id,
                                                         StreamSession.kind == "chat"))
@@ -169,13 +170,13 @@ def new_agent_chat(sessions, agent_id: int) -> int:
 
 def test_events_arriving_during_a_forget_job_wait_for_its_publish_and_forgotten_events_are_never_learned(sessions):
     agent_id, chat = new_agent(sessions, "a")
-    first = _say(sessions, chat, b"my password is hunter2")
+    first = say(sessions, chat, b"my password is hunter2")
     learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=first, chunk_tokens=16)
-    pending = _say(sessions, chat, b"a message not learned yet")
+    pending = say(sessions, chat, b"a message not learned yet")
     with sessions.begin() as db:
         assert forget_source(db, agent_id=agent_id, event_id=pending, weights=True).job_id is None  # never learned
         job_id = forget_source(db, agent_id=agent_id, event_id=first, weights=True).job_id
-    later = _say(sessions, chat, b"said while the job waits")
+    later = say(sessions, chat, b"said while the job waits")
     report = learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=later, chunk_tokens=16)
     assert report.events == 0  # held until the replay publishes
     run_forget_jobs(sessions, LearnerCache(sessions), agent_id=agent_id, chunk_tokens=16)
