@@ -70,3 +70,10 @@ def sign_in(page, key: str) -> None:
     page.fill("#api-key", key)
     page.click("text=Open the console")
     page.wait_for_selector("#agent-picker")
+
+
+def assert_no_stray_values(page) -> None:
+    """No value rendered as JavaScript's names for it ('[object …]', 'undefined', 'NaN') instead of its text."""
+    text = page.locator("#view").inner_text()
+    for stray in ("[object ", "undefined", "NaN"):
+        assert stray not in text, f"{stray!r} on the page: {text[:2000]}"

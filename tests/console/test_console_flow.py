@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.console.conftest import sign_in
+from tests.console.conftest import assert_no_stray_values, sign_in
 
 # The keeper's name recurs at many offsets, so some memory span (64 tokens) holds it whole.
 LINES = [f"Entry {n}: the lighthouse keeper on the north cape is called Zebulon Marsh.\n" for n in range(40)]
@@ -25,6 +25,7 @@ def test_an_agent_is_created_chatted_with_taught_a_document_and_its_memory_found
     inspect.locator("h2", has_text="ada").wait_for()
     assert inspect.locator("#agent-weight-version").text_content() == "v0"
     agent_id = int(page.url.rsplit("/", 1)[1])
+    assert_no_stray_values(page)
     with server.client(server.admin_key) as client:
         agent = client.get(f"/v1/agents/{agent_id}").json()
     assert agent["name"] == "ada" and agent["base_checkpoint"] == "preset:tiny"
@@ -45,6 +46,8 @@ def test_an_agent_is_created_chatted_with_taught_a_document_and_its_memory_found
     with server.client(server.admin_key) as client:
         logged = client.get(f"/v1/sessions/{session_id}/messages").json()["data"]
     assert [m["content"] for m in logged if m["role"] == "assistant"] == shown
+    page.locator("#sessions button", has_text=f"session {session_id} · 4 messages").wait_for()
+    assert_no_stray_values(page)
     assert shown[1] and page.evaluate("window.pieces") > 2  # user bubble, reply bubble, then its pieces
 
     # Documents: the upload's bytes are sent, then learned.
@@ -58,6 +61,7 @@ def test_an_agent_is_created_chatted_with_taught_a_document_and_its_memory_found
     row = page.locator("#documents-list tr", has_text="lighthouse.txt")
     row.locator(".status", has_text="learned").wait_for()
     document_id = int(row.get_attribute("data-document-id"))
+    assert_no_stray_values(page)
 
     # Memories: found by its text, read whole with its provenance.
     page.click(".tabs >> text=Memories")
@@ -79,6 +83,7 @@ def test_an_agent_is_created_chatted_with_taught_a_document_and_its_memory_found
     hits.first.wait_for()
     memory_id = int(hits.first.get_attribute("data-memory-id"))
     assert re.fullmatch(r"-?\d+\.\d{3}", hits.first.locator(".score").text_content())
+    assert_no_stray_values(page)
 
     # Delete it from its detail; it is gone from the list, from what would be recalled, and from the API.
     hits.first.locator("button", has_text=f"#{memory_id}").click()
@@ -102,6 +107,7 @@ def test_an_agent_is_created_chatted_with_taught_a_document_and_its_memory_found
         scores = client.get(f"/v1/agents/{agent_id}/scores", params={"limit": 500}).json()["data"]
         before = client.get(f"/v1/agents/{agent_id}").json()["weight_version"]
     assert page.locator("#learning-curve circle").count() == len(scores) > 0
+    assert_no_stray_values(page)
     base = page.locator("#versions-list li[data-version='0']")
     base.locator("button").click()
     base.locator("button", has_text="Roll back to v0?").click()

@@ -2,7 +2,7 @@
 // agent's figures kept fresh while the view is open (queue lag falls as the worker learns).
 
 import { get, post } from "./api.js";
-import { el, clear, notice, table, formatBytes, formatTime } from "./dom.js";
+import { el, clear, notice, table, formatBytes, formatTime, replace } from "./dom.js";
 
 const REFRESH_MS = 2000;
 
@@ -16,7 +16,7 @@ export function render(container, context) {
   async function refresh() {
     try {
       const agents = (await get("/v1/agents", { limit: 500 })).data;
-      clear(listBody).append(agents.length === 0
+      replace(listBody, agents.length === 0
         ? notice("No agents yet: create one.", "info")
         : table(["", "name", "base", "weights", "memories", "learned", "queue"], agents.map((agent) =>
           el("tr", { class: agent.id === context.agentId ? "current" : "" },
@@ -29,9 +29,9 @@ export function render(container, context) {
             el("td", { text: formatBytes(agent.bytes_learned) }),
             el("td", { text: agent.queue_lag })))));
       const current = agents.find((agent) => agent.id === context.agentId);
-      clear(inspect).append(current ? details(current, context) : el("p", { text: "Pick or create an agent." }));
+      replace(inspect, current ? details(current, context) : el("p", { text: "Pick or create an agent." }));
     } catch (error) {
-      clear(listBody).append(notice(error.message));
+      replace(listBody, notice(error.message));
     }
   }
 

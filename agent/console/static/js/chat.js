@@ -2,7 +2,7 @@
 // are sampled, a stop button, and under each reply what the agent's memory recalls for the message.
 
 import { get, post, streamEvents } from "./api.js";
-import { el, clear, notice, provenance } from "./dom.js";
+import { el, clear, notice, provenance, replace } from "./dom.js";
 
 const RECALLED = 5; // memories shown under a reply
 
@@ -28,12 +28,12 @@ export function render(container, context) {
   async function listSessions() {
     try {
       const page = await get(`/v1/agents/${agentId}/sessions`, { limit: 500 });
-      clear(sessions).append(page.data.slice().reverse().map((session) => el("li", {},
+      replace(sessions, page.data.slice().reverse().map((session) => el("li", {},
         el("button", { type: "button", class: session.id === sessionId ? "quiet current" : "quiet",
           text: `session ${session.id} · ${session.events} messages`, onclick: () => open(session.id) }))));
       return page.data;
     } catch (error) {
-      clear(sessions).append(notice(error.message));
+      replace(sessions, notice(error.message));
       return [];
     }
   }
@@ -43,7 +43,7 @@ export function render(container, context) {
       const session = await post(`/v1/agents/${agentId}/sessions`);
       await open(session.id);
     } catch (error) {
-      clear(status).append(notice(error.message));
+      replace(status, notice(error.message));
     }
   }
 
@@ -126,13 +126,13 @@ function turnFooter(done, agentId, message) {
       show.disabled = true;
       try {
         const hits = await post(`/v1/agents/${agentId}/memories/recall`, { query: message, top_k: RECALLED });
-        clear(recalled).append(hits.length === 0 ? el("p", { class: "muted", text: "Nothing in memory yet." })
+        replace(recalled, hits.length === 0 ? el("p", { class: "muted", text: "Nothing in memory yet." })
           : el("ol", {}, hits.map((hit) => el("li", {},
             el("span", { class: "score", text: hit.score.toFixed(3) }), " ",
             el("q", { text: hit.text }), " ",
             el("span", { class: "muted", text: `memory ${hit.memory_id} · ${provenance(hit)}` })))));
       } catch (error) {
-        clear(recalled).append(notice(error.message));
+        replace(recalled, notice(error.message));
       } finally {
         show.disabled = false;
       }

@@ -2,7 +2,7 @@
 // agent's documents with their status and, for a failed one, why.
 
 import { get, upload } from "./api.js";
-import { el, clear, notice, table, formatBytes, formatTime } from "./dom.js";
+import { el, clear, notice, table, formatBytes, formatTime, replace } from "./dom.js";
 
 const POLL_MS = 1000;
 
@@ -42,7 +42,7 @@ export function render(container, context) {
     try {
       const page = await get(`/v1/agents/${agentId}/documents`, { limit: 200 });
       if (page.data.some((doc) => !["learned", "failed"].includes(doc.status))) following = setTimeout(refresh, POLL_MS);
-      clear(listBody).append(page.data.length === 0 ? el("p", { class: "muted", text: "No documents yet." })
+      replace(listBody, page.data.length === 0 ? el("p", { class: "muted", text: "No documents yet." })
         : table(["id", "name", "status", "received", "learned", "updated"], page.data.map((doc) =>
           el("tr", { dataset: { documentId: doc.id } },
             el("td", { text: doc.id }),
@@ -53,7 +53,7 @@ export function render(container, context) {
             el("td", { text: formatBytes(doc.bytes_learned) }),
             el("td", { text: formatTime(doc.updated_at) })))));
     } catch (error) {
-      clear(listBody).append(notice(error.message));
+      replace(listBody, notice(error.message));
     }
   }
 
@@ -63,7 +63,7 @@ export function render(container, context) {
       learned.max = Math.max(doc.bytes_received, 1);
       learned.value = doc.bytes_learned;
       learnedLabel.textContent = `${formatBytes(doc.bytes_learned)} of ${formatBytes(doc.bytes_received)} · ${doc.status}`;
-      if (doc.failed_reason) clear(uploadStatus).append(notice(`Failed: ${doc.failed_reason}`));
+      if (doc.failed_reason) replace(uploadStatus, notice(`Failed: ${doc.failed_reason}`));
     };
     show(created);
     clearInterval(polling);
@@ -73,12 +73,12 @@ export function render(container, context) {
         show(doc);
         if (doc.status === "learned" || doc.status === "failed") {
           clearInterval(polling);
-          if (doc.status === "learned") clear(uploadStatus).append(notice(`Document ${doc.id} is learned.`, "ok"));
+          if (doc.status === "learned") replace(uploadStatus, notice(`Document ${doc.id} is learned.`, "ok"));
           refresh();
         }
       } catch (error) {
         clearInterval(polling);
-        clear(uploadStatus).append(notice(error.message));
+        replace(uploadStatus, notice(error.message));
       }
     }, POLL_MS);
   }

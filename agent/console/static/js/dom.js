@@ -96,3 +96,8 @@ export function provenance(item) {
   if (item.imported_from) parts.push(`imported from ${item.imported_from}`);
   return parts.length ? parts.join(" · ") : "no source recorded";
 }
+
+// Clears `node` and appends `children` (arrays flattened, null and false left out, unlike Node.append).
+export function replace(node, ...children) {
+  return append(clear(node), ...children);
+}

@@ -2,7 +2,7 @@
 // the agent learned from it), and its weight versions as a timeline with rollback.
 
 import { get, post } from "./api.js";
-import { el, svg, clear, notice, confirmButton, formatBytes, formatTime } from "./dom.js";
+import { el, svg, notice, confirmButton, formatBytes, formatTime, replace } from "./dom.js";
 
 const WIDTH = 640;
 const HEIGHT = 240;
@@ -85,7 +85,7 @@ async function loadVersions(panel, agentId) {
       const [agent, page] = await Promise.all([get(`/v1/agents/${agentId}`), get(`/v1/agents/${agentId}/weights`, { limit: 100 })]);
       const rows = [...page.data, { version: 0, parent_version: null, events_learned_through: 0, tag: "base",
         created_at: agent.created_at }];
-      clear(body).append(el("ol", { class: "timeline" }, rows.map((version) => el("li", {
+      replace(body, el("ol", { class: "timeline" }, rows.map((version) => el("li", {
         class: version.version === agent.weight_version ? "current" : "", dataset: { version: version.version } },
       el("strong", { text: `v${version.version}` }),
       el("span", { class: "muted", text: [
@@ -98,15 +98,15 @@ async function loadVersions(panel, agentId) {
         : confirmButton("Roll back to this", `Roll back to v${version.version}?`, async () => {
           try {
             const created = await post(`/v1/agents/${agentId}/weights/rollback`, { version: version.version });
-            clear(status).append(notice(`Now at v${created.version}, carrying v${version.version}'s weights.`, "ok"));
+            replace(status, notice(`Now at v${created.version}, carrying v${version.version}'s weights.`, "ok"));
           } catch (error) {
-            clear(status).append(notice(error.message));
+            replace(status, notice(error.message));
           }
           refresh();
         })))),
       page.next_cursor ? el("p", { class: "muted", text: "Older versions were pruned or are on later pages." }) : null);
     } catch (error) {
-      clear(body).append(notice(error.message));
+      replace(body, notice(error.message));
     }
   }
   refresh();

@@ -2,7 +2,7 @@
 // `render(container, context)` each, returning a function that stops their timers when left.
 
 import { key, get, whenUnauthorized } from "./api.js";
-import { el, clear, notice } from "./dom.js";
+import { el, clear, notice, replace } from "./dom.js";
 import * as agentsView from "./agents.js";
 import * as chatView from "./chat.js";
 import * as documentsView from "./documents.js";
@@ -50,7 +50,7 @@ function keyGate(message) {
     key.set(input.value.trim());
     await start();
   });
-  clear(document.body).append(el("main", { class: "gate" }, form));
+  replace(document.body, el("main", { class: "gate" }, form));
   input.focus();
 }
 
@@ -90,12 +90,12 @@ function frame(agents) {
     el("label", { class: "picker" }, "Agent ", picker),
     tabs, signOut);
   const main = el("main", { id: "view" });
-  clear(document.body).append(header, main);
+  replace(document.body, header, main);
   show();
 }
 
 function fillPicker(picker, agents) {
-  clear(picker).append(agents.length === 0 ? el("option", { value: "", text: "no agents yet" }) : null,
+  replace(picker, agents.length === 0 ? el("option", { value: "", text: "no agents yet" }) : null,
     ...agents.map((agent) => el("option", { value: String(agent.id), text: `${agent.name} (#${agent.id})` })));
   if (state.agentId) picker.value = String(state.agentId);
 }

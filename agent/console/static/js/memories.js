@@ -2,7 +2,7 @@
 // its provenance, what would be recalled for a typed query (with scores), and deleting.
 
 import { get, post, del } from "./api.js";
-import { el, clear, notice, table, confirmButton, provenance, formatTime } from "./dom.js";
+import { el, clear, notice, table, confirmButton, provenance, formatTime, replace } from "./dom.js";
 
 const PAGE = 20;
 const PREVIEW = 160; // characters of a memory shown in the list; the rest in its detail
@@ -43,28 +43,28 @@ export function render(container, context) {
     try {
       const page = await get(`/v1/agents/${agentId}/memories`, query());
       cursors[pageIndex + 1] = page.next_cursor;
-      clear(listBody).append(page.data.length === 0 ? el("p", { class: "muted", text: "No memories match." })
+      replace(listBody, page.data.length === 0 ? el("p", { class: "muted", text: "No memories match." })
         : table(["id", "text", "source", ""], page.data.map((memory) => el("tr", { dataset: { memoryId: memory.id } },
           el("td", {}, el("button", { type: "button", class: "quiet", text: `#${memory.id}`,
             onclick: () => showDetail(memory.id) })),
           el("td", { class: "memory-text", text: short(memory.text) }),
           el("td", { class: "muted", text: provenance(memory) }),
           el("td", {}, confirmButton("Delete", "Really delete?", () => deleteOne(memory.id)))))));
-      clear(pager).append(
+      replace(pager, 
         el("button", { type: "button", text: "← Newer", disabled: pageIndex === 0,
           onclick: () => { pageIndex -= 1; load(); } }),
         el("span", { class: "muted", text: `page ${pageIndex + 1}` }),
         el("button", { type: "button", text: "Older →", disabled: !page.next_cursor,
           onclick: () => { pageIndex += 1; load(); } }));
     } catch (error) {
-      clear(listBody).append(notice(error.message));
+      replace(listBody, notice(error.message));
     }
   }
 
   async function showDetail(id) {
     try {
       const memory = await get(`/v1/memories/${id}`);
-      clear(detail).append(
+      replace(detail, 
         el("h2", { text: `Memory ${memory.id}` }),
         el("pre", { class: "memory-full", id: "memory-full-text", text: memory.text }),
         el("dl", {}, ...[
@@ -77,17 +77,17 @@ export function render(container, context) {
         ].flatMap(([term, value]) => [el("dt", { text: term }), el("dd", { text: value })])),
         confirmButton("Delete this memory", "Really delete it?", () => deleteOne(memory.id)));
     } catch (error) {
-      clear(detail).append(notice(error.message));
+      replace(detail, notice(error.message));
     }
   }
 
   async function deleteOne(id) {
     try {
       await del(`/v1/memories/${id}`);
-      clear(deleteStatus).append(notice(`Memory ${id} deleted.`, "ok"));
-      clear(detail).append(el("p", { class: "muted", text: `Memory ${id} is deleted.` }));
+      replace(deleteStatus, notice(`Memory ${id} deleted.`, "ok"));
+      replace(detail, el("p", { class: "muted", text: `Memory ${id} is deleted.` }));
     } catch (error) {
-      clear(deleteStatus).append(notice(error.message));
+      replace(deleteStatus, notice(error.message));
     }
     load();
   }
@@ -128,7 +128,7 @@ export function render(container, context) {
       try {
         const hits = await post(`/v1/agents/${agentId}/memories/recall`,
           { query: input.value, top_k: Number(topK.value) || 10 });
-        clear(results).append(hits.length === 0 ? el("p", { class: "muted", text: "Nothing would be recalled." })
+        replace(results, hits.length === 0 ? el("p", { class: "muted", text: "Nothing would be recalled." })
           : table(["score", "pairs", "text", "source"], hits.map((hit) => el("tr", { dataset: { memoryId: hit.memory_id } },
             el("td", { class: "score", text: hit.score.toFixed(3) }),
             el("td", { text: hit.token_hits }),
@@ -136,7 +136,7 @@ export function render(container, context) {
               onclick: () => showDetail(hit.memory_id) }), " ", el("span", { class: "memory-text", text: short(hit.text) })),
             el("td", { class: "muted", text: provenance(hit) })))));
       } catch (error) {
-        clear(results).append(notice(error.message));
+        replace(results, notice(error.message));
       }
     });
     return form;
