@@ -168,7 +168,7 @@ def test_a_document_ingested_while_chatting_is_learned_and_its_memories_curated(
         document_ids = {m["id"] for m in from_document}
         assert recalled & document_ids
         deleted = client.delete(f"/v1/agents/{agent_id}/memories", params={"document_id": document["id"]}).json()
-        assert deleted == {"deleted": len(document_ids)}
+        assert deleted["deleted"] == len(document_ids) and deleted["job"]["status"] == "queued"  # weights=true
         recalled = {
             hit["memory_id"] for hit in client.post(f"/v1/agents/{agent_id}/memories/recall", json=query).json()
         }
