@@ -106,7 +106,9 @@ def test_a_person_chats_ingests_and_curates_memories_through_the_cli(server, tmp
                                "--json").stdout)
     assert {hit["memory_id"] for hit in recalled} & document_ids
     forgot = lifelong(server, key, "memories", "forget", "--agent", agent_id, "--document", str(document["id"]))
-    assert forgot.stdout == f"forgot {len(document_ids)} memories\n"
+    # With the weights too (the default): the command follows the forget job to its publish.
+    assert forgot.stdout.startswith(f"forgot {len(document_ids)} memories; weights: forget job ")
+    assert " done, version " in forgot.stdout
     recalled = ndjson(lifelong(server, key, "memories", "recall", "--agent", agent_id, query, "--top-k", "50",
                                "--json").stdout)
     assert recalled and not {hit["memory_id"] for hit in recalled} & document_ids
