@@ -98,9 +98,11 @@ def build_server(open_api: ApiOpener) -> MCPServer:
 
     @server.tool()
     async def forget(agent_id: Id, ctx: Context, memory_id: OptionalId = None, document_id: OptionalId = None,
-                     session_id: OptionalId = None, event_id: OptionalId = None) -> Json:
-        """Delete memories of the agent: one memory, or all of a document, a chat session or an event.
-        Name exactly one. Deleted memories are gone from recall and chat at once."""
+                     session_id: OptionalId = None, event_id: OptionalId = None, weights: bool = True) -> Json:
+        """Delete memories of the agent: one memory, or all of a document, a chat session or an event. Name
+        exactly one. Deleted memories are gone from recall and chat at once. For a document, session or
+        event, `weights` (the default) also takes it out of the agent's weights: a forget job re-learns
+        everything after it but it (its progress: `job`); a single memory leaves the weights as they are."""
         chosen = {"memory_id": memory_id, "document_id": document_id, "session_id": session_id,
                   "event_id": event_id}
         named = {key: value for key, value in chosen.items() if value is not None}
@@ -108,12 +110,13 @@ def build_server(open_api: ApiOpener) -> MCPServer:
             raise ToolError("name exactly one of memory_id, document_id, session_id or event_id")
         async with open_api(ctx) as api:
             if memory_id is None:
-                return await api.call("DELETE", f"/v1/agents/{agent_id}/memories", params=named)
+                return await api.call("DELETE", f"/v1/agents/{agent_id}/memories",
+                                      params={**named, "weights": str(weights).lower()})
             memory = await api.call("GET", f"/v1/memories/{memory_id}")
             if memory["agent_id"] != agent_id:  # the id names another agent's memory the key can also see
                 raise ToolError(f"memory {memory_id} is not agent {agent_id}'s")
             await api.call("DELETE", f"/v1/memories/{memory_id}")
-        return {"deleted": 1}
+        return {"deleted": 1, "job": None}
 
     @server.tool()
     async def chat(agent_id: Id, message: str, ctx: Context, session_id: OptionalId = None) -> Json:
