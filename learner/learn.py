@@ -228,6 +228,11 @@ def _unchanged(db: Session, plan: _Plan) -> bool:
     return changed is None
 
 
+def hits_record(hits: Counter[int]) -> dict[str, int]:
+    """An event's `hits` as stored (JSON keys are text)."""
+    return {str(memory_id): count for memory_id, count in sorted(hits.items())}
+
+
 def save_stream_checkpoints(db: Session, *, agent_id: int, events: list[Event],
                             streams: dict[int, tuple[bytes, int]]) -> None:
     """Each session's new learner state, as of its last event among `events` (learner.versions says
@@ -253,6 +258,8 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
     save_stream_checkpoints(db, agent_id=plan.agent.id, events=plan.events, streams=learned.streams)
     agent_learner.store.add_spans(learned.spans, db=db)
     record_hits(db, agent_id=plan.agent.id, hits=learned.hits)
+    if learned.hits:  # kept with the batch's last event: a replay starts at a batch's end, never inside one
+        db.execute(update(Event).where(Event.id == plan.events[-1].id).values(hits=hits_record(learned.hits)))
     per_document: dict[int, int] = {}
     for event in plan.events:
         if event.document_id is not None:

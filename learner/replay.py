@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.learn import ACTIVE_JOB_STATUSES, AgentGone, AgentLearner, LearnerCache, _learn, _Plan
+from learner.learn import ACTIVE_JOB_STATUSES, AgentGone, AgentLearner, LearnerCache, _learn, _Plan, hits_record
 from learner.versions import decode_weights, encode_weights, load_weights, weights_sha256
 from memory.codec import encode_pairs
 from memory.db import lock_agent
+from memory.hits import record_hits, remove_hits
 from memory.schema import (
     Agent,
     Event,
@@ -101,6 +103,7 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
         through, done, done_bytes = job.replayed_through, job.events_done, job.bytes_done
     learner: AgentLearner | None = None
     bits: dict[int, float] = {}
+    hits: dict[int, Counter[int]] = {}  # since the last checkpoint: event id -> memory id -> count
     touched: set[int] = set()
     last_checkpoint, count = time.monotonic(), 0
     while True:
@@ -117,17 +120,20 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
             _check_pairs(sessions, event, learned.spans)
             streams[event.session_id] = learned.streams[event.session_id]
             bits[event.id] = learned.bits[event.id]
+            if learned.hits:
+                hits[event.id] = learned.hits
             touched.add(event.session_id)
             through, done, done_bytes, count = event.id, done + 1, done_bytes + len(event.content), count + 1
             if time.monotonic() - last_checkpoint >= checkpoint_every_s:
-                _checkpoint(sessions, job_id, agent.id, learner, streams, touched, bits, through, done, done_bytes)
-                touched, bits, last_checkpoint = set(), {}, time.monotonic()
+                _checkpoint(sessions, job_id, agent.id, learner, streams, touched, bits, hits, through, done,
+                            done_bytes)
+                touched, bits, hits, last_checkpoint = set(), {}, {}, time.monotonic()
             if event_delay_s:
                 time.sleep(event_delay_s)
     final = learner.learned_weights() if learner is not None else weights
     with sessions.begin() as db:
         lock_agent(db, agent.id)
-        version = _publish(db, job_id, final, streams, bits, through, done, done_bytes)
+        version = _publish(db, job_id, final, streams, bits, hits, through, done, done_bytes)
     log.info("agent %s: forget job %s re-learned %d events, published version %s", agent.id, job_id, count, version)
     return ReplayReport(job_id=job_id, version=version, events=count)
 
@@ -142,6 +148,13 @@ def _start(db: Session, job: ForgetJob) -> None:
     job.status, job.from_version, job.from_event_id, job.replayed_through = "replaying", version, through, through
     job.events_total, job.bytes_total = totals[0], totals[1]
     job.checkpoint_weights = encode_weights(load_weights(db, job.agent_id, version))
+    # What the events after the origin added to hit counts goes; the replay adds its own back as it goes.
+    counted: Counter[int] = Counter()
+    for hits in db.scalars(select(Event.hits).where(Event.agent_id == job.agent_id, Event.id > through,
+                                                    Event.hits.is_not(None))):
+        counted.update({int(memory_id): count for memory_id, count in hits.items()})
+    remove_hits(db, agent_id=job.agent_id, hits=counted)
+    db.execute(update(Event).where(Event.agent_id == job.agent_id, Event.id > through).values(hits=None))
     # Every session with a learned event after the origin, forgotten ones included: a session whose
     # every later event is forgotten goes back to its state at the origin.
     session_ids = set(db.scalars(select(Event.session_id).where(Event.agent_id == job.agent_id, Event.id > through,
@@ -222,7 +235,7 @@ def _check_pairs(sessions: sessionmaker[Session], event: Event, spans) -> None:
 
 def _checkpoint(sessions: sessionmaker[Session], job_id: int, agent_id: int, learner: AgentLearner,
                 streams: dict[int, tuple[bytes | None, int | None]], touched: set[int], bits: dict[int, float],
-                through: int, done: int, done_bytes: int) -> None:
+                hits: dict[int, Counter[int]], through: int, done: int, done_bytes: int) -> None:
     with sessions.begin() as db:
         lock_agent(db, agent_id)  # first (SQLite), and before the event rows a learner's commit also writes
         job = db.get(ForgetJob, job_id)
@@ -234,12 +247,21 @@ def _checkpoint(sessions: sessionmaker[Session], job_id: int, agent_id: int, lea
             db.execute(update(ForgetJobStream).where(ForgetJobStream.job_id == job_id,
                                                      ForgetJobStream.session_id == session_id)
                        .values(learn_state=streams[session_id][0], learn_last_token=streams[session_id][1]))
-        for event_id, event_bits in bits.items():
-            db.execute(update(Event).where(Event.id == event_id).values(learned_bits=event_bits))
+        _record(db, agent_id, bits, hits)
+
+
+def _record(db: Session, agent_id: int, bits: dict[int, float], hits: dict[int, Counter[int]]) -> None:
+    """Re-learned events' prequential bits and hits, as their first learning recorded them."""
+    for event_id, event_bits in bits.items():
+        db.execute(update(Event).where(Event.id == event_id).values(learned_bits=event_bits))
+    for event_id, event_hits in hits.items():
+        record_hits(db, agent_id=agent_id, hits=event_hits)
+        db.execute(update(Event).where(Event.id == event_id).values(hits=hits_record(event_hits)))
 
 
 def _publish(db: Session, job_id: int, weights, streams: dict[int, tuple[bytes | None, int | None]],
-             bits: dict[int, float], through: int, done: int, done_bytes: int) -> int | None:
+             bits: dict[int, float], hits: dict[int, Counter[int]], through: int, done: int,
+             done_bytes: int) -> int | None:
     """One transaction: the new version, the sessions' learner states, the job done; every version that had
     learned a forgotten event goes (a rollback must never bring it back), and every stream checkpoint
     after the replay's origin (the replay's final states replace them)."""
@@ -268,8 +290,7 @@ def _publish(db: Session, job_id: int, weights, streams: dict[int, tuple[bytes |
         if session_id in last_replayed and blob_state is not None:
             db.add(StreamCheckpoint(agent_id=agent_id, session_id=session_id, event_id=last_replayed[session_id],
                                     learn_state=blob_state, learn_last_token=last))
-    for event_id, event_bits in bits.items():
-        db.execute(update(Event).where(Event.id == event_id).values(learned_bits=event_bits))
+    _record(db, agent_id, bits, hits)
     db.execute(delete(ForgetJobStream).where(ForgetJobStream.job_id == job_id))
     job.status, job.result_version, job.finished_at = "done", version, now
     job.replayed_through, job.events_done, job.bytes_done, job.checkpoint_weights = through, done, done_bytes, None

@@ -64,3 +64,17 @@ def record_hits(db: Session, *, agent_id: int, hits: Mapping[int, int]) -> None:
         .execution_options(synchronize_session=False)
     )
     db.connection().execute(statement, [{"memory_id": i, "hits": n} for i, n in sorted(hits.items())])
+
+
+def remove_hits(db: Session, *, agent_id: int, hits: Mapping[int, int]) -> None:
+    """Take `hits` (memory id -> count) back from the agent's rows, as a forget's replay does for the events it
+    re-learns or forgets (their hits are counted again, or never); `last_hit_at` stays."""
+    if not hits:
+        return
+    statement = (
+        update(Memory)
+        .where(Memory.id == bindparam("memory_id"), Memory.agent_id == agent_id)
+        .values(hit_count=Memory.hit_count - bindparam("hits"))
+        .execution_options(synchronize_session=False)
+    )
+    db.connection().execute(statement, [{"memory_id": i, "hits": n} for i, n in sorted(hits.items())])

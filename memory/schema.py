@@ -123,6 +123,9 @@ class Event(Base):
     # Set when a forget with weights named it: its memories are gone and it is never learned again
     # (a replay re-learns everything after it but it, learner.replay).
     forgotten_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Memory id (as text) -> positions of this event whose prediction that memory supplied (memory.hits), as
+    # added to its hit_count; a forget's replay takes them back and adds its own. A batch's land on its last event.
+    hits: Mapped[dict[str, int] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Document(Base):

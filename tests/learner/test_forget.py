@@ -71,8 +71,8 @@ def memories_but_ids(sessions, agent_id: int) -> list[tuple]:
                           .join(StreamSession, Memory.session_id == StreamSession.id)
                           .outerjoin(Document, Memory.document_id == Document.id)
                           .where(Memory.agent_id == agent_id).order_by(Memory.id)).all()
-    return [(name or kind, seq, m.byte_start, m.byte_end, m.token_start, m.num_tokens, m.text, m.keys, m.values)
-            for m, seq, name, kind in rows]
+    return [(name or kind, seq, m.byte_start, m.byte_end, m.token_start, m.num_tokens, m.text, m.keys, m.values,
+             m.hit_count) for m, seq, name, kind in rows]
 
 
 def _state_but_ids(db, session: StreamSession) -> list:

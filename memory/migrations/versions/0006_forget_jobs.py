@@ -1,6 +1,7 @@
 """forgetting that reaches the weights: forgotten events, forget jobs, stream checkpoints, version digests
 
-Events get `forgotten_at`; `forget_jobs` and `forget_job_streams` hold a replay and its checkpoint;
+Events get `forgotten_at` and the hits their learning counted (so a replay can take them back);
+`forget_jobs` and `forget_job_streams` hold a replay and its checkpoint;
 `stream_checkpoints` keep the learner's session states that a replay from a kept version needs;
 weight versions get the sha256 of their stored tensors (computed here for the versions already kept).
 
@@ -25,6 +26,7 @@ UtcDateTime = sa.DateTime(timezone=True)
 
 def upgrade() -> None:
     op.add_column('events', sa.Column('forgotten_at', UtcDateTime, nullable=True))
+    op.add_column('events', sa.Column('hits', sa.JSON(), nullable=True))
     op.add_column('weight_versions', sa.Column('sha256', sa.String(length=64), nullable=True))
     bind = op.get_bind()
     rows = bind.execute(sa.text('SELECT id, weights FROM weight_versions')).all()
@@ -84,4 +86,5 @@ def downgrade() -> None:
     op.drop_table('stream_checkpoints')
     # Plain ALTER TABLE (SQLite 3.35+), not a batch copy, as in 0003.
     op.drop_column('weight_versions', 'sha256')
+    op.drop_column('events', 'hits')
     op.drop_column('events', 'forgotten_at')
