@@ -22,5 +22,7 @@ def chromium_or_skip() -> str:
 
 
 def launch(playwright, executable: str):
-    # --no-sandbox: CI containers run as root, where Chromium's sandbox cannot start.
-    return playwright.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+    # --no-sandbox: CI containers run as root, where Chromium's sandbox cannot start; their /dev/shm is
+    # often 64 MB, too small for Chromium's shared memory, hence --disable-dev-shm-usage.
+    return playwright.chromium.launch(executable_path=executable, headless=True,
+                                      args=["--no-sandbox", "--disable-dev-shm-usage"])

@@ -15,19 +15,23 @@ from playwright.sync_api import sync_playwright
 from tests.agent.server import Deployment
 from tests.console.browser import chromium_or_skip, launch
 
-DOCUMENT = """Harbour notes, autumn.
+NOTES = """Harbour notes, autumn.
 
 The lighthouse on the north cape is kept by Zebulon Marsh, who has lit its lamp every evening for thirty years.
 The tide tables are posted at the harbour office every Monday. The ferry to the island leaves at seven and at four.
 Fishing boats must be moored by the east pier during storms; the west pier floods at high tide.
 The harbour master's name is Ada Quill, and her office is above the chandlery.
 """
+# Read twice: the second reading costs the agent fewer bits per byte (its memory and its weights), which the
+# learning view's curve shows.
+DOCUMENT = NOTES + "".join(f"Log {day}: calm sea, ferry on time, lamp lit at dusk.\n" for day in range(1, 15)) + NOTES
 
 
 def take(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="console-screens-"))
-    server = Deployment("embedded", {"LIFELONG_DATA_DIR": str(root / "data"), "LIFELONG_MAX_REPLY_BYTES": "300"},
+    server = Deployment("embedded", {"LIFELONG_DATA_DIR": str(root / "data"), "LIFELONG_MAX_REPLY_BYTES": "300",
+                                     "LIFELONG_CHUNK_BYTES": "256"},
                         logs=root)
     server.start()
     try:
@@ -35,7 +39,10 @@ def take(out: Path) -> None:
             browser = launch(playwright, chromium_or_skip())
             page = browser.new_page(base_url=server.url, viewport={"width": 1360, "height": 860})
             page.set_default_timeout(300_000)
-            shoot = lambda name: page.screenshot(path=out / f"{name}.png")  # noqa: E731
+
+            def shoot(name: str) -> None:
+                page.evaluate("() => window.scrollTo(0, 0)")
+                page.screenshot(path=out / f"{name}.png")
 
             page.goto("/")
             page.fill("#api-key", "ll_a-key-this-server-never-issued")
@@ -67,6 +74,8 @@ def take(out: Path) -> None:
             page.click(".tabs >> text=Memories")
             page.fill("#filter-text", "lighthouse")
             page.click("#apply-filters")
+            page.wait_for_function("""() => [...document.querySelectorAll('#memories-list .memory-text')]
+                .every(cell => cell.textContent.includes('lighthouse'))""")
             page.locator("#memories-list tr[data-memory-id] button").first.click()
             page.wait_for_selector("#memory-full-text")
             page.fill("#recall-query", "Who keeps the lighthouse?")

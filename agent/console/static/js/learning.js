@@ -48,12 +48,13 @@ async function loadCurve(panel, agentId) {
   }
 }
 
-// An SVG line of bits per byte against the bytes read so far, built node by node.
+// An SVG line of bits per byte against the bytes read so far, built node by node; each event's point
+// sits at the middle of its bytes.
 function chart(scores) {
   let read = 0;
   const points = scores.map((score) => {
     read += score.bytes;
-    return [read, score.bits_per_byte];
+    return [read - score.bytes / 2, score.bits_per_byte];
   });
   const maxX = Math.max(read, 1);
   const maxY = Math.max(8, ...points.map(([, y]) => y));

@@ -47,7 +47,7 @@ export function render(container, context) {
         : table(["id", "text", "source", ""], page.data.map((memory) => el("tr", { dataset: { memoryId: memory.id } },
           el("td", {}, el("button", { type: "button", class: "quiet", text: `#${memory.id}`,
             onclick: () => showDetail(memory.id) })),
-          el("td", { class: "memory-text", text: short(memory.text) }),
+          el("td", {}, el("div", { class: "memory-text clamp", text: short(memory.text) })),
           el("td", { class: "muted", text: provenance(memory) }),
           el("td", {}, confirmButton("Delete", "Really delete?", () => deleteOne(memory.id)))))));
       replace(pager, 
@@ -133,7 +133,7 @@ export function render(container, context) {
             el("td", { class: "score", text: hit.score.toFixed(3) }),
             el("td", { text: hit.token_hits }),
             el("td", {}, el("button", { type: "button", class: "quiet", text: `#${hit.memory_id}`,
-              onclick: () => showDetail(hit.memory_id) }), " ", el("span", { class: "memory-text", text: short(hit.text) })),
+              onclick: () => showDetail(hit.memory_id) }), el("div", { class: "memory-text clamp", text: short(hit.text) })),
             el("td", { class: "muted", text: provenance(hit) })))));
       } catch (error) {
         replace(results, notice(error.message));
