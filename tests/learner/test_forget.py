@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from sqlalchemy import select
 
@@ -11,7 +12,7 @@ from learner.base import load_base
 from learner.eventlog import append_events
 from learner.forget import forget_source
 from learner.learn import LearnerCache, learn_through
-from learner.replay import run_forget_jobs
+from learner.replay import ReplayMismatch, run_forget_jobs
 from learner.versions import latest_version, list_versions, load_weights
 from memory.ids import split_ids
 from memory.schema import Document, Event, ForgetJob, Memory, StreamCheckpoint, StreamSession
@@ -144,6 +145,7 @@ def test_forgetting_a_document_with_weights_equals_never_having_read_it(sessions
     assert all(torch.equal(weights_a[name], weights_b[name]) for name in weights_a)
     assert versions[0].sha256 == b_newest.sha256
     assert memories_but_ids(sessions, a) == memories_but_ids(sessions, b)
+    assert any(row[-1] for row in memories_but_ids(sessions, b))  # hit counts are part of what is compared
     with sessions() as db:
         chat_a, chat_b = (db.scalar(select(StreamSession).where(StreamSession.agent_id == agent,
                                                                 StreamSession.kind == "chat")) for agent in (a, b))
@@ -189,3 +191,19 @@ def test_events_arriving_during_a_forget_job_wait_for_its_publish_and_forgotten_
         # The chat session's learner state was rewound to before the forgotten turn: only the new turn is read.
         assert db.scalars(select(StreamCheckpoint.event_id).where(StreamCheckpoint.agent_id == agent_id)).all() \
             == [later]
+
+
+def test_a_replay_whose_memory_pairs_differ_from_the_stored_ones_stops_before_publishing(sessions):
+    agent_id, chat = new_agent(sessions, "a")
+    first, second = say(sessions, chat, b"forget this sentence"), say(sessions, chat, b"but keep this one")
+    learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=second, chunk_tokens=16)
+    with sessions.begin() as db:  # a stored pair the replay will not compute again
+        row = db.scalar(select(Memory).where(Memory.event_id == second).limit(1))
+        row.keys = bytes([row.keys[0] ^ 1]) + row.keys[1:]
+        current = latest_version(db, agent_id)
+    with sessions.begin() as db:
+        job_id = forget_source(db, agent_id=agent_id, event_id=first, weights=True).job_id
+    with pytest.raises(ReplayMismatch, match=f"event {second}"):
+        run_forget_jobs(sessions, LearnerCache(sessions), agent_id=agent_id, chunk_tokens=16)
+    with sessions() as db:
+        assert latest_version(db, agent_id) == current and db.get(ForgetJob, job_id).status == "replaying"
