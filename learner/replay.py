@@ -101,6 +101,8 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
         streams = {row.session_id: (row.learn_state, row.learn_last_token)
                    for row in db.scalars(select(ForgetJobStream).where(ForgetJobStream.job_id == job_id))}
         through, done, done_bytes = job.replayed_through, job.events_done, job.bytes_done
+    if job.status != "replaying":  # another worker finished it (or it failed) meanwhile
+        return ReplayReport(job_id=job_id, version=None, events=0)
     learner: AgentLearner | None = None
     bits: dict[int, float] = {}
     hits: dict[int, Counter[int]] = {}  # since the last checkpoint: event id -> memory id -> count
@@ -125,9 +127,10 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
             touched.add(event.session_id)
             through, done, done_bytes, count = event.id, done + 1, done_bytes + len(event.content), count + 1
             if time.monotonic() - last_checkpoint >= checkpoint_every_s:
-                _checkpoint(sessions, job_id, agent.id, learner, streams, touched, bits, hits, through, done,
-                            done_bytes)
-                touched, bits, hits, last_checkpoint = set(), {}, {}, time.monotonic()
+                if _checkpoint(sessions, job_id, agent.id, learner, streams, touched, bits, hits, through, done,
+                               done_bytes):
+                    touched, bits, hits = set(), {}, {}
+                last_checkpoint = time.monotonic()
             if event_delay_s:
                 time.sleep(event_delay_s)
     final = learner.learned_weights() if learner is not None else weights
@@ -235,26 +238,35 @@ def _check_pairs(sessions: sessionmaker[Session], event: Event, spans) -> None:
 
 def _checkpoint(sessions: sessionmaker[Session], job_id: int, agent_id: int, learner: AgentLearner,
                 streams: dict[int, tuple[bytes | None, int | None]], touched: set[int], bits: dict[int, float],
-                hits: dict[int, Counter[int]], through: int, done: int, done_bytes: int) -> None:
+                hits: dict[int, Counter[int]], through: int, done: int, done_bytes: int) -> bool:
+    """Save the replay's progress; returns whether it did. A checkpoint never goes back: where two workers
+    replay one job (a redelivery beside a restart's re-enqueue), the one behind leaves the other's in place and
+    keeps what it has not saved (both compute the same sequence, so either one's states fit the other's)."""
     with sessions.begin() as db:
         lock_agent(db, agent_id)  # first (SQLite), and before the event rows a learner's commit also writes
         job = db.get(ForgetJob, job_id)
-        if job is None or job.status != "replaying":
-            return
+        if job is None or job.status != "replaying" or job.replayed_through >= through:
+            return False
+        _record(db, agent_id, job.replayed_through, bits, hits)
         job.checkpoint_weights = encode_weights(learner.learned_weights())
         job.replayed_through, job.events_done, job.bytes_done = through, done, done_bytes
         for session_id in touched:
             db.execute(update(ForgetJobStream).where(ForgetJobStream.job_id == job_id,
                                                      ForgetJobStream.session_id == session_id)
                        .values(learn_state=streams[session_id][0], learn_last_token=streams[session_id][1]))
-        _record(db, agent_id, bits, hits)
+    return True
 
 
-def _record(db: Session, agent_id: int, bits: dict[int, float], hits: dict[int, Counter[int]]) -> None:
-    """Re-learned events' prequential bits and hits, as their first learning recorded them."""
+def _record(db: Session, agent_id: int, saved_through: int, bits: dict[int, float],
+            hits: dict[int, Counter[int]]) -> None:
+    """Re-learned events' prequential bits and hits, as their first learning recorded them; those of events up
+    to the job's saved progress (`saved_through`) are in already (another worker's checkpoint), never twice."""
     for event_id, event_bits in bits.items():
-        db.execute(update(Event).where(Event.id == event_id).values(learned_bits=event_bits))
+        if event_id > saved_through:
+            db.execute(update(Event).where(Event.id == event_id).values(learned_bits=event_bits))
     for event_id, event_hits in hits.items():
+        if event_id <= saved_through:
+            continue
         record_hits(db, agent_id=agent_id, hits=event_hits)
         db.execute(update(Event).where(Event.id == event_id).values(hits=hits_record(event_hits)))
 
@@ -290,7 +302,7 @@ def _publish(db: Session, job_id: int, weights, streams: dict[int, tuple[bytes |
         if session_id in last_replayed and blob_state is not None:
             db.add(StreamCheckpoint(agent_id=agent_id, session_id=session_id, event_id=last_replayed[session_id],
                                     learn_state=blob_state, learn_last_token=last))
-    _record(db, agent_id, bits, hits)
+    _record(db, agent_id, job.replayed_through, bits, hits)
     db.execute(delete(ForgetJobStream).where(ForgetJobStream.job_id == job_id))
     job.status, job.result_version, job.finished_at = "done", version, now
     job.replayed_through, job.events_done, job.bytes_done, job.checkpoint_weights = through, done, done_bytes, None
