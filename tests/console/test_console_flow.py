@@ -115,3 +115,21 @@ def test_an_agent_is_created_chatted_with_taught_a_document_and_its_memory_found
     page.locator(f"#versions-list li.current[data-version='{before + 1}']").wait_for()
 
     assert list(page.problems) == []
+
+
+def test_stop_ends_a_reply_s_stream_in_the_page_and_the_next_message_streams(page, server):
+    with server.client(server.admin_key) as client:
+        agent_id = client.post("/v1/agents", json={"name": "interrupted"}).json()["id"]
+        session_id = client.post(f"/v1/agents/{agent_id}/sessions").json()["id"]
+    sign_in(page, server.admin_key)
+    page.goto(f"/#/chat/{agent_id}")
+    page.locator("#session-title", has_text=re.compile(rf"^Session {session_id}$")).wait_for()  # resumed
+    page.fill("#message", "Tell me a long story.")
+    # Send, then Stop in the same task: the stream is stopped before any of it can arrive, whatever the speed.
+    page.evaluate("() => { document.getElementById('send').click(); document.getElementById('stop').click(); }")
+    page.locator(".message.assistant [role=status]", has_text="Stopped").wait_for()
+    assert page.locator("#send").is_enabled() and page.locator("#stop").is_disabled()
+    page.fill("#message", "Then a short one.")
+    page.click("#send")
+    page.wait_for_selector(".message.assistant >> nth=1 >> .turn-footer")
+    assert list(page.problems) == []
