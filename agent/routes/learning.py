@@ -21,7 +21,8 @@ def list_scores(agent_id: PathId, db: Db, principal: CurrentKey, cursor: str | N
     # Only the columns a score needs: an event's content may be megabytes, its length is enough.
     query = (select(Event.id, Event.session_id, Event.document_id, Event.role, func.length(Event.content).label("size"),
                     Event.learned_bits, Event.learned_at)
-             .where(Event.agent_id == agent.id, Event.learned_bits.is_not(None)))
+             # A forgotten event is out of the agent's history (learner.forget): its score goes with it.
+             .where(Event.agent_id == agent.id, Event.learned_bits.is_not(None), Event.forgotten_at.is_(None)))
     if document_id is not None:
         query = query.where(Event.document_id == document_id)
     if (after := decode_cursor(cursor)) is not None:
