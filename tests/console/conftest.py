@@ -3,9 +3,11 @@ model, and a headless browser whose pages fail the test on any script error."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.agent.server import Deployment
+from tests.agent.server import WAIT_S, Deployment
 from tests.console.browser import chromium_or_skip, launch
 
 SERVER_ENV = {"LIFELONG_BASE_CHECKPOINT": "preset:tiny", "LIFELONG_CHUNK_BYTES": "1024",
@@ -77,3 +79,11 @@ def assert_no_stray_values(page) -> None:
     text = page.locator("#view").inner_text()
     for stray in ("[object ", "undefined", "NaN"):
         assert stray not in text, f"{stray!r} on the page: {text[:2000]}"
+
+
+def wait_learned(client, document_id: int) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    while (document := client.get(f"/v1/documents/{document_id}").json())["status"] != "learned":
+        assert document["status"] != "failed" and time.monotonic() < deadline, document
+        time.sleep(0.3)
+    return document

@@ -3,7 +3,7 @@ refuses inline script (that it allows no eval is checked on its header, tests/co
 
 from __future__ import annotations
 
-from tests.console.conftest import sign_in
+from tests.console.conftest import sign_in, wait_learned
 
 # Each payload would set window.pwned (or open a dialog) if the page ever parsed it as HTML.
 NAME = "<img src=x onerror=\"window.pwned='name';alert('name')\">.txt"
@@ -12,9 +12,10 @@ PAYLOAD = ("<script>window.pwned='script';alert('script')</script>\n"
 
 
 def hostile_document(server) -> tuple[int, int]:
-    """An agent with a learned document whose name and text are markup; (agent id, document id)."""
+    """A new agent with a document whose name and text are markup, after a chat turn; (agent id, document id)."""
     with server.client(server.admin_key) as client:
-        agent = client.post("/v1/agents", json={"name": "mallory-target"}).json()
+        count = len(client.get("/v1/agents", params={"limit": 500}).json()["data"])
+        agent = client.post("/v1/agents", json={"name": f"mallory-target-{count}"}).json()
         session = client.post(f"/v1/agents/{agent['id']}/sessions").json()
         turn = client.post(f"/v1/sessions/{session['id']}/messages", json={"content": PAYLOAD, "max_tokens": 16})
         assert turn.status_code == 200, turn.text
@@ -54,6 +55,31 @@ def test_markup_in_a_document_name_memories_and_chat_is_shown_as_text_and_runs_n
     # Nothing of it became an element, ran, or opened a dialog.
     assert page.locator("img, script:not([src])").count() == 0
     assert page.evaluate("window.pwned") is None
+    assert list(page.problems) == []
+
+
+def test_a_document_is_forgotten_from_memory_and_weights_with_the_forget_job_followed_to_its_end(page, server):
+    agent_id, document_id = hostile_document(server)
+    with server.client(server.admin_key) as client:
+        wait_learned(client, document_id)
+        assert client.get(f"/v1/agents/{agent_id}/scores", params={"document_id": document_id}).json()["data"]
+    sign_in(page, server.admin_key)
+    page.goto(f"/#/memories/{agent_id}")
+    page.locator("#memories-list tr[data-memory-id]").first.wait_for()
+    page.select_option("#bulk-kind", "document_id")
+    page.fill("#bulk-id", str(document_id))
+    assert page.locator("#bulk-weights").is_checked()  # the API's default, shown as it is
+    page.click("text=Delete them")
+    page.click("text=Really delete them all?")
+    page.locator("#delete-status", has_text="memories deleted.").wait_for()
+    page.locator("#forget-status", has_text="done: the weights are now v").wait_for()
+    page.fill("#filter-document", str(document_id))
+    page.click("#apply-filters")
+    page.locator("#memories-list", has_text="No memories match.").wait_for()
+    with server.client(server.admin_key) as client:
+        assert client.get(f"/v1/agents/{agent_id}/memories", params={"document_id": document_id}).json()["data"] == []
+        # Out of the agent's history: the learning curve no longer counts what it paid to read it.
+        assert client.get(f"/v1/agents/{agent_id}/scores", params={"document_id": document_id}).json()["data"] == []
     assert list(page.problems) == []
 
 

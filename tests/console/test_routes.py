@@ -3,13 +3,12 @@ agent, prequential scores, base models)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from agent.console.pages import CONTENT_TYPES, STATIC
-from tests.agent.server import WAIT_S
+from tests.console.conftest import wait_learned
 
 TEXT = b"The tide tables for the harbour are posted at the lighthouse every Monday.\n" * 30
 
@@ -60,14 +59,6 @@ def upload(client, agent_id: int, name: str, body: bytes) -> dict:
                            headers={"Content-Type": "text/plain"})
     assert response.status_code == 202, response.text
     return response.json()
-
-
-def wait_learned(client, document_id: int) -> dict:
-    deadline = time.monotonic() + WAIT_S
-    while (document := client.get(f"/v1/documents/{document_id}").json())["status"] != "learned":
-        assert document["status"] != "failed" and time.monotonic() < deadline, document
-        time.sleep(0.3)
-    return document
 
 
 def test_an_agent_s_documents_are_listed_newest_first_with_paging_and_only_to_its_keys(server):

@@ -25,6 +25,7 @@ export function render(container, context) {
     el("button", { type: "submit", id: "apply-filters", text: "Filter" }));
   const deleteStatus = el("div", { id: "delete-status", "aria-live": "polite" });
   const cursors = [null]; // the cursor of each page read so far: paging back re-reads one
+  const timers = [];
   let pageIndex = 0;
 
   container.append(el("div", { class: "columns" },
@@ -97,18 +98,53 @@ export function render(container, context) {
       el("option", { value: "document_id", text: "document" }),
       el("option", { value: "session_id", text: "session" }));
     const id = el("input", { id: "bulk-id", type: "number", min: "1", placeholder: "id", "aria-label": "id" });
+    // The API's default: a delete whose content stays in the weights is not a delete (docs/API.md).
+    const weights = el("input", { type: "checkbox", id: "bulk-weights", checked: true });
+    const job = el("div", { id: "forget-job", "aria-live": "polite" });
     return el("div", { class: "bulk" }, el("span", { text: "Delete every memory of a " }), which, id,
+      el("label", { class: "check" }, weights,
+        " forget from the weights too (a forget job re-learns what came after it)"),
       confirmButton("Delete them", "Really delete them all?", async () => {
         clear(deleteStatus);
+        clear(job);
         if (!id.value) return deleteStatus.append(notice("Give the id of the document or session first."));
         try {
-          const result = await del(`/v1/agents/${agentId}/memories`, { [which.value]: id.value });
+          const result = await del(`/v1/agents/${agentId}/memories`,
+            { [which.value]: id.value, weights: String(weights.checked) });
           deleteStatus.append(notice(`${result.deleted} memories deleted.`, "ok"));
+          if (result.job) followForgetJob(result.job, job);
         } catch (error) {
           deleteStatus.append(notice(error.message));
         }
         load();
-      }));
+      }), job);
+  }
+
+  // A forget job replays the agent's later events on weights from before the source: follow it to the end.
+  function followForgetJob(first, area) {
+    const bar = el("progress", { id: "forget-progress", max: "1", value: "0" });
+    const label = el("span", { id: "forget-status" });
+    replace(area, el("div", { class: "progress" }, el("span", { text: `forget job ${first.id} ` }), bar, label));
+    const show = (state) => {
+      bar.max = Math.max(state.events_total, 1);
+      bar.value = state.status === "done" ? bar.max : state.events_done;
+      label.textContent = state.status === "done"
+        ? `done: the weights are now v${state.result_version}, as if the agent had never read it`
+        : state.status === "failed" ? `failed: ${state.failed_reason}`
+          : `${state.status}: ${state.events_done} of ${state.events_total} events re-learned`;
+    };
+    show(first);
+    const timer = setInterval(async () => {
+      try {
+        const state = await get(`/v1/agents/${agentId}/forget-jobs/${first.id}`);
+        show(state);
+        if (state.status === "done" || state.status === "failed") clearInterval(timer);
+      } catch (error) {
+        clearInterval(timer);
+        area.append(notice(error.message));
+      }
+    }, 1000);
+    timers.push(timer);
   }
 
   function recallPanel() {
@@ -149,4 +185,5 @@ export function render(container, context) {
     load();
   });
   load();
+  return () => timers.forEach(clearInterval);
 }
