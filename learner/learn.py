@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import torch
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import learning_config, load_base
@@ -233,14 +233,24 @@ def hits_record(hits: Counter[int]) -> dict[str, int]:
     return {str(memory_id): count for memory_id, count in sorted(hits.items())}
 
 
-def save_stream_checkpoints(db: Session, *, agent_id: int, events: list[Event],
-                            streams: dict[int, tuple[bytes, int]]) -> None:
-    """Each session's new learner state, as of its last event among `events` (learner.versions says
-    which of these pruning keeps)."""
-    last_event = {event.session_id: event.id for event in events}
-    db.add_all([StreamCheckpoint(agent_id=agent_id, session_id=session_id, event_id=last_event[session_id],
-                                 learn_state=blob, learn_last_token=last)
-                for session_id, (blob, last) in streams.items() if session_id in last_event])
+def checkpoint_streams(db: Session, *, agent_id: int) -> int:
+    """Keep the learner state of every session that learned since its last stream checkpoint, as of its last
+    learned event; returns how many. Called at every version kept for replays (`keep_version_every`), so a
+    replay from one finds each session's state there (learner.replay). Only there: an imported model's state
+    is tens of megabytes, too much to keep per event."""
+    learned = dict(db.execute(select(Event.session_id, func.max(Event.id)).where(
+        Event.agent_id == agent_id, Event.learned_at.is_not(None), Event.forgotten_at.is_(None))
+        .group_by(Event.session_id)).all())
+    kept = dict(db.execute(select(StreamCheckpoint.session_id, func.max(StreamCheckpoint.event_id))
+                           .where(StreamCheckpoint.agent_id == agent_id).group_by(StreamCheckpoint.session_id)).all())
+    behind = sorted(session_id for session_id, last in learned.items() if kept.get(session_id, 0) < last)
+    if not behind:
+        return 0
+    states = db.execute(select(StreamSession.id, StreamSession.learn_state, StreamSession.learn_last_token)
+                        .where(StreamSession.id.in_(behind), StreamSession.learn_state.is_not(None))).all()
+    db.add_all([StreamCheckpoint(agent_id=agent_id, session_id=session_id, event_id=learned[session_id],
+                                 learn_state=blob, learn_last_token=last) for session_id, blob, last in states])
+    return len(states)
 
 
 def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLearner, keep_versions: int,
@@ -255,7 +265,6 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
             .where(StreamSession.id == session_id)
             .values(learn_state=blob, learn_last_token=last, updated_at=now)
         )
-    save_stream_checkpoints(db, agent_id=plan.agent.id, events=plan.events, streams=learned.streams)
     agent_learner.store.add_spans(learned.spans, db=db)
     record_hits(db, agent_id=plan.agent.id, hits=learned.hits)
     if learned.hits:  # kept with the batch's last event: a replay starts at a batch's end, never inside one
@@ -279,6 +288,9 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
         parent_version=plan.version,
         events_learned_through=plan.events[-1].id,
     )
+    if keep_version_every and version % keep_version_every == 0:
+        db.flush()  # the sessions' new states, which the checkpoint copies
+        checkpoint_streams(db, agent_id=plan.agent.id)
     prune_versions(db, agent_id=plan.agent.id, keep=keep_versions, keep_every=keep_version_every)
     return version
 

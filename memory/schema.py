@@ -208,9 +208,10 @@ class WeightVersion(Base):
 class StreamCheckpoint(Base):
     """A session's learner stream state after one of its learned events.
 
-    Written with every learning commit; pruned with the weight versions, keeping, for each kept
-    version, every session's newest state at or before that version's last event. A replay starts from
-    a kept version and needs exactly those: the sessions' states are part of what the weights read.
+    Written at every version kept for replays (every LIFELONG_KEEP_VERSION_EVERY-th), for the sessions that
+    learned since their last one, and by a replay's publish; pruned with the versions, keeping, for each kept
+    version, every session's newest state at or before its last event. A replay starts from such a version
+    and needs exactly those: the sessions' states are part of what the weights read.
     """
 
     __tablename__ = "stream_checkpoints"

@@ -15,7 +15,7 @@ from learner.learn import LearnerCache, learn_through
 from learner.replay import ReplayMismatch, run_forget_jobs
 from learner.versions import latest_version, list_versions, load_weights
 from memory.ids import split_ids
-from memory.schema import Document, Event, ForgetJob, Memory, StreamCheckpoint, StreamSession
+from memory.schema import Document, Event, ForgetJob, Memory, StreamSession
 from models import State
 from tests.learning import (  # noqa: F401
     TINY,
@@ -189,8 +189,17 @@ def test_events_arriving_during_a_forget_job_wait_for_its_publish_and_forgotten_
         assert (job.status, job.from_version, job.events_total) == ("done", 0, 0)
         assert db.get(Event, pending).learned_at is None
         # The chat session's learner state was rewound to before the forgotten turn: only the new turn is read.
-        assert db.scalars(select(StreamCheckpoint.event_id).where(StreamCheckpoint.agent_id == agent_id)).all() \
-            == [later]
+        assert State.from_bytes(db.get(StreamSession, chat).learn_state).position == _position_after(
+            sessions, [b"said while the job waits"])
+
+
+def _position_after(sessions, turns: list[bytes]) -> int:
+    """Where a fresh agent's learner stream stands after learning `turns` in a chat session."""
+    agent_id, chat = new_agent(sessions, f"fresh-{len(turns)}-{turns[0][:8]!r}")
+    last = [say(sessions, chat, turn) for turn in turns][-1]
+    learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=last, chunk_tokens=16)
+    with sessions() as db:
+        return State.from_bytes(db.get(StreamSession, chat).learn_state).position
 
 
 def test_a_replay_whose_memory_pairs_differ_from_the_stored_ones_stops_before_publishing(sessions):
