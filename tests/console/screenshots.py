@@ -74,8 +74,10 @@ def take(out: Path) -> None:
             page.click(".tabs >> text=Memories")
             page.fill("#filter-text", "lighthouse")
             page.click("#apply-filters")
-            page.wait_for_function("""() => [...document.querySelectorAll('#memories-list .memory-text')]
-                .every(cell => cell.textContent.includes('lighthouse'))""")
+            page.wait_for_function("""() => {
+                const cells = [...document.querySelectorAll('#memories-list .memory-text')];
+                return cells.length > 0 && cells.every(cell => cell.textContent.includes('lighthouse'));
+            }""")
             page.locator("#memories-list tr[data-memory-id] button").first.click()
             page.wait_for_selector("#memory-full-text")
             page.fill("#recall-query", "Who keeps the lighthouse?")

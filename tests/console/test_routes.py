@@ -27,6 +27,8 @@ def test_the_console_is_served_at_the_root_with_a_strict_policy(server):
             assert response.headers["x-content-type-options"] == "nosniff"
         page = client.get("/").text
         assert '<script type="module" src="/console/js/main.js">' in page and "<script>" not in page
+        moved = client.get("/console")
+        assert moved.status_code == 308 and moved.headers["location"] == "/"
 
 
 @pytest.mark.parametrize("path", ["/console/nothing.js", "/console/../app.py", "/console/%2e%2e/pages.py",
