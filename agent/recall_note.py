@@ -9,9 +9,20 @@ time. So the search picks, and the context reads. Where the note goes was measur
 about stated facts, SmolLM2, greedy): at the start of the user's message 11 answered, as a system turn
 before it 10, with other wordings of that turn 7-9. The note is not logged: the turn's state is
 re-read without it, so the session state stays exactly what its event log says.
+
+Within a memory of several sentences, the sentence sharing the most words with the message is read
+first, the others after it in their order: the search picks the memory, the words pick its sentence.
+On a note of four facts ("Notes from the trip. The boat leaves from pier 39 at 7am. My locker number
+is 4417. The guide is called Marisol.") SmolLM2 answered 2 of 4 questions about it (greedy) with the
+note as written, 4 of 4 with the asked fact's sentence first; over bench.recall_notes' 20 facts told
+four to a note, 0.70 either way (BENCHMARKS.md, "Facts told together"). A memory that only repeats
+the message (the same question asked before) is left out: it tells nothing, and it took the place of
+the answer.
 """
 
 from __future__ import annotations
+
+import re
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,6 +39,33 @@ RECALL_CANDIDATES = 8
 # The end of a message is what it asks: recall reads at most this much of it (a 64 KB message would
 # otherwise cost a search per token of all of it before the first byte of the answer).
 RECALL_QUERY_BYTES = 2048
+# Words that say nothing of what is asked; the rest are compared by their first STEM letters ("leaves" is
+# "leave", "numbers" "numbe"), lower-cased.
+FUNCTION_WORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "did", "do", "does", "for", "from",
+    "had", "has", "have", "he", "her", "his", "how", "i", "if", "in", "is", "it", "its", "me", "my", "of",
+    "on", "or", "our", "please", "remember", "she", "so", "tell", "that", "the", "their", "them", "they",
+    "this", "to", "us", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will",
+    "with", "would", "you", "your",
+})
+STEM = 5
+_WORD = re.compile(r"\w+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _stems(text: str) -> set[str]:
+    return {word[:STEM] for word in _WORD.findall(text.lower()) if word not in FUNCTION_WORDS}
+
+
+def asked_sentence_first(text: str, message: str) -> str:
+    """`text` with its sentence sharing the most words with `message` first; as it is when none shares one."""
+    sentences = [sentence for sentence in _SENTENCE_END.split(text) if sentence.strip()]
+    asked = _stems(message)
+    shared = [len(asked & _stems(sentence)) for sentence in sentences]
+    if len(sentences) < 2 or max(shared) == 0:
+        return text
+    best = shared.index(max(shared))
+    return " ".join([sentences[best], *sentences[:best], *sentences[best + 1:]])
 
 
 def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, session_id: int, state: State | None,
@@ -37,7 +75,8 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
     holds in its window are left out (the model sees those already)."""
     if not model.config.memory_layers or max_bytes <= 0 or not message.strip():
         return []
-    query = message[-RECALL_QUERY_BYTES:].decode("utf-8", errors="ignore").encode()  # whole characters only
+    asked = message[-RECALL_QUERY_BYTES:].decode("utf-8", errors="ignore")  # whole characters only
+    query = asked.encode()
     if not query.strip():
         return []
     hits = [hit for hit in recall(db, store=store, model=model, text=query, limit=RECALL_CANDIDATES)
@@ -54,9 +93,9 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
                            and row.token_start + row.num_tokens > window_start):
             continue
         text = hit.text.strip()
-        if not text or used + len(text.encode()) > max_bytes:
+        if not text or text.casefold() == asked.strip().casefold() or used + len(text.encode()) > max_bytes:
             continue
-        texts.append(text)
+        texts.append(asked_sentence_first(text, asked))
         used += len(text.encode())
     if not texts:
         return []

@@ -188,6 +188,10 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
         assert recalled_note(db, store=serving.store, model=model, session_id=told, state=told_state,
                              message=b"where did the general ride", min_score=0.0, max_bytes=1024) == []
     assert b"the general rode to the sea" in decode(model.tokenizer, note)
+    with sessions() as db:  # a memory that only repeats the message is no reminder of anything
+        repeated = recalled_note(db, store=serving.store, model=model, session_id=asked, state=None,
+                                 message=b"The general rode to the sea ", min_score=0.0, max_bytes=1024)
+    assert b"general" not in decode(model.tokenizer, repeated)
     # The note opens the message: after the stream's start (its system prompt) and the user's prefix.
     first = Event(role="user", content=b"hi", seq=0, document_id=None)
     prompt = turn_prompt([first], model.tokenizer, stream_starts=True)
