@@ -26,7 +26,9 @@ def read(learner: OnlineLearner, data: bytes, chunk: int = 64, memory=None) -> l
 
 @pytest.mark.parametrize("trainable", ["downstream", "all"])
 def test_learning_a_text_lowers_its_loss_on_the_second_pass(trainable):
-    learner = OnlineLearner(fresh_model(), LearningConfig(learning_rate=0.3, trainable=trainable, anchor_decay=0.0))
+    # 3e-3, not larger: at 0.3 the normalized rule's steps made learning chaotic (loss spikes; second pass over
+    # first 0.56-1.09 across seeds), and whether this passed turned on the CPU's rounding. At 3e-3 it is 0.47-0.57.
+    learner = OnlineLearner(fresh_model(), LearningConfig(learning_rate=3e-3, trainable=trainable, anchor_decay=0.0))
     first = sum(read(learner, TEXT * 3))
     second = sum(read(learner, TEXT * 3))
     assert second < 0.9 * first, (first, second)
