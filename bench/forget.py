@@ -21,11 +21,11 @@ import torch
 from sqlalchemy import select
 
 from bench.local_text import stdlib_text
-from learner.eventlog import append_document_chunks, finish_document, open_document
+from learner.eventlog import receive_document
 from learner.forget import forget_source
 from learner.learn import LearnerCache, learn_through
 from learner.replay import run_forget_jobs
-from memory.db import lock_agent, make_engine, make_session_factory
+from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent, ForgetJob
 from memory.settings import SHIPPED_CHECKPOINT, Settings
@@ -34,12 +34,9 @@ from memory.settings import SHIPPED_CHECKPOINT, Settings
 def _document(sessions, agent_id: int, data: bytes, chunk_bytes: int, name: str) -> tuple[int, int]:
     """(document id, its last chunk event id), received whole."""
     with sessions.begin() as db:
-        lock_agent(db, agent_id)
-        document, stream = open_document(db, agent_id=agent_id, name=name)
-        chunks = [data[start : start + chunk_bytes] for start in range(0, len(data), chunk_bytes)]
-        events = append_document_chunks(db, document_id=document.id, session_id=stream.id, chunks=chunks)
-        finish_document(db, agent_id=agent_id, document_id=document.id)
-        return document.id, events[-1].id
+        document_id, event_ids = receive_document(db, agent_id=agent_id, data=data, chunk_bytes=chunk_bytes,
+                                                  name=name)
+    return document_id, event_ids[-1]
 
 
 def run(*, forgotten_bytes: int, later_bytes: int, workdir: Path) -> dict:

@@ -72,6 +72,18 @@ def append_document_chunks(db: Session, *, document_id: int, session_id: int, ch
     return events
 
 
+def receive_document(db: Session, *, agent_id: int, data: bytes, chunk_bytes: int,
+                     name: str = "") -> tuple[int, list[int]]:
+    """(document id, chunk event ids) of a document received whole, in the caller's transaction, as an upload
+    commits one (benchmarks and tests log documents this way without HTTP)."""
+    lock_agent(db, agent_id)
+    document, stream = open_document(db, agent_id=agent_id, name=name)
+    chunks = [data[start : start + chunk_bytes] for start in range(0, len(data), chunk_bytes)]
+    events = append_document_chunks(db, document_id=document.id, session_id=stream.id, chunks=chunks)
+    finish_document(db, agent_id=agent_id, document_id=document.id)
+    return document.id, [event.id for event in events]
+
+
 def learning_status(*, bytes_received: int, bytes_processed: int) -> str:
     """A fully received document's status: "learned" once every byte is, "learning" once some are,
     "queued" before. (One still "receiving", or "failed", keeps that status.)"""

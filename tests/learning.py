@@ -6,9 +6,8 @@ import torch
 from sqlalchemy import func, select
 
 from learner.base import load_base
-from learner.eventlog import append_document_chunks, create_session, finish_document, open_document
+from learner.eventlog import create_session, receive_document
 from learner.learn import LearnerCache
-from memory.db import lock_agent
 from memory.schema import Agent, Memory, WeightVersion
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - re-exported fixtures
 
@@ -29,12 +28,7 @@ def new_agent(sessions, name: str, learning: dict | None = None, base: str = TIN
 def received_document(sessions, agent_id: int, data: bytes, chunk_bytes: int, name: str = "") -> tuple[int, list[int]]:
     """(document id, chunk event ids) of a document received whole, as an upload commits it."""
     with sessions.begin() as db:
-        lock_agent(db, agent_id)
-        document, stream = open_document(db, agent_id=agent_id, name=name)
-        chunks = [data[start : start + chunk_bytes] for start in range(0, len(data), chunk_bytes)]
-        events = append_document_chunks(db, document_id=document.id, session_id=stream.id, chunks=chunks)
-        finish_document(db, agent_id=agent_id, document_id=document.id)
-        return document.id, [event.id for event in events]
+        return receive_document(db, agent_id=agent_id, data=data, chunk_bytes=chunk_bytes, name=name)
 
 
 def learned_weights(sessions, agent_id: int) -> dict[str, torch.Tensor]:

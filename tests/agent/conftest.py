@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from tests.agent.server import Deployment
@@ -21,11 +24,16 @@ def deployment(request, tmp_path_factory):
            "LIFELONG_CHUNK_BYTES": "1024",
            # Every reply is short, whatever budget a request (or the fuzzer) asks for.
            "LIFELONG_MAX_REPLY_BYTES": "256"}
-    if request.param == "redis":
-        env["LIFELONG_DATABASE_URL"] = postgres_or_skip()
-        env["LIFELONG_BROKER_URL"] = redis_or_skip()
-        env["LIFELONG_ADMIN_KEY"] = "ll_test-admin-key-of-the-scale-out-deployment"
-    deployment = Deployment(request.param, env, logs=root)
+    yield from served(request.param, root, env)
+
+
+def served(kind: str, root: Path, env: dict[str, str]) -> Iterator[Deployment]:
+    """A fixture's deployment of `kind` ("embedded", or "redis": PostgreSQL + Redis, a separate worker) with
+    `env`, started, yielded, and shut down after."""
+    if kind == "redis":
+        env = {**env, "LIFELONG_DATABASE_URL": postgres_or_skip(), "LIFELONG_BROKER_URL": redis_or_skip(),
+               "LIFELONG_ADMIN_KEY": "ll_test-admin-key-of-the-scale-out-deployment"}
+    deployment = Deployment(kind, env, logs=root)
     try:
         deployment.start()
         yield deployment

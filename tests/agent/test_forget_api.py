@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from tests.agent.server import WAIT_S, Deployment
-from tests.dbs import postgres_or_skip, redis_or_skip
+from tests.agent.conftest import served
+from tests.agent.server import WAIT_S
 
 SECRET = b"The vault code is 7316-4482 and only the night porter knows it.\n"
 OTHER = [b"The keeper logs every storm with the hour and the height of the waves.\n",
@@ -22,16 +22,7 @@ def deployment(request, tmp_path_factory):
     env = {"LIFELONG_DATA_DIR": str(root / "data"), "LIFELONG_BASE_CHECKPOINT": "preset:tiny",
            "LIFELONG_CHUNK_BYTES": "64", "LIFELONG_MAX_REPLY_BYTES": "16", "LIFELONG_FORGET_EVENT_DELAY_S": "0.5",
            "LIFELONG_FORGET_CHECKPOINT_S": "0"}
-    if request.param == "redis":
-        env["LIFELONG_DATABASE_URL"] = postgres_or_skip()
-        env["LIFELONG_BROKER_URL"] = redis_or_skip()
-        env["LIFELONG_ADMIN_KEY"] = "ll_test-admin-key-of-the-forget-deployment"
-    deployment = Deployment(request.param, env, logs=root)
-    try:
-        deployment.start()
-        yield deployment
-    finally:
-        deployment.shutdown()
+    yield from served(request.param, root, env)
 
 
 def _until(condition, what: str):
