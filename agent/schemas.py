@@ -157,7 +157,7 @@ class DocumentPublic(BaseModel):
     agent_id: int
     name: str
     content_type: str
-    status: Literal["receiving", "queued", "learning", "learned", "failed"]
+    status: Literal["receiving", "queued", "learning", "learned", "failed", "forgotten"]
     bytes_received: int
     bytes_learned: int
     failed_reason: str | None

@@ -103,6 +103,8 @@ def finish_document(db: Session, *, agent_id: int, document_id: int) -> Document
     lock_agent(db, agent_id)
     document = db.get(Document, document_id)
     db.refresh(document)
+    if document.status == "forgotten":  # forgotten while it arrived: it stays so
+        return document
     document.status = learning_status(bytes_received=document.bytes_received,
                                       bytes_processed=document.bytes_processed)
     document.updated_at = datetime.now(UTC)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from memory.admin import delete_memories
 from memory.db import lock_agent
-from memory.schema import Event, ForgetJob
+from memory.schema import Document, Event, ForgetJob
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,12 @@ def forget_source(db: Session, *, agent_id: int, weights: bool, event_id: int | 
     column, value = named[0]
     rows = db.execute(select(Event.id, Event.learned_at).where(
         Event.agent_id == agent_id, column == value, Event.forgotten_at.is_(None))).all()
+    now = datetime.now(UTC)
     if rows:
-        db.execute(update(Event).where(Event.id.in_([row.id for row in rows]))
-                   .values(forgotten_at=datetime.now(UTC)))
+        db.execute(update(Event).where(Event.id.in_([row.id for row in rows])).values(forgotten_at=now))
+    if document_id is not None:  # the whole document: it says so, rather than "learned" or a "learning" never ending
+        db.execute(update(Document).where(Document.id == document_id, Document.agent_id == agent_id)
+                   .values(status="forgotten", updated_at=now))
     learned = [row.id for row in rows if row.learned_at is not None]
     if not learned:  # nothing reached the weights: the events are simply never learned now
         return Forgotten(deleted=deleted, events=len(rows), job_id=None)

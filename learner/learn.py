@@ -276,8 +276,9 @@ def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLea
     for document_id, count in per_document.items():
         document = db.get(Document, document_id)
         document.bytes_processed += count
-        # A document still arriving (or failed) keeps its status; finish_document sets it under this lock.
-        if document.status not in ("receiving", "failed"):
+        # A document still arriving (or failed, or forgotten) keeps its status; finish_document sets it under
+        # this lock.
+        if document.status not in ("receiving", "failed", "forgotten"):
             document.status = learning_status(
                 bytes_received=document.bytes_received, bytes_processed=document.bytes_processed
             )

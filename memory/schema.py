@@ -136,7 +136,8 @@ class Document(Base):
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(500), default="")
     content_type: Mapped[str] = mapped_column(String(100), default="text/plain")
-    status: Mapped[str] = mapped_column(String(16), default="receiving")  # receiving, queued, learning, learned, failed
+    # receiving, queued, learning, learned, failed, forgotten
+    status: Mapped[str] = mapped_column(String(16), default="receiving")
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_processed: Mapped[int] = mapped_column(BigInteger, default=0)
     # Unused: documents arrive as chunk events (workers.submit.DocumentUpload); kept so older

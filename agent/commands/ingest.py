@@ -14,7 +14,7 @@ from agent.commands.common import agent_option, emit_object, guarded, make_clien
 from agent.commands.streams import open_source, pieces
 
 DOCUMENT_FIELDS = ("id", "name", "status", "bytes_received", "bytes_learned", "failed_reason")
-FINISHED = {"learned", "failed"}  # the terminal states of memory.schema.Document.status
+FINISHED = {"learned", "failed", "forgotten"}  # the terminal states of memory.schema.Document.status
 NDJSON_SUFFIXES = {".ndjson", ".jsonl"}
 
 

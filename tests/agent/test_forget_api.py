@@ -51,6 +51,7 @@ def test_chat_is_answered_on_the_old_weights_until_the_replay_publishes(deployme
         assert client.post(f"/v1/sessions/{session_id}/messages", json={"content": "hello"}).status_code == 200
         _until(lambda: client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0, "everything learned")
         before = client.get(f"/v1/agents/{agent_id}/weights").json()["data"][0]
+        assert client.get(f"/v1/documents/{secret}").json()["status"] == "learned"
         assert len(before["sha256"]) == 64
 
         forgot = client.delete(f"/v1/agents/{agent_id}/memories", params={"document_id": secret})
@@ -58,6 +59,7 @@ def test_chat_is_answered_on_the_old_weights_until_the_replay_publishes(deployme
         job = forgot.json()["job"]
         assert forgot.json()["deleted"] >= 1 and job["status"] == "queued"
         assert client.get(f"/v1/agents/{agent_id}/memories", params={"document_id": secret}).json()["data"] == []
+        assert client.get(f"/v1/documents/{secret}").json()["status"] == "forgotten"  # not "learned" any more
 
         versions_seen, progress = [], []
         while job["status"] in ("queued", "replaying"):

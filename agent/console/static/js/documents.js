@@ -5,6 +5,7 @@ import { get, upload } from "./api.js";
 import { el, clear, notice, table, formatBytes, formatTime, replace } from "./dom.js";
 
 const POLL_MS = 1000;
+const FINISHED = ["learned", "failed", "forgotten"]; // statuses that no longer change
 
 function contentType(name) {
   // NDJSON lines are read as {"text": ...}; anything else is kept as the bytes sent.
@@ -41,7 +42,7 @@ export function render(container, context) {
     clearTimeout(following);
     try {
       const page = await get(`/v1/agents/${agentId}/documents`, { limit: 200 });
-      if (page.data.some((doc) => !["learned", "failed"].includes(doc.status))) following = setTimeout(refresh, POLL_MS);
+      if (page.data.some((doc) => !FINISHED.includes(doc.status))) following = setTimeout(refresh, POLL_MS);
       replace(listBody, page.data.length === 0 ? el("p", { class: "muted", text: "No documents yet." })
         : table(["id", "name", "status", "received", "learned", "updated"], page.data.map((doc) =>
           el("tr", { dataset: { documentId: doc.id } },
@@ -71,7 +72,7 @@ export function render(container, context) {
       try {
         const doc = await get(`/v1/documents/${created.id}`);
         show(doc);
-        if (doc.status === "learned" || doc.status === "failed") {
+        if (FINISHED.includes(doc.status)) {
           clearInterval(polling);
           if (doc.status === "learned") replace(uploadStatus, notice(`Document ${doc.id} is learned.`, "ok"));
           refresh();
