@@ -33,6 +33,9 @@ D3 = b"Tides come twice a day; the harbour master posts the tables on the board 
 TURN_1, TURN_2 = b"what does the keeper write?", b"and where are the tide tables posted?"
 CHUNK = 48  # bytes per chunk event, so each document is several events
 LEARN = {"chunk_tokens": 32, "keep_versions": 2, "keep_version_every": 4}  # pruned: the replay starts before D2
+# A rate at which learning D2 clearly lowers its bits per byte (7.40 -> 6.54 on the tiny model). At tests.learning's
+# 0.05 the tiny model's learning is chaotic: whether D2 ended lower turned on the CPU's rounding.
+STEADY_LEARNING = {"learning_rate": 0.01}
 
 
 def say(sessions, session_id: int, text: bytes) -> int:
@@ -50,7 +53,7 @@ def _learn_all(sessions, cache, agent_id: int, learn: dict = LEARN) -> None:
 def live_agent(sessions, name: str, documents: list[bytes], learn: dict = LEARN) -> tuple[int, dict[bytes, int]]:
     """An agent that reads D1, a chat turn, then the documents given, then another turn, learning as it goes;
     (agent id, document id of each text)."""
-    agent_id, chat = new_agent(sessions, name)
+    agent_id, chat = new_agent(sessions, name, STEADY_LEARNING)
     cache = LearnerCache(sessions)
     ids = {}
     ids[D1], _ = received_document(sessions, agent_id, D1, CHUNK, name="D1")
