@@ -54,7 +54,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def _stems(text: str) -> set[str]:
-    return {word[:STEM] for word in _WORD.findall(text.lower()) if word not in FUNCTION_WORDS}
+    """The stems of `text`'s words that say something: not function words, nor one character (the "s" of
+    "sister's", a digit of a code)."""
+    return {word[:STEM] for word in _WORD.findall(text.lower()) if len(word) > 1 and word not in FUNCTION_WORDS}
 
 
 def asked_sentence_first(text: str, message: str) -> str:

@@ -4,7 +4,9 @@ bench.recall tells each fact in a document of its own. People write notes of sev
 document holds FACTS_PER_NOTE of bench.recall's statements, with `--distance` bytes of other documents
 learned after the first note, and each of its facts is then asked in a new chat session (greedy, the
 serving path, the recalled note on). Same process, database and counting as bench.recall; a note's
-memories are deleted after its questions, so each note is the only one of its kind in memory.
+memories are deleted after its questions, so each note is the only one of its kind in memory. With each note in
+memory, two of bench.recall's general questions are asked too ("What is the capital of France?"): a note about
+something else must not get in their way.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from agent.runtime import AgentRuntime
-from bench.recall import FACTS, _answered, _ask, _document, _learn, filler
+from bench.recall import FACTS, GENERAL, _answered, _ask, _document, _learn, filler
 from learner.base import default_base, load_base
 from learner.learn import LearnerCache
 from memory.admin import delete_memories
@@ -27,6 +29,7 @@ from memory.settings import Settings
 from workers.app import make_app
 
 FACTS_PER_NOTE = 4
+GENERAL_PER_NOTE = 2
 
 
 def run(base: str, distance: int) -> dict:
@@ -42,7 +45,7 @@ def run(base: str, distance: int) -> dict:
             agent_id = agent.id
         cache = LearnerCache(sessions)
         load_base(base)  # loaded once here, so the first answer's time is not the load's
-        runtime, trials = None, []
+        runtime, trials, general = None, [], []
         for start in range(0, len(FACTS), FACTS_PER_NOTE):
             facts = FACTS[start : start + FACTS_PER_NOTE]
             told = _document(sessions, agent_id, " ".join(statement for statement, _, _ in facts).encode())
@@ -57,11 +60,18 @@ def run(base: str, distance: int) -> dict:
                 reply, _ = _ask(runtime, sessions, question)
                 trials.append({"question": question, "answer": answer, "reply": reply,
                                "answered": _answered(answer, reply)})
+            note = start // FACTS_PER_NOTE
+            for question, answers in GENERAL[note * GENERAL_PER_NOTE : (note + 1) * GENERAL_PER_NOTE]:
+                reply, _ = _ask(runtime, sessions, question)
+                general.append({"question": question, "answer": answers[0], "reply": reply,
+                                "answered": answers[0] in reply.lower()})
             with sessions.begin() as db:
                 delete_memories(db, agent_id=agent_id, event_id=told)
         answered = sum(trial["answered"] for trial in trials)
         return {"base": base, "distance": distance, "facts_per_note": FACTS_PER_NOTE, "trials": len(trials),
-                "answered": answered / len(trials), "replies": trials}
+                "answered": answered / len(trials), "replies": trials, "general_trials": len(general),
+                "general_answered": sum(trial["answered"] for trial in general) / max(1, len(general)),
+                "general_replies": general}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        for trial in result["replies"]:
+        for trial in result["replies"] + result["general_replies"]:
             print(f"{'yes' if trial['answered'] else 'no ':3}  {trial['question']} -> {trial['reply'][:80]!r}")
-        print(f"answered {result['answered']:.2f} of {result['trials']}")
+        print(f"answered {result['answered']:.2f} of {result['trials']}, general questions "
+              f"{result['general_answered']:.2f} of {result['general_trials']}")
     return 0
 
 

@@ -24,3 +24,10 @@ def test_a_text_stays_as_it_is_when_no_sentence_shares_a_word_that_means_somethi
     assert asked_sentence_first(NOTES, "What is the address?") == NOTES
     assert asked_sentence_first("The guide is called Marisol.", "Who is the guide?") == "The guide is called Marisol."
     assert asked_sentence_first("first line\nsecond line about boats", "boats?") == "second line about boats first line"
+
+
+def test_single_characters_are_not_words_in_common():
+    # The "s" of "sister's" and "France's" and the "7" of a code say nothing of what is asked.
+    notes = "The code is 8-3-9-4-7. My sister's car is red."
+    assert asked_sentence_first(notes, "What is France's 7th city?") == notes
+    assert asked_sentence_first(notes, "Whose car is red?").startswith("My sister's car is red.")
