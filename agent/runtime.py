@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import torch
 from celery import Celery
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.recall_note import recalled_note, with_note
 from learner.base import load_base
 from learner.eventlog import append_events, mark_event_failed
+from learner.forget import DROPPED_STATE
 from learner.serving import ServingModel
 from learner.stream_format import turn_prompt
 from memory.admin import RecallHit, recall
@@ -74,10 +75,10 @@ def uncovered_events(db: Session, *, session_id: int, events_read: int) -> list[
     """The events of a chat session its state has not read yet, oldest first.
 
     Normally just the new user message; more after a crash between logging a message and saving the
-    state that read it.
+    state that read it; the whole log after a forget dropped the state. Forgotten events are never read.
     """
-    return list(db.scalars(select(Event).where(Event.session_id == session_id, Event.seq >= events_read)
-                           .order_by(Event.seq)))
+    return list(db.scalars(select(Event).where(Event.session_id == session_id, Event.seq >= events_read,
+                                               Event.forgotten_at.is_(None)).order_by(Event.seq)))
 
 
 class AgentRuntime:
@@ -159,6 +160,7 @@ class AgentRuntime:
         self.serving.refresh()  # between requests: a newer weight version is picked up here
         model, version = self.serving.current()
         self.store.catch_up()
+        read_at = datetime.now(UTC)
         with self.sessions() as db:
             row = db.get(StreamSession, session_id)
             state = self._load_state(db, row)
@@ -189,9 +191,15 @@ class AgentRuntime:
         with self.sessions.begin() as db:
             reply_event = append_events(db, session_id=session_id, events=[("assistant", reply)])[0]
             reply_event_id = reply_event.id
-            db.execute(update(StreamSession).where(StreamSession.id == session_id)
-                       .values(state=state.to_bytes(), position=state.position, events_read=reply_event.seq + 1))
-        self._remember(session_id, created_at, state)
+            # An event this turn read was forgotten while it ran: its state is not kept (the forget dropped
+            # the saved one; the next turn re-reads the log without it).
+            forgotten_meanwhile = db.scalar(select(Event.id).where(
+                Event.session_id == session_id, Event.forgotten_at >= read_at).limit(1)) is not None
+            kept = DROPPED_STATE if forgotten_meanwhile else {
+                "state": state.to_bytes(), "position": state.position, "events_read": reply_event.seq + 1}
+            db.execute(update(StreamSession).where(StreamSession.id == session_id).values(**kept))
+        if not forgotten_meanwhile:
+            self._remember(session_id, created_at, state)
         return TurnResult(user_event_id=user_event_id, reply_event_id=reply_event_id, reply=reply,
                           stop_reason=generation.stop_reason, weight_version=version,
                           first_byte_ms=first_byte_ms if first_byte_ms is not None else 0.0,

@@ -2,8 +2,9 @@
 
 `forget_source` runs in the caller's transaction: it deletes the source's memories (as `memory.admin`
 does), and with `weights` it marks the source's events forgotten, so that they are never learned again,
-and queues a forget job when any of them had been learned. The job (learner.replay) rolls the weights
-back to a kept version from before the earliest of them and re-learns everything after it but them.
+drops the serving state of the chat sessions that read them, and queues a forget job when any of them had
+been learned. The job (learner.replay) rolls the weights back to a kept version from before the earliest of
+them and re-learns everything after it but them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from sqlalchemy.orm import Session
 
 from memory.admin import delete_memories
 from memory.db import lock_agent
-from memory.schema import Document, Event, ForgetJob
+from memory.schema import Document, Event, ForgetJob, StreamSession
+
+# A chat session's serving state, dropped: its next turn reads the session's log afresh (agent.runtime).
+DROPPED_STATE = {"state": None, "position": 0, "events_read": 0}
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,13 @@ def forget_source(db: Session, *, agent_id: int, weights: bool, event_id: int | 
         Event.agent_id == agent_id, column == value, Event.forgotten_at.is_(None))).all()
     now = datetime.now(UTC)
     if rows:
-        db.execute(update(Event).where(Event.id.in_([row.id for row in rows])).values(forgotten_at=now))
+        ids = [row.id for row in rows]
+        db.execute(update(Event).where(Event.id.in_(ids)).values(forgotten_at=now))
+        # A chat session's serving state read these events too: it is dropped, and the session's next turn
+        # re-reads its log without them (agent.runtime), so that no reply can draw on them either.
+        read_them = select(Event.session_id).where(Event.id.in_(ids)).distinct()
+        db.execute(update(StreamSession).where(StreamSession.id.in_(read_them), StreamSession.kind == "chat")
+                   .values(**DROPPED_STATE))
     if document_id is not None:  # the whole document: it says so, rather than "learned" or a "learning" never ending
         db.execute(update(Document).where(Document.id == document_id, Document.agent_id == agent_id)
                    .values(status="forgotten", updated_at=now))

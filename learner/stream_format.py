@@ -29,15 +29,17 @@ def _stream_start(event: Event, tokenizer: Tokenizer) -> tuple[int, ...]:
 
 
 def stream_start(event: Event, tokenizer: Tokenizer) -> int:
-    """The first input of the stream `event` begins (its session's seq 0)."""
+    """The first input of the stream `event` begins."""
     return _stream_start(event, tokenizer)[0]
 
 
-def event_reading_tokens(event: Event, tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
-    """The tokens an event adds to its stream, and how many content bytes each carries."""
+def event_reading_tokens(event: Event, tokenizer: Tokenizer, *, starts_stream: bool) -> tuple[list[int], list[int]]:
+    """The tokens an event adds to its stream, and how many content bytes each carries. `starts_stream`: the
+    event is the first its stream reads (its session's seq 0, or the first left after a forget), so the rest
+    of the stream's start (a chat format's system prompt) is read with it."""
     content = tokenizer.encode(event.content)
     lengths = [len(tokenizer.token_bytes(t)) for t in content]
-    before = list(_stream_start(event, tokenizer)[1:]) if event.seq == 0 else []
+    before = list(_stream_start(event, tokenizer)[1:]) if starts_stream else []
     if event.document_id is not None:
         after: list[int] = []
     else:
@@ -46,17 +48,17 @@ def event_reading_tokens(event: Event, tokenizer: Tokenizer) -> tuple[list[int],
     return [*before, *content, *after], [0] * len(before) + lengths + [0] * len(after)
 
 
-def event_tokens(event: Event, tokenizer: Tokenizer) -> list[int]:
+def event_tokens(event: Event, tokenizer: Tokenizer, *, starts_stream: bool = False) -> list[int]:
     """The tokens an event adds to its session's stream (the serving runtime reads the same)."""
-    return event_reading_tokens(event, tokenizer)[0]
+    return event_reading_tokens(event, tokenizer, starts_stream=starts_stream)[0]
 
 
 def turn_prompt(unread: Sequence[Event], tokenizer: Tokenizer, *, stream_starts: bool) -> list[int]:
     """What a chat turn reads before it samples: the events its state has not read, then the
     assistant's turn prefix."""
     prompt = [stream_start(unread[0], tokenizer)] if stream_starts and unread else []
-    for event in unread:
-        prompt += event_tokens(event, tokenizer)
+    for number, event in enumerate(unread):
+        prompt += event_tokens(event, tokenizer, starts_stream=stream_starts and number == 0)
     return [*prompt, *tokenizer.chat.prefix("assistant")]
 
 
@@ -74,7 +76,7 @@ class EventReading:
     def after(cls, event: Event, last_token: int | None, tokenizer: Tokenizer) -> EventReading:
         """`last_token`: the stream's last token read so far; None when `event` starts the stream."""
         first = stream_start(event, tokenizer) if last_token is None else last_token
-        tokens, lengths = event_reading_tokens(event, tokenizer)
+        tokens, lengths = event_reading_tokens(event, tokenizer, starts_stream=last_token is None)
         # Only a document's previous chunk ends in content; a turn ends in its template's tokens.
         continues = last_token is not None and event.document_id is not None and event.seq > 0
         first_length = len(tokenizer.token_bytes(first)) if continues else 0

@@ -16,7 +16,7 @@ from agent.runtime import AgentRuntime
 from learner.base import load_base
 from learner.eventlog import create_session
 from learner.learn import LearnerCache, learn_through
-from learner.stream_format import event_tokens, stream_start, turn_prompt
+from learner.stream_format import event_tokens, turn_prompt
 from memory.admin import delete_memories
 from memory.schema import Agent, Event, Memory, StreamSession
 from memory.settings import Settings
@@ -83,7 +83,7 @@ def test_turns_read_the_models_own_format_and_a_restart_continues_exactly(sessio
     assert state.tokenizer == model.tokenizer.name and state.tokenizer.startswith("tiny-chat:")
     # Typed markers stayed text: the user's content holds no control token.
     chat = model.tokenizer.chat
-    user_turn = event_tokens(events[0], model.tokenizer)
+    user_turn = event_tokens(events[0], model.tokenizer, starts_stream=True)
     before = len(chat.chat_start) - 1 + len(chat.prefix("user"))
     content = user_turn[before : len(user_turn) - len(chat.turn_end)]
     controls = {i for i, piece in enumerate(model.tokenizer.spec.tokens) if piece.startswith("<|")}
@@ -203,7 +203,7 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
     with sessions() as db:
         row = db.get(StreamSession, asked)
         events = list(db.scalars(select(Event).where(Event.session_id == asked).order_by(Event.seq)))
-    logged = [stream_start(events[0], model.tokenizer)] + [t for e in events for t in event_tokens(e, model.tokenizer)]
+    logged = turn_prompt(events, model.tokenizer, stream_starts=True)[: -len(model.tokenizer.chat.prefix("assistant"))]
     # The note was read, not kept: the state read what the log holds (give or take the reply's tokens, which
     # it keeps as sampled while the log re-spells them), far from the log plus the note.
     assert abs(State.from_bytes(row.state).position - len(logged)) < len(note) // 2

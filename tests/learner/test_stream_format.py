@@ -27,13 +27,20 @@ def test_a_turn_prompt_is_what_the_learner_reads_before_the_reply(name):
     events = chat_log([b"first", b"reply", b"second"])
     prompt = turn_prompt(events, tokenizer, stream_starts=True)
     assert prompt[0] == stream_start(events[0], tokenizer) == tokenizer.chat.chat_start[0]
-    assert prompt[1:] == [*(t for event in events for t in event_tokens(event, tokenizer)),
+    assert prompt[1:] == [*(t for number, event in enumerate(events)
+                            for t in event_tokens(event, tokenizer, starts_stream=number == 0)),
                           *tokenizer.chat.prefix("assistant")]
     assert turn_prompt(events[2:], tokenizer, stream_starts=False) == [
         *event_tokens(events[2], tokenizer), *tokenizer.chat.prefix("assistant")]
-    # The whole stream start is read once, with the first event.
-    assert event_tokens(events[0], tokenizer)[: len(tokenizer.chat.chat_start) - 1] == \
+    # The whole stream start is read once, with the first event: seq 0, or the first left after a forget.
+    assert event_tokens(events[0], tokenizer, starts_stream=True)[: len(tokenizer.chat.chat_start) - 1] == \
         list(tokenizer.chat.chat_start[1:])
+    # After a forget took the first event, the next one starts the stream and reads the rest of its start.
+    assert event_tokens(events[1], tokenizer, starts_stream=True)[: len(tokenizer.chat.chat_start) - 1] == \
+        list(tokenizer.chat.chat_start[1:])
+    assert turn_prompt(events[1:], tokenizer, stream_starts=True) == [
+        tokenizer.chat.chat_start[0], *event_tokens(events[1], tokenizer, starts_stream=True),
+        *event_tokens(events[2], tokenizer), *tokenizer.chat.prefix("assistant")]
     assert event_tokens(events[1], tokenizer)[-len(tokenizer.chat.turn_end):] == list(tokenizer.chat.turn_end)
 
 
@@ -42,10 +49,10 @@ def test_byte_streams_keep_their_layout():
     second = Event(document_id=3, seq=1, role="document", content=b"def", byte_offset=3)
     tokenizer = ByteTokenizer()
     assert stream_start(first, tokenizer) == Special.BEGIN
-    assert event_tokens(first, tokenizer) == [int(Special.DOCUMENT), *b"abc"]
+    assert event_tokens(first, tokenizer, starts_stream=True) == [int(Special.DOCUMENT), *b"abc"]
     assert event_tokens(second, tokenizer) == list(b"def")
     chat = chat_log([b"hi"])[0]
-    assert event_tokens(chat, tokenizer) == [int(Special.USER), *b"hi", int(Special.END_OF_TURN)]
+    assert event_tokens(chat, tokenizer, starts_stream=True) == [int(Special.USER), *b"hi", int(Special.END_OF_TURN)]
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)
