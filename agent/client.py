@@ -23,6 +23,9 @@ TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 # The API's largest page (agent.pagination.MAX_LIMIT, memory.admin.MAX_PAGE): a bigger ?limit= is a 422,
 # so a long listing asks for pages of at most this and follows the cursor.
 MAX_PAGE = 500
+# A document's statuses that no longer change (agent.schemas.DocumentPublic.status): a client waiting for one
+# to be learned stops at these.
+FINISHED_DOCUMENT_STATUSES = frozenset({"learned", "failed", "forgotten"})
 
 
 class ApiError(Exception):

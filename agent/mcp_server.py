@@ -26,7 +26,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from pydantic import Field
 
-from agent.client import TIMEOUT, server_message
+from agent.client import FINISHED_DOCUMENT_STATUSES, TIMEOUT, server_message
 from agent.schemas import MAX_ID
 
 # What a client may name: the API's own bounds, checked here too so a bad id is the tool's clear error.
@@ -79,7 +79,7 @@ def build_server(open_api: ApiOpener) -> MCPServer:
             document = await api.call("POST", f"/v1/agents/{agent_id}/documents", params={"name": name},
                                       content=text.encode(), headers={"Content-Type": "text/plain; charset=utf-8"})
             deadline = time.monotonic() + LEARN_WAIT_S
-            while wait and document["status"] not in ("learned", "failed", "forgotten") and time.monotonic() < deadline:
+            while wait and document["status"] not in FINISHED_DOCUMENT_STATUSES and time.monotonic() < deadline:
                 await ctx.report_progress(document["bytes_learned"], document["bytes_received"], "learning")
                 await asyncio.sleep(POLL_S)
                 document = await api.call("GET", f"/v1/documents/{document['id']}")

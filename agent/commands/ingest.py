@@ -9,12 +9,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from agent.client import JSON, Client
+from agent.client import FINISHED_DOCUMENT_STATUSES, JSON, Client
 from agent.commands.common import agent_option, emit_object, guarded, make_client
 from agent.commands.streams import open_source, pieces
 
 DOCUMENT_FIELDS = ("id", "name", "status", "bytes_received", "bytes_learned", "failed_reason")
-FINISHED = {"learned", "failed", "forgotten"}  # the terminal states of memory.schema.Document.status
 NDJSON_SUFFIXES = {".ndjson", ".jsonl"}
 
 
@@ -42,7 +41,7 @@ def _follow(client: Client, document: JSON, poll_s: float, quiet: bool) -> JSON:
     with _bar(document.get("bytes_received"), "learned", quiet) as learned:
         while True:
             learned.update(document.get("bytes_learned", 0) - learned.n)
-            if document.get("status") in FINISHED:
+            if document.get("status") in FINISHED_DOCUMENT_STATUSES:
                 return document
             time.sleep(poll_s)
             document = client.get_document(document["id"])
