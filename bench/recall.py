@@ -14,12 +14,17 @@ asked through `AgentRuntime.chat` (the serving path, default sampling but greedy
 - first byte of a chat reply (p50) with that memory in place, and the stored bytes per token.
 
 The statement is the only one of its kind in memory during its trial: its rows are deleted after it.
+
+Learning a megabyte of other documents takes over an hour on two cores; `--reuse DIR` keeps the
+database as it stands once the first distance's documents are learned (before any question) and
+starts from that copy on a later run with the same base, first distance and first fact.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -28,6 +33,7 @@ from pathlib import Path
 
 import torch
 from sqlalchemy import func, select
+from sqlalchemy import text as sql
 
 from agent.recall_note import RECALL_CANDIDATES
 from agent.runtime import AgentRuntime
@@ -35,10 +41,10 @@ from bench.talk import FACTS as FACTS_ASKED
 from learner.base import default_base, load_base
 from learner.eventlog import append_document_chunks, create_session, finish_document, open_document
 from learner.learn import LearnerCache, learn_through
-from memory.admin import delete_memories, recall
+from memory.admin import RecallHit, delete_memories, recall
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
-from memory.schema import Agent, Memory, StreamSession
+from memory.schema import Agent, Event, Memory, StreamSession
 from memory.settings import Settings
 from models import SamplingConfig
 from workers.app import make_app
@@ -95,6 +101,12 @@ def _ask(runtime: AgentRuntime, sessions, question: str) -> tuple[str, float]:
     return result.reply.decode("utf-8", errors="replace"), result.first_byte_ms
 
 
+def _recall(runtime: AgentRuntime, sessions, question: str) -> list[RecallHit]:
+    """`memories recall` with the question: the memories its search ranks, best first."""
+    with sessions() as db:
+        return recall(db, store=runtime.store, model=runtime.serving.current().model, text=question, limit=50)
+
+
 def _learn(sessions, cache: LearnerCache, agent_id: int, event_id: int) -> None:
     """Learn through `event_id` (the trials' chat turns before it too, as a worker would), then delete
     the chat sessions' memories, so that no trial reads an earlier trial's questions and replies."""
@@ -106,17 +118,31 @@ def _learn(sessions, cache: LearnerCache, agent_id: int, event_id: int) -> None:
             delete_memories(db, agent_id=agent_id, session_id=session_id)
 
 
-def run(base: str, distances: list[int], facts: int, memory_attention: bool, recall_in_context: bool) -> dict:
+def _reused_copy(reuse: Path | None, base: str, distance: int) -> Path | None:
+    """Where the database learned up to `distance` is kept (see the module's docstring); None without --reuse."""
+    if reuse is None:
+        return None
+    return reuse / f"{base.replace('/', '_')}-{distance}-{FACTS[0][2]}.db"
+
+
+def run(base: str, distances: list[int], facts: int, memory_attention: bool, recall_in_context: bool,
+        reuse: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
+        kept = _reused_copy(reuse, base, distances[0])
+        reused = kept is not None and kept.exists()
+        if reused:
+            shutil.copyfile(kept, f"{tmp}/bench.db")
         upgrade(url)
         sessions = make_session_factory(make_engine(url))
         settings = Settings(data_dir=Path(tmp) / "data", database_url=url, memory_attention=memory_attention,
                             recall_in_context=recall_in_context)
         with sessions.begin() as db:
-            agent = Agent(name="recall", base_checkpoint=base, learning_settings={})
-            db.add(agent)
-            db.flush()
+            agent = db.scalar(select(Agent).where(Agent.name == "recall")) if reused else None
+            if agent is None:
+                agent = Agent(name="recall", base_checkpoint=base, learning_settings={})
+                db.add(agent)
+                db.flush()
             agent_id = agent.id
         cache = LearnerCache(sessions, memory_attention=memory_attention)
         model = load_base(base)
@@ -128,12 +154,21 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
             answered = {"memory": 0, "no_memory": 0}
             ranks, first_bytes, replies, noted = [], [], [], 0
             for statement, question, answer in FACTS[:facts]:
-                told = _document(sessions, agent_id, statement.encode())
-                _learn(sessions, cache, agent_id, told)
+                if reused and learned_filler == 0:  # the first fact and the documents after it, learned before
+                    with sessions() as db:
+                        told = db.scalar(select(func.min(Event.id)).where(Event.content == statement.encode()))
+                    learned_filler = distance
+                else:
+                    told = _document(sessions, agent_id, statement.encode())
+                    _learn(sessions, cache, agent_id, told)
                 if learned_filler < distance:  # the other documents learned since it was told
                     last = _document(sessions, agent_id, filler(distance - learned_filler))
                     _learn(sessions, cache, agent_id, last)
                     learned_filler = distance
+                    if kept is not None and not kept.exists():
+                        kept.parent.mkdir(parents=True, exist_ok=True)
+                        with sessions() as db:  # a consistent copy, whatever the journal mode
+                            db.execute(sql("VACUUM INTO :path"), {"path": str(kept)})
                 with sessions() as db:
                     agent = db.get(Agent, agent_id)
                     told_rows = set(db.scalars(select(Memory.id).where(Memory.event_id == told)))
@@ -141,9 +176,7 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
                     runtime = AgentRuntime(agent=agent, sessions=sessions, celery=make_app(settings),
                                            settings=settings)
                 reply, first_byte = _ask(runtime, sessions, question)
-                with sessions() as db:
-                    hits = recall(db, store=runtime.store, model=runtime.serving.current().model, text=question,
-                                  limit=50)
+                hits = _recall(runtime, sessions, question)
                 ranked = [hit.memory_id for hit in hits]
                 ranks.append(next((i + 1 for i, row in enumerate(ranked) if row in told_rows), None))
                 # Whether the statement scored enough to be noted (the default serving path's choice).
@@ -155,7 +188,8 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
                     delete_memories(db, agent_id=agent_id, event_id=told)
                 forgotten, _ = _ask(runtime, sessions, question)
                 answered["no_memory"] += _answered(answer, forgotten)
-                replies.append({"question": question, "memory": reply, "no_memory": forgotten})
+                replies.append({"question": question, "memory": reply, "no_memory": forgotten,
+                                "scores": [round(hit.score, 4) for hit in hits[:RECALL_CANDIDATES]]})
             with sessions() as db:
                 stored_tokens = db.scalar(select(func.sum(Memory.num_tokens)).where(Memory.agent_id == agent_id))
                 stored_bytes = db.scalar(select(func.sum(func.length(Memory.keys) + func.length(Memory.values)))
@@ -174,6 +208,10 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
             # General questions with only the other documents in memory: does the memory get in the way?
             general = [answers[0] in _ask(runtime, sessions, question)[0].lower() for question, answers in GENERAL]
             results["distances"][str(distance)]["general_answered"] = sum(general) / len(GENERAL)
+            # What a question about nothing stored recalls: the scores a note rule must not take for a find.
+            results["distances"][str(distance)]["general_scores"] = [
+                [round(hit.score, 4) for hit in _recall(runtime, sessions, question)[:RECALL_CANDIDATES]]
+                for question, _ in GENERAL]
             print(json.dumps({"distance": distance, **{k: v for k, v in results["distances"][str(distance)].items()
                                                       if k != "replies"}}), file=sys.stderr)
         return results
@@ -187,11 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facts", type=int, default=len(FACTS))
     parser.add_argument("--memory-attention", action="store_true", help="memory layers attend to retrieved pairs")
     parser.add_argument("--no-recall-in-context", action="store_true", help="no recalled note before answering")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="keep (or start from) the database learned up to the first distance in this folder")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     started = time.perf_counter()
     result = run(args.base or default_base(), [int(d) for d in args.distances.split(",")], args.facts,
-                 args.memory_attention, not args.no_recall_in_context)
+                 args.memory_attention, not args.no_recall_in_context, args.reuse)
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
