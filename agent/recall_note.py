@@ -23,11 +23,12 @@ the answer.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory.admin import recall
+from memory.admin import RecallHit, recall
 from memory.schema import Event, Memory
 from memory.store import MemoryStore
 from models import State
@@ -70,32 +71,51 @@ def asked_sentence_first(text: str, message: str) -> str:
     return " ".join([sentences[best], *sentences[:best], *sentences[best + 1:]])
 
 
+def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> list[RecallHit]:
+    """Of `hits` (best first), those a note reads: each scoring at least `min_score`, and the best one
+    whatever its score when it shares a word with `message`.
+
+    A score is a share of a head's attention, and the more an agent holds, the more pairs share it:
+    at 1 MB of other documents a statement the search ranked first for its question ("My dog is
+    called Pixel." for "What is my dog called?") scored under 0.2 and went unnoted, and the question
+    was answered from nothing (BENCHMARKS.md, "Recall through chat"). Ranked first and sharing a word
+    with the question, it is read whatever its share; a best hit sharing none (a licence paragraph
+    for "What is the capital of France?") still needs the score.
+    """
+    asked = _stems(message)
+    return [hit for rank, hit in enumerate(hits)
+            if hit.score >= min_score or (rank == 0 and asked & _stems(hit.text))]
+
+
 def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, session_id: int, state: State | None,
                   message: bytes, min_score: float, max_bytes: int) -> list[int]:
-    """The tokens of a note of the memories recalled for `message` with at least `min_score`, best first, up
-    to `max_bytes` of their text; [] when none qualifies. The session's own memories that its state still
-    holds in its window are left out (the model sees those already)."""
+    """The tokens of a note of the memories recalled for `message` that are worth noting (`worth_noting`),
+    best first, up to `max_bytes` of their text; [] when none qualifies. The session's own memories that its
+    state still holds in its window are left out (the model sees those already), and so are memories that
+    only repeat the message."""
     if not model.config.memory_layers or max_bytes <= 0 or not message.strip():
         return []
     asked = message[-RECALL_QUERY_BYTES:].decode("utf-8", errors="ignore")  # whole characters only
     query = asked.encode()
     if not query.strip():
         return []
-    hits = [hit for hit in recall(db, store=store, model=model, text=query, limit=RECALL_CANDIDATES)
-            if hit.score >= min_score]
+    hits = recall(db, store=store, model=model, text=query, limit=RECALL_CANDIDATES)
     if not hits:
         return []
     window_start = (state.position if state is not None else 0) - model.config.context_tokens
     places = select(Memory.id, Memory.session_id, Memory.token_start, Memory.num_tokens)
     rows = {row.id: row for row in db.execute(places.where(Memory.id.in_([hit.memory_id for hit in hits])))}
+
+    def tells_something(hit: RecallHit) -> bool:
+        row, text = rows.get(hit.memory_id), hit.text.strip()
+        in_window = row is not None and row.session_id == session_id and row.token_start is not None \
+            and row.token_start + row.num_tokens > window_start
+        return row is not None and not in_window and bool(text) and text.casefold() != asked.strip().casefold()
+
     texts, used = [], 0
-    for hit in hits:
-        row = rows.get(hit.memory_id)
-        if row is None or (row.session_id == session_id and row.token_start is not None
-                           and row.token_start + row.num_tokens > window_start):
-            continue
+    for hit in worth_noting([hit for hit in hits if tells_something(hit)], asked, min_score):
         text = hit.text.strip()
-        if not text or text.casefold() == asked.strip().casefold() or used + len(text.encode()) > max_bytes:
+        if used + len(text.encode()) > max_bytes:
             continue
         texts.append(asked_sentence_first(text, asked))
         used += len(text.encode())

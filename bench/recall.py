@@ -35,7 +35,7 @@ import torch
 from sqlalchemy import func, select
 from sqlalchemy import text as sql
 
-from agent.recall_note import RECALL_CANDIDATES
+from agent.recall_note import RECALL_CANDIDATES, worth_noting
 from agent.runtime import AgentRuntime
 from bench.talk import FACTS as FACTS_ASKED
 from learner.base import default_base, load_base
@@ -179,9 +179,9 @@ def run(base: str, distances: list[int], facts: int, memory_attention: bool, rec
                 hits = _recall(runtime, sessions, question)
                 ranked = [hit.memory_id for hit in hits]
                 ranks.append(next((i + 1 for i, row in enumerate(ranked) if row in told_rows), None))
-                # Whether the statement scored enough to be noted (the default serving path's choice).
-                noted += any(hit.memory_id in told_rows and hit.score >= settings.recall_min_score
-                             for hit in hits[:RECALL_CANDIDATES])
+                # Whether the statement was worth noting (the default serving path's choice).
+                noted += any(hit.memory_id in told_rows for hit in
+                             worth_noting(hits[:RECALL_CANDIDATES], question, settings.recall_min_score))
                 first_bytes.append(first_byte)
                 answered["memory"] += _answered(answer, reply)
                 with sessions.begin() as db:

@@ -1,8 +1,10 @@
-"""Which sentence of a recalled memory the note reads first (agent.recall_note.asked_sentence_first)."""
+"""Which recalled memories a note reads (agent.recall_note.worth_noting), and which of their sentences it
+reads first (asked_sentence_first)."""
 
 from __future__ import annotations
 
-from agent.recall_note import asked_sentence_first
+from agent.recall_note import asked_sentence_first, worth_noting
+from memory.admin import RecallHit
 
 NOTES = ("Notes from the trip. The boat leaves from pier 39 at 7am. My locker number is 4417. "
          "The guide is called Marisol.")
@@ -31,3 +33,22 @@ def test_single_characters_are_not_words_in_common():
     notes = "The code is 8-3-9-4-7. My sister's car is red."
     assert asked_sentence_first(notes, "What is France's 7th city?") == notes
     assert asked_sentence_first(notes, "Whose car is red?").startswith("My sister's car is red.")
+
+
+def _hit(memory_id: int, score: float, text: str) -> RecallHit:
+    return RecallHit(memory_id=memory_id, score=score, token_hits=1, text=text, event_id=None, document_id=None,
+                     session_id=None)
+
+
+def test_a_note_reads_memories_scoring_enough_and_the_best_one_sharing_a_word_with_the_message():
+    dog = _hit(1, 0.12, "My dog is called Pixel.")
+    licence = _hit(2, 0.11, "the licence of the dog food")
+    vault = _hit(3, 0.35, "The vault combination is 5-2-6-0-1.")
+    # Ranked first and sharing "dog" with the question: read whatever its share of attention.
+    assert worth_noting([dog, licence], "What is my dog called?", 0.2) == [dog]
+    # Only the best is read on its words: the second shares "dog" too, but needs the score.
+    assert worth_noting([dog, licence], "What is my dog called?", 0.1) == [dog, licence]
+    # A best hit that shares no word (function words and single characters are not words here) needs the score.
+    assert worth_noting([licence, vault], "What is the capital of France?", 0.2) == [vault]
+    assert worth_noting([dog], "What is the name of it?", 0.2) == []
+    assert worth_noting([], "What is my dog called?", 0.2) == []
