@@ -12,6 +12,8 @@ creates no directory.
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery
 from kombu import Queue
 
@@ -84,7 +86,8 @@ def run_worker(
     """Run a worker in this process until it is stopped (what `lifelong worker` does).
 
     The prefork pool runs each task in a child process: if a child dies mid-task, the parent sees it
-    and the task goes back to the queue (reject on worker loss) for a fresh child.
+    and the task goes back to the queue (reject on worker loss) for a fresh child. The worker runs at
+    `settings.worker_nice`, below a serving process on the same cores.
     """
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
@@ -100,4 +103,6 @@ def run_worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    # Before the pool forks: its processes inherit it. Never lowered (that would need privileges).
+    os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), settings.worker_nice))
     make_app(settings).worker_main(argv)

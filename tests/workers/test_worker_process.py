@@ -85,6 +85,11 @@ def test_a_worker_learns_two_interleaved_agents_in_order(deployment, start_worke
     upload.write(b"".join(TURNS))
     document_id = upload.finish()
     worker = start_worker(deployment, concurrency=2)
+    pool = wait_for(lambda: children(worker.pid), "the worker's pool processes", worker)
+    # Learning yields the cores to serving: the worker and its pool run below this process's priority.
+    expected = max(os.getpriority(os.PRIO_PROCESS, 0), deployment.settings.worker_nice)
+    assert deployment.settings.worker_nice == 10
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in (worker.pid, *pool)] == [expected] * (1 + len(pool))
     wait_for(lambda: _learned(sessions, list(ids)), "every event learned", worker)
     wait_for(lambda: _document_status(sessions, document_id) == "learned", "the document learned", worker)
 
