@@ -9,7 +9,9 @@ temporary directory, with the shipped base checkpoint, and measures through real
   turn would save it;
 - a document of `--ingest-bytes` through POST .../documents until learned, against the same online
   steps done bare (bench.learn.bare_learning: no HTTP, no queue, no SQL);
-- `--concurrent` sessions chatting at once: errors and wall time.
+- `--concurrent` sessions chatting at once: errors and wall time;
+- chat first byte in the fresh session while the worker learns another document of `--ingest-bytes`
+  (`while_learning`; `learning_throughout` says the worker was still learning at the last turn).
 Prints one JSON object.
 """
 
@@ -119,6 +121,21 @@ def ingest_figures(client: httpx.Client, agent_id: int, data: bytes, base: str, 
             "bare_learning_bytes_per_s": round(bare_rate, 1), "ingest_over_bare": round(http_rate / bare_rate, 3)}
 
 
+def chat_while_learning(client: httpx.Client, agent_id: int, session_id: int, data: bytes, turns: int,
+                        max_tokens: int) -> dict:
+    """Chat turns timed while the worker learns a document (the two share the machine's cores)."""
+    document = client.post(f"/v1/agents/{agent_id}/documents", content=data,
+                           headers={"Content-Type": "text/plain"}).json()
+    while (status := client.get(f"/v1/documents/{document['id']}").json()["status"]) not in ("learning", "learned"):
+        if status == "failed":
+            raise RuntimeError(f"document {document['id']} failed")
+        time.sleep(0.2)
+    figures = chat_figures(client, session_id, turns, max_tokens)
+    status = client.get(f"/v1/documents/{document['id']}").json()["status"]
+    # Turns timed after the learning ended would not measure what this is for.
+    return {"while_learning": figures, "learning_throughout": status == "learning"}
+
+
 def concurrent_figures(deployment: Deployment, key: str, agent_id: int, sessions: int, max_tokens: int) -> dict:
     errors: list[str] = []
     with deployment.client(key) as client:
@@ -154,16 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrent", type=int, default=16)
     parser.add_argument("--chunk-bytes", type=int, default=2048)
+    parser.add_argument("--worker-nice", type=int, default=None,
+                        help="the embedded worker's niceness (LIFELONG_WORKER_NICE; default: the settings')")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
     env = {"LIFELONG_DATA_DIR": str(workdir / "data"), "LIFELONG_BASE_CHECKPOINT": args.base,
            "LIFELONG_CHUNK_BYTES": str(args.chunk_bytes), "LIFELONG_MAX_DOCUMENT_BYTES": str(4 * args.ingest_bytes)}
+    if args.worker_nice is not None:
+        env["LIFELONG_WORKER_NICE"] = str(args.worker_nice)
     deployment = Deployment("embedded", env, logs=workdir)
     database_url = f"sqlite:///{workdir / 'data' / 'lifelong.db'}"
     report: dict = {"base": args.base, "history_bytes": args.history_bytes, "turns": args.turns,
-                    "max_tokens": args.max_tokens}
+                    "max_tokens": args.max_tokens, "worker_nice": args.worker_nice}
     try:
         deployment.start()
         with deployment.client(deployment.admin_key) as admin:
@@ -186,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             report["chat_backlog_drain_s"] = round(wait_until_learned(client, list(agents.values())), 1)
             report.update(ingest_figures(client, agents["reader"], stdlib_text(args.ingest_bytes, skip=1 << 22),
                                          args.base, args.chunk_bytes))
+            report.update(chat_while_learning(client, agents["reader"], fresh,
+                                              stdlib_text(args.ingest_bytes, skip=1 << 23), args.turns,
+                                              args.max_tokens))
     finally:
         deployment.shutdown()
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
