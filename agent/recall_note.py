@@ -17,7 +17,8 @@ is 4417. The guide is called Marisol.") SmolLM2 answered 2 of 4 questions about 
 note as written, 4 of 4 with the asked fact's sentence first; over bench.recall_notes' 20 facts told
 four to a note, 0.70 either way (BENCHMARKS.md, "Facts told together"). A memory that only repeats
 the message (the same question asked before) is left out: it tells nothing, and it took the place of
-the answer.
+the answer. So is what the agent itself replied: a note reminds it of what it was told, and a reply
+it made up ("Your locker number is 23.") read back as a memory would be repeated as a fact.
 """
 
 from __future__ import annotations
@@ -103,14 +104,16 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
     if not hits:
         return []
     window_start = (state.position if state is not None else 0) - model.config.context_tokens
-    places = select(Memory.id, Memory.session_id, Memory.token_start, Memory.num_tokens)
+    places = (select(Memory.id, Memory.session_id, Memory.token_start, Memory.num_tokens, Event.role)
+              .outerjoin(Event, Event.id == Memory.event_id))
     rows = {row.id: row for row in db.execute(places.where(Memory.id.in_([hit.memory_id for hit in hits])))}
 
     def tells_something(hit: RecallHit) -> bool:
         row, text = rows.get(hit.memory_id), hit.text.strip()
         in_window = row is not None and row.session_id == session_id and row.token_start is not None \
             and row.token_start + row.num_tokens > window_start
-        return row is not None and not in_window and bool(text) and text.casefold() != asked.strip().casefold()
+        return (row is not None and not in_window and row.role != "assistant" and bool(text)
+                and text.casefold() != asked.strip().casefold())
 
     texts, used = [], 0
     for hit in worth_noting([hit for hit in hits if tells_something(hit)], asked, min_score):

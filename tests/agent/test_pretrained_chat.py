@@ -188,6 +188,14 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
         assert recalled_note(db, store=serving.store, model=model, session_id=told, state=told_state,
                              message=b"where did the general ride", min_score=0.0, max_bytes=1024) == []
     assert b"the general rode to the sea" in decode(model.tokenizer, note)
+    with sessions() as db:  # what the agent replied is recalled, but never read back to it as a memory
+        replied = set(db.scalars(select(Memory.id).where(Memory.event_id == result.reply_event_id)))
+        recalled = {hit.memory_id for hit in serving.recall(db, query="where did the general ride", limit=8)}
+    assert replied & recalled
+    for memory_id in replied:
+        with sessions() as db:
+            text = db.get(Memory, memory_id).text.strip()
+        assert text.encode() not in decode(model.tokenizer, note)
     with sessions() as db:  # a memory that only repeats the message is no reminder of anything
         repeated = recalled_note(db, store=serving.store, model=model, session_id=asked, state=None,
                                  message=b"The general rode to the sea ", min_score=0.0, max_bytes=1024)
