@@ -17,8 +17,10 @@ is 4417. The guide is called Marisol.") SmolLM2 answered 2 of 4 questions about 
 note as written, 4 of 4 with the asked fact's sentence first; over bench.recall_notes' 20 facts told
 four to a note, 0.70 either way (BENCHMARKS.md, "Facts told together"). A memory that only repeats
 the message (the same question asked before) is left out: it tells nothing, and it took the place of
-the answer. So is what the agent itself replied: a note reminds it of what it was told, and a reply
-it made up ("Your locker number is 23.") read back as a memory would be repeated as a fact.
+the answer. So are what the agent itself replied and what it was asked: a note reminds it of what it was
+told. A reply it made up ("Your locker number is 23.") read back as a memory was repeated as a fact,
+and an earlier question noted beside the answer ("What is my locker number?" beside "My sister's name
+is Oriane.") was answered instead of the question asked.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
         row, text = rows.get(hit.memory_id), hit.text.strip()
         in_window = row is not None and row.session_id == session_id and row.token_start is not None \
             and row.token_start + row.num_tokens > window_start
-        return (row is not None and not in_window and row.role != "assistant" and bool(text)
+        asked_before = row is not None and row.role == "user" and text.endswith("?")
+        return (row is not None and not in_window and row.role != "assistant" and not asked_before and bool(text)
                 and text.casefold() != asked.strip().casefold())
 
     texts, used = [], 0

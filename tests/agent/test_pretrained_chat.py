@@ -196,6 +196,20 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
         with sessions() as db:
             text = db.get(Memory, memory_id).text.strip()
         assert text.encode() not in decode(model.tokenizer, note)
+    # Nor what it was asked before: a question tells nothing, and noted beside the answer it was answered instead.
+    earlier = _new_session(sessions, agent_id)
+    asked_before = serving.chat(session_id=earlier, content=b"did the general ride to the sea?", sampling=GREEDY)
+    learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=asked_before.reply_event_id,
+                  max_events=10)
+    with sessions() as db:
+        serving.store.catch_up()
+        question_rows = set(db.scalars(select(Memory.id).where(Memory.event_id == asked_before.user_event_id)))
+        assert question_rows & {hit.memory_id for hit in serving.recall(db, query="where did the general ride",
+                                                                        limit=8)}
+        note = recalled_note(db, store=serving.store, model=model, session_id=asked, state=None,
+                             message=b"where did the general ride", min_score=0.0, max_bytes=1024)
+    assert b"did the general ride to the sea?" not in decode(model.tokenizer, note)
+    assert b"the general rode to the sea" in decode(model.tokenizer, note)
     with sessions() as db:  # a memory that only repeats the message is no reminder of anything
         repeated = recalled_note(db, store=serving.store, model=model, session_id=asked, state=None,
                                  message=b"The general rode to the sea ", min_score=0.0, max_bytes=1024)
