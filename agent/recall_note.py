@@ -95,7 +95,8 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
     """The tokens of a note of the memories recalled for `message` that are worth noting (`worth_noting`),
     best first, up to `max_bytes` of their text; [] when none qualifies. The session's own memories that its
     state still holds in its window are left out (the model sees those already), and so are memories that
-    only repeat the message."""
+    only repeat the message, the agent's own replies and the questions it was asked before (a user's
+    message ending in "?")."""
     if not model.config.memory_layers or max_bytes <= 0 or not message.strip():
         return []
     asked = message[-RECALL_QUERY_BYTES:].decode("utf-8", errors="ignore")  # whole characters only
