@@ -118,18 +118,20 @@ def _learn(sessions, cache: LearnerCache, agent_id: int, event_id: int) -> None:
             delete_memories(db, agent_id=agent_id, session_id=session_id)
 
 
-def _reused_copy(reuse: Path | None, base: str, distance: int) -> Path | None:
-    """Where the database learned up to `distance` is kept (see the module's docstring); None without --reuse."""
+def _reused_copy(reuse: Path | None, base: str, distance: int, memory_attention: bool) -> Path | None:
+    """Where the database learned up to `distance` is kept (see the module's docstring); None without --reuse.
+    Memory attention changes what is learned, so it has copies of its own."""
     if reuse is None:
         return None
-    return reuse / f"{base.replace('/', '_')}-{distance}-{FACTS[0][2]}.db"
+    attending = "-attending" if memory_attention else ""
+    return reuse / f"{base.replace('/', '_')}-{distance}-{FACTS[0][2]}{attending}.db"
 
 
 def run(base: str, distances: list[int], facts: int, memory_attention: bool, recall_in_context: bool,
         reuse: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
-        kept = _reused_copy(reuse, base, distances[0])
+        kept = _reused_copy(reuse, base, distances[0], memory_attention)
         reused = kept is not None and kept.exists()
         if reused:
             shutil.copyfile(kept, f"{tmp}/bench.db")
