@@ -75,7 +75,7 @@ def build_history(database_url: str, *, agent_id: int, session_id: int, base: st
     sessions = make_session_factory(make_engine(database_url))
     model = load_base(base)
     store = MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=model.config.head_dim,
-                        channels=getattr(model.config, "memory_channels", 1))  # an imported model's memory layers
+                        channels=model.config.memory_channels)
     state, last = model.init_state(1), None
     for start in range(0, len(data), 64 * event_bytes):
         with sessions.begin() as db:
