@@ -24,8 +24,8 @@ class BodyLimitMiddleware:
     """Rejects headers beyond MAX_HEADER_BYTES with 431, and a body beyond `limit_for(scope)` bytes with 413,
     before the route sees them.
 
-    Past the limit, reading the body raises the 413 error, so routes that stream their body
-    (documents) see it as an exception and can record the failure.
+    Reading past the limit raises the 413 error, so routes that stream their body (documents) see it as an
+    exception and can record the failure.
     """
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]):
@@ -46,15 +46,22 @@ class BodyLimitMiddleware:
             error = too_large(limit)
             await error_response(413, error.code, error.detail)(scope, receive, send)
             return
-        received = 0
+        received, overflowed = 0, False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            # One message may carry many reads' worth: the server buffers what arrived while the route was busy.
+            # The bytes within the limit are still delivered and only the next read fails, so a route that
+            # answers from the start of a body (a bad first import line) answers the same however it was chunked.
+            nonlocal received, overflowed
+            if overflowed:
+                raise too_large(limit)
             message = await receive()
             if message["type"] == "http.request":
+                body = message.get("body", b"")
+                if received + len(body) > limit:
+                    overflowed = True
+                    message = {**message, "body": body[: limit - received], "more_body": True}
                 received += len(message.get("body", b""))
-                if received > limit:
-                    raise too_large(limit)
             return message
 
         await self.app(scope, limited_receive, send)
