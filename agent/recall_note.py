@@ -43,8 +43,8 @@ RECALL_CANDIDATES = 8
 # The end of a message is what it asks: recall reads at most this much of it (a 64 KB message would
 # otherwise cost a search per token of all of it before the first byte of the answer).
 RECALL_QUERY_BYTES = 2048
-# Words that say nothing of what is asked; the rest are compared by their first STEM letters ("leaves" is
-# "leave", "numbers" "numbe"), lower-cased.
+# Words that say nothing of what is asked; the rest are compared lower-cased, without a final "s", by their
+# first STEM letters ("leaves" is "leave", "lives" "live", "numbers" "numbe").
 FUNCTION_WORDS = frozenset({
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "did", "do", "does", "for", "from",
     "had", "has", "have", "he", "her", "his", "how", "i", "if", "in", "is", "it", "its", "me", "my", "of",
@@ -57,10 +57,30 @@ _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+# A message starting with one of these asks something even without its "?" ("tell me my locker number").
+ASKING_WORDS = frozenset({
+    "am", "are", "can", "could", "did", "do", "does", "give", "how", "is", "list", "recall", "remind", "say",
+    "should", "show", "tell", "was", "were", "what", "whats", "when", "where", "which", "who", "whom", "whose",
+    "why", "will", "would",
+})
+
+
+def _stem(word: str) -> str:
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    return word[:STEM]
+
+
 def _stems(text: str) -> set[str]:
     """The stems of `text`'s words that say something: not function words, nor one character (the "s" of
     "sister's", a digit of a code)."""
-    return {word[:STEM] for word in _WORD.findall(text.lower()) if len(word) > 1 and word not in FUNCTION_WORDS}
+    return {_stem(word) for word in _WORD.findall(text.lower()) if len(word) > 1 and word not in FUNCTION_WORDS}
+
+
+def asks(message: str) -> bool:
+    """Whether `message` asks something: it ends with "?" or starts with a word that asks."""
+    words = _WORD.findall(message.lower().replace("'", ""))
+    return message.rstrip().endswith("?") or (bool(words) and words[0] in ASKING_WORDS)
 
 
 def asked_sentence_first(text: str, message: str) -> str:
@@ -76,7 +96,12 @@ def asked_sentence_first(text: str, message: str) -> str:
 
 def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> list[RecallHit]:
     """Of `hits` (best first), those a note reads: each scoring at least `min_score`, and the best one
-    whatever its score when it shares a word with `message`.
+    whatever its score when it shares a word with `message`. Of those, only the ones sharing a word with
+    `message` when any does, or when `message` asks nothing (`asks`): a second memory beside the one asked
+    about is read as the answer as often as not. Asked "Where does my sister live?" with "My sister's name
+    is Oriane and she lives in Lyon." noted first and the trip's notes second, SmolLM2 recited the trip's
+    notes; told the sister's statement with the trip's notes noted, it answered the note ("I'm unable to
+    provide that information. Please provide the details of the trip").
 
     A score is a share of a head's attention, and the more an agent holds, the more pairs share it:
     at 1 MB of other documents a statement the search ranked first for its question ("My dog is
@@ -86,8 +111,11 @@ def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> l
     for "What is the capital of France?") still needs the score.
     """
     asked = _stems(message)
-    return [hit for rank, hit in enumerate(hits)
-            if hit.score >= min_score or (rank == 0 and asked & _stems(hit.text))]
+    ranked = [(hit, bool(asked & _stems(hit.text))) for hit in hits]
+    noted = [(hit, shared) for rank, (hit, shared) in enumerate(ranked)
+             if hit.score >= min_score or (rank == 0 and shared)]
+    sharing = [hit for hit, shared in noted if shared]
+    return sharing if sharing or not asks(message) else [hit for hit, _ in noted]
 
 
 def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, session_id: int, state: State | None,

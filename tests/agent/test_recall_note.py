@@ -52,3 +52,38 @@ def test_a_note_reads_memories_scoring_enough_and_the_best_one_sharing_a_word_wi
     assert worth_noting([licence, vault], "What is the capital of France?", 0.2) == [vault]
     assert worth_noting([dog], "What is the name of it?", 0.2) == []
     assert worth_noting([], "What is my dog called?", 0.2) == []
+
+
+def test_a_final_s_is_not_a_different_word():
+    # "live" and "lives" once had different stems, and "Where does my sister live?" shared only "sister".
+    assert asked_sentence_first("Notes. She lives in Lyon.", "Where does she live?").startswith("She lives in Lyon.")
+    assert asked_sentence_first("Notes. The class is at 9.", "Which classes?").startswith("The class is at 9.")
+
+
+def test_a_message_asks_with_its_question_mark_or_its_first_word():
+    from agent.recall_note import asks
+
+    for message in ("Where does my sister live?", "tell me my locker number", "What's the code", "  Who won?  "):
+        assert asks(message), message
+    for message in ("My sister's name is Oriane and she lives in Lyon.", "I'm back.", "", "ok"):
+        assert not asks(message), message
+
+
+def test_a_statement_is_noted_only_what_shares_a_word_with_it():
+    trip = _hit(1, 0.45, NOTES)
+    sister = _hit(2, 0.3, "My sister's name is Oriane.")
+    statement = "My sister moved to Lyon."
+    # Told something, the agent is not reminded of an unrelated memory however well it scored ...
+    assert worth_noting([trip], "My sister's name is Oriane and she lives in Lyon.", 0.2) == []
+    # ... but of one about the same thing.
+    assert worth_noting([trip, sister], statement, 0.2) == [sister]
+
+
+def test_a_memory_about_what_is_asked_is_read_without_the_others():
+    sister = _hit(1, 0.38, "My sister's name is Oriane and she lives in Lyon.")
+    trip = _hit(2, 0.26, NOTES)
+    address = _hit(3, 0.3, "I live at 14 Rue Lamarck, Paris.")
+    assert worth_noting([sister, trip], "Where does my sister live?", 0.2) == [sister]
+    assert worth_noting([trip, sister], "Where does my sister live?", 0.2) == [sister]
+    # When none shares a word with the question, the search's ranking is all there is.
+    assert worth_noting([address, trip], "What is my home?", 0.2) == [address, trip]
