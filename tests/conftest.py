@@ -14,3 +14,22 @@ def tiny_model() -> HybridLM:
             if not name.endswith("a_param"):
                 param.add_(torch.randn_like(param) * 0.05)
     return model
+
+
+# A failed test's report ends with the tail of each log its served deployment wrote: a failure seen once in
+# CI (a 500, a wrong status) can then be read there, after the deployment's temporary folder is gone.
+LOG_TAIL_LINES = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    from bench.deployment import Deployment
+
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Deployment):
+                for log in sorted(value.logs.glob("*.log")):
+                    lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+                    report.sections.append((f"{value.name} deployment's {log.name}, last lines", "\n".join(lines)))
+    return report
