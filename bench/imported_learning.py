@@ -10,7 +10,9 @@ chunk before learning from it (prequential bits per byte), in four arms:
   (learner.online: norm scales above the memory layers);
 - both.
 Then the step-size sweep the default was chosen from, each with forgetting: held-out bits per byte
-after / before on three sources (the GPL-3, another part of the standard library, the MPL-2.0).
+after / before on three sources (the GPL-3, another part of the standard library, the MPL-2.0); and
+the same sweep with low-rank adapters (bench.adapters) on every projection above the memory layers
+learning instead of the norm scales.
 Prints one JSON object.
 """
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from bench.adapters import add_adapters
 from bench.local_text import stdlib_text
 from learner.base import IMPORTED_LEARNING_RATE, default_base, load_base
 from learner.evaluate import bits_per_byte
@@ -37,10 +40,15 @@ CHUNK_TOKENS = 512
 
 
 def read_stream(base: TransformerLM, tokens: torch.Tensor, *, learning_rate: float,
-                memory: bool) -> tuple[float, TransformerLM]:
-    """(bits over the stream, the model after it) for one arm."""
+                memory: bool, lora_rank: int = 0) -> tuple[float, TransformerLM]:
+    """(bits over the stream, the model after it) for one arm; with `lora_rank`, adapters of that rank on
+    the layers above the memory layers learn instead of the norm scales."""
     model = copy.deepcopy(base)
-    learner = OnlineLearner(model, LearningConfig(learning_rate=learning_rate))
+    masks = None
+    if lora_rank:
+        above = range(max(base.config.memory_layers) + 1, base.config.num_layers)
+        masks = add_adapters(model, list(above), lora_rank)
+    learner = OnlineLearner(model, LearningConfig(learning_rate=learning_rate), masks=masks)
     pairs = StreamPairs() if memory else None
     state, bits = model.init_state(1), 0.0
     for inputs, targets in stream_chunks(tokens, CHUNK_TOKENS):
@@ -60,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bytes", type=int, default=32 * 1024, help="length of the learned stream")
     parser.add_argument("--heldout-bytes", type=int, default=6000, help="held-out bytes per source")
     parser.add_argument("--rates", default="3e-4,1e-3,2e-3,1e-2", help="step sizes of the sweep")
+    parser.add_argument("--lora-ranks", default="8", help="adapter ranks measured instead of the norms ('' for none)")
+    parser.add_argument("--lora-rates", default="1e-4,3e-4,1e-3", help="step sizes of the adapters' sweep")
     args = parser.parse_args(argv)
     spec = args.base or default_base()
     base = load_base(spec)
@@ -78,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         bits, _ = read_stream(base, tokens, learning_rate=rate, memory=memory)
         arms[arm] = round(bits / len(data), 4)
     sweep = []
-    for rate in (float(r) for r in args.rates.split(",")):
-        bits, learned = read_stream(base, tokens, learning_rate=rate, memory=False)
-        sweep.append({"learning_rate": rate, "prequential_bpb": round(bits / len(data), 4),
+    ranks = [int(r) for r in args.lora_ranks.split(",") if r]
+    runs = [(0, float(r)) for r in args.rates.split(",")] + [(rank, float(r)) for rank in ranks
+                                                               for r in args.lora_rates.split(",")]
+    for rank, rate in runs:
+        bits, learned = read_stream(base, tokens, learning_rate=rate, memory=False, lora_rank=rank)
+        learned_entries = sum(p.numel() for p in learned.parameters() if p.requires_grad)
+        sweep.append({"learns": f"lora rank {rank}" if rank else "norms", "learned_entries": learned_entries,
+                      "learning_rate": rate, "prequential_bpb": round(bits / len(data), 4),
                       "forgetting": {source: round(bits_per_byte(learned, text) / before[source], 4)
                                      for source, text in heldout.items()}})
     report = {"base": spec, "memory_layers": list(base.config.memory_layers), "stream_bytes": len(data),

@@ -144,10 +144,13 @@ def _imported_downstream(model: TransformerLM) -> dict[str, torch.Tensor | None]
 class OnlineLearner:
     """Holds the base weights (for anchoring) and which entries learn; `step` does the work."""
 
-    def __init__(self, model: LanguageModel, config: LearningConfig):
+    def __init__(self, model: LanguageModel, config: LearningConfig,
+                 masks: dict[str, torch.Tensor | None] | None = None):
+        """`masks`: what learns (`gradient_masks`' form) when not `config.trainable`'s choice; the benchmarks
+        measure other choices (bench.imported_learning's adapters) with the same step."""
         self.model = model
         self.config = config
-        self.masks = gradient_masks(model, config.trainable)
+        self.masks = gradient_masks(model, config.trainable) if masks is None else masks
         params = dict(model.named_parameters())
         self.params = {name: params[name] for name in self.masks}
         self.base = {name: p.detach().clone() for name, p in self.params.items()}
