@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description="torch device for serving and learning")
     serving_weights: Literal["int8", "fp32"] = Field(
         "int8", description="imported models' weights when serving: int8 for decoding (1.8x fp32's "
-                            "tokens/s) with a bf16 copy for prompts (1.6x); learning always reads fp32")
+                            "tokens/s) with a bf16 copy for prompts (1.6x; fp32 where the CPU has no bf16 "
+                            "arithmetic); learning always reads fp32")
     memory_attention: bool = Field(
         False, description="imported models' memory layers also attend to the pairs they retrieve, in serving and "
                            "learning (off: measured to pull SmolLM2's replies toward whatever fills the memory; "

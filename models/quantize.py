@@ -1,16 +1,23 @@
-"""Serving weights for an imported model on a CPU: int8 for decoding, bf16 for reading prompts.
+"""Serving weights for an imported model on a CPU: int8 for decoding, bf16 for reading prompts (fp32
+where the CPU has no bf16 arithmetic).
 
 Decoding one token reads every weight once, so memory bandwidth, not arithmetic, bounds it:
 fp32 weights are 4 bytes each, int8 one. Each output column keeps its own scale (absmax / 127),
 and the product runs in PyTorch's int8 weight-only kernel with bf16 activations. Reading a prompt
 is many rows at once, where arithmetic bounds it and bf16 (AVX-512 BF16 dot products) is about
 twice fp32. Both copies together (3 bytes a weight) are smaller than fp32. Figures: BENCHMARKS.md,
-"A model that talks". Products that read the same input are fused (q, k and v; gate and up), and
-the key/value windows are kept in bf16 (half of each session's state). Serving only: learning
+"A model that talks". A CPU without bf16 arithmetic (AVX2 only) multiplies bf16 matrices some 75x
+slower than fp32 (a first byte took 9 s instead of 0.4), so there the prompts' copy is fp32
+(`bf16_products_are_fast`; the int8 kernel for prompts too was measured 1.25x slower). Products that read
+the same input are fused (q, k and v; gate and up), and the key/value windows are kept in bf16
+(half of each session's state; only stored so, attention computes in fp32). Serving only: learning
 keeps fp32 weights.
 """
 
 from __future__ import annotations
+
+import functools
+import time
 
 import torch
 from torch import nn
@@ -23,46 +30,71 @@ def int8_kernel_available() -> bool:
     return hasattr(torch.ops.aten, "_weight_int8pack_mm")
 
 
-# Rows (tokens) from which a product reads the bf16 copy instead of the int8 one.
+# Rows (tokens) from which a product reads the prompts' copy instead of the int8 weights.
 PROMPT_ROWS = 16
+# bf16 products slower than this many fp32 ones are emulated, not native (measured: 0.5x with AVX-512 BF16,
+# about 75x with AVX2 alone; the gap leaves the choice to no timing noise).
+EMULATED_BF16_RATIO = 4.0
+
+
+@functools.cache
+def bf16_products_are_fast() -> bool:
+    """Whether this CPU multiplies bf16 matrices about as fast as fp32 ones or faster; timed once per process
+    (a prompt-sized product, best of five; 0.2 s where bf16 is emulated, milliseconds elsewhere)."""
+    x, w = torch.randn(64, 512), torch.randn(512, 512)
+
+    def best(a: torch.Tensor, b: torch.Tensor) -> float:
+        a @ b  # the first call pays for the kernel's set-up
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    return best(x.bfloat16(), w.bfloat16()) <= EMULATED_BF16_RATIO * best(x, w)
 
 
 class ServingLinear(nn.Module):
     """y = x W for W (in, out): int8 rows (out, in) with one bf16 scale per output for a few rows
-    at a time (decoding), a bf16 copy of W for many (prompts)."""
+    at a time (decoding), a copy of W in `prompt_dtype` for many (prompts)."""
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, prompt_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
         rows = weight.detach().float().T.contiguous()  # (out, in)
         scale = rows.abs().amax(dim=1).clamp_min(1e-12) / 127
         self.register_buffer("rows", torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale.to(torch.bfloat16))
-        self.register_buffer("bf16", weight.detach().to(torch.bfloat16).contiguous())
+        self.register_buffer("prompt_weight", weight.detach().to(prompt_dtype).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        flat = x.reshape(-1, x.shape[-1])
         if flat.shape[0] >= PROMPT_ROWS:
-            y = flat @ self.bf16
+            y = flat.to(self.prompt_weight.dtype) @ self.prompt_weight
         else:
-            y = torch.ops.aten._weight_int8pack_mm(flat, self.rows, self.scale)
+            y = torch.ops.aten._weight_int8pack_mm(flat.to(torch.bfloat16), self.rows, self.scale)
         return y.to(x.dtype).view(*x.shape[:-1], y.shape[-1])
 
 
 @torch.no_grad()
-def quantize_weights(model: TransformerLM) -> TransformerLM:
+def quantize_weights(model: TransformerLM, prompt_dtype: torch.dtype | None = None) -> TransformerLM:
     """`model` with serving projections and output layer, in place (the embedding lookup stays as it
-    is). ValueError where this PyTorch build lacks the int8 kernel."""
+    is); prompts read copies in `prompt_dtype` (default: bf16 where `bf16_products_are_fast`, else fp32).
+    ValueError where this PyTorch build lacks the int8 kernel."""
     if not int8_kernel_available():
         raise ValueError("this PyTorch build has no int8 weight-only kernel; serve with fp32 weights")
+    if prompt_dtype is None:
+        prompt_dtype = torch.bfloat16 if bf16_products_are_fast() else torch.float32
+    serving = functools.partial(ServingLinear, prompt_dtype=prompt_dtype)
     for layer in model.layers:  # products that read the same input become one (fewer, larger reads)
         attention, mlp = layer.attention, layer.mlp
-        attention.qkv = ServingLinear(torch.cat([attention.q.weight, attention.k.weight, attention.v.weight], 1))
-        mlp.gate_up = ServingLinear(torch.cat([mlp.gate.weight, mlp.up.weight], 1))
+        attention.qkv = serving(torch.cat([attention.q.weight, attention.k.weight, attention.v.weight], 1))
+        mlp.gate_up = serving(torch.cat([mlp.gate.weight, mlp.up.weight], 1))
         del attention.q, attention.k, attention.v, mlp.gate, mlp.up
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, Dense) and child.bias is None:
-                setattr(parent, name, ServingLinear(child.weight))
-    model.unembedding = ServingLinear(model.embedding.T)
+                setattr(parent, name, serving(child.weight))
+    model.unembedding = serving(model.embedding.T)
     model.cache_dtype = torch.bfloat16
     return model

@@ -1,4 +1,5 @@
-"""Serving weights (int8 for decoding, bf16 for prompts): close to the fp32 model, streamed consistently."""
+"""Serving weights (int8 for decoding, a bf16 or fp32 copy for prompts): close to the fp32 model, streamed
+consistently."""
 
 import pytest
 import torch
@@ -12,15 +13,18 @@ from tests.models.test_transformer import Vocab300, streamed
 pytestmark = pytest.mark.skipif(not int8_kernel_available(), reason="this PyTorch has no int8 weight-only kernel")
 
 
-def test_int8_weights_stay_close_and_stream_consistently(tmp_path):
+@pytest.mark.parametrize("prompt_dtype", [torch.bfloat16, torch.float32])
+def test_int8_weights_stay_close_and_stream_consistently(tmp_path, prompt_dtype):
     config, weights = read_hf_dir(save(tiny_llama(), tmp_path))
     exact, quantized = TransformerLM(config, Vocab300()), TransformerLM(config, Vocab300())
     exact.load_state_dict(weights)
     quantized.load_state_dict(weights)
-    quantize_weights(quantized.eval())
+    quantize_weights(quantized.eval(), prompt_dtype=prompt_dtype)
     layer = quantized.layers[0]
     assert isinstance(layer.attention.qkv, ServingLinear) and isinstance(layer.mlp.gate_up, ServingLinear)
     assert isinstance(layer.attention.out, ServingLinear) and quantized.unembedding is not None
+    assert all(module.prompt_weight.dtype == prompt_dtype for module in quantized.modules()
+               if isinstance(module, ServingLinear))
     tokens = torch.randint(0, 300, (1, 24), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         reference, one_pass = exact(tokens).log_probs, quantized(tokens).log_probs
