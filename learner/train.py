@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from learner.corpus import read_documents
 from learner.synthetic import recall_positions
 from models import HybridLM, ModelConfig, Special, State
+from models.cpu import bf16_products_are_fast
 from models.memory import RowMemory
 
 
@@ -150,7 +151,8 @@ class Trainer:
         batch = self.next_batch()
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
-        use_bf16 = self.config.bf16 and (self.device.type == "cuda" or torch.backends.mkldnn.is_available())
+        # On a CPU without bf16 arithmetic, autocast would emulate it (products about 75x slower: models.cpu).
+        use_bf16 = self.config.bf16 and (self.device.type == "cuda" or bf16_products_are_fast())
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = self.model(batch[:, :-1], self.state, self.memory)
         objective = self._objective(out.log_probs, batch[:, 1:])

@@ -17,11 +17,11 @@ keeps fp32 weights.
 from __future__ import annotations
 
 import functools
-import time
 
 import torch
 from torch import nn
 
+from models.cpu import bf16_products_are_fast
 from models.layers import Dense
 from models.transformer import TransformerLM
 
@@ -32,29 +32,6 @@ def int8_kernel_available() -> bool:
 
 # Rows (tokens) from which a product reads the prompts' copy instead of the int8 weights.
 PROMPT_ROWS = 16
-# bf16 products slower than this many fp32 ones are emulated, not native (measured: 0.5x with AVX-512 BF16,
-# about 75x with AVX2 alone; the gap leaves the choice to no timing noise).
-EMULATED_BF16_RATIO = 4.0
-
-
-@functools.cache
-def bf16_products_are_fast() -> bool:
-    """Whether this CPU multiplies bf16 matrices about as fast as fp32 ones or faster; timed once per process
-    (a prompt-sized product, best of five; 0.2 s where bf16 is emulated, milliseconds elsewhere)."""
-    x, w = torch.randn(64, 512), torch.randn(512, 512)
-
-    def best(a: torch.Tensor, b: torch.Tensor) -> float:
-        a @ b  # the first call pays for the kernel's set-up
-        times = []
-        for _ in range(5):
-            started = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - started)
-        return min(times)
-
-    return best(x.bfloat16(), w.bfloat16()) <= EMULATED_BF16_RATIO * best(x, w)
-
-
 class ServingLinear(nn.Module):
     """y = x W for W (in, out): int8 rows (out, in) with one bf16 scale per output for a few rows
     at a time (decoding), a copy of W in `prompt_dtype` for many (prompts)."""
