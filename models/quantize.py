@@ -7,8 +7,9 @@ and the product runs in PyTorch's int8 weight-only kernel with bf16 activations.
 is many rows at once, where arithmetic bounds it and bf16 (AVX-512 BF16 dot products) is about
 twice fp32. Both copies together (3 bytes a weight) are smaller than fp32. Figures: BENCHMARKS.md,
 "A model that talks". A CPU without bf16 arithmetic (AVX2 only) multiplies bf16 matrices some 75x
-slower than fp32 (a first byte took 9 s instead of 0.4), so there the prompts' copy is fp32
-(`bf16_products_are_fast`; the int8 kernel for prompts too was measured 1.25x slower). Products that read
+slower than fp32 (a first byte took 9 s instead of 0.4), so there the prompts' copy is fp32, 5 bytes
+a weight in all (`bf16_products_are_fast`; the int8 kernel for prompts too was 1.6-1.9x slower than
+fp32 per product there). BENCHMARKS.md, "Serving on a CPU without bf16 arithmetic". Products that read
 the same input are fused (q, k and v; gate and up), and the key/value windows are kept in bf16
 (half of each session's state; only stored so, attention computes in fp32). Serving only: learning
 keeps fp32 weights.
@@ -32,6 +33,8 @@ def int8_kernel_available() -> bool:
 
 # Rows (tokens) from which a product reads the prompts' copy instead of the int8 weights.
 PROMPT_ROWS = 16
+
+
 class ServingLinear(nn.Module):
     """y = x W for W (in, out): int8 rows (out, in) with one bf16 scale per output for a few rows
     at a time (decoding), a copy of W in `prompt_dtype` for many (prompts)."""
