@@ -84,6 +84,10 @@ def test_a_memory_about_what_is_asked_is_read_without_the_others():
     trip = _hit(2, 0.26, NOTES)
     address = _hit(3, 0.3, "I live at 14 Rue Lamarck, Paris.")
     assert worth_noting([sister, trip], "Where does my sister live?", 0.2) == [sister]
-    assert worth_noting([trip, sister], "Where does my sister live?", 0.2) == [sister]
+    # Ranked above it, the trip's notes stay: the search may know a meaning the words do not show.
+    assert worth_noting([trip, sister], "Where does my sister live?", 0.2) == [trip, sister]
     # When none shares a word with the question, the search's ranking is all there is.
     assert worth_noting([address, trip], "What is my home?", 0.2) == [address, trip]
+    # Ranked above a memory sharing a word, one sharing none is recall by meaning, and is read.
+    licence = _hit(4, 0.25, "the address of the Free Software Foundation")
+    assert worth_noting([address, licence, trip], "What is my address?", 0.2) == [address, licence]
