@@ -12,31 +12,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
-from pathlib import Path
 
 import torch
 
 from bench.talk import SYSTEM_DOC, first_byte_ms, speed
 from learner.base import default_base, load_base
 from models import SamplingConfig
-from models.cpu import bf16_products_are_fast
+from models.cpu import bf16_products_are_fast, cpu_name
 from models.quantize import int8_kernel_available, quantize_weights
 from models.transformer import TransformerLM
 
 GREEDY = SamplingConfig(temperature=0.0)
 NOTED_QUESTION = (b"From your memory: The vault combination is 5-2-6-0-1. Remember it.\n\n"
                   b"What is the vault combination?")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,16 +10,7 @@ import torch
 
 from learner.evaluate import heldout_bits_per_byte
 from models import HybridLM
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from models.cpu import cpu_name
 
 
 def export_checkpoint(run: Path, out: Path, corpus: Path, *, heldout_bytes: int = 65_536,
@@ -43,7 +33,7 @@ def export_checkpoint(run: Path, out: Path, corpus: Path, *, heldout_bytes: int 
         "batch": [config["batch_size"], config["chunk_tokens"]],
         "trained_bytes": trained_bytes,
         "wall_seconds": wall_seconds if wall_seconds is not None else round(meta.get("elapsed_seconds", 0.0)),
-        "hardware": hardware or f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "hardware": hardware or f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "heldout_bits_per_byte": {k: round(v, 4) for k, v in heldout.items()},
         "heldout_bytes_per_source": heldout_bytes,
         "final_train_loss_nats": meta["history"][-1]["loss"] if meta["history"] else None,

@@ -1,10 +1,12 @@
-"""What this CPU computes fast, measured rather than read from flags (a flag says what exists, not what
+"""What this CPU is, and what it computes fast, measured rather than read from flags (a flag says what exists, not what
 PyTorch's kernels make of it)."""
 
 from __future__ import annotations
 
 import functools
+import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,3 +31,14 @@ def bf16_products_are_fast() -> bool:
         return min(times)
 
     return best(x.bfloat16(), w.bfloat16()) <= EMULATED_BF16_RATIO * best(x, w)
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as the system reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
