@@ -17,6 +17,7 @@ from agent.metrics import MetricsMiddleware
 from agent.routes import agents, base_models, documents, health, learning, memories, openai, sessions, weights
 from agent.schemas import ERROR_RESPONSES
 from agent.services import Services
+from agent.transient import RetryTransientErrors
 from memory.settings import Settings
 
 # JSON bodies hold a message whose bytes may be escaped (\uXXXX: 6 characters a byte), plus the rest.
@@ -49,6 +50,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app = FastAPI(title="lifelong", version="1", lifespan=lifespan, responses=ERROR_RESPONSES,
                   description="A continual-learning agent service with memory. See docs/API.md.")
+    app.add_middleware(RetryTransientErrors)  # innermost: it sees a route's database error before anything else
     install_error_handlers(app)
     for module in (agents, base_models, sessions, documents, memories, weights, learning, openai, health, console):
         app.include_router(module.router)

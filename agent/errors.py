@@ -133,10 +133,17 @@ async def _state_mismatch(request: Request, exc: Exception) -> JSONResponse:
     return error_response(409, "conflict", str(exc))
 
 
+async def _agent_gone(request: Request, exc: Exception) -> JSONResponse:
+    """The agent was deleted while this request worked on it (memory.db.lock_agent found it gone)."""
+    return error_response(404, "not_found", f"{exc}; nothing of this request was kept")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     from agent.runtime import StateMismatch  # the runtime imports torch; this module stays light
+    from memory.db import AgentGone
 
     app.add_exception_handler(StateMismatch, _state_mismatch)
+    app.add_exception_handler(AgentGone, _agent_gone)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(UnexpectedErrors)  # the first added, so the innermost: other middleware see its 500

@@ -30,7 +30,7 @@ from learner.forget import DROPPED_STATE
 from learner.serving import ServingModel
 from learner.stream_format import turn_prompt
 from memory.admin import RecallHit, recall
-from memory.db import chat_turn_lock
+from memory.db import AgentGone, chat_turn_lock, retry_transient
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
 from memory.settings import Settings
@@ -143,10 +143,11 @@ class AgentRuntime:
         sampling = dataclasses.replace(sampling, min_bytes=1)  # an event holds at least one byte
         self.check_content(content)
         with self._lock_for(session_id), chat_turn_lock(self.sessions, session_id):
-            with self.sessions.begin() as db:
-                user_event_id = append_events(db, session_id=session_id, events=[("user", content)])[0].id
+            user_event_id = retry_transient(lambda: self._log_message(session_id, content))
             try:
                 result = self._reply(session_id, user_event_id, sampling, on_piece, started)
+            except AgentGone:  # deleted during the turn: its log went with it
+                raise
             except Exception as exc:
                 with self.sessions.begin() as db:
                     mark_event_failed(db, agent_id=self.agent_id, event_id=user_event_id,
@@ -154,6 +155,10 @@ class AgentRuntime:
                 raise
             self._enqueue_learning(result.reply_event_id)
             return result
+
+    def _log_message(self, session_id: int, content: bytes) -> int:
+        with self.sessions.begin() as db:
+            return append_events(db, session_id=session_id, events=[("user", content)])[0].id
 
     def _reply(self, session_id: int, user_event_id: int, sampling: SamplingConfig,
                on_piece: Callable[[str], None], started: float) -> TurnResult:
@@ -163,6 +168,8 @@ class AgentRuntime:
         read_at = datetime.now(UTC)
         with self.sessions() as db:
             row = db.get(StreamSession, session_id)
+            if row is None:
+                raise AgentGone(f"session {session_id} was deleted with its agent")
             state = self._load_state(db, row)
             unread = uncovered_events(db, session_id=session_id, events_read=row.events_read if state else 0)
             created_at = row.created_at
@@ -188,16 +195,8 @@ class AgentRuntime:
             else:
                 state = model(turn_end, generation.state, reader, last_only=True).state
         reply = generation.reply
-        with self.sessions.begin() as db:
-            reply_event = append_events(db, session_id=session_id, events=[("assistant", reply)])[0]
-            reply_event_id = reply_event.id
-            # An event this turn read was forgotten while it ran: its state is not kept (the forget dropped
-            # the saved one; the next turn re-reads the log without it).
-            forgotten_meanwhile = db.scalar(select(Event.id).where(
-                Event.session_id == session_id, Event.forgotten_at >= read_at).limit(1)) is not None
-            kept = DROPPED_STATE if forgotten_meanwhile else {
-                "state": state.to_bytes(), "position": state.position, "events_read": reply_event.seq + 1}
-            db.execute(update(StreamSession).where(StreamSession.id == session_id).values(**kept))
+        reply_event_id, forgotten_meanwhile = retry_transient(
+            lambda: self._log_reply(session_id, reply, state, read_at))
         if not forgotten_meanwhile:
             self._remember(session_id, created_at, state)
         return TurnResult(user_event_id=user_event_id, reply_event_id=reply_event_id, reply=reply,
@@ -205,6 +204,19 @@ class AgentRuntime:
                           first_byte_ms=first_byte_ms if first_byte_ms is not None else 0.0,
                           elapsed_ms=(time.perf_counter() - started) * 1000, prompt_tokens=len(prompt),
                           reply_tokens=len(generation.tokens) + len(model.tokenizer.chat.turn_end))
+
+    def _log_reply(self, session_id: int, reply: bytes, state: State, read_at: datetime) -> tuple[int, bool]:
+        """Log the reply and save the state that read it, in one transaction: (reply event id, whether an
+        event the turn read was forgotten meanwhile, and so the state dropped instead of saved)."""
+        with self.sessions.begin() as db:
+            reply_event = append_events(db, session_id=session_id, events=[("assistant", reply)])[0]
+            # The forget dropped the saved state; the next turn re-reads the log without what it forgot.
+            forgotten_meanwhile = db.scalar(select(Event.id).where(
+                Event.session_id == session_id, Event.forgotten_at >= read_at).limit(1)) is not None
+            kept = DROPPED_STATE if forgotten_meanwhile else {
+                "state": state.to_bytes(), "position": state.position, "events_read": reply_event.seq + 1}
+            db.execute(update(StreamSession).where(StreamSession.id == session_id).values(**kept))
+            return reply_event.id, forgotten_meanwhile
 
     def _note(self, db: Session, model: LanguageModel, session_id: int, state: State | None,
               unread: list[Event]) -> list[int]:

@@ -12,14 +12,16 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from memory.db import lock_agent
+from memory.db import AgentGone, lock_agent
 from memory.schema import Document, Event, StreamSession
 from models.tokenizer import ROLES
 
 
 def create_session(db: Session, *, agent_id: int, kind: str = "chat") -> StreamSession:
+    """A new session of the agent (AgentGone if it was deleted)."""
     if kind not in ("chat", "stream"):
         raise ValueError(f"session kind must be 'chat' or 'stream', got {kind!r}")
+    lock_agent(db, agent_id)
     session = StreamSession(agent_id=agent_id, kind=kind, position=0, next_seq=0)
     db.add(session)
     db.flush()
@@ -28,10 +30,13 @@ def create_session(db: Session, *, agent_id: int, kind: str = "chat") -> StreamS
 
 def append_events(db: Session, *, session_id: int, events: Sequence[tuple[str, bytes]],
                   document_id: int | None = None) -> list[Event]:
-    """Append (role, content) events to a session's log, in order; returns them with ids."""
+    """Append (role, content) events to a session's log, in order; returns them with ids.
+
+    It takes the agent's lock before writing (`lock_agent`): AgentGone if the agent was deleted."""
     session = db.get(StreamSession, session_id)
     if session is None:
-        raise LookupError(f"session {session_id} does not exist")
+        raise AgentGone(f"session {session_id} does not exist (deleted with its agent?)")
+    lock_agent(db, session.agent_id)
     for role, content in events:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; use one of {sorted(ROLES)}")

@@ -38,11 +38,10 @@ def forget_source(db: Session, *, agent_id: int, weights: bool, event_id: int | 
     named = [(column, value) for column, value in sources if value is not None]
     if len(named) != 1:
         raise ValueError("name exactly one of event_id, document_id or session_id")
-    if weights:
-        # Before any row a learner's commit also writes (memory.db.lock_agent's lock order); it also
-        # keeps a learner from committing these events between this read and the marks below. (Agents
-        # learn "downstream" only, learner.base.learning_config: stored keys never depend on the weights.)
-        lock_agent(db, agent_id)
+    # Before any row a learner's commit also writes (memory.db.lock_agent's lock order); it also keeps a
+    # learner from committing these events between this read and the marks below. (Agents learn
+    # "downstream" only, learner.base.learning_config: stored keys never depend on the weights.)
+    lock_agent(db, agent_id)
     deleted = delete_memories(db, agent_id=agent_id, event_id=event_id, document_id=document_id,
                               session_id=session_id)
     if not weights:

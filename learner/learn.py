@@ -37,7 +37,7 @@ from learner.eventlog import learning_status
 from learner.online import Chunk, OnlineLearner, step_tokens, stream_chunks
 from learner.stream_format import EventReading
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
-from memory.db import lock_agent
+from memory.db import AgentGone, lock_agent
 from memory.hits import record_hits, rows_supplying
 from memory.schema import Agent, Document, Event, ForgetJob, StreamCheckpoint, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig, memory_for
@@ -56,10 +56,6 @@ PENDING = (Event.learned_at.is_(None), Event.failed_reason.is_(None), Event.forg
 
 class LearnConflict(RuntimeError):
     """Other learners of this agent kept committing first; a transient condition, worth a retry."""
-
-
-class AgentGone(LookupError):
-    """The agent was deleted: its queued work has nothing left to do."""
 
 
 @dataclass
@@ -314,8 +310,8 @@ def learn_through(
     With the default of one event per batch, each event retrieves the memories of every event before
     it, exactly as if the tasks had been delivered one by one in order (a batch's memory rows become
     searchable only when it commits).
-    `commit_delay_s` is a test hook: a pause between learning and committing, so a test can kill
-    the process at the worst moment.
+    `commit_delay_s` is a test hook: a pause inside the commit's transaction, holding the agent's lock,
+    so a test can kill the process or delete the agent at the worst moment.
     """
     total = LearnReport(version=0)
     while True:
@@ -366,12 +362,10 @@ def _learn_batch(
             continue
         try:
             learned = _learn(agent_learner, plan, chunk_tokens, cache.memory_attention)
-            if commit_delay_s:
-                time.sleep(commit_delay_s)
             with sessions.begin() as db:
-                lock_agent(db, agent_id)
-                if db.get(Agent, agent_id) is None:  # deleted while this batch learned
-                    raise AgentGone(f"agent {agent_id} was deleted")
+                lock_agent(db, agent_id)  # AgentGone if deleted while this batch learned: nothing is written
+                if commit_delay_s:
+                    time.sleep(commit_delay_s)
                 version = (_commit(db, plan, learned, agent_learner, keep_versions, keep_version_every)
                            if _unchanged(db, plan) else None)
         except BaseException:

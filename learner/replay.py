@@ -29,10 +29,10 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.learn import ACTIVE_JOB_STATUSES, AgentGone, AgentLearner, LearnerCache, _learn, _Plan, hits_record
+from learner.learn import ACTIVE_JOB_STATUSES, AgentLearner, LearnerCache, _learn, _Plan, hits_record
 from learner.versions import decode_weights, encode_weights, load_weights, weights_sha256
 from memory.codec import encode_pairs
-from memory.db import lock_agent
+from memory.db import AgentGone, lock_agent
 from memory.hits import record_hits, remove_hits
 from memory.schema import (
     Agent,
@@ -88,6 +88,8 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
          checkpoint_every_s: float, event_delay_s: float) -> ReplayReport:
     with sessions() as db:
         queued = db.get(ForgetJob, job_id)
+    if queued is None:  # deleted with its agent
+        raise AgentGone(f"forget job {job_id} is gone with its agent")
     if queued.status == "queued":
         with sessions.begin() as db:
             lock_agent(db, queued.agent_id)  # first: on SQLite a transaction that read first cannot take it
@@ -96,7 +98,9 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
                 _start(db, job)
     with sessions() as db:
         job = db.get(ForgetJob, job_id)
-        agent = db.get(Agent, job.agent_id)
+        agent = db.get(Agent, queued.agent_id)
+        if job is None or agent is None:
+            raise AgentGone(f"agent {queued.agent_id} was deleted")
         weights = decode_weights(job.checkpoint_weights)
         streams = {row.session_id: (row.learn_state, row.learn_last_token)
                    for row in db.scalars(select(ForgetJobStream).where(ForgetJobStream.job_id == job_id))}

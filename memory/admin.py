@@ -15,45 +15,17 @@ from datetime import datetime
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
+from memory.db import lock_agent
 from memory.ids import split_ids
-from memory.schema import MAX_ID, Memory
+from memory.schema import MAX_ID, Agent, Memory
 from memory.store import MemoryStore, Span, delete_memory_rows
 from models import LanguageModel, State
 from models.transformer import TransformerLM
 
 EXPORT_FORMAT = 1
-MAX_PAGE = 500
-
-
-@dataclass(frozen=True)
-class MemorySummary:
-    id: int
-    agent_id: int
-    event_id: int | None
-    document_id: int | None
-    session_id: int | None
-    imported_from: str | None
-    byte_start: int
-    byte_end: int
-    text: str
-    num_tokens: int
-    weight_version: int
-    created_at: datetime
-    hit_count: int  # positions where it supplied at least half of the prediction of what the agent read (memory.hits)
-    last_hit_at: datetime | None
-
-    @classmethod
-    def of(cls, row: Memory) -> MemorySummary:
-        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class MemoryPage:
-    items: list[MemorySummary]
-    next_cursor: str | None  # pass back to get the next (older) page; None on the last page
 
 
 def stored_tokens(db: Session, *, agent_id: int) -> int:
@@ -61,39 +33,18 @@ def stored_tokens(db: Session, *, agent_id: int) -> int:
     return db.scalar(select(func.coalesce(func.sum(Memory.num_tokens), 0)).where(Memory.agent_id == agent_id))
 
 
-def _encode_cursor(memory_id: int) -> str:
-    return base64.urlsafe_b64encode(f"m:{memory_id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        kind, value = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        if kind != "m":
-            raise ValueError
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValueError(f"cursor {cursor!r} is not one this API returned; start again without a cursor") from None
-
-
-def list_memories(
-    db: Session,
+def memories_query(
     *,
     agent_id: int,
-    cursor: str | None = None,
-    limit: int = 50,
     event_id: int | None = None,
     document_id: int | None = None,
     session_id: int | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     text_contains: str | None = None,
-) -> MemoryPage:
-    """Newest first, keyset-paginated, filtered by source, time range and text."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+) -> Select[tuple[Memory]]:
+    """The agent's memories filtered by source, time range and text; the caller orders and pages it."""
     query = select(Memory).where(Memory.agent_id == agent_id)
-    if cursor is not None:
-        query = query.where(Memory.id < _decode_cursor(cursor))
     for column, value in (
         (Memory.event_id, event_id),
         (Memory.document_id, document_id),
@@ -107,15 +58,12 @@ def list_memories(
         query = query.where(Memory.created_at < created_before)
     if text_contains:
         query = query.where(Memory.text.contains(text_contains, autoescape=True))
-    rows = list(db.scalars(query.order_by(Memory.id.desc()).limit(limit + 1)))
-    items = [MemorySummary.of(row) for row in rows[:limit]]
-    return MemoryPage(items=items, next_cursor=_encode_cursor(items[-1].id) if len(rows) > limit else None)
+    return query
 
 
-def get_memory(db: Session, *, agent_id: int, memory_id: int) -> MemorySummary | None:
+def get_memory(db: Session, *, agent_id: int, memory_id: int) -> Memory | None:
     """One memory with its provenance and hit statistics; None if this agent has no such memory."""
-    row = db.scalar(select(Memory).where(Memory.agent_id == agent_id, Memory.id == memory_id))
-    return None if row is None else MemorySummary.of(row)
+    return db.scalar(select(Memory).where(Memory.agent_id == agent_id, Memory.id == memory_id))
 
 
 def delete_memories(
@@ -142,6 +90,17 @@ def delete_memories(
     elif session_id is not None:
         query = query.where(Memory.session_id == session_id)
     return len(delete_memory_rows(db, agent_id=agent_id, memory_ids=list(db.scalars(query))))
+
+
+def delete_agent(db: Session, *, agent_id: int) -> None:
+    """Delete the agent and every row it owns in the caller's transaction; AgentGone if it is not there.
+
+    Its lock comes first and exclusive (`memory.db.lock_agent`): a learner, replay or chat turn committing
+    now finishes first, and those after find the agent gone. Taking its memory rows first instead
+    deadlocked with a learner that held the agent's lock and was adding hits to those rows."""
+    lock_agent(db, agent_id, exclusive=True)
+    delete_memories(db, agent_id=agent_id, everything=True)  # tombstones: every process's index drops them
+    db.execute(delete(Agent).where(Agent.id == agent_id))  # the rest goes by ON DELETE CASCADE
 
 
 @dataclass(frozen=True)
@@ -255,7 +214,7 @@ class ExportLine(BaseModel):
     num_tokens: int = Field(ge=1)
     head_dim: int
     weight_version: int = Field(ge=0, le=MAX_ID)
-    imported_from: str | None = None
+    imported_from: str | None = Field(None, max_length=200, pattern=r"^[^\x00]*$")  # a SQL text column
     keys: str
     values: str
 

@@ -1,14 +1,23 @@
-"""Engines and sessions for SQLite (embedded default) and PostgreSQL."""
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL; the agent lock every writer takes
+first, and which database errors a retry can clear."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory.schema import Agent
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # First key of the advisory locks this project takes on PostgreSQL (its two-key form), so they
 # cannot collide with another application's locks on the same database.
@@ -59,15 +68,54 @@ def chat_turn_lock(sessions: sessionmaker[Session], session_id: int) -> Iterator
         yield
 
 
-def lock_agent(db: Session, agent_id: int) -> None:
-    """Hold the agent's learning lock until the transaction ends.
+class AgentGone(LookupError):
+    """The agent was deleted (or never existed): work on its rows has nothing left to do."""
 
-    Lock order: a learner's commit holds this while it marks events learned and updates their
-    documents' rows, so any other transaction that marks events or writes a document's row
-    takes it first, before those rows; the other way round, PostgreSQL aborts one of the two.
+
+def lock_agent(db: Session, agent_id: int, *, exclusive: bool = False) -> None:
+    """Hold the agent's lock until the transaction ends; AgentGone if the agent is not there (any more).
+
+    The one lock order: every transaction that writes an agent's rows (events, sessions, documents,
+    memories, versions, jobs) takes this first, before any of those rows. Writers share it (on
+    PostgreSQL, FOR KEY SHARE: what inserting a row that references the agent takes anyway, so they never
+    wait on each other here); deleting the agent takes it `exclusive` (FOR UPDATE), so a delete waits for
+    the writers already in and the writers after it find the agent gone, instead of each holding rows the
+    other needs (a deadlock PostgreSQL breaks by failing one of them). SQLite has one write lock per
+    database: a write as the transaction's first statement takes it, waiting for it.
     """
     if db.get_bind().dialect.name == "postgresql":
-        db.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update(key_share=True))
+        query = select(Agent.id).where(Agent.id == agent_id)
+        found = db.scalar(query.with_for_update() if exclusive else query.with_for_update(key_share=True))
     else:
-        # SQLite: a write as the first statement takes the database's write lock (waiting for it).
-        db.execute(update(Agent).where(Agent.id == agent_id).values(name=Agent.name))
+        found = db.execute(update(Agent).where(Agent.id == agent_id).values(name=Agent.name)).rowcount
+    if not found:
+        raise AgentGone(f"agent {agent_id} does not exist (deleted?)")
+
+
+# SQLSTATEs a retry of the whole transaction can clear: deadlock, serialization failure, lock not available.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is a database conflict that running the same transaction again can clear."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    # SQLite: another writer held the database past the busy timeout.
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+def retry_transient(work: Callable[[], T], *, attempts: int = 4, first_delay_s: float = 0.05) -> T:
+    """`work()`, run again (after a jittered, doubling pause) while it fails with a transient database error;
+    the last attempt's error is raised. `work` must be a whole transaction: everything it did was rolled back."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except DBAPIError as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            delay = first_delay_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            log.info("transient database error (%s); retrying in %.2f s", exc.orig, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")

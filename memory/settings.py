@@ -90,7 +90,8 @@ class Settings(BaseSettings):
     )
     task_max_retries: int = Field(8, ge=0, description="retries of a task on transient DB/broker errors")
     learn_commit_delay_s: float = Field(
-        0.0, ge=0, description="test hook: pause between learning and committing, so a test can kill a worker there"
+        0.0, ge=0, description="test hook: pause inside a learner's commit (its lock held), so a test can kill "
+                               "a worker or delete its agent there"
     )
 
     @model_validator(mode="after")

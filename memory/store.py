@@ -22,6 +22,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory.codec import decode_pairs, encode_pairs
+from memory.db import lock_agent
 from memory.ids import MAX_SPAN_TOKENS
 from memory.index import IndexConfig
 from memory.mirror import RowPlace
@@ -104,6 +105,7 @@ def delete_memory_rows(db: Session, *, agent_id: int, memory_ids: Sequence[int])
     Tombstones are written in the same transaction, so once it commits every store
     (in this process or another) drops the rows at its next catch-up, for good.
     """
+    lock_agent(db, agent_id)  # before the rows: the lock order every writer keeps (memory.db)
     owned = list(db.scalars(select(Memory.id).where(Memory.agent_id == agent_id, Memory.id.in_(memory_ids))))
     if owned:
         db.execute(delete(Memory).where(Memory.agent_id == agent_id, Memory.id.in_(owned)))
@@ -150,10 +152,12 @@ class MemoryStore:
         """
         rows = [self._row(span) for span in spans]
         if db is not None:
+            lock_agent(db, self.agent_id)  # the lock order every writer keeps (memory.db); held already by most
             db.add_all(rows)
             db.flush()
             return [row.id for row in rows]
         with self.sessions.begin() as own:
+            lock_agent(own, self.agent_id)
             own.add_all(rows)
             own.flush()
             ids = [row.id for row in rows]

@@ -19,10 +19,10 @@ from sqlalchemy import exc as sql_errors
 
 from learner.base import load_base
 from learner.eventlog import mark_failed
-from learner.learn import AgentGone, LearnConflict, learn_through
+from learner.learn import LearnConflict, learn_through
 from learner.replay import fail_forget_jobs, run_forget_jobs
 from memory.admin import stored_tokens
-from memory.db import make_engine, make_session_factory
+from memory.db import AgentGone, make_engine, make_session_factory
 from memory.schema import Agent
 from memory.settings import Settings
 from memory.store import MemoryStore
@@ -66,7 +66,10 @@ def _run(task: Task, work: Callable[[WorkerContext], dict], fail: Callable[[Work
     except Exception as exc:  # everything else is permanent by definition
         log.exception("%s%s failed permanently", task.name, task.request.args)
         reason = _reason(exc)
-    fail(context, reason)
+    try:
+        fail(context, reason)
+    except AgentGone as exc:  # deleted meanwhile: nothing left to mark
+        return {"skipped": str(exc)}
     return {"failed": reason}
 
 

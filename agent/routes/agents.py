@@ -17,7 +17,8 @@ from agent.errors import ApiError, not_found, unprocessable
 from agent.pagination import MAX_LIMIT, keyset_page
 from agent.schemas import AgentCreate, AgentPublic, KeyCreate, KeyCreated, KeyPublic, Page
 from learner.base import check_base, learning_config
-from memory.admin import delete_memories
+from memory.admin import delete_agent as delete_agent_rows
+from memory.db import lock_agent
 from memory.schema import Agent, ApiKey, Event, Memory, WeightVersion
 
 router = APIRouter(prefix="/v1", tags=["agents"])
@@ -83,9 +84,7 @@ def get_agent(agent_id: PathId, db: Db, principal: CurrentKey) -> AgentPublic:
 @router.delete("/agents/{agent_id}", status_code=204)
 def delete_agent(agent_id: PathId, db: Db, services: ServicesDep, principal: AdminKey) -> Response:
     agent = agent_for(db, principal, agent_id)
-    # Tombstones first: a process still holding this agent's index drops its memories at catch-up.
-    delete_memories(db, agent_id=agent.id, everything=True)
-    db.delete(agent)
+    delete_agent_rows(db, agent_id=agent.id)
     db.commit()
     services.runtimes.drop(agent_id)
     # Files kept per agent go with it: a later agent must never open this one's index snapshot.
@@ -97,6 +96,7 @@ def delete_agent(agent_id: PathId, db: Db, services: ServicesDep, principal: Adm
 def create_key(body: KeyCreate, db: Db, principal: AdminKey) -> KeyCreated:
     if body.agent_id is not None:
         agent_for(db, principal, body.agent_id)
+        lock_agent(db, body.agent_id)  # not deleted before the key's row references it
     row, key = issue_key(db, agent_id=body.agent_id, name=body.name)
     db.commit()
     return KeyCreated(id=row.id, key=key, agent_id=row.agent_id, name=row.name)

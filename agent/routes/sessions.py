@@ -17,6 +17,7 @@ from agent.schemas import MessageCreate, MessagePublic, Page, SessionPublic, Tur
 from agent.sse import SSE_HEADERS, sse_event
 from agent.turns import chat_target, message_bytes, run_turn, stream_turn
 from learner.eventlog import create_session
+from memory.db import AgentGone
 from memory.schema import Event, StreamSession
 from models import SamplingConfig
 
@@ -104,6 +105,8 @@ async def post_message(session_id: PathId, body: MessageCreate, services: Servic
                     yield sse_event("done", done)
                 else:
                     yield sse_event("piece", {"text": item})
+        except AgentGone as exc:  # deleted during the turn
+            yield sse_event("error", {"code": "not_found", "message": f"{exc}; the turn was not kept"})
         except Exception as exc:  # headers are sent; the stream itself must say it failed
             log.exception("session %s: turn failed mid-stream", session_id)
             yield sse_event("error", {"code": "internal_error", "message": f"the turn failed: {type(exc).__name__}"})

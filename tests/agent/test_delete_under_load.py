@@ -1,0 +1,148 @@
+"""Deleting an agent while its worker commits what it learned, or replays a forget: the delete answers 204
+(or 503 with Retry-After, never a 500), the work stops at its next commit, and no row of the agent is left.
+
+The worker's commit pauses inside its transaction with the agent's lock held (LIFELONG_LEARN_COMMIT_DELAY_S),
+so the delete lands there every time: the case that deadlocked on PostgreSQL when the delete took the memory
+rows before the agent's row, which the learner held while it waited for those rows.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
+
+from memory.db import make_engine
+from memory.schema import (
+    ApiKey,
+    Document,
+    Event,
+    ForgetJob,
+    Memory,
+    StreamCheckpoint,
+    StreamSession,
+    WeightVersion,
+)
+from tests.agent.conftest import served
+from tests.agent.server import WAIT_S
+
+COMMIT_DELAY_S = 1.5
+OWNED = (ApiKey, StreamSession, Event, Document, Memory, WeightVersion, StreamCheckpoint, ForgetJob)
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def deployment(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"delete-{request.param}")
+    env = {"LIFELONG_DATA_DIR": str(root / "data"), "LIFELONG_BASE_CHECKPOINT": "preset:tiny",
+           "LIFELONG_CHUNK_BYTES": "64", "LIFELONG_MAX_REPLY_BYTES": "16",
+           "LIFELONG_LEARN_COMMIT_DELAY_S": str(COMMIT_DELAY_S), "LIFELONG_FORGET_EVENT_DELAY_S": "1",
+           "LIFELONG_FORGET_CHECKPOINT_S": "0"}
+    yield from served(request.param, root, env)
+
+
+def _database_url(deployment) -> str:
+    return deployment.env.get("LIFELONG_DATABASE_URL") or f"sqlite:///{deployment.data_dir / 'lifelong.db'}"
+
+
+def _held_by_a_writer(engine, agent_id: int) -> bool:
+    """Whether another transaction holds the agent's lock (PostgreSQL) or the database's write lock (SQLite)."""
+    with engine.connect() as connection:
+        try:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT id FROM agents WHERE id = :id FOR UPDATE NOWAIT"), {"id": agent_id})
+            else:
+                connection.exec_driver_sql("PRAGMA busy_timeout = 0")
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except OperationalError:
+            return True
+        finally:
+            connection.rollback()
+    return False
+
+
+def _until(condition, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def _delete(client: httpx.Client, agent_id: int) -> list[int]:
+    """DELETE the agent, again after each 503 (which must say when to retry); the statuses answered."""
+    statuses = []
+    for _ in range(10):
+        response = client.delete(f"/v1/agents/{agent_id}")
+        statuses.append(response.status_code)
+        if response.status_code != 503:
+            break
+        assert response.headers.get("Retry-After"), response.text
+        time.sleep(float(response.headers["Retry-After"]))
+    return statuses
+
+
+def _rows_left(engine, agent_id: int) -> dict[str, int]:
+    with engine.connect() as connection:
+        counts = {model.__tablename__: connection.scalar(
+            select(func.count()).select_from(model).where(model.agent_id == agent_id)) for model in OWNED}
+    return {table: count for table, count in counts.items() if count}
+
+
+def _new_agent(client: httpx.Client, name: str) -> int:
+    response = client.post("/v1/agents", json={"name": name, "learning": {"learning_rate": 0.05}})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_deleting_an_agent_while_its_learner_commits_answers_204_and_leaves_no_row(deployment):
+    engine = make_engine(_database_url(deployment))
+    try:
+        with deployment.client(deployment.admin_key) as client:
+            agent_id = _new_agent(client, "mid-learn")
+            assert client.post("/v1/keys", json={"agent_id": agent_id}).status_code == 201
+            session_id = client.post(f"/v1/agents/{agent_id}/sessions").json()["id"]
+            turn = client.post(f"/v1/sessions/{session_id}/messages", json={"content": "remember the lighthouse"})
+            assert turn.status_code == 200, turn.text
+            _until(lambda: _held_by_a_writer(engine, agent_id), "the learner inside its commit")
+            statuses = _delete(client, agent_id)
+            assert statuses[-1] == 204 and set(statuses) <= {204, 503}, statuses
+            time.sleep(COMMIT_DELAY_S + 0.5)  # the learner's commit, and a redelivery's, have come and gone
+            assert _rows_left(engine, agent_id) == {}
+            assert client.get(f"/v1/agents/{agent_id}").status_code == 404
+            assert client.get(f"/v1/sessions/{session_id}").status_code == 404
+            # The worker goes on serving other agents.
+            other = _new_agent(client, "after")
+            other_session = client.post(f"/v1/agents/{other}/sessions").json()["id"]
+            assert client.post(f"/v1/sessions/{other_session}/messages", json={"content": "hi"}).status_code == 200
+            _until(lambda: client.get(f"/v1/agents/{other}").json()["queue_lag"] == 0, "the other agent learned")
+    finally:
+        engine.dispose()
+
+
+def test_deleting_an_agent_mid_forget_replay_answers_204_and_leaves_no_row(deployment):
+    engine = make_engine(_database_url(deployment))
+    try:
+        with deployment.client(deployment.admin_key) as client:
+            agent_id = _new_agent(client, "mid-replay")
+            documents = []
+            for number in range(5):  # one chunk event each (64-byte chunks)
+                response = client.post(f"/v1/agents/{agent_id}/documents", params={"name": f"d{number}"},
+                                       content=f"Note {number}: the tide table is on the quay.".encode())
+                assert response.status_code == 202, response.text
+                documents.append(response.json()["id"])
+            _until(lambda: client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0, "the documents learned")
+            forgot = client.delete(f"/v1/agents/{agent_id}/memories", params={"document_id": documents[0]})
+            assert forgot.status_code == 200, forgot.text
+            job_id = forgot.json()["job"]["id"]
+            _until(lambda: client.get(f"/v1/agents/{agent_id}/forget-jobs/{job_id}").json()["status"] == "replaying",
+                   "the replay running")
+            statuses = _delete(client, agent_id)
+            assert statuses[-1] == 204 and set(statuses) <= {204, 503}, statuses
+            time.sleep(2.5)  # past the replay's next event and checkpoint (1 s apart)
+            assert _rows_left(engine, agent_id) == {}
+            assert client.get(f"/v1/agents/{agent_id}/forget-jobs/{job_id}").status_code == 404
+    finally:
+        engine.dispose()
