@@ -35,11 +35,13 @@ def keyset_page(db: Session, query: Select, key: InstrumentedAttribute[int], *, 
                 limit: int, newest_first: bool = False) -> tuple[list[Any], str | None]:
     """One page of `query`'s rows in ascending `key` (unique; descending with `newest_first`), resuming
     after `cursor`, and the cursor of the next page (None on the last). One row more than the page is
-    read, to know whether there is a next."""
+    read, to know whether there is a next. A query of one entity gives its objects; of columns, rows
+    (which must hold `key` by its name)."""
     query = query.order_by(key.desc() if newest_first else key).limit(limit + 1)
     if (after := decode_cursor(cursor)) is not None:
         query = query.where(key < after if newest_first else key > after)
-    rows = list(db.scalars(query))
+    result = db.execute(query)
+    rows = list(result.scalars() if len(query.column_descriptions) == 1 else result)
     if len(rows) > limit:
         return rows[:limit], encode_cursor(getattr(rows[limit - 1], key.key))
     return rows, None

@@ -13,6 +13,11 @@ from models import SamplingConfig
 SAMPLING = SamplingConfig()  # the defaults a request may override
 MAX_VERSION = 2**31 - 1  # weight version numbers are SQL INTEGERs (PostgreSQL refused 2**31: a 500)
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; larger seeds were a 500
+# Text that reaches a SQL text column or a query on one: PostgreSQL text cannot hold NUL, so a name, a tag or
+# a search term holding one is refused (422 naming the field). What a person says (messages, documents) may
+# hold any Unicode: it is stored as bytes, and a memory's readable text shows NUL as U+FFFD
+# (memory.store.display_text).
+NO_NUL = r"^[^\x00]*$"
 
 T = TypeVar("T")
 
@@ -61,8 +66,8 @@ class AgentCreate(BaseModel):
         description="unique; letters, digits, '_', '.', '-' (it is the model name of /v1/chat/completions)",
     )
     base_checkpoint: str | None = Field(
-        None, max_length=500, description="an installed model's name (`lifelong models list`), 'small', a model "
-        "directory or .gguf file on the server, or 'preset:NAME'; default: the server's"
+        None, max_length=500, pattern=NO_NUL, description="an installed model's name (`lifelong models list`), "
+        "'small', a model directory or .gguf file on the server, or 'preset:NAME'; default: the server's"
     )
     learning: dict[str, Any] | None = Field(
         None, description="online learning settings (learning_rate, trainable, ...)"
@@ -83,7 +88,7 @@ class AgentPublic(BaseModel):
 
 class KeyCreate(BaseModel):
     agent_id: int | None = Field(None, ge=1, le=MAX_ID, description="the agent the key may touch; null: an admin key")
-    name: str = Field("", max_length=200)
+    name: str = Field("", max_length=200, pattern=NO_NUL)
 
 
 class KeyPublic(BaseModel):
@@ -303,7 +308,7 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    model: str = Field(description="the agent's name")
+    model: str = Field(max_length=200, pattern=NO_NUL, description="the agent's name")
     messages: list[ChatMessage] = Field(min_length=1, description="only the last user message is new input")
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1, le=65_536)

@@ -12,7 +12,7 @@ from agent.deps import CurrentKey, Db, PathId, ServicesDep, agent_for, document_
 from agent.documents import is_ndjson, ndjson_pieces
 from agent.errors import ApiError
 from agent.pagination import MAX_LIMIT, keyset_page
-from agent.schemas import DocumentPublic, Page
+from agent.schemas import NO_NUL, DocumentPublic, Page
 from memory.schema import Document
 from workers.submit import DocumentUpload
 
@@ -37,7 +37,7 @@ def _agent_id(services, principal, agent_id: int) -> int:
                                             "required": True}})
 async def upload_document(
     agent_id: PathId, request: Request, services: ServicesDep, principal: CurrentKey,
-    name: str = Query("", max_length=500, pattern=r"^[^\x00]*$", description="no NUL (SQL text cannot hold it)"),
+    name: str = Query("", max_length=500, pattern=NO_NUL, description="no NUL (SQL text cannot hold it)"),
 ) -> JSONResponse:
     """The body is read as it arrives, never whole: bytes exactly as sent (text/plain, or any type but
     NDJSON), or the text of each `{"text": ...}` line (application/x-ndjson)."""

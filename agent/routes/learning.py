@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
 from agent.deps import CurrentKey, Db, PathId, QueryId, agent_for
-from agent.pagination import MAX_LIMIT, decode_cursor, encode_cursor
+from agent.pagination import MAX_LIMIT, keyset_page
 from agent.schemas import Page, ScorePublic
 from memory.schema import Event
 
@@ -25,11 +25,7 @@ def list_scores(agent_id: PathId, db: Db, principal: CurrentKey, cursor: str | N
              .where(Event.agent_id == agent.id, Event.learned_bits.is_not(None), Event.forgotten_at.is_(None)))
     if document_id is not None:
         query = query.where(Event.document_id == document_id)
-    if (after := decode_cursor(cursor)) is not None:
-        query = query.where(Event.id > after)
-    rows = db.execute(query.order_by(Event.id).limit(limit + 1)).all()  # one more: is there a next page?
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    rows = rows[:limit]
+    rows, next_cursor = keyset_page(db, query, Event.id, cursor=cursor, limit=limit)
     return Page(data=[ScorePublic(event_id=row.id, session_id=row.session_id, document_id=row.document_id,
                                   role=row.role, bytes=row.size, bits=row.learned_bits,
                                   bits_per_byte=row.learned_bits / max(row.size, 1), learned_at=row.learned_at)

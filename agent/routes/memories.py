@@ -10,8 +10,18 @@ from sqlalchemy import select
 from agent.deps import CurrentKey, Db, PathId, QueryId, ServicesDep, agent_for
 from agent.documents import ndjson_lines
 from agent.errors import ApiError, not_found, unprocessable
-from agent.schemas import Deleted, ForgetJobPublic, Imported, MemoryPublic, Page, RecallHitPublic, RecallRequest
-from memory.admin import MAX_PAGE, delete_memories, export_ndjson, get_memory, list_memories, span_from_line
+from agent.pagination import MAX_LIMIT, keyset_page
+from agent.schemas import (
+    NO_NUL,
+    Deleted,
+    ForgetJobPublic,
+    Imported,
+    MemoryPublic,
+    Page,
+    RecallHitPublic,
+    RecallRequest,
+)
+from memory.admin import delete_memories, export_ndjson, get_memory, memories_query, span_from_line
 from memory.schema import ForgetJob, Memory
 from workers.submit import forget_memories
 
@@ -22,16 +32,16 @@ MAX_IMPORT_LINE = 64 << 20
 
 @router.get("/agents/{agent_id}/memories", response_model=Page[MemoryPublic])
 def list_agent_memories(agent_id: PathId, db: Db, principal: CurrentKey, cursor: str | None = None,
-                        limit: int = Query(50, ge=1, le=MAX_PAGE), document_id: QueryId = None,
+                        limit: int = Query(50, ge=1, le=MAX_LIMIT), document_id: QueryId = None,
                         session_id: QueryId = None, event_id: QueryId = None,
-                        text: str | None = Query(None, max_length=1000,
+                        text: str | None = Query(None, max_length=1000, pattern=NO_NUL,
                                                  description="only memories whose text contains this")):
     """Newest first."""
     agent = agent_for(db, principal, agent_id)
-    with unprocessable():
-        page = list_memories(db, agent_id=agent.id, cursor=cursor, limit=limit, event_id=event_id,
-                             document_id=document_id, session_id=session_id, text_contains=text)
-    return Page(data=[MemoryPublic.model_validate(item) for item in page.items], next_cursor=page.next_cursor)
+    query = memories_query(agent_id=agent.id, event_id=event_id, document_id=document_id, session_id=session_id,
+                           text_contains=text)
+    rows, next_cursor = keyset_page(db, query, Memory.id, cursor=cursor, limit=limit, newest_first=True)
+    return Page(data=[MemoryPublic.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 
 def _memory_agent(db, principal, memory_id: int) -> int:

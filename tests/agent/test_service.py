@@ -279,6 +279,54 @@ def test_an_agent_key_sees_nothing_of_another_agent(deployment):
         assert client.get(f"/v1/memories/{memory_id}").status_code == 200  # still there
 
 
+def _cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def test_every_list_refuses_a_cursor_past_what_sql_holds(deployment):
+    """One cursor codec for every list, bounded to 63-bit ids: a crafted one is a 422, never an overflow's 500."""
+    agent_id, _ = new_agent(deployment, "paged")
+    with deployment.client(deployment.admin_key) as admin:
+        session_id = new_session(admin, agent_id)
+        lists = ["/v1/agents", "/v1/keys", f"/v1/agents/{agent_id}/sessions", f"/v1/sessions/{session_id}/messages",
+                 f"/v1/agents/{agent_id}/documents", f"/v1/agents/{agent_id}/memories", f"/v1/agents/{agent_id}/scores",
+                 f"/v1/agents/{agent_id}/weights"]
+        crafted = [_cursor(f"c:{2**63}"), _cursor(f"c:{2**64}"), _cursor(f"m:{2**64}"), _cursor("c:-1")]
+        for path in lists:
+            assert admin.get(path, params={"cursor": _cursor("c:1")}).status_code == 200, path  # a valid one
+            for cursor in crafted:
+                response = admin.get(path, params={"cursor": cursor})
+                assert response.status_code == 422, (path, cursor, response.text)
+                assert "cursor" in response.json()["error"]["message"]
+
+
+def test_a_nul_in_a_name_or_search_term_is_a_422_naming_the_field(deployment):
+    """PostgreSQL text cannot hold NUL: what reaches a text column or a query on one is refused by name
+    (docs/API.md); a message may hold any Unicode, NUL included, and is kept byte for byte."""
+    agent_id, key = new_agent(deployment, "nul")
+    with deployment.client(key) as client, deployment.client(deployment.admin_key) as admin:
+        refused = [
+            (client.get(f"/v1/agents/{agent_id}/memories", params={"text": "a\x00b"}), "text"),
+            (client.post(f"/v1/agents/{agent_id}/documents", params={"name": "a\x00b"}, content=b"hi"), "name"),
+            (admin.post("/v1/keys", json={"agent_id": agent_id, "name": "a\x00b"}), "name"),
+            (admin.post("/v1/agents", json={"name": "n2", "base_checkpoint": "preset:tiny\x00"}), "base_checkpoint"),
+            (client.post("/v1/chat/completions", json={"model": "nul\x00", "messages": [
+                {"role": "user", "content": "hi"}]}), "model"),
+        ]
+        for response, field in refused:
+            assert response.status_code in (400, 422), (field, response.text)  # 400 on OpenAI's route
+            assert field in response.json()["error"]["message"], (field, response.text)
+        session_id = new_session(client, agent_id)
+        turn = client.post(f"/v1/sessions/{session_id}/messages", json={"content": "nul \x00 inside", "max_tokens": 8})
+        assert turn.status_code == 200, turn.text
+        logged = client.get(f"/v1/sessions/{session_id}/messages").json()["data"][0]
+        assert logged["content"] == "nul \x00 inside"
+        wait_learned(client, agent_id)  # its memory's text holds U+FFFD for the NUL (PostgreSQL refuses NUL)
+        texts = [m["text"] for m in client.get(f"/v1/agents/{agent_id}/memories").json()["data"]]
+        assert texts and all("\x00" not in text for text in texts)
+        assert client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0
+
+
 def test_every_bad_input_gets_its_4xx(deployment):
     agent_id, key = new_agent(deployment, "strict")
     with (
@@ -338,6 +386,7 @@ def test_every_bad_input_gets_its_4xx(deployment):
             (client.get("/v1/agents/18446744073709551616"), 422),
             (client.get("/v1/agents/0"), 422),
             (admin.get("/v1/agents", params={"cursor": "YzoxODQ0Njc0NDA3MzcwOTU1MTYxNg=="}), 422),
+            (client.get(f"/v1/agents/{agent_id}/memories", params={"cursor": "bToxODQ0Njc0NDA3MzcwOTU1MTYxNg=="}), 422),
             (client.get(f"/v1/agents/{agent_id}/memories", params={"session_id": 2**64}), 422),
             (client.get(f"/v1/agents/{agent_id}/memories", params={"text": "x" * 5000}), 422),
             (client.post(f"/v1/agents/{agent_id}/documents", params={"name": "a\x00b"}, content=b"hi"), 422),

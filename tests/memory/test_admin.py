@@ -1,14 +1,17 @@
 """Inspection functions: pagination and filters, provenance, recall, deletes, export/import."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
 import torch
+from sqlalchemy import select
 
-from memory.admin import delete_memories, export_ndjson, get_memory, import_ndjson, list_memories, recall
+from agent.pagination import keyset_page
+from memory.admin import delete_memories, export_ndjson, get_memory, import_ndjson, memories_query, recall
 from memory.ids import split_ids
-from memory.schema import Event, StreamSession
+from memory.schema import Event, Memory, StreamSession
 from memory.store import MemoryStore, Span
 from models import HybridLM, ModelConfig
 from models.memory import nothing_follows
@@ -73,28 +76,29 @@ def test_pages_follow_the_cursor_newest_first(sessions, agent_with_memories):
     seen, cursor = [], None
     with sessions() as db:
         while True:
-            page = list_memories(db, agent_id=agent, cursor=cursor, limit=2)
-            seen += [m.id for m in page.items]
-            if page.next_cursor is None:
+            rows, cursor = keyset_page(db, memories_query(agent_id=agent), Memory.id, cursor=cursor, limit=2,
+                                       newest_first=True)
+            seen += [m.id for m in rows]
+            if cursor is None:
                 break
-            cursor = page.next_cursor
     assert seen == sorted(first + second, reverse=True)
 
 
 def test_filters_by_source_text_and_time(sessions, agent_with_memories):
     agent, _, first, second, event_id, session_id = agent_with_memories
-    with sessions() as db:
-        assert {m.id for m in list_memories(db, agent_id=agent, event_id=event_id).items} == set(first)
-        assert {m.id for m in list_memories(db, agent_id=agent, session_id=session_id).items} == set(first)
-        assert {m.id for m in list_memories(db, agent_id=agent, text_contains="fibonacci").items} <= set(second)
-        assert list_memories(db, agent_id=agent, text_contains="100%_not_there").items == []
-        future = datetime.now(UTC) + timedelta(hours=1)
-        assert list_memories(db, agent_id=agent, created_after=future).items == []
-        assert len(list_memories(db, agent_id=agent, created_before=future, limit=500).items) == len(first + second)
-        with pytest.raises(ValueError, match="cursor"):
-            list_memories(db, agent_id=agent, cursor="garbage")
-        with pytest.raises(ValueError, match="limit"):
-            list_memories(db, agent_id=agent, limit=0)
+
+    def ids(**filters) -> set[int]:
+        with sessions() as db:
+            return set(db.scalars(select(Memory.id).where(Memory.id.in_(
+                memories_query(agent_id=agent, **filters).with_only_columns(Memory.id)))))
+
+    assert ids(event_id=event_id) == set(first)
+    assert ids(session_id=session_id) == set(first)
+    assert ids(text_contains="fibonacci") <= set(second)
+    assert ids(text_contains="100%_not_there") == set()
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert ids(created_after=future) == set()
+    assert ids(created_before=future) == set(first + second)
 
 
 def test_get_shows_provenance_and_is_scoped_to_the_agent(sessions, make_agent, agent_with_memories):
@@ -185,7 +189,7 @@ def test_export_then_import_into_a_fresh_agent_searches_identically(sessions, ma
     assert torch.equal(original.mask, copied.mask)
     assert torch.equal(original.keys, copied.keys) and torch.equal(original.values, copied.values)
     with sessions() as db:
-        imported = list_memories(db, agent_id=fresh.agent_id, limit=1).items[0]
+        imported = db.scalars(memories_query(agent_id=fresh.agent_id)).first()
     assert imported.imported_from.startswith(f"agent {agent} memory ")
 
 
@@ -199,7 +203,7 @@ def test_a_bad_import_line_names_itself_and_writes_nothing(sessions, make_agent,
     fresh.catch_up()
     assert len(fresh.search(torch.ones(1, 1, 1, store.head_dim), 4).mask.nonzero()) == 0
     with sessions() as db:
-        assert list_memories(db, agent_id=fresh.agent_id).items == []
+        assert db.scalars(memories_query(agent_id=fresh.agent_id)).all() == []
 
 
 @pytest.mark.parametrize("bad", ["[1,2]", "5", "null", '"text"', '{"format": 1, "text": 5}',
@@ -214,4 +218,14 @@ def test_every_kind_of_bad_import_line_is_a_value_error_naming_it(sessions, make
         import_ndjson(db, store=fresh, lines=[good, bad])
     assert len(str(raised.value)) < 2000  # a sentence, not a dump
     with sessions() as db:
-        assert list_memories(db, agent_id=fresh.agent_id).items == []
+        assert db.scalars(memories_query(agent_id=fresh.agent_id)).all() == []
+
+
+def test_an_import_naming_its_source_with_a_nul_is_refused_by_name(sessions, make_agent, agent_with_memories):
+    """PostgreSQL text cannot hold NUL: refused while reading the line, not by the database at commit."""
+    agent, store, *_ = agent_with_memories
+    with sessions() as db:
+        line = json.loads(next(iter(export_ndjson(db, agent_id=agent))))
+    fresh = MemoryStore(agent_id=make_agent("copy"), sessions=sessions, head_dim=store.head_dim)
+    with pytest.raises(ValueError, match="import line 1: imported_from"), sessions.begin() as db:
+        import_ndjson(db, store=fresh, lines=[json.dumps({**line, "imported_from": "a\x00b"})])
