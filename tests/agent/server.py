@@ -4,12 +4,26 @@ assertions about a streamed reply live here, with the tests."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 
 from bench.deployment import WAIT_S, Deployment, sse_events
 
-__all__ = ["WAIT_S", "Deployment", "sse_events", "stream_message"]
+__all__ = ["WAIT_S", "Deployment", "sse_events", "stream_message", "until"]
+
+T = TypeVar("T")
+
+
+def until(condition: Callable[[], T], what: str, poll_s: float = 0.2) -> T:
+    """`condition()`'s first truthy value, polled every `poll_s`; fails naming `what` after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll_s)
+    return value
 
 
 def stream_message(client: httpx.Client, session_id: int, content: str, **options) -> tuple[str, dict]:

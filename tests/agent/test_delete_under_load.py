@@ -27,7 +27,7 @@ from memory.schema import (
     WeightVersion,
 )
 from tests.agent.conftest import served
-from tests.agent.server import WAIT_S
+from tests.agent.server import until
 
 COMMIT_DELAY_S = 1.5
 OWNED = (ApiKey, StreamSession, Event, Document, Memory, WeightVersion, StreamCheckpoint, ForgetJob)
@@ -61,14 +61,6 @@ def _held_by_a_writer(engine, agent_id: int) -> bool:
         finally:
             connection.rollback()
     return False
-
-
-def _until(condition, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def _delete(client: httpx.Client, agent_id: int) -> list[int]:
@@ -106,7 +98,7 @@ def test_deleting_an_agent_while_its_learner_commits_answers_204_and_leaves_no_r
             session_id = client.post(f"/v1/agents/{agent_id}/sessions").json()["id"]
             turn = client.post(f"/v1/sessions/{session_id}/messages", json={"content": "remember the lighthouse"})
             assert turn.status_code == 200, turn.text
-            _until(lambda: _held_by_a_writer(engine, agent_id), "the learner inside its commit")
+            until(lambda: _held_by_a_writer(engine, agent_id), "the learner inside its commit", poll_s=0.05)
             statuses = _delete(client, agent_id)
             assert statuses[-1] == 204 and set(statuses) <= {204, 503}, statuses
             time.sleep(COMMIT_DELAY_S + 0.5)  # the learner's commit, and a redelivery's, have come and gone
@@ -117,7 +109,7 @@ def test_deleting_an_agent_while_its_learner_commits_answers_204_and_leaves_no_r
             other = _new_agent(client, "after")
             other_session = client.post(f"/v1/agents/{other}/sessions").json()["id"]
             assert client.post(f"/v1/sessions/{other_session}/messages", json={"content": "hi"}).status_code == 200
-            _until(lambda: client.get(f"/v1/agents/{other}").json()["queue_lag"] == 0, "the other agent learned")
+            until(lambda: client.get(f"/v1/agents/{other}").json()["queue_lag"] == 0, "the other agent learned")
     finally:
         engine.dispose()
 
@@ -133,11 +125,11 @@ def test_deleting_an_agent_mid_forget_replay_answers_204_and_leaves_no_row(deplo
                                        content=f"Note {number}: the tide table is on the quay.".encode())
                 assert response.status_code == 202, response.text
                 documents.append(response.json()["id"])
-            _until(lambda: client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0, "the documents learned")
+            until(lambda: client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0, "the documents learned")
             forgot = client.delete(f"/v1/agents/{agent_id}/memories", params={"document_id": documents[0]})
             assert forgot.status_code == 200, forgot.text
             job_id = forgot.json()["job"]["id"]
-            _until(lambda: client.get(f"/v1/agents/{agent_id}/forget-jobs/{job_id}").json()["status"] == "replaying",
+            until(lambda: client.get(f"/v1/agents/{agent_id}/forget-jobs/{job_id}").json()["status"] == "replaying",
                    "the replay running")
             statuses = _delete(client, agent_id)
             assert statuses[-1] == 204 and set(statuses) <= {204, 503}, statuses

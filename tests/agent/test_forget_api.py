@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from tests.agent.conftest import served
-from tests.agent.server import WAIT_S
+from tests.agent.server import until
 
 SECRET = b"The vault code is 7316-4482 and only the night porter knows it.\n"
 OTHER = [b"The keeper logs every storm with the hour and the height of the waves.\n",
@@ -23,14 +21,6 @@ def deployment(request, tmp_path_factory):
            "LIFELONG_CHUNK_BYTES": "64", "LIFELONG_MAX_REPLY_BYTES": "16", "LIFELONG_FORGET_EVENT_DELAY_S": "0.5",
            "LIFELONG_FORGET_CHECKPOINT_S": "0"}
     yield from served(request.param, root, env)
-
-
-def _until(condition, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def _upload(client: httpx.Client, agent_id: int, data: bytes, name: str) -> int:
@@ -49,7 +39,7 @@ def test_chat_is_answered_on_the_old_weights_until_the_replay_publishes(deployme
         for number, data in enumerate(OTHER):
             _upload(client, agent_id, data, f"other-{number}")
         assert client.post(f"/v1/sessions/{session_id}/messages", json={"content": "hello"}).status_code == 200
-        _until(lambda: client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0, "everything learned")
+        until(lambda: client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0, "everything learned")
         before = client.get(f"/v1/agents/{agent_id}/weights").json()["data"][0]
         assert client.get(f"/v1/documents/{secret}").json()["status"] == "learned"
         assert len(before["sha256"]) == 64
@@ -82,7 +72,7 @@ def test_chat_is_answered_on_the_old_weights_until_the_replay_publishes(deployme
         turn = client.post(f"/v1/sessions/{session_id}/messages", json={"content": "and now?"}).json()
         assert turn["weight_version"] >= job["result_version"]
         # The turns said during the replay are learned after it, on top of its result.
-        _until(lambda: client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0, "the later turns learned")
+        until(lambda: client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0, "the later turns learned")
         assert client.get(f"/v1/agents/{agent_id}/weights").json()["data"][0]["version"] > job["result_version"]
 
         for bad in ({"all": "true", "weights": "true"}, {"document_id": secret, "event_id": 1}):
