@@ -137,7 +137,7 @@ def forget_job_active(db: Session, agent_id: int) -> bool:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class LearnPlan:
     """What the work is based on, read in one short transaction."""
 
     agent: Agent
@@ -156,12 +156,12 @@ class LearnReport:
     event_ids: list[int] = field(default_factory=list)
 
 
-def _read_plan(db: Session, agent_id: int, through_event_id: int, max_events: int) -> _Plan | None:
+def _read_plan(db: Session, agent_id: int, through_event_id: int, max_events: int) -> LearnPlan | None:
     agent = db.get(Agent, agent_id)
     if agent is None:
         return None
     if forget_job_active(db, agent_id):  # the replay's publish comes first; its task then enqueues the rest
-        return _Plan(agent, latest_version(db, agent_id), [], {})
+        return LearnPlan(agent, latest_version(db, agent_id), [], {})
     events = list(db.scalars(
         select(Event).where(Event.agent_id == agent_id, Event.id <= through_event_id, *PENDING)
         .order_by(Event.id).limit(max_events)))
@@ -169,11 +169,11 @@ def _read_plan(db: Session, agent_id: int, through_event_id: int, max_events: in
     streams = {row.id: (row.learn_state, row.learn_last_token) for row in db.execute(
         select(StreamSession.id, StreamSession.learn_state, StreamSession.learn_last_token)
         .where(StreamSession.id.in_(session_ids)))}
-    return _Plan(agent, latest_version(db, agent_id), events, streams)
+    return LearnPlan(agent, latest_version(db, agent_id), events, streams)
 
 
 @dataclass
-class _Learned:
+class Learned:
     bits: dict[int, float]  # event id -> prequential bits
     tokens: int
     spans: list[Span]
@@ -181,7 +181,9 @@ class _Learned:
     hits: Counter[int] = field(default_factory=Counter)  # memory id -> positions whose prediction it supplied
 
 
-def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int, memory_attention: bool) -> _Learned:
+def learn_events(agent_learner: AgentLearner, plan: LearnPlan, chunk_tokens: int, memory_attention: bool) -> Learned:
+    """The learning step, outside any lock: score and learn each of the plan's events in order, from its
+    session's learner state; what to commit (a replay re-learns forgotten history with it too)."""
     model, learner = agent_learner.model, agent_learner.learner
     if memory_for(model, agent_learner.store, None, attend=memory_attention) is not None:
         agent_learner.store.catch_up()  # once per batch: the steps' searches read RAM only
@@ -190,7 +192,7 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int, memory_a
     for session_id, (blob, last) in plan.streams.items():
         states[session_id] = State.from_bytes(blob).to(model.device) if blob else model.init_state(1)
         last_tokens[session_id] = last
-    out = _Learned(bits={}, tokens=0, spans=[], streams={})
+    out = Learned(bits={}, tokens=0, spans=[], streams={})
     for event in plan.events:
         reading = EventReading.after(event, last_tokens[event.session_id], model.tokenizer)
         state, bits, start = states[event.session_id], 0.0, 0
@@ -214,7 +216,7 @@ def _learn(agent_learner: AgentLearner, plan: _Plan, chunk_tokens: int, memory_a
     return out
 
 
-def _unchanged(db: Session, plan: _Plan) -> bool:
+def _unchanged(db: Session, plan: LearnPlan) -> bool:
     if latest_version(db, plan.agent.id) != plan.version or forget_job_active(db, plan.agent.id):
         return False
     ids = [event.id for event in plan.events]
@@ -249,7 +251,7 @@ def checkpoint_streams(db: Session, *, agent_id: int) -> int:
     return len(states)
 
 
-def _commit(db: Session, plan: _Plan, learned: _Learned, agent_learner: AgentLearner, keep_versions: int,
+def _commit(db: Session, plan: LearnPlan, learned: Learned, agent_learner: AgentLearner, keep_versions: int,
             keep_version_every: int) -> int:
     now = datetime.now(UTC)
     for event in plan.events:
@@ -361,7 +363,7 @@ def _learn_batch(
         except VersionNotFound:  # pruned since the plan was read: newer versions exist, so plan again
             continue
         try:
-            learned = _learn(agent_learner, plan, chunk_tokens, cache.memory_attention)
+            learned = learn_events(agent_learner, plan, chunk_tokens, cache.memory_attention)
             with sessions.begin() as db:
                 lock_agent(db, agent_id)  # AgentGone if deleted while this batch learned: nothing is written
                 if commit_delay_s:

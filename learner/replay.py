@@ -7,7 +7,7 @@ learner.online). A replay restores the first three from a kept version and its s
 the memory as it stood when each event was first learned, less what was deleted (`MemoryStore.id_ceiling`).
 So the result equals, bit for bit, the weights of an agent that never saw the forgotten events.
 
-Each event is re-learned by the normal learning step (`learner.learn._learn`, one event per batch as the
+Each event is re-learned by the normal learning step (`learner.learn.learn_events`, one event per batch as the
 learner commits them); its memory rows are not rewritten: an agent learns "downstream" of its stored keys
 (learner.forget refuses the others), so the replay recomputes them and checks they are bit for bit the
 stored ones (`ReplayMismatch` if not). Serving keeps the current weights until `_publish` commits the new
@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.learn import ACTIVE_JOB_STATUSES, AgentLearner, LearnerCache, _learn, _Plan, hits_record
+from learner.learn import ACTIVE_JOB_STATUSES, AgentLearner, LearnerCache, LearnPlan, hits_record, learn_events
 from learner.versions import decode_weights, encode_weights, load_weights, weights_sha256
 from memory.codec import encode_pairs
 from memory.db import AgentGone, lock_agent
@@ -121,8 +121,8 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
                 learner = cache.build(agent, id_ceiling=ceilings[event.id])
                 learner.adopt(weights)
             learner.store.id_ceiling = ceilings[event.id]
-            plan = _Plan(agent, job.from_version, [event], {event.session_id: streams[event.session_id]})
-            learned = _learn(learner, plan, chunk_tokens, cache.memory_attention)
+            plan = LearnPlan(agent, job.from_version, [event], {event.session_id: streams[event.session_id]})
+            learned = learn_events(learner, plan, chunk_tokens, cache.memory_attention)
             _check_pairs(sessions, event, learned.spans)
             streams[event.session_id] = learned.streams[event.session_id]
             bits[event.id] = learned.bits[event.id]

@@ -98,7 +98,7 @@ def test_work_queued_for_a_deleted_agent_is_skipped_quietly(app, sessions, monke
     with sessions.begin() as db:
         first = append_events(db, session_id=session_id, events=[("user", b"hello")])[0].id
         second = append_events(db, session_id=session_id, events=[("user", b"again")])[0].id
-    real_learn = workers.tasks.learn_through.__globals__["_learn"]
+    real_learn = workers.tasks.learn_through.__globals__["learn_events"]
 
     def deleted_while_learning(*args, **kwargs):  # the agent goes between learning and committing
         learned = real_learn(*args, **kwargs)
@@ -106,7 +106,7 @@ def test_work_queued_for_a_deleted_agent_is_skipped_quietly(app, sessions, monke
             db.delete(db.get(Agent, agent_id))
         return learned
 
-    monkeypatch.setitem(workers.tasks.learn_through.__globals__, "_learn", deleted_while_learning)
+    monkeypatch.setitem(workers.tasks.learn_through.__globals__, "learn_events", deleted_while_learning)
     assert "skipped" in app.tasks["lifelong.learn"].apply(args=(agent_id, first)).get()
     assert "skipped" in app.tasks["lifelong.learn"].apply(args=(agent_id, second)).get()  # gone already
     assert not [record for record in caplog.records if record.levelname in ("ERROR", "WARNING")]
