@@ -13,17 +13,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from memory.ids import id_range
-from memory.index import VectorIndex
-
-if TYPE_CHECKING:
-    from memory.view import MemoryView
+from memory.index import IndexConfig, VectorIndex
+from memory.mirror import PairMirror
 
 log = logging.getLogger(__name__)
+
+
+class RefittableView(Protocol):
+    """What a refit reads and replaces of a view (`memory.view.MemoryView`), under the view's lock."""
+
+    name: str
+    head_dim: int
+    config: IndexConfig
+    index: VectorIndex
+    mirror: PairMirror
+    lock: threading.RLock
 
 
 class IndexRefit:
@@ -32,7 +41,7 @@ class IndexRefit:
     The view calls `note` and `invalidate` holding its lock; `now` and `start` take it themselves.
     """
 
-    def __init__(self, view: MemoryView):
+    def __init__(self, view: RefittableView):
         self.view = view
         # While a background refit runs: the rows added (True) and removed (False) since its snapshot
         # of the pairs, replayed onto the new index before it replaces the old one; None when none runs.

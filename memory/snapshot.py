@@ -13,17 +13,16 @@ import json
 import logging
 import os
 import shutil
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from memory.index import IndexConfig, VectorIndex
 from memory.mirror import PairMirror, RowPlace
-
-if TYPE_CHECKING:
-    from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,26 @@ class Snapshot:
     tombstone_watermark: int  # highest tombstone id it had applied
 
 
-def save_snapshot(store: MemoryStore, directory: Path) -> None:
+class SnapshotView(Protocol):
+    lock: threading.RLock
+    index: VectorIndex
+    mirror: PairMirror
+
+
+class SnapshotSource(Protocol):
+    """What a snapshot saves of a store (`memory.store.MemoryStore`): its views, and how far into SQL they reach."""
+
+    agent_id: int
+    head_dim: int
+    channels: int
+    search_openings: bool
+    memory_watermark: int
+    tombstone_watermark: int
+    views: Sequence[SnapshotView]
+    view: SnapshotView  # the first channel's: it holds the store's lock and its rows' places
+
+
+def save_snapshot(store: SnapshotSource, directory: Path) -> None:
     """Write `store`'s index bytes, RAM pairs and watermarks atomically (a temp dir renamed into place)."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
