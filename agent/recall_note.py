@@ -2,25 +2,14 @@
 message is read into its context as a short note at the start of the message, where the model reads
 it as it reads any text.
 
-Measured (BENCHMARKS.md, "Recall through chat"): SmolLM2-135M answers 9 of 10 stated facts when the
-statement is in its context, but seldom when its memory layers attend to the stored pairs among
-other documents' pairs; the same layers' search ranks the statement's memory first most of the
-time. So the search picks, and the context reads. Where the note goes was measured too (13 questions
-about stated facts, SmolLM2, greedy): at the start of the user's message 11 answered, as a system turn
-before it 10, with other wordings of that turn 7-9. The note is not logged: the turn's state is
-re-read without it, so the session state stays exactly what its event log says.
-
-Within a memory of several sentences, the sentence sharing the most words with the message is read
-first, the others after it in their order: the search picks the memory, the words pick its sentence.
-On a note of four facts ("Notes from the trip. The boat leaves from pier 39 at 7am. My locker number
-is 4417. The guide is called Marisol.") SmolLM2 answered 2 of 4 questions about it (greedy) with the
-note as written, 4 of 4 with the asked fact's sentence first; over bench.recall_notes' 20 facts told
-four to a note, 0.70 either way (BENCHMARKS.md, "Facts told together"). A memory that only repeats
-the message (the same question asked before) is left out: it tells nothing, and it took the place of
-the answer. So are what the agent itself replied and what it was asked: a note reminds it of what it was
-told. A reply it made up ("Your locker number is 23.") read back as a memory was repeated as a fact,
-and an earlier question noted beside the answer ("What is my locker number?" beside "My sister's name
-is Oriane.") was answered instead of the question asked.
+Why this way (the measurements: BENCHMARKS.md, "Recall through chat", "Facts told together" and "Why a
+note reads what it reads"): the default model answers a stated fact far more often from its context than
+from attending to stored pairs, while the same layers' search ranks the fact's memory first most of the
+time; so the search picks, and the context reads. The note is not logged: the turn's state is re-read
+without it, so the session state stays exactly what its event log says. Within a memory, the sentence
+sharing the most words with the message is read first. A note reminds the agent of what it was told:
+its own replies and earlier questions are left out (read back, they were repeated as facts or answered
+instead of the question), and so is a memory that only repeats the message.
 """
 
 from __future__ import annotations
@@ -96,22 +85,11 @@ def asked_sentence_first(text: str, message: str) -> str:
 
 def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> list[RecallHit]:
     """Of `hits` (best first), those a note reads: each scoring at least `min_score`, and the best one
-    whatever its score when it shares a word with `message`. Of those, a memory sharing no word with
-    `message` is left out when ranked below one that shares a word (a second memory beside the one asked
-    about is read as the answer as often as not: asked "Where does my sister live?" with "My sister's name
-    is Oriane and she lives in Lyon." noted first and the trip's notes second, SmolLM2 recited the trip's
-    notes), but kept when ranked above: that is recall by meaning ("I live at 14 Rue Lamarck, Paris." for
-    "What is my address?"; leaving out every memory sharing no word lost both addresses in
-    bench.recall_notes, 0.65 against 0.75). When `message` asks nothing (`asks`), only memories sharing
-    its words are noted: told the sister's statement with the trip's notes noted, SmolLM2 answered the
-    note ("I'm unable to provide that information. Please provide the details of the trip").
-
-    A score is a share of a head's attention, and the more an agent holds, the more pairs share it:
-    at 1 MB of other documents a statement the search ranked first for its question ("My dog is
-    called Pixel." for "What is my dog called?") scored under 0.2 and went unnoted, and the question
-    was answered from nothing (BENCHMARKS.md, "Recall through chat"). Ranked first and sharing a word
-    with the question, it is read whatever its share; a best hit sharing none (a licence paragraph
-    for "What is the capital of France?") still needs the score.
+    whatever its score when it shares a word with `message` (a score is a share of a head's attention,
+    which thins as the memory grows). Of those, a memory sharing no word with `message` is left out when
+    ranked below one that does (a second memory beside the one asked about is read as the answer), but
+    kept when ranked above (recall by meaning). When `message` asks nothing (`asks`), only memories sharing
+    its words are noted. The cases behind each rule: BENCHMARKS.md, "Why a note reads what it reads".
     """
     asked = _stems(message)
     ranked = [(hit, bool(asked & _stems(hit.text))) for hit in hits]

@@ -81,9 +81,8 @@ class Settings(BaseSettings):
         0.0, ge=0, description="test hook: pause after each event a forget replays, so a test can kill a worker then"
     )
     worker_concurrency: int = Field(1, ge=1, description="processes per worker (learn order is kept per agent)")
-    # A worker sharing cores with a serving process at the same priority makes each stall the other's
-    # threads: a chat reply's first byte took 7.3 s instead of 0.34 s at nice 10 (BENCHMARKS.md, "Chat
-    # beside a learning worker"). Learning is background work; a reply is someone waiting.
+    # A worker sharing cores with a serving process at the same priority stalls a reply's threads
+    # (BENCHMARKS.md, "Chat beside a learning worker"). Learning is background work; a reply is someone waiting.
     worker_nice: int = Field(10, ge=0, le=19, description="CPU niceness workers run at, at least (0: as the server)")
     broker_visibility_timeout_s: int = Field(
         3600, gt=0, description="Redis: seconds before a task whose worker died unacknowledged is delivered again"

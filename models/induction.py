@@ -5,13 +5,10 @@ followed it (induction heads, Olsson et al. 2022). On a random token sequence re
 induction head's query at the second copy puts its attention on the first copy's next token.
 Measured once when a model is loaded: a fixed seed and a fixed sequence make it deterministic.
 
-SmolLM2-135M (30 global layers), each layer's best head: layer 18 0.92, 17 0.84, 23 0.45, 20 0.43,
-22 0.22, 24 0.21, 21 0.13; every other layer under 0.04. Copying a stated fact back out of memory
-(a chat asks "What is the vault combination?" of a session that said "The vault combination is
-5-2-6-0-1."; greedy) needs more than those heads: the layers that move the question's meaning into
-them must see the memory too. With memory layers 0-29 the reply is "5-2-6-0-1", with 16-24 (the band
-of strong layers, one below it) "5-2-6-1", with 17-24, 17/18/20/23 or 0-14 no number at all.
-So the memory layers are the band from one layer below the first strong induction layer to the last.
+Copying a stated fact back out of memory needs more than the strong induction heads: the layers that
+move the question's meaning into them must see the memory too. So the memory layers are the band from
+one layer below the first strong induction layer to the last (the measurements on SmolLM2-135M:
+BENCHMARKS.md, "Which layers are memory layers").
 """
 
 from __future__ import annotations
