@@ -1,4 +1,5 @@
-"""The CLI's client commands (they talk to a running server over HTTP, docs/API.md) and `migrate`."""
+"""The CLI's commands beside `serve` and `worker`: the client commands (they talk to a running server over HTTP,
+docs/API.md), `migrate`, and the native model's training (`training`) and evaluations (`evaluation`)."""
 
 from __future__ import annotations
 
