@@ -17,7 +17,7 @@ from gguf import GGUFReader, GGUFValueType
 from gguf.quants import dequantize
 
 from models.chat_formats import chatml, gemma
-from models.transformer import TransformerConfig
+from models.transformer_config import TransformerConfig
 from models.vocab import PretrainedTokenizer, VocabSpec
 
 ARCHITECTURES = ("llama", "gemma3")

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from models.config import ModelConfig
-from models.transformer import TransformerConfig
+from models.transformer_config import TransformerConfig
 
 SUPPORTED_TYPES = ("llama", "gemma3_text", "gemma3")
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from models.transformer import TransformerLM, rotate
+from models.rotary import rotate
+from models.transformer import TransformerLM
 
 # A layer whose best head puts this much attention on the induction target is a strong induction layer.
 STRONG = 0.1

@@ -17,78 +17,22 @@ H query heads, K key/value heads, E head dim, D width, V vocabulary.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
-from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.heads import next_token_loss, soft_cap
-from models.layer_memory import LayerMemoryReader, PositionRule, Recalled
+from models.layer_memory import LayerMemoryReader, Recalled
 from models.layers import Dense
 from models.memory import MemoryKV
 from models.model import ModelOutput
+from models.rotary import rotate, rotate_any, rotate_at
 from models.state import KVState, State, layer_kind
 from models.tokenizer import Tokenizer
-
-Activation = Literal["silu", "gelu_tanh"]
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    family: str  # "llama" or "gemma3": names the chat format and the import rules
-    vocab_size: int
-    width: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    mlp_width: int
-    sliding_layers: tuple[bool, ...]  # per layer, bottom to top: a sliding-window layer (else global)
-    norm_eps: float = 1e-6
-    rope_base: float = 10_000.0  # global layers
-    local_rope_base: float = 10_000.0  # sliding layers
-    sliding_window: int = 4096  # keys a sliding layer's query sees, itself included
-    qk_norm: bool = False  # RMSNorm on each head's queries and keys (Gemma 3)
-    sandwich_norms: bool = False  # norms after attention and MLP too (Gemma 2/3)
-    activation: Activation = "silu"
-    scale_embeddings: bool = False  # x sqrt(width) after the lookup (Gemma)
-    query_scale: float | None = None  # None: head_dim ** -0.5
-    final_soft_cap: float = 0.0
-    # Keys a global layer's query sees, sinks included: the stream's working context. Below the
-    # model's trained context; longer sessions read older text through lifelong's memory instead.
-    # Its state costs per token 2 x layers x kv heads x head dim values (SmolLM2: 46 KB in fp32).
-    context_tokens: int = 2048
-    # The stream's first tokens a global layer keeps seeing once its context has moved past them.
-    sink_tokens: int = 4
-    # Global layers that also attend to the top-k pairs of everything older than their context,
-    # searched in the agent's memory (models.layer_memory). Chosen when the model is imported.
-    memory_layers: tuple[int, ...] = ()
-    memory_top_k: int = 32
-    memory_positions: PositionRule = "window_edge"
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.sliding_layers)
-
-    @property
-    def memory_channels(self) -> int:
-        """Stored (key, value) pairs per token: one per memory layer and key/value head."""
-        return len(self.memory_layers) * self.num_kv_heads
-
-    @property
-    def memory_searches_openings(self) -> bool:
-        """False: a stream's first token is an attention sink, alike in every stream (memory.mirror)."""
-        return False
-
-    def window(self, layer: int) -> int:
-        return self.sliding_window if self.sliding_layers[layer] else self.context_tokens
-
-    def replace(self, **changes: object) -> TransformerConfig:
-        return dataclasses.replace(self, **changes)
+from models.transformer_config import TransformerConfig
 
 
 class Norm(nn.Module):
@@ -101,15 +45,6 @@ class Norm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x.float(), (x.shape[-1],), weight=self.weight.float(), eps=self.eps).type_as(x)
-
-
-def rotate(x: torch.Tensor, start: int, base: float) -> torch.Tensor:
-    """RoPE in the rotate-half layout for positions start, start+1, ... along dim -2: (..., T, E)."""
-    end = start + x.shape[-2]
-    if start < 0:  # a young stream's sinks, before the first recent key: rare, computed directly
-        return rotate_at(x, torch.arange(start, end, device=x.device), base)
-    cos, sin = _table(end, x, base)
-    return _rotate_with(x, cos[start:end], sin[start:end])
 
 
 class Attention(nn.Module):
@@ -243,7 +178,7 @@ class Attention(nn.Module):
         if self.exact_positions and positions is not None:
             # The reading stream's own pairs at their true distance, others at the edge.
             distance = torch.where(positions >= 0, query_at[:, None] - positions, edge[:, None])  # (B, H, T, K)
-            rotated = _rotate_any(q[:, :, :, None].expand(-1, -1, -1, distance.shape[-1], -1), distance, self.rope_base)
+            rotated = rotate_any(q[:, :, :, None].expand(-1, -1, -1, distance.shape[-1], -1), distance, self.rope_base)
             scores = (rotated * keys).sum(-1)
         else:
             scores = torch.einsum("bhte,bhtke->bhtk", q_search, keys)
@@ -262,48 +197,6 @@ class LayerOutput(NamedTuple):
     state: KVState
     pairs: MemoryKV | None  # a memory layer's pairs of the chunk, (B, T, K, E) each
     recalled: Recalled | None  # what a memory layer weighed from memory
-
-
-def _rotate_any(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
-    """RoPE (rotate-half) of x (..., E) at positions of x's leading shape (...)."""
-    cos, sin = _cos_sin(positions.reshape(-1), x.shape[-1], base, x.dtype)
-    shape = (*positions.shape, x.shape[-1])
-    return _rotate_with(x, cos.view(shape), sin.view(shape))
-
-
-@functools.lru_cache(maxsize=64)
-def _rope_table(length: int, dim: int, base: float, device: torch.device,
-                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of positions 0..length-1, (length, dim) each, in the rotate-half layout.
-
-    Built outside inference mode, so a table first made while serving can still be used in training."""
-    with torch.inference_mode(False), torch.no_grad():
-        return _cos_sin(torch.arange(length, device=device), dim, base, dtype)
-
-
-def _cos_sin(positions: torch.Tensor, dim: int, base: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of `positions` (T,), (T, dim) each, in the rotate-half layout."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.int64).float() / dim))
-    angles = positions.float()[:, None] * inv_freq
-    return angles.cos().repeat(1, 2).to(dtype), angles.sin().repeat(1, 2).to(dtype)
-
-
-def _table(length: int, x: torch.Tensor, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    size = 1 << max(10, (length - 1).bit_length())  # a few sizes, reused across steps
-    return _rope_table(size, x.shape[-1], base, x.device, x.dtype)
-
-
-def _rotate_with(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-second, first), dim=-1) * sin
-
-
-def rotate_at(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
-    """RoPE (rotate-half) for explicit positions (T,) along dim -2 of (..., T, E)."""
-    if positions.numel() and int(positions.min()) >= 0:
-        cos, sin = _table(int(positions.max()) + 1, x, base)
-        return _rotate_with(x, cos[positions], sin[positions])
-    return _rotate_with(x, *_cos_sin(positions, x.shape[-1], base, x.dtype))
 
 
 def _grouped_scores(q: torch.Tensor, k: torch.Tensor, group: int) -> torch.Tensor:
