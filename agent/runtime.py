@@ -37,7 +37,6 @@ from memory.settings import Settings
 from memory.store import MemoryStore, memory_for
 from models import LanguageModel, SamplingConfig, State, generate
 from models.quantize import int8_kernel_available, quantize_weights
-from models.transformer import TransformerLM
 from workers.submit import enqueue_learning
 
 log = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ class AgentRuntime:
         self.agent_id, self.created_at = agent.id, agent.created_at
         self.sessions, self.celery = sessions, celery
         base = load_base(agent.base_checkpoint, settings.device)
-        if isinstance(base, TransformerLM) and settings.serving_weights == "int8" and int8_kernel_available():
+        if base.capabilities.int8_serving and settings.serving_weights == "int8" and int8_kernel_available():
             quantize_weights(base)
         self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base)
         snapshot = settings.snapshot_dir(agent.id)
@@ -172,6 +171,9 @@ class AgentRuntime:
                 raise AgentGone(f"session {session_id} was deleted with its agent")
             state = self._load_state(db, row)
             unread = uncovered_events(db, session_id=session_id, events_read=row.events_read if state else 0)
+            if not unread or unread[-1].id != user_event_id:
+                raise StateMismatch(f"session {session_id}: the message was forgotten before it was answered; "
+                                    "send it again to be answered")
             created_at = row.created_at
             note = self._note(db, model, session_id, state, unread)
         prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None)
@@ -221,7 +223,7 @@ class AgentRuntime:
     def _note(self, db: Session, model: LanguageModel, session_id: int, state: State | None,
               unread: list[Event]) -> list[int]:
         """What an imported chat model is reminded of before it answers (agent.recall_note); [] if nothing."""
-        if not (self.recall_in_context and isinstance(model, TransformerLM) and unread):
+        if not (self.recall_in_context and model.capabilities.notes_in_context and unread):
             return []
         return recalled_note(db, store=self.store, model=model, session_id=session_id, state=state,
                              message=unread[-1].content, min_score=self.recall_min_score,

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = args.base or default_base()
     base = load_base(spec)
-    if not isinstance(base, TransformerLM):
+    if not base.capabilities.pretrained:
         raise SystemExit(f"{spec} is not an imported model")
     started = time.perf_counter()
     data = stdlib_text(args.bytes, skip=200_000)

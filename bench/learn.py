@@ -47,7 +47,6 @@ from memory.settings import SHIPPED_CHECKPOINT, Settings
 from memory.store import row_place
 from memory.view import MemoryView
 from models import RetrievedMemory
-from models.transformer import TransformerLM
 from workers.app import make_app
 from workers.submit import DocumentUpload, submit_events
 
@@ -98,7 +97,7 @@ def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: Learn
     model = load_base(base_spec)
     learner = OnlineLearner(model, learning)
     # An imported model's memory layers do not attend to memory by default (Settings.memory_attention).
-    memory = None if isinstance(model, TransformerLM) else RamMemory(model.config.head_dim)
+    memory = None if model.capabilities.memory == "memory_layers" else RamMemory(model.config.head_dim)
     state, last, bits = model.init_state(1), None, 0.0
     started = time.perf_counter()
     for seq, start in enumerate(range(0, len(data), chunk_bytes)):
@@ -219,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     data = stdlib_text(args.bytes, skip=4 << 20, tests=True)  # unseen in base training
     fallback = stdlib_text(args.heldout_bytes, skip=1 << 20)
     spec = args.base or str(args.checkpoint)
-    imported = isinstance(load_base(spec), TransformerLM)
+    imported = load_base(spec).capabilities.pretrained
     learning = learning_config({}, imported=imported)  # what the worker uses
     bare_bps, bare_bpb = bare_learning(spec, data, args.chunk, learning)
     if imported:  # the same steps with nothing learned

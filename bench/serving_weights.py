@@ -20,7 +20,6 @@ from learner.base import default_base, load_base
 from models import SamplingConfig
 from models.cpu import bf16_products_are_fast, cpu_name
 from models.quantize import int8_kernel_available, quantize_weights
-from models.transformer import TransformerLM
 
 GREEDY = SamplingConfig(temperature=0.0)
 NOTED_QUESTION = (b"From your memory: The vault combination is 5-2-6-0-1. Remember it.\n\n"
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = args.base or default_base()
     model = load_base(spec)
-    if not isinstance(model, TransformerLM) or not int8_kernel_available():
+    if not model.capabilities.int8_serving or not int8_kernel_available():
         raise SystemExit(f"{spec} is not an imported model, or this PyTorch has no int8 kernel")
     text = SYSTEM_DOC.read_bytes()
     forms = {"fp32": model,

@@ -35,7 +35,6 @@ from memory.schema import Event
 from models import LanguageModel, SamplingConfig, generate
 from models.catalog import CATALOG
 from models.quantize import int8_kernel_available, quantize_weights
-from models.transformer import TransformerLM
 
 SYSTEM_DOC = Path("/usr/share/common-licenses/GPL-3")
 PROSE_SOURCES = ("jargon", "fortunes")
@@ -171,7 +170,7 @@ def measure(name: str, texts: dict[str, bytes], message: bytes, sampling: Sampli
                                for source, text in texts.items()}
     result["fp32"] = speed(model, texts["debian-gpl3"])
     served = model
-    if isinstance(model, TransformerLM) and int8_kernel_available():
+    if model.capabilities.int8_serving and int8_kernel_available():
         served = quantize_weights(copy.deepcopy(model))
         result["int8"] = speed(served, texts["debian-gpl3"])
         result["int8"]["bits_per_byte_debian_gpl3"] = round(bits_per_byte(served, texts["debian-gpl3"], 256), 4)

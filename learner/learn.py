@@ -42,7 +42,6 @@ from memory.hits import record_hits, rows_supplying
 from memory.schema import Agent, Document, Event, ForgetJob, StreamCheckpoint, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig, memory_for
 from models import LanguageModel, State
-from models.transformer import TransformerLM
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +94,12 @@ class LearnerCache:
         """A fresh model of the agent's base with its online learner and a caught-up store (at version -1:
         no weights adopted yet). A replay builds its own this way, its store limited to ids below `id_ceiling`."""
         model = load_base(agent.base_checkpoint, self.device)
-        if isinstance(model, TransformerLM):
-            # Its stream states are key/value windows: stored per session with every batch, bf16
-            # halves them (the serving runtime keeps its windows in bf16 too).
+        if model.capabilities.windowed_state:
+            # Key/value windows, stored per session with every batch: bf16 halves them (the serving
+            # runtime keeps its windows in bf16 too).
             model.cache_dtype = torch.bfloat16
         learner = OnlineLearner(model, learning_config(agent.learning_settings,
-                                                       imported=isinstance(model, TransformerLM)))
+                                                       imported=model.capabilities.pretrained))
         store = MemoryStore(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim,
                             channels=model.config.memory_channels,
                             search_openings=model.config.memory_searches_openings, config=self.store_config)

@@ -18,7 +18,6 @@ from typing import Literal
 import torch
 
 from models import HybridLM, LanguageModel, MemoryKV, MemoryReader, State
-from models.transformer import TransformerLM
 
 Trainable = Literal["downstream", "all"]
 
@@ -93,52 +92,11 @@ class StepResult:
 
 
 def gradient_masks(model: LanguageModel, trainable: Trainable) -> dict[str, torch.Tensor | None]:
-    """Per trainable parameter, None (learn all of it) or a 0/1 mask of the entries that may learn.
-
-    "downstream" keeps fixed everything that feeds the retrieval block's keys and values:
-    every block below it, its pre-norm, the key/value columns of its projection, and the
-    embedding (tied to the output layer, so the output layer stays fixed too).
-    """
+    """Per trainable parameter, None (learn all of it) or a 0/1 mask of the entries that may learn:
+    everything ("all"), or what the model says may learn while its stored pairs stay valid ("downstream")."""
     if trainable == "all":
         return {name: None for name, _ in model.named_parameters()}
-    if isinstance(model, TransformerLM):
-        return _imported_downstream(model)
-    if model.retrieval_block is None:
-        return {}  # nothing is downstream of a memory it does not have: it reads, is scored, learns nothing
-    index = model.config.retrieval_layer
-    masks: dict[str, torch.Tensor | None] = {}
-    prefix = f"blocks.{index}."
-    for name, param in model.named_parameters():
-        if name.startswith("blocks."):
-            layer = int(name.split(".")[1])
-            if layer < index or name.startswith(prefix + "temporal_norm"):
-                continue
-            if name == prefix + "temporal.qkv.weight":
-                block = model.retrieval_block
-                mask = torch.zeros_like(param)
-                mask[:, : block.heads * block.head_dim] = 1.0  # query columns only
-                masks[name] = mask
-                continue
-            masks[name] = None
-        elif name == "final_norm.scale":
-            masks[name] = None
-    return masks
-
-
-def _imported_downstream(model: TransformerLM) -> dict[str, torch.Tensor | None]:
-    """An imported model's norm scales above its last memory layer, and the final norm: nothing that
-    computes a stored key or value, so stored pairs never go stale, and a weight version is a few
-    kilobytes (SmolLM2: 11 vectors of 576). Chosen by measurement (BENCHMARKS.md, "Recall through
-    chat"): the layers' matrices would make every version tens of megabytes."""
-    if not model.config.memory_layers:
-        return {}
-    above = max(model.config.memory_layers)
-    masks: dict[str, torch.Tensor | None] = {"final_norm.weight": None}
-    for name, _ in model.named_parameters():
-        parts = name.split(".")
-        if parts[0] == "layers" and int(parts[1]) > above and parts[2].endswith("_norm") and parts[3] == "weight":
-            masks[name] = None
-    return masks
+    return model.downstream_masks()
 
 
 class OnlineLearner:

@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 from memory.db import lock_agent
 from memory.ids import split_ids
 from memory.schema import MAX_ID, Agent, Memory
-from memory.store import MemoryStore, Span, delete_memory_rows
+from memory.store import MemoryStore, Span, delete_memory_rows, memory_for
 from models import LanguageModel, State
-from models.transformer import TransformerLM
 
 EXPORT_FORMAT = 1
 
@@ -131,13 +130,7 @@ def recall(
         raise ValueError("this model has no retrieval block or memory layer, so it recalls nothing")
     store.catch_up()  # once per recall: the model's searches read RAM only
     tokens = torch.tensor([model.tokenizer.encode(data)], device=model.device)
-    if isinstance(model, TransformerLM):  # memory layers: a pair's score is its share of a head's attention
-        recalled = model.recall(tokens, store.session_reader(None), state)
-        ids = torch.cat([found.ids.flatten() for found in recalled])
-        scores = torch.cat([found.weights.float().flatten() for found in recalled])
-    else:
-        pointer = model(tokens, state, store).pointer
-        ids, scores = pointer.ids, pointer.match
+    ids, scores = model.recall_scores(tokens, memory_for(model, store, None), state)
     weighed = ids >= 0
     rows, _ = split_ids(ids[weighed].cpu().numpy())
     row_scores = scores[weighed].cpu().numpy()

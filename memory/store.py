@@ -30,7 +30,6 @@ from memory.schema import Memory, MemoryTombstone
 from memory.snapshot import SNAPSHOT_FORMAT, read_snapshot, save_snapshot
 from memory.view import MemoryView, SearchResult, flat_queries
 from models import LanguageModel, RetrievedMemory
-from models.transformer import TransformerLM
 
 __all__ = [
     "ROW_COLUMNS",
@@ -370,6 +369,6 @@ def memory_for(model: LanguageModel, store: MemoryStore, session_id: int | None,
     """What `model` reads `store` through while reading session `session_id`: a retrieval block searches
     the store itself; an imported model's memory layers search its channels (SessionReader), or nothing
     where they are not to attend to memory (Settings.memory_attention)."""
-    if not isinstance(model, TransformerLM):
+    if model.capabilities.memory == "retrieval_block":
         return store
     return store.session_reader(session_id) if attend else None

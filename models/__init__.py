@@ -5,9 +5,10 @@ Knows nothing of SQL, FAISS, HTTP or Celery; memory arrives through `MemoryReade
 
 
 from models.config import ModelConfig
-from models.generate import LanguageModel, SamplingConfig, compile_decoder, generate
+from models.generate import SamplingConfig, compile_decoder, generate
 from models.memory import MemoryKV, MemoryReader, RetrievedMemory, TensorMemory
 from models.model import HybridLM, ModelOutput
+from models.protocol import LanguageModel
 from models.state import State, StateFormatError
 from models.tokenizer import ByteTokenizer, Special
 

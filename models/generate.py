@@ -11,12 +11,10 @@ import torch
 
 from models.layer_memory import LayerMemoryReader
 from models.memory import MemoryReader
-from models.model import HybridLM, ModelOutput
+from models.model import ModelOutput
+from models.protocol import LanguageModel
 from models.state import State
 from models.tokenizer import Utf8Pieces
-from models.transformer import TransformerLM
-
-LanguageModel = HybridLM | TransformerLM
 
 
 @dataclass(frozen=True)

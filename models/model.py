@@ -22,6 +22,7 @@ from torch import nn
 
 from models.attention import LocalAttention
 from models.blocks import BlockContext, BlockOutput
+from models.capabilities import Capabilities
 from models.config import ModelConfig
 from models.heads import next_token_loss, soft_cap
 from models.layer_memory import Recalled
@@ -104,6 +105,41 @@ class HybridLM(nn.Module):
     def retrieval_block(self) -> RetrievalAttention | None:
         index = self.config.retrieval_layer
         return None if index is None else self.blocks[index].temporal
+
+    capabilities = Capabilities(memory="retrieval_block", pretrained=False, notes_in_context=False,
+                                int8_serving=False, windowed_state=False)
+
+    def downstream_masks(self) -> dict[str, torch.Tensor | None]:
+        """What may learn while stored pairs stay valid (None: all of a parameter; else a 0/1 mask): nothing
+        that feeds the retrieval block's keys and values, so every block below it, its pre-norm, the
+        key/value columns of its projection and the embedding (tied to the output layer, which stays too)."""
+        block = self.retrieval_block
+        if block is None:
+            return {}  # nothing is downstream of a memory it does not have: it reads, is scored, learns nothing
+        index = self.config.retrieval_layer
+        masks: dict[str, torch.Tensor | None] = {}
+        prefix = f"blocks.{index}."
+        for name, param in self.named_parameters():
+            if name.startswith("blocks."):
+                layer = int(name.split(".")[1])
+                if layer < index or name.startswith(prefix + "temporal_norm"):
+                    continue
+                if name == prefix + "temporal.qkv.weight":
+                    mask = torch.zeros_like(param)
+                    mask[:, : block.heads * block.head_dim] = 1.0  # query columns only
+                    masks[name] = mask
+                    continue
+                masks[name] = None
+            elif name == "final_norm.scale":
+                masks[name] = None
+        return masks
+
+    def recall_scores(self, tokens: torch.Tensor, memory: MemoryReader,
+                      state: State | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(memory ids, scores) of every pair the retrieval block weighed while reading `tokens`: found by
+        search or followed; a pair's score is its key's cosine with a query, or its run's mean."""
+        pointer = self(tokens, state, memory).pointer
+        return pointer.ids, pointer.match
 
     def init_state(self, batch_size: int = 1) -> State:
         return State(layers=tuple(b.init_state(batch_size, self.device) for b in self.blocks), position=0,

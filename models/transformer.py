@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.capabilities import Capabilities
 from models.heads import next_token_loss, soft_cap
 from models.layer_memory import LayerMemoryReader, Recalled
 from models.layers import Dense
@@ -311,6 +312,32 @@ class TransformerLM(nn.Module):
                              torch.cat([p.values for p in pairs], 2).detach()) if pairs else None
         return ModelOutput(log_probs=logits.log_softmax(-1), state=new_state, memory_kv=memory_kv,
                            recalled=tuple(out.recalled for out in outs if out.recalled is not None) or None)
+
+    capabilities = Capabilities(memory="memory_layers", pretrained=True, notes_in_context=True, int8_serving=True,
+                                windowed_state=True)
+
+    def downstream_masks(self) -> dict[str, torch.Tensor | None]:
+        """What may learn while stored pairs stay valid: the norm scales of the layers above the last memory
+        layer, and the final norm. Nothing that computes a stored key or value, and a weight version is a
+        few kilobytes (the layers' matrices would make it tens of megabytes; BENCHMARKS.md, "Recall through
+        chat")."""
+        if not self.config.memory_layers:
+            return {}
+        above = max(self.config.memory_layers)
+        masks: dict[str, torch.Tensor | None] = {"final_norm.weight": None}
+        for name, _ in self.named_parameters():
+            parts = name.split(".")
+            if parts[0] == "layers" and int(parts[1]) > above and parts[2].endswith("_norm") and parts[3] == "weight":
+                masks[name] = None
+        return masks
+
+    def recall_scores(self, tokens: torch.Tensor, memory: LayerMemoryReader,
+                      state: State | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(memory ids, scores) of every pair the memory layers weighed while reading `tokens`; a pair's
+        score is its largest share of a head's attention."""
+        recalled = self.recall(tokens, memory, state)
+        return (torch.cat([found.ids.flatten() for found in recalled]),
+                torch.cat([found.weights.float().flatten() for found in recalled]))
 
     @torch.inference_mode()
     def recall(self, tokens: torch.Tensor, memory: LayerMemoryReader,

@@ -109,6 +109,36 @@ def test_no_modules_import_each_other_in_a_circle():
     assert cycles(graph) == []
 
 
+MODEL_CLASSES = {"HybridLM", "TransformerLM"}
+
+
+def asks_a_model_its_class(path: Path) -> list[int]:
+    """Lines of `path` calling isinstance (or issubclass) with a model class: behaviour chosen by class."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("isinstance",
+                                                                                              "issubclass"):
+            named = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)} if len(node.args) > 1 else set()
+            named |= {n.attr for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)} if len(node.args) > 1 \
+                else set()
+            if named & MODEL_CLASSES:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_nothing_above_models_asks_a_model_its_class():
+    """Above `models/`, a model is asked what it can do (models.protocol.LanguageModel), never its class."""
+    paths = [path for package in (*LAYERS[1:], "bench") for path in sorted((ROOT / package).rglob("*.py"))]
+    asking = {str(path.relative_to(ROOT)): lines for path in paths if (lines := asks_a_model_its_class(path))}
+    assert asking == {}
+
+
+def test_the_class_check_finder_finds_one(tmp_path):
+    source = tmp_path / "example.py"
+    source.write_text("import models\nif isinstance(model, models.TransformerLM) or isinstance(x, int):\n    pass\n")
+    assert asks_a_model_its_class(source) == [2]
+
+
 @pytest.mark.parametrize(("graph", "expected"), [
     ({"a": {"b"}, "b": {"a"}, "c": {"a"}}, [["a", "b"]]),
     ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
