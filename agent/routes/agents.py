@@ -17,6 +17,7 @@ from agent.errors import ApiError, not_found, unprocessable
 from agent.pagination import MAX_LIMIT, keyset_page
 from agent.schemas import AgentCreate, AgentPublic, KeyCreate, KeyCreated, KeyPublic, Page
 from learner.base import check_base, learning_config
+from learner.learn import PENDING
 from memory.admin import delete_agent as delete_agent_rows
 from memory.db import lock_agent
 from memory.schema import Agent, ApiKey, Event, Memory, WeightVersion
@@ -36,7 +37,7 @@ def agents_public(db: Session, agents: Sequence[Agent]) -> list[AgentPublic]:
                               .where(Event.agent_id.in_(ids), Event.learned_at.is_not(None))
                               .group_by(Event.agent_id)).all())
     pending = dict(db.execute(select(Event.agent_id, func.count())
-                              .where(Event.agent_id.in_(ids), Event.learned_at.is_(None), Event.failed_reason.is_(None))
+                              .where(Event.agent_id.in_(ids), *PENDING)
                               .group_by(Event.agent_id)).all())
     return [AgentPublic(
         id=agent.id, name=agent.name, base_checkpoint=agent.base_checkpoint, learning=agent.learning_settings or {},

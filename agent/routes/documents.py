@@ -13,6 +13,7 @@ from agent.documents import is_ndjson, ndjson_pieces
 from agent.errors import ApiError
 from agent.pagination import MAX_LIMIT, keyset_page
 from agent.schemas import NO_NUL, DocumentPublic, Page
+from memory.db import AgentGone
 from memory.schema import Document
 from workers.submit import DocumentUpload
 
@@ -61,6 +62,8 @@ async def upload_document(
         raise
     with services.sessions() as db:
         document = db.get(Document, document_id)
+        if document is None:  # its agent was deleted as the upload ended
+            raise AgentGone(f"agent {agent_id} was deleted during the upload")
         return JSONResponse(document_public(document).model_dump(mode="json"), status_code=202)
 
 

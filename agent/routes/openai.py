@@ -25,12 +25,13 @@ from sqlalchemy import select
 from agent.auth import Principal
 from agent.deps import CurrentKey, Db, ServicesDep
 from agent.errors import ApiError, not_found, unprocessable
-from agent.runtime import TurnResult
+from agent.runtime import StateMismatch, TurnResult
 from agent.schemas import MAX_ID, ChatCompletionRequest, ModelList, ModelObject
 from agent.services import Services
 from agent.sse import SSE_HEADERS, sse_event
 from agent.turns import chat_target, message_bytes, run_turn, stream_turn
 from learner.eventlog import create_session
+from memory.db import AgentGone
 from memory.schema import Agent
 from models import SamplingConfig
 
@@ -162,6 +163,9 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
                                                "usage": _usage(item)})
                 else:
                     yield chunk({"content": item})
+        except (AgentGone, StateMismatch) as exc:  # deleted or forgotten during the turn: the caller's to act on
+            yield sse_event(None, {"error": {"message": f"{exc}; the turn was not kept", "param": None,
+                                             **_stream_error(exc)}})
         except Exception as exc:  # the stream has started: say so in it, then end it properly
             log.exception("chat completion stream of session %s failed", session_id)
             failure = {"message": f"the reply failed: {type(exc).__name__}", "type": "server_error", "param": None,
@@ -170,3 +174,10 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
         yield sse_event(None, "[DONE]")
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+
+
+def _stream_error(exc: Exception) -> dict[str, str]:
+    """The code and OpenAI type of a turn that ended for the caller's reason (as the REST route's status says)."""
+    if isinstance(exc, AgentGone):
+        return {"code": "not_found", "type": "not_found_error"}
+    return {"code": "conflict", "type": "invalid_request_error"}

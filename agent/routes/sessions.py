@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from agent.deps import CurrentKey, Db, PathId, ServicesDep, agent_for, session_for
 from agent.errors import unprocessable
 from agent.pagination import MAX_LIMIT, keyset_page
-from agent.runtime import TurnResult
+from agent.runtime import StateMismatch, TurnResult
 from agent.schemas import MessageCreate, MessagePublic, Page, SessionPublic, TurnPublic
 from agent.sse import SSE_HEADERS, sse_event
 from agent.turns import chat_target, message_bytes, run_turn, stream_turn
@@ -107,6 +107,8 @@ async def post_message(session_id: PathId, body: MessageCreate, services: Servic
                     yield sse_event("piece", {"text": item})
         except AgentGone as exc:  # deleted during the turn
             yield sse_event("error", {"code": "not_found", "message": f"{exc}; the turn was not kept"})
+        except StateMismatch as exc:  # e.g. the message was forgotten before it was answered
+            yield sse_event("error", {"code": "conflict", "message": str(exc)})
         except Exception as exc:  # headers are sent; the stream itself must say it failed
             log.exception("session %s: turn failed mid-stream", session_id)
             yield sse_event("error", {"code": "internal_error", "message": f"the turn failed: {type(exc).__name__}"})
