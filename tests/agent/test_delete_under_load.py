@@ -138,3 +138,25 @@ def test_deleting_an_agent_mid_forget_replay_answers_204_and_leaves_no_row(deplo
             assert client.get(f"/v1/agents/{agent_id}/forget-jobs/{job_id}").status_code == 404
     finally:
         engine.dispose()
+
+
+def test_a_document_forgotten_before_it_is_learned_leaves_no_queue_lag(deployment):
+    """Events forgotten before they were learned are never learned: the agent's queue_lag leaves them out (it
+    counted them, and never reached 0)."""
+    with deployment.client(deployment.admin_key) as client:
+        agent_id = _new_agent(client, "forgot-early")
+        document = client.post(f"/v1/agents/{agent_id}/documents", params={"name": "long"},
+                               content=b"The harbour master keeps the tide tables by the quay. " * 20)
+        assert document.status_code == 202, document.text
+        # Each chunk's commit pauses COMMIT_DELAY_S: most of the document is still unlearned now.
+        forgot = client.delete(f"/v1/agents/{agent_id}/memories", params={"document_id": document.json()["id"]})
+        assert forgot.status_code == 200, forgot.text
+        job = forgot.json()["job"]
+        if job is not None:
+            until(lambda: client.get(f"/v1/agents/{agent_id}/forget-jobs/{job['id']}").json()["status"] == "done",
+                  "the forget job done")
+        until(lambda: client.get(f"/v1/agents/{agent_id}").json()["queue_lag"] == 0, "queue_lag back to 0")
+        with make_engine(_database_url(deployment)).connect() as connection:
+            never_learned = connection.scalar(select(func.count()).select_from(Event).where(
+                Event.agent_id == agent_id, Event.forgotten_at.is_not(None), Event.learned_at.is_(None)))
+        assert never_learned > 0  # the case this test is about did happen
