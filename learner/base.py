@@ -99,6 +99,11 @@ def load_base(spec: str, device: str = "cpu") -> LanguageModel:
     return copy.deepcopy(_cached_base(spec, device))
 
 
+def base_config(spec: str, device: str = "cpu") -> Any:
+    """The config of the base `spec` names, without copying the model (loaded once per process)."""
+    return _cached_base(spec, device).config
+
+
 # An imported model's step size when its agent names none: its norm scales above the memory layers learn
 # (learner.online), and on SmolLM2 3e-4 scored better than 1e-3 with far less forgetting (BENCHMARKS.md,
 # "Recall through chat": 0.5313 vs 0.5315 bits per byte, forgetting 1.001 vs 1.016 at worst).

@@ -17,7 +17,7 @@ from celery import Task, shared_task
 from celery.signals import worker_ready
 from sqlalchemy import exc as sql_errors
 
-from learner.base import load_base
+from learner.base import base_config
 from learner.eventlog import mark_failed
 from learner.learn import LearnConflict, learn_through
 from learner.replay import fail_forget_jobs, run_forget_jobs
@@ -128,7 +128,7 @@ def snapshot_memory(self: Task, agent_id: int) -> dict:
             agent = db.get(Agent, agent_id)
             if agent is None:
                 raise AgentGone(f"agent {agent_id} does not exist")
-        config = load_base(agent.base_checkpoint, context.settings.device).config
+        config = base_config(agent.base_checkpoint, context.settings.device)
         store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=config.head_dim,
                             channels=config.memory_channels, search_openings=config.memory_searches_openings,
                             config=context.settings.store_config)
