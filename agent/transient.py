@@ -3,7 +3,9 @@ every route in one place; a request that still cannot proceed is a 503 with Retr
 
 An ASGI middleware rather than a retry in each route: the route runs again whole, with the same request
 (its body replayed from what it read), so a route never half-retries. It retries only while nothing of
-the response was sent; a body it cannot replay (a streamed upload past `MAX_REPLAY_BYTES`) gets the 503.
+the response was sent. A route that commits as it reads its body (a document upload, a memory import) is
+never run twice, since its first run may have committed part of it; it gets the 503, as does a body too large
+to keep (`MAX_REPLAY_BYTES`).
 A database that cannot be reached at all is a 503 too (`memory.db.is_transient` says which errors are
 conflicts worth retrying; every OperationalError is the database's, not the caller's).
 """
@@ -26,6 +28,8 @@ ATTEMPTS = 4  # runs of a request, the first included
 FIRST_DELAY_S = 0.05  # doubled at each retry, jittered
 MAX_REPLAY_BYTES = 1 << 20  # request bodies kept for a retry; an upload past this is not retried
 RETRY_AFTER_S = 1
+# Routes that commit while they read their body: a second run would commit it again.
+COMMITS_AS_IT_READS = ("/documents", "/memories/import")
 
 
 class RetryTransientErrors:
@@ -37,6 +41,7 @@ class RetryTransientErrors:
             await self.app(scope, receive, send)
             return
         body = _ReplayableBody(receive)
+        body.replayable = not (scope["method"] == "POST" and scope["path"].endswith(COMMITS_AS_IT_READS))
         started = False
 
         async def watched(message: Message) -> None:

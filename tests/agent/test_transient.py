@@ -31,6 +31,13 @@ def _app(failures: list[OperationalError]) -> tuple[FastAPI, list[bytes]]:
             raise failures.pop(0)
         return {"read": bodies[-1].decode()}
 
+    @app.post("/agents/1/documents")
+    async def upload(request: Request) -> dict:
+        bodies.append(await request.body())
+        if failures:
+            raise failures.pop(0)
+        return {"ok": True}
+
     @app.get("/sync")
     def sync_route() -> dict:  # run in a thread, as the database routes are
         bodies.append(b"")
@@ -73,4 +80,13 @@ def test_an_unreachable_database_is_a_503_at_once():
     app, bodies = _app([_error("08006")])  # connection failure: not a conflict a retry of ours clears
     response = _call(app, "GET", "/sync")
     assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
+    assert len(bodies) == 1
+
+
+def test_an_upload_is_never_run_twice(monkeypatch):
+    """An upload commits its chunks as they arrive: run again, it would store the document twice."""
+    monkeypatch.setattr(transient, "FIRST_DELAY_S", 0.001)
+    app, bodies = _app([_error("40P01")])
+    response = _call(app, "POST", "/agents/1/documents", content=b"chunks")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert len(bodies) == 1
