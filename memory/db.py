@@ -76,11 +76,11 @@ def lock_agent(db: Session, agent_id: int, *, exclusive: bool = False) -> None:
     """Hold the agent's lock until the transaction ends; AgentGone if the agent is not there (any more).
 
     The one lock order: every transaction that writes an agent's rows (events, sessions, documents,
-    memories, versions, jobs) takes this first, before any of those rows. Writers share it (on
-    PostgreSQL, FOR KEY SHARE: what inserting a row that references the agent takes anyway, so they never
-    wait on each other here); deleting the agent takes it `exclusive` (FOR UPDATE), so a delete waits for
-    the writers already in and the writers after it find the agent gone, instead of each holding rows the
-    other needs (a deadlock PostgreSQL breaks by failing one of them). SQLite has one write lock per
+    memories, versions, jobs) takes this first, before any of those rows. Writers of one agent take it
+    one at a time (on PostgreSQL FOR NO KEY UPDATE, held for a commit's few milliseconds; other agents'
+    writers never wait on it); deleting the agent takes it `exclusive` (FOR UPDATE), so a delete waits
+    for the writer already in and the writers after it find the agent gone, instead of each holding rows
+    the other needs (a deadlock PostgreSQL breaks by failing one of them). SQLite has one write lock per
     database: a write as the transaction's first statement takes it, waiting for it.
     """
     if db.get_bind().dialect.name == "postgresql":
