@@ -82,12 +82,14 @@ def run_worker(
     concurrency: int | None = None,
     loglevel: str = "INFO",
     hostname: str | None = None,
+    pool: str = "prefork",
 ) -> None:
     """Run a worker in this process until it is stopped (what `lifelong worker` does).
 
     The prefork pool runs each task in a child process: if a child dies mid-task, the parent sees it
     and the task goes back to the queue (reject on worker loss) for a fresh child. The worker runs at
-    `settings.worker_nice`, below a serving process on the same cores.
+    `settings.worker_nice`, below a serving process on the same cores. `pool="solo"` runs tasks in this process
+    instead (the embedded worker, whose parent restarts it whole).
     """
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
@@ -95,7 +97,8 @@ def run_worker(
     argv = [
         "worker",
         f"--queues={','.join(queues)}",
-        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--pool={pool}",
+        f"--concurrency={1 if pool == 'solo' else concurrency or settings.worker_concurrency}",
         "--prefetch-multiplier=1",
         f"--loglevel={loglevel}",
         "--without-gossip",

@@ -9,9 +9,8 @@ event (memories, and weights by a forget job), creating and deleting agents, wei
 
 Meanwhile a chaos thread SIGKILLs a worker every `--kill-every-s` (60) and the server is restarted (SIGTERM, as a
 service manager would) once, half way. Deployments (`--deployment`, both by default):
-- embedded: SQLite, the SQL transport and the worker inside `serve`. The server does not restart a worker it
-  started, so the kill hits the worker's Celery pool process, which Celery's parent replaces (the task goes back to
-  the queue);
+- embedded: SQLite, the SQL transport and the worker inside `serve`. The kill takes that worker (a solo Celery
+  worker: tasks run in it), and the server starts a new one, whose start-up requeue resends what SQL shows pending;
 - postgres: a fresh PostgreSQL database (created here, dropped after), Redis (`--redis-url`, flushed) and two
   `lifelong worker` processes; the kill takes a whole worker (its process group), which is then started again.
 

@@ -19,48 +19,47 @@ from bench.soak.recorder import Recorder
 
 
 class EmbeddedWorkers:
-    """The worker inside `serve`: its Celery pool process is killed, and Celery's parent forks a fresh one."""
+    """The worker inside `serve` (agent.serve.EmbeddedWorker): it is killed, and the server starts a new one."""
 
-    description = "SIGKILL of the embedded worker's Celery pool process (Celery replaces it)"
+    description = "SIGKILL of the embedded worker process (the server starts a new one)"
 
     def __init__(self, deployment: Deployment, rec: Recorder) -> None:
         self.deployment, self.rec = deployment, rec
 
-    def pool_processes(self) -> list[psutil.Process]:
-        """The pool processes: children of the spawned worker child of the server (not its resource tracker)."""
+    def worker_processes(self) -> list[psutil.Process]:
+        """The spawned worker children of the server (not its resource tracker)."""
         try:
             server = psutil.Process(self.deployment.server.pid)
-            workers = [child for child in server.children() if "spawn_main" in " ".join(child.cmdline())]
-            return [pool for worker in workers for pool in worker.children()]
+            return [child for child in server.children() if "spawn_main" in " ".join(child.cmdline())]
         except psutil.Error:  # the server is restarting
             return []
 
-    def wait_for_pool(self, without: int | None, within_s: float = 30.0) -> list[psutil.Process]:
-        """The pool processes but `without`, once there is one (a restarted server's worker takes seconds)."""
+    def wait_for_worker(self, without: int | None, within_s: float = 30.0) -> list[psutil.Process]:
+        """The worker processes but `without`, once there is one (a restarted server's worker takes seconds)."""
         deadline = time.monotonic() + within_s
         while True:
-            pool = [process for process in self.pool_processes() if process.pid != without]
-            if pool or time.monotonic() > deadline:
-                return pool
+            workers = [process for process in self.worker_processes() if process.pid != without]
+            if workers or time.monotonic() > deadline:
+                return workers
             time.sleep(0.5)
 
     def kill_one(self, rng: random.Random, stop: threading.Event) -> None:
-        pool = self.wait_for_pool(without=None)
-        if not pool:
-            self.rec.chaos_event("worker kill skipped", why="no pool process within 30 s")
+        workers = self.wait_for_worker(without=None)
+        if not workers:
+            self.rec.chaos_event("worker kill skipped", why="no worker process within 30 s")
             return
-        victim = rng.choice(pool)
+        victim = rng.choice(workers)
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim.pid, signal.SIGKILL)
         self.rec.chaos_event("worker killed", pid=victim.pid)
-        fresh = self.wait_for_pool(without=victim.pid)
+        fresh = self.wait_for_worker(without=victim.pid)
         if fresh:
-            self.rec.chaos_event("worker restarted", pid=fresh[0].pid, by="celery")
+            self.rec.chaos_event("worker restarted", pid=fresh[0].pid, by="serve")
         else:
             self.rec.chaos_event("worker not replaced", within_s=30)
 
     def ensure_running(self) -> None:
-        """Nothing to do: the pool is Celery's to refill, and the worker lives as long as the server."""
+        """Nothing to do: the server restarts its worker, and the worker lives as long as the server."""
 
 
 class SeparateWorkers:

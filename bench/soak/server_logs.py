@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# What the chaos makes Celery log by design: a killed pool process (its task goes back to the queue), and the pool
-# process of the embedded worker, which the server's SIGTERM to its process group reaches directly.
+# What the chaos makes Celery log by design: a killed process (a task goes back to the queue), and the embedded
+# worker, which the server's SIGTERM to its process group reaches directly.
 EXPECTED_FROM_CHAOS = ("WorkerLostError", "signal 9", "SIGKILL", "signal 15 (SIGTERM)")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -119,3 +120,29 @@ def test_a_person_chats_ingests_and_curates_memories_through_the_cli(server, tmp
     one_line_error(lifelong(server, key, "chat", "--session", "999999", "-m", "hi", ok=False), "chat", "404")
     missing = lifelong(server, key, "ingest", str(tmp_path / "nope.txt"), "--agent", agent_id, ok=False)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "nope.txt" in missing.stderr
+
+
+def test_serve_starts_a_new_worker_when_its_worker_is_killed_and_the_work_still_gets_learned(server):
+    import psutil
+
+    def workers() -> list[int]:
+        return [child.pid for child in psutil.Process(server.server.pid).children()
+                if "spawn_main" in " ".join(child.cmdline())]
+
+    with server.client(server.admin_key) as client:
+        agent_id = client.post("/v1/agents", json={"name": "phoenix", "base_checkpoint": "preset:tiny"}).json()["id"]
+        session_id = client.post(f"/v1/agents/{agent_id}/sessions", json={}).json()["id"]
+        (victim,) = workers()
+        os.kill(victim, signal.SIGKILL)
+        # Sent while no worker runs (or while the old one's message is lost with it): the new one's start-up
+        # requeue finds it pending in SQL.
+        reply = client.post(f"/v1/sessions/{session_id}/messages", json={"content": "still here?", "max_tokens": 8})
+        assert reply.status_code == 200, reply.text
+        deadline = time.monotonic() + WAIT_S
+        while (replacements := [pid for pid in workers() if pid != victim]) == [] or \
+                client.get(f"/v1/agents/{agent_id}").json()["queue_lag"]:
+            assert time.monotonic() < deadline, f"not learned after the kill; workers {workers()}, see {server.logs}"
+            time.sleep(0.3)
+        assert len(replacements) == 1 and client.get(f"/v1/agents/{agent_id}").json()["weight_version"] >= 1
+    served = (server.logs / "serve-0.log").read_text()
+    assert f"the learning worker (pid {victim}) exited with -9" in served
