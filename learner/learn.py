@@ -199,7 +199,7 @@ def learn_events(agent_learner: AgentLearner, plan: LearnPlan, chunk_tokens: int
         memory = memory_for(model, agent_learner.store, event.session_id, attend=memory_attention)
         for inputs, targets in stream_chunks(stream, step_tokens(model, chunk_tokens)):
             position = state.position  # of the chunk's first input in the session's stream
-            step = learner.step(Chunk(inputs, targets, state), memory)
+            step = learner.step(Chunk(inputs, targets, state), memory, learn=learner.learns_from(event.role))
             state = step.state
             bits += step.loss * step.tokens / math.log(2)
             out.tokens += step.tokens

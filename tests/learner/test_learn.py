@@ -117,3 +117,29 @@ def test_the_learner_opens_each_agent_s_memory_with_the_configured_store(session
         agent = db.get(Agent, agent_id)
         cached = LearnerCache(sessions, store_config=config).get(agent, version=0)
     assert cached.store.config == config
+
+
+def _learn_turns(sessions, learning: dict | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
+    """An agent learns a user turn, then its reply: the weights after each, and the reply's event id."""
+    agent_id, session_id = new_agent(sessions, f"replies-{learning}", learning)
+    with sessions.begin() as db:
+        user, reply = [e.id for e in append_events(db, session_id=session_id, events=[
+            ("user", b"what colour is the ferry?"), ("assistant", b"the ferry is painted a deep green")])]
+    cache = LearnerCache(sessions)
+    learn_through(sessions, cache, agent_id=agent_id, event_id=user, chunk_tokens=16)
+    after_user = learned_weights(sessions, agent_id)
+    learn_through(sessions, cache, agent_id=agent_id, event_id=reply, chunk_tokens=16)
+    return after_user, learned_weights(sessions, agent_id), reply
+
+
+def test_an_agent_reads_its_own_replies_but_learns_only_from_what_it_is_told(sessions):
+    after_user, after_reply, reply = _learn_turns(sessions, None)
+    assert any(not torch.equal(w, b) for w, b in zip(after_user.values(), base_weights(after_user).values()))
+    assert all(torch.equal(after_reply[name], after_user[name]) for name in after_user)  # read, not a target
+    with sessions() as db:
+        event = db.get(Event, reply)
+        assert event.learned_at is not None and event.learned_bits > 0  # scored all the same (the prequential figure)
+        assert db.scalar(select(StreamSession.learn_last_token).where(StreamSession.id == event.session_id))
+    # The choice is the agent's: with learn_from_replies the same reply is a target.
+    after_user, after_reply, _ = _learn_turns(sessions, {"learn_from_replies": True})
+    assert any(not torch.equal(after_reply[name], after_user[name]) for name in after_user)
