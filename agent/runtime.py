@@ -61,7 +61,7 @@ class TurnResult:
     first_byte_ms: float
     elapsed_ms: float
     prompt_tokens: int = 0  # the model's tokens this turn read before replying (the message, its frame)
-    reply_tokens: int = 0  # the model's tokens of the reply, its end of turn included
+    reply_tokens: int = 0  # the model's tokens of the reply, its end of turn when it sampled one (not a cut)
 
 
 @dataclass
@@ -205,7 +205,8 @@ class AgentRuntime:
                           stop_reason=generation.stop_reason, weight_version=version,
                           first_byte_ms=first_byte_ms if first_byte_ms is not None else 0.0,
                           elapsed_ms=(time.perf_counter() - started) * 1000, prompt_tokens=len(prompt),
-                          reply_tokens=len(generation.tokens) + len(model.tokenizer.chat.turn_end))
+                          reply_tokens=len(generation.tokens) + (
+                              len(model.tokenizer.chat.turn_end) if generation.stop_reason == "end_of_turn" else 0))
 
     def _log_reply(self, session_id: int, reply: bytes, state: State, read_at: datetime) -> tuple[int, bool]:
         """Log the reply and save the state that read it, in one transaction: (reply event id, whether an

@@ -122,7 +122,9 @@ class SessionPublic(BaseModel):
 class MessageCreate(BaseModel):
     content: str = Field(min_length=1, description="the user's message (UTF-8)")
     stream: bool = Field(False, description="reply as Server-Sent Events")
-    max_tokens: int = Field(256, ge=1, le=65_536, description="byte budget of the reply")
+    max_tokens: int = Field(256, ge=1, le=65_536, description="the reply's budget in the model's tokens")
+    max_bytes: int | None = Field(None, ge=1, le=65_536,
+                                  description="a byte budget as well (the server's max_reply_bytes at most)")
     temperature: float = Field(SAMPLING.temperature, ge=0, le=5, description="below 0.001 (0 included): greedy")
     top_p: float = Field(SAMPLING.top_p, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="fixes the sample for a given state")
@@ -136,7 +138,7 @@ class TurnPublic(BaseModel):
     user_event_id: int
     reply_event_id: int
     content: str
-    stop_reason: Literal["end_of_turn", "max_bytes"]
+    stop_reason: Literal["end_of_turn", "max_tokens", "max_bytes"]
     weight_version: int
     bytes_in: int
     bytes_out: int
@@ -309,10 +311,12 @@ class StreamOptions(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     model: str = Field(max_length=200, pattern=NO_NUL, description="the agent's name")
-    messages: list[ChatMessage] = Field(min_length=1, description="only the last user message is new input")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000, description=(
+        "the conversation: the last message is the user's new input; the ones before continue the session "
+        "whose log they match, or are read in as a new session's first turns"))
     stream: bool = False
-    max_tokens: int | None = Field(None, ge=1, le=65_536)
-    max_completion_tokens: int | None = Field(None, ge=1, le=65_536)
+    max_tokens: int | None = Field(None, ge=1, le=65_536, description="the reply's budget in the model's tokens")
+    max_completion_tokens: int | None = Field(None, ge=1, le=65_536, description="the same as max_tokens")
     temperature: float | None = Field(None, ge=0, le=5)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)

@@ -6,6 +6,7 @@ follows is `workers.submit`'s job, after the commit.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -17,12 +18,27 @@ from memory.schema import Document, Event, StreamSession
 from models.tokenizer import ROLES
 
 
-def create_session(db: Session, *, agent_id: int, kind: str = "chat") -> StreamSession:
-    """A new session of the agent (AgentGone if it was deleted)."""
+def transcript_digest(previous: str, role: str, content: bytes) -> str:
+    """The digest of a conversation after one more turn, as its client sees it: role and text (UTF-8, errors
+    replaced as replies are sent, outer whitespace stripped, as chat front ends trim it)."""
+    text = content.decode("utf-8", errors="replace").strip()
+    return hashlib.sha256(f"{previous}\x00{role}\x00{text}".encode()).hexdigest()
+
+
+def transcript_seed(key_id: int) -> str:
+    """A conversation's digest before its first turn: the key's own, so that no other key continues it."""
+    return hashlib.sha256(f"lifelong-key:{key_id}".encode()).hexdigest()
+
+
+def create_session(db: Session, *, agent_id: int, kind: str = "chat",
+                   transcript_key: int | None = None) -> StreamSession:
+    """A new session of the agent (AgentGone if it was deleted). `transcript_key`: the key whose OpenAI client
+    began it; its log then keeps a digest by which that client's next call finds it."""
     if kind not in ("chat", "stream"):
         raise ValueError(f"session kind must be 'chat' or 'stream', got {kind!r}")
     lock_agent(db, agent_id)
-    session = StreamSession(agent_id=agent_id, kind=kind, position=0, next_seq=0)
+    session = StreamSession(agent_id=agent_id, kind=kind, position=0, next_seq=0,
+                            transcript_digest=None if transcript_key is None else transcript_seed(transcript_key))
     db.add(session)
     db.flush()
     return session
@@ -50,6 +66,8 @@ def append_events(db: Session, *, session_id: int, events: Sequence[tuple[str, b
         rows.append(Event(agent_id=session.agent_id, session_id=session_id, document_id=document_id,
                           seq=session.next_seq, role=role, content=content, byte_offset=offset))
         session.next_seq += 1
+        if session.transcript_digest is not None:
+            session.transcript_digest = transcript_digest(session.transcript_digest, role, content)
         offset += len(content)
     db.add_all(rows)
     db.flush()

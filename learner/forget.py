@@ -58,6 +58,8 @@ def forget_source(db: Session, *, agent_id: int, weights: bool, event_id: int | 
         read_them = select(Event.session_id).where(Event.id.in_(ids)).distinct()
         db.execute(update(StreamSession).where(StreamSession.id.in_(read_them), StreamSession.kind == "chat")
                    .values(**DROPPED_STATE))
+        # A client's history still holds the forgotten turns: it no longer matches the log, so it starts anew.
+        db.execute(update(StreamSession).where(StreamSession.id.in_(read_them)).values(transcript_digest=None))
     if document_id is not None:  # the whole document: it says so, rather than "learned" or a "learning" never ending
         db.execute(update(Document).where(Document.id == document_id, Document.agent_id == agent_id)
                    .values(status="forgotten", updated_at=now))

@@ -4,7 +4,8 @@ The one definition the serving runtime, the learner and the benchmarks share. A 
 stream is the format's `chat_start`, then per event one turn (role prefix, content, turn end); a
 document's stream is `document_start`, then its chunk events' content. A stream's first token is
 its first input (nothing predicts it); the rest of the start is read with the stream's first event.
-A reply is read as the assistant's turn: the runtime reads the unread events and the assistant
+A session whose first event is a system turn reads it in place of a default system prompt. A reply is read
+as the assistant's turn: the runtime reads the unread events and the assistant
 prefix, samples, and closes the turn; the learner later reads the same turn from the log.
 
 Memories keep byte spans of event content: template tokens ("user\\n", the system prompt) carry
@@ -33,15 +34,26 @@ def stream_start(event: Event, tokenizer: Tokenizer) -> int:
     return _stream_start(event, tokenizer)[0]
 
 
+def _opens_with_system_turn(start: tuple[int, ...], tokenizer: Tokenizer) -> bool:
+    """Whether a chat stream's start is a default system turn (ChatML's "You are a helpful AI assistant ..."):
+    a session whose first event is a system turn reads that instead, as the model's template would."""
+    system = tokenizer.chat.prefix("system")
+    return len(start) > len(system) and start[: len(system)] == system
+
+
 def event_reading_tokens(event: Event, tokenizer: Tokenizer, *, starts_stream: bool) -> tuple[list[int], list[int]]:
     """The tokens an event adds to its stream, and how many content bytes each carries. `starts_stream`: the
     event is the first its stream reads (its session's seq 0, or the first left after a forget), so the rest
     of the stream's start (a chat format's system prompt) is read with it."""
     content = tokenizer.encode(event.content)
     lengths = [len(tokenizer.token_bytes(t)) for t in content]
-    before = list(_stream_start(event, tokenizer)[1:]) if starts_stream else []
+    start = _stream_start(event, tokenizer)
+    before = list(start[1:]) if starts_stream else []
     if event.document_id is not None:
         after: list[int] = []
+    elif starts_stream and event.role == "system" and _opens_with_system_turn(start, tokenizer):
+        before = list(start[1 : len(tokenizer.chat.prefix("system"))])  # the session's own system turn instead
+        after = list(tokenizer.chat.turn_end)
     else:
         before += tokenizer.chat.prefix(event.role)
         after = list(tokenizer.chat.turn_end)

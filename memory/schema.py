@@ -85,7 +85,8 @@ class StreamSession(Base):
     """A chat session or a document stream: one ordered stream of events an agent reads."""
 
     __tablename__ = "sessions"
-    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused (migration 0005)
+    __table_args__ = (Index("ix_sessions_agent_transcript", "agent_id", "transcript_digest"),
+                      {"sqlite_autoincrement": True})  # ids are never reused (migration 0005)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
@@ -97,6 +98,9 @@ class StreamSession(Base):
     # The learner's own stream state: it reads with the weights of its time, so it is not `state`.
     learn_state: Mapped[bytes | None] = mapped_column(LargeBinary)  # after every learned token but the last
     learn_last_token: Mapped[int | None] = mapped_column(Integer)  # that last token: the next chunk's first input
+    # A conversation begun through the OpenAI API: a digest of its log so far, seeded with the key that began
+    # it, by which a client sending the whole history finds it again (learner.eventlog.transcript_digest).
+    transcript_digest: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 

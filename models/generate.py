@@ -25,6 +25,7 @@ class SamplingConfig:
     top_p: float = 0.9  # sample from the smallest set of tokens holding this much probability
     seed: int | None = None  # fixes the sample for a given state and prompt
     max_bytes: int = 1024  # byte budget of one reply
+    max_tokens: int | None = None  # token budget of one reply (its end of turn not counted); None: bytes only
     stop_at_end_of_turn: bool = True
     # End of turn is not sampled before this many bytes: a logged reply must hold at least one byte.
     min_bytes: int = 0
@@ -44,6 +45,8 @@ class SamplingConfig:
             raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
         if self.repetition_penalty < 1 or self.no_repeat_ngram < 0:
             raise ValueError("need repetition_penalty >= 1 and no_repeat_ngram >= 0")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if not 0 <= self.min_bytes <= self.max_bytes:
             raise ValueError(f"need 0 <= min_bytes <= max_bytes, got {self.min_bytes} and {self.max_bytes}")
 
@@ -51,7 +54,7 @@ class SamplingConfig:
 # Temperatures below this sample greedily: a logit gap of 0.01 is already e^10 to 1 at 1e-3, and a
 # float32 division by 1e-300 (0 in float32) made every probability nan.
 GREEDY_BELOW = 1e-3
-StopReason = Literal["end_of_turn", "max_bytes"]
+StopReason = Literal["end_of_turn", "max_bytes", "max_tokens"]
 Decoder = Callable[..., ModelOutput]
 
 
@@ -163,6 +166,9 @@ class Generation:
                 piece = pieces.push(data)
                 if piece:
                     yield piece
+                if self.sampling.max_tokens is not None and len(self.tokens) >= self.sampling.max_tokens:
+                    self.stop_reason = "max_tokens"
+                    break
             else:
                 self.stop_reason = "max_bytes"
         tail = pieces.flush()

@@ -70,7 +70,7 @@ def register(commands: argparse._SubParsersAction, options: argparse.ArgumentPar
     chat.add_argument("--agent", type=int, help="start a new session with this agent")
     chat.add_argument("--session", type=int, help="resume this session (it keeps its whole history)")
     chat.add_argument("--message", "-m", help="send one message and exit (default: read lines until Ctrl-D)")
-    chat.add_argument("--max-tokens", type=int, help="longest reply in bytes (default: the server's)")
+    chat.add_argument("--max-tokens", type=int, help="longest reply in the model's tokens (default: 256)")
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--seed", type=int, help="for a reproducible reply")
     chat.set_defaults(handler=guarded(_chat))

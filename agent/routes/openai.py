@@ -1,11 +1,11 @@
-"""OpenAI-compatible chat completions and models: `model` names the agent, the last user message is
-the new input.
+"""OpenAI-compatible chat completions and models: `model` names the agent, the last message is the user's
+new input.
 
-The session is the header X-Lifelong-Session or the body's `session_id`; without either a new chat
-session is created, and every response names its session in the X-Lifelong-Session header.
-Earlier messages in `messages` are ignored: the session's state has read them already.
-What an agent cannot do (several choices, tools, JSON modes, log-probabilities) is a 400 saying so,
-never silently ignored. Usage counts the model's own tokens.
+The session is the header X-Lifelong-Session or the body's `session_id` (its state has read the history, so
+the earlier messages are not read again); without either, the earlier messages find the conversation's
+session or begin one (agent.conversations). Every response names its session in the X-Lifelong-Session
+header. What an agent cannot do (several choices, tools, JSON modes, log-probabilities) is a 400 saying so,
+never silently ignored. `max_tokens` and usage count the model's own tokens.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 
 from agent.auth import Principal
+from agent.conversations import conversation_session, read_conversation
 from agent.deps import CurrentKey, Db, ServicesDep
 from agent.errors import ApiError, not_found, unprocessable
 from agent.runtime import StateMismatch, TurnResult
@@ -30,7 +31,6 @@ from agent.schemas import MAX_ID, ChatCompletionRequest, ModelList, ModelObject
 from agent.services import Services
 from agent.sse import SSE_HEADERS, sse_event
 from agent.turns import chat_target, message_bytes, run_turn, stream_turn
-from learner.eventlog import create_session
 from memory.db import AgentGone
 from memory.schema import Agent
 from models import SamplingConfig
@@ -41,30 +41,18 @@ SESSION_HEADER = "X-Lifelong-Session"
 DEFAULTS = SamplingConfig()
 
 
-def _last_user_text(body: ChatCompletionRequest) -> str:
-    for message in reversed(body.messages):
-        if message.role == "user":
-            if isinstance(message.content, str):
-                return message.content
-            if isinstance(message.content, list):  # content parts: only text parts carry input here
-                texts = [part.text for part in message.content if part.type == "text"]
-                if None in texts:
-                    raise ApiError(422, "messages: a content part of type 'text' needs a 'text' string")
-                return "".join(texts)
-    raise ApiError(422, "messages holds no user message; the last user message is the new input")
-
-
-def _session_for(services: Services, principal: Principal, agent_name: str, session_id: int | None) -> int:
-    """The session to continue, or a new one of the agent `agent_name`."""
+def _session_for(services: Services, principal: Principal, agent_name: str, session_id: int | None,
+                 history: list[tuple[str, bytes]]) -> int:
+    """The session named, else the one this key's conversation continues, else a new one that read `history`."""
     with services.sessions() as db:
         agent_id = db.scalar(select(Agent.id).where(Agent.name == agent_name))
         if agent_id is None or not principal.can_access(agent_id):
             raise not_found(f"model (agent) {agent_name!r}")
         if session_id is not None:
             return session_id  # chat_target checks it exists, is a chat and is the caller's
-        session = create_session(db, agent_id=agent_id, kind="chat")
+        found = conversation_session(db, agent_id=agent_id, key_id=principal.key_id, history=history)
         db.commit()
-        return session.id
+        return found
 
 
 def _refuse_unsupported(body: ChatCompletionRequest) -> None:
@@ -118,11 +106,13 @@ def _finish_reason(result: TurnResult) -> str:
 async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, principal: CurrentKey,
                            x_lifelong_session: Annotated[int | None, Header(ge=1, le=MAX_ID)] = None):
     _refuse_unsupported(body)
-    content = message_bytes(_last_user_text(body), services.settings.max_message_bytes)
+    conversation = read_conversation(body.messages, services.settings.max_message_bytes)
+    content = message_bytes(conversation.message, services.settings.max_message_bytes)
     if not content:
         raise ApiError(422, "the last user message is empty")
-    session_id = await run_in_threadpool(_session_for, services, principal, body.model,
-                                         x_lifelong_session if x_lifelong_session is not None else body.session_id)
+    named = x_lifelong_session if x_lifelong_session is not None else body.session_id
+    history = [] if named is not None else conversation.history  # a named session's state has read its history
+    session_id = await run_in_threadpool(_session_for, services, principal, body.model, named, history)
     target = await chat_target(services, principal, session_id)
     if target.agent_name != body.model:
         raise not_found(f"session {session_id}")  # a session of another agent than `model` names
@@ -131,8 +121,8 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
     given = {"temperature": body.temperature, "top_p": body.top_p, "repetition_penalty": body.repetition_penalty,
              "no_repeat_ngram": body.no_repeat_ngram}  # None: the default
     sampling = dataclasses.replace(
-        DEFAULTS, seed=body.seed,
-        max_bytes=min(body.max_completion_tokens or body.max_tokens or 256, services.settings.max_reply_bytes),
+        DEFAULTS, seed=body.seed, max_tokens=body.max_completion_tokens or body.max_tokens,
+        max_bytes=services.settings.max_reply_bytes,
         **{field: value for field, value in given.items() if value is not None})
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     headers = {SESSION_HEADER: str(session_id)}

@@ -91,7 +91,9 @@ async def post_message(session_id: PathId, body: MessageCreate, services: Servic
     with unprocessable("content: "):  # before anything is logged or a stream is opened
         target.runtime.check_content(content)
     sampling = SamplingConfig(temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                              max_bytes=min(body.max_tokens, services.settings.max_reply_bytes),
+                              max_tokens=body.max_tokens,
+                              max_bytes=min(body.max_bytes or services.settings.max_reply_bytes,
+                                            services.settings.max_reply_bytes),
                               repetition_penalty=body.repetition_penalty, no_repeat_ngram=body.no_repeat_ngram)
     if not body.stream:
         return turn_public(await run_turn(services, target, content, sampling), len(content))

@@ -247,6 +247,65 @@ def test_the_openai_client_streams_a_reply(deployment):
     assert "".join(streamed)
 
 
+def test_an_openai_client_sending_the_whole_history_holds_one_session(deployment):
+    _agent_id, key = new_agent(deployment, "historian")
+    client = openai.OpenAI(base_url=f"{deployment.url}/v1", api_key=key, max_retries=0)
+
+    def call(messages: list[dict], **options) -> tuple[int, str, object]:
+        raw = client.chat.completions.with_raw_response.create(model="historian", messages=messages, seed=1,
+                                                               **{"max_tokens": 12, **options})
+        completion = raw.parse()
+        return int(raw.headers["X-Lifelong-Session"]), completion.choices[0].message.content, completion
+
+    # What a chat front end sends: the whole conversation on every call, and no session id.
+    said = ["My name is Quentin.", "What is my name?", "Thanks."]
+    history: list[dict] = []
+    sessions = []
+    for message in said:
+        history.append({"role": "user", "content": message})
+        session_id, reply, _ = call(history)
+        sessions.append(session_id)
+        history.append({"role": "assistant", "content": reply})
+    assert len(set(sessions)) == 1  # one session for the conversation, not one per call
+    with deployment.client(key) as http:
+        logged = http.get(f"/v1/sessions/{sessions[0]}/messages", params={"limit": 100}).json()["data"]
+    assert [(m["role"], m["content"]) for m in logged] == [(m["role"], m["content"]) for m in history]
+
+    # A history that matches no session (another front end's, or edited) is read in as a new session's turns.
+    elsewhere = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Hello"},
+                 {"role": "assistant", "content": "Hi there"}, {"role": "user", "content": "Again?"}]
+    session_id, reply, with_system = call(elsewhere)
+    assert session_id not in sessions
+    with deployment.client(key) as http:
+        logged = http.get(f"/v1/sessions/{session_id}/messages", params={"limit": 100}).json()["data"]
+    assert [(m["role"], m["content"]) for m in logged] == [
+        *((m["role"], m["content"]) for m in elsewhere), ("assistant", reply)]
+    # The system turn reached the prompt: the byte model's prompt is one token per byte, plus a turn's frame
+    # (its role token and its end).
+    _, _, without_system = call(elsewhere[1:])
+    assert with_system.usage.prompt_tokens - without_system.usage.prompt_tokens == len("Answer in one word.") + 2
+
+    # Another key sending the same history does not continue this key's conversation.
+    with deployment.client(deployment.admin_key) as admin:
+        other_key = admin.post("/v1/keys", json={"agent_id": _agent_id, "name": "second"}).json()["key"]
+    other = openai.OpenAI(base_url=f"{deployment.url}/v1", api_key=other_key, max_retries=0)
+    raw = other.chat.completions.with_raw_response.create(model="historian", messages=history[:3], max_tokens=4)
+    assert int(raw.headers["X-Lifelong-Session"]) not in sessions
+
+    # max_tokens counts the model's tokens, and usage agrees.
+    for budget in (1, 5):
+        _, reply, completion = call([{"role": "user", "content": "Tell me a long story."}], max_tokens=budget,
+                                    temperature=0.0)
+        assert completion.usage.completion_tokens <= budget
+        if completion.choices[0].finish_reason == "length":
+            assert completion.usage.completion_tokens == budget
+    # The last message must be the user's, and roles are checked, each naming the message.
+    with pytest.raises(openai.BadRequestError, match=r"messages\[1\]: the last message must be the user's"):
+        call([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+    with pytest.raises(openai.BadRequestError, match=r"messages\[0\]: role 'tool'"):
+        call([{"role": "tool", "content": "42", "tool_call_id": "x"}, {"role": "user", "content": "hi"}])
+
+
 def test_an_agent_key_sees_nothing_of_another_agent(deployment):
     (owner, owner_key), (_, other_key) = new_agent(deployment, "owner"), new_agent(deployment, "other")
     with deployment.client(owner_key) as client, deployment.client(other_key) as other:

@@ -81,3 +81,20 @@ def test_a_document_chunk_carries_the_previous_chunks_last_token_bytes(name):
     assert last_bytes and b"abc xyz".endswith(last_bytes)
     assert carried.byte_starts[0] == second.byte_offset - len(last_bytes)
     assert carried.content(0, len(carried.tokens)) == last_bytes + b" def"
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_a_session_that_opens_with_a_system_turn_reads_it_instead_of_the_default_system_prompt(name):
+    tokenizer = TOKENIZERS[name]
+    system = Event(id=1, session_id=7, seq=0, role="system", content=b"the general", byte_offset=0)
+    prompt = turn_prompt([system], tokenizer, stream_starts=True)
+    own_turn = [*tokenizer.chat.prefix("system"), *tokenizer.encode(b"the general"), *tokenizer.chat.turn_end]
+    if name == "chatml":  # its start is a default system turn ("Be brief."): replaced, read once, as the template
+        assert prompt == [*own_turn, *tokenizer.chat.prefix("assistant")]
+        assert b"Be brief." not in decode(tokenizer, prompt)
+    else:  # a start that is not a system turn is kept, and the system turn follows it like any other
+        assert prompt == [*tokenizer.chat.chat_start, *own_turn, *tokenizer.chat.prefix("assistant")]
+    # What the learner reads of it is the same tokens.
+    reading = EventReading.after(system, None, tokenizer)
+    assert reading.tokens == prompt[: len(reading.tokens)]
+    assert reading.content(0, len(reading.tokens)) == b"the general"
