@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from learner.stream_format import event_tokens
 from memory.admin import RecallHit, recall
 from memory.schema import Event, Memory
 from memory.store import MemoryStore
@@ -29,6 +30,10 @@ from models.transformer import TransformerLM
 
 NOTE_HEADER = "From your memory: "
 RECALL_CANDIDATES = 8
+# A session's own turns looked at for statements not yet learned (the worker's lag, bounded), and how many
+# of them a note reads.
+UNLEARNED_LOOKBACK = 256
+UNLEARNED_NOTED = 2
 # The end of a message is what it asks: recall reads at most this much of it (a 64 KB message would
 # otherwise cost a search per token of all of it before the first byte of the answer).
 RECALL_QUERY_BYTES = 2048
@@ -101,21 +106,49 @@ def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> l
     return [hit for rank, (hit, shared) in enumerate(noted) if shared or rank < first_sharing]
 
 
+def unlearned_statements(db: Session, *, model: TransformerLM, session_id: int, state: State | None,
+                         events_read: int, asked: str) -> list[str]:
+    """What the user told this session that has left the model's window and is no memory yet (the worker
+    has not learned it: a session outruns a busy worker), when `asked` asks something: statements sharing
+    words with it, most shared first, then the latest; at most UNLEARNED_NOTED."""
+    if state is None or not asks(asked):
+        return []
+    window_start = state.position - model.config.context_tokens
+    if window_start <= 0:
+        return []
+    read = db.scalars(select(Event).where(Event.session_id == session_id, Event.seq < events_read,
+                                          Event.forgotten_at.is_(None))
+                      .order_by(Event.seq.desc()).limit(UNLEARNED_LOOKBACK))
+    wanted, found, end = _stems(asked), [], state.position
+    for event in read:  # newest first: each event's place in the stream from its tokens
+        length = len(event_tokens(event, model.tokenizer, starts_stream=event.seq == 0))
+        end, out_of_window = end - length, end <= window_start
+        text = event.content.decode("utf-8", errors="replace").strip()
+        if out_of_window and event.role == "user" and event.learned_at is None and not text.endswith("?"):
+            shared = len(wanted & _stems(text))
+            if shared:
+                found.append((shared, event.seq, text))
+    return [text for _, _, text in sorted(found, reverse=True)[:UNLEARNED_NOTED]]
+
+
 def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, session_id: int, state: State | None,
-                  message: bytes, min_score: float, max_bytes: int) -> list[int]:
+                  message: bytes, min_score: float, max_bytes: int, events_read: int = 0) -> list[int]:
     """The tokens of a note of the memories recalled for `message` that are worth noting (`worth_noting`),
     best first, up to `max_bytes` of their text; [] when none qualifies. The session's own memories that its
     state still holds in its window are left out (the model sees those already), and so are memories that
     only repeat the message, the agent's own replies and the questions it was asked before (a user's
-    message ending in "?")."""
+    message ending in "?"). The session's statements that left its window before the worker learned them
+    (`unlearned_statements`, of the `events_read` events its state has read) come first."""
     if not model.config.memory_layers or max_bytes <= 0 or not message.strip():
         return []
     asked = message[-RECALL_QUERY_BYTES:].decode("utf-8", errors="ignore")  # whole characters only
     query = asked.encode()
     if not query.strip():
         return []
+    own = unlearned_statements(db, model=model, session_id=session_id, state=state, events_read=events_read,
+                               asked=asked)
     hits = recall(db, store=store, model=model, text=query, limit=RECALL_CANDIDATES)
-    if not hits:
+    if not hits and not own:
         return []
     window_start = (state.position if state is not None else 0) - model.config.context_tokens
     places = (select(Memory.id, Memory.session_id, Memory.token_start, Memory.num_tokens, Event.role)
@@ -131,8 +164,8 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
                 and text.casefold() != asked.strip().casefold())
 
     texts, used = [], 0
-    for hit in worth_noting([hit for hit in hits if tells_something(hit)], asked, min_score):
-        text = hit.text.strip()
+    noted = [hit.text.strip() for hit in worth_noting([hit for hit in hits if tells_something(hit)], asked, min_score)]
+    for text in [*own, *(text for text in noted if text not in own)]:
         if used + len(text.encode()) > max_bytes:
             continue
         texts.append(asked_sentence_first(text, asked))

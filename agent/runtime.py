@@ -228,7 +228,7 @@ class AgentRuntime:
             return []
         return recalled_note(db, store=self.store, model=model, session_id=session_id, state=state,
                              message=unread[-1].content, min_score=self.recall_min_score,
-                             max_bytes=self.recall_max_bytes)
+                             max_bytes=self.recall_max_bytes, events_read=unread[0].seq)
 
     def _enqueue_learning(self, event_id: int) -> None:
         try:

@@ -1,10 +1,19 @@
-"""Which recalled memories a note reads (agent.recall_note.worth_noting), and which of their sentences it
-reads first (asked_sentence_first)."""
+"""Which recalled memories a note reads (agent.recall_note.worth_noting), which of their sentences it reads
+first (asked_sentence_first), and what of the session's own log it reads before the worker has learned it."""
 
 from __future__ import annotations
 
-from agent.recall_note import asked_sentence_first, worth_noting
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+from sqlalchemy import update
+
+from agent.recall_note import asked_sentence_first, unlearned_statements, worth_noting
+from learner.eventlog import append_events
 from memory.admin import RecallHit
+from memory.schema import Event
+from models import ByteTokenizer
+from tests.learning import db_url, empty_db_url, new_agent, sessions  # noqa: F401 - fixtures
 
 NOTES = ("Notes from the trip. The boat leaves from pier 39 at 7am. My locker number is 4417. "
          "The guide is called Marisol.")
@@ -91,3 +100,35 @@ def test_a_memory_about_what_is_asked_is_read_without_the_others():
     # Ranked above a memory sharing a word, one sharing none is recall by meaning, and is read.
     licence = _hit(4, 0.25, "the address of the Free Software Foundation")
     assert worth_noting([address, licence, trip], "What is my address?", 0.2) == [address, licence]
+
+
+def test_what_the_user_said_that_left_the_window_before_it_was_learned_is_found_in_the_log(sessions):
+    _, session_id = new_agent(sessions, "lagging")
+    told = [("user", b"My car is a green 1998 Volvo."), ("assistant", b"Noted."),
+            ("user", b"My locker number is 4417."), ("assistant", b"Noted too."),
+            ("user", b"What colour is my car?"), ("assistant", b"Green.")]
+    filler = [(role, f"{role} turn {i} about the weather and nothing else".encode())
+              for i in range(20) for role in ("user", "assistant")]
+    with sessions.begin() as db:
+        events = append_events(db, session_id=session_id, events=[*told, *filler])
+        locker = events[2].id
+    tokenizer = ByteTokenizer()
+    position = 1 + sum(len(e.content) + 2 for e in events)  # the byte model: one token per byte, a turn's frame
+    model = SimpleNamespace(config=SimpleNamespace(context_tokens=400), tokenizer=tokenizer)
+    state = SimpleNamespace(position=position)
+
+    def noted(asked: str, context_tokens: int = 400) -> list[str]:
+        model.config.context_tokens = context_tokens
+        with sessions() as db:
+            return unlearned_statements(db, model=model, session_id=session_id, state=state,
+                                        events_read=len(events), asked=asked)
+
+    # Out of the window, not learned: the user's statement sharing words with the question, not its question
+    # asked before, nor the agent's reply.
+    assert noted("Which car do I drive?") == ["My car is a green 1998 Volvo."]
+    assert noted("Tell me my locker number") == ["My locker number is 4417."]
+    assert noted("Nice weather today.") == []  # asks nothing
+    assert noted("Which car do I drive?", context_tokens=position) == []  # still in the window: the model reads it
+    with sessions.begin() as db:  # once learned, it is a memory: recall's to find
+        db.execute(update(Event).where(Event.id == locker).values(learned_at=datetime.now(UTC)))
+    assert noted("Tell me my locker number") == []
