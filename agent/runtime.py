@@ -80,6 +80,15 @@ def uncovered_events(db: Session, *, session_id: int, events_read: int) -> list[
                                                Event.forgotten_at.is_(None)).order_by(Event.seq)))
 
 
+def recent_replies(db: Session, *, session_id: int, count: int) -> list[bytes]:
+    """The session's last `count` replies (SamplingConfig.no_repeat_replies), newest first."""
+    if count <= 0:
+        return []
+    return list(db.scalars(select(Event.content).where(
+        Event.session_id == session_id, Event.role == "assistant", Event.forgotten_at.is_(None))
+        .order_by(Event.seq.desc()).limit(count)))
+
+
 class AgentRuntime:
     """One agent in one serving process; safe to use from many threads (one turn per session at a time)."""
 
@@ -176,6 +185,7 @@ class AgentRuntime:
                                     "send it again to be answered")
             created_at = row.created_at
             note = self._note(db, model, session_id, state, unread)
+            earlier = recent_replies(db, session_id=session_id, count=sampling.no_repeat_replies)
         prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None)
         # The store as it is, and what this turn reads, searchable as soon as it is read.
         reader, on_read = memory_for(model, self.store, session_id, attend=self.memory_attention), None
@@ -183,7 +193,8 @@ class AgentRuntime:
             reader = RecentMemory(self.store, model.config.head_dim)
             on_read = reader.remember
         generation = generate(model, torch.tensor([with_note(prompt, note, unread[-1], model.tokenizer)]),
-                              state=state, memory=reader, sampling=sampling, on_read=on_read)
+                              state=state, memory=reader, sampling=sampling, on_read=on_read,
+                              earlier=[model.tokenizer.encode(reply) for reply in earlier])
         first_byte_ms = None
         for piece in generation:
             if first_byte_ms is None:

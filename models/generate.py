@@ -3,7 +3,7 @@ always valid UTF-8. Works for any model with the shared call shape and a `tokeni
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +35,9 @@ class SamplingConfig:
     # A token that would repeat an n-gram of tokens already in this reply is not sampled; 0 is off.
     # 4, not 6: a served conversation looped on a 5-token phrase ("I'm a friendly!") under 6.
     no_repeat_ngram: int = 4
+    # Nor one of the session's last this-many replies: the default model copied its previous reply into every
+    # later one of a conversation ("Elena, hello. Marco is nine years old." nine times); 0 is off.
+    no_repeat_replies: int = 2
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -43,8 +46,8 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.seed is not None and not 0 <= self.seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
-        if self.repetition_penalty < 1 or self.no_repeat_ngram < 0:
-            raise ValueError("need repetition_penalty >= 1 and no_repeat_ngram >= 0")
+        if self.repetition_penalty < 1 or self.no_repeat_ngram < 0 or self.no_repeat_replies < 0:
+            raise ValueError("need repetition_penalty >= 1, no_repeat_ngram >= 0 and no_repeat_replies >= 0")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if not 0 <= self.min_bytes <= self.max_bytes:
@@ -69,17 +72,19 @@ def compile_decoder(model: LanguageModel) -> Decoder:
     return torch.compile(model, options={"cpp_wrapper": True})
 
 
-def banned_by_ngrams(reply: list[int], n: int) -> list[int]:
-    """Tokens that would complete an n-gram already present in `reply`."""
-    if n <= 0 or len(reply) < n:
+def banned_by_ngrams(reply: list[int], n: int, earlier: Sequence[Sequence[int]] = ()) -> list[int]:
+    """Tokens that would complete an n-gram already present in `reply`, or in one of the `earlier` replies."""
+    if n <= 0 or len(reply) < n - 1:
         return []
     tail = tuple(reply[len(reply) - n + 1 :])
-    return [reply[i + n - 1] for i in range(len(reply) - n + 1) if tuple(reply[i : i + n - 1]) == tail]
+    return [text[i + n - 1] for text in (reply, *earlier) for i in range(len(text) - n + 1)
+            if tuple(text[i : i + n - 1]) == tail]
 
 
 def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None,
-                 allowed: torch.Tensor, reply: list[int] = ()) -> int:
-    """One token id from (V,) logits, among `allowed` ((V,) bool), guarded against repeating `reply`."""
+                 allowed: torch.Tensor, reply: list[int] = (), earlier: Sequence[Sequence[int]] = ()) -> int:
+    """One token id from (V,) logits, among `allowed` ((V,) bool), guarded against repeating `reply` and the
+    session's `earlier` replies."""
     logits = logits.float().clone()
     logits[: len(allowed)][~allowed] = float("-inf")
     logits[len(allowed) :] = float("-inf")  # an embedding padded past the vocabulary
@@ -88,7 +93,7 @@ def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torc
         picked = logits[seen]
         logits[seen] = torch.where(picked > 0, picked / sampling.repetition_penalty,
                                    picked * sampling.repetition_penalty)
-    banned = banned_by_ngrams(list(reply), sampling.no_repeat_ngram)
+    banned = banned_by_ngrams(list(reply), sampling.no_repeat_ngram, earlier)
     if banned:
         guarded = logits.clone()
         guarded[banned] = float("-inf")
@@ -123,12 +128,14 @@ class Generation:
         sampling: SamplingConfig,
         decoder: Decoder | None = None,
         on_read: Callable[[ModelOutput], None] | None = None,
+        earlier: Sequence[Sequence[int]] = (),
     ):
         if prompt.dim() != 2 or prompt.shape[0] != 1:
             raise ValueError("generation takes one stream at a time: prompt must be (1, T)")
         self.model, self.prompt, self.memory, self.sampling = model, prompt, memory, sampling
         self.decoder = model if decoder is None else decoder
         self.on_read = on_read
+        self.earlier = earlier  # the session's recent replies: no n-gram of theirs is sampled again
         self.state = state
         self.tokens: list[int] = []
         self.stop_reason: StopReason | None = None
@@ -155,7 +162,8 @@ class Generation:
             out = self._read(self.model, prompt)
             while emitted_bytes < self.sampling.max_bytes:
                 allowed = with_stop if emitted_bytes >= self.sampling.min_bytes else content
-                token = sample_token(out.log_probs[0, -1].cpu(), self.sampling, generator, allowed, self.tokens)
+                token = sample_token(out.log_probs[0, -1].cpu(), self.sampling, generator, allowed, self.tokens,
+                                     self.earlier)
                 if token in tokenizer.chat.stop_tokens:
                     self.stop_reason = "end_of_turn"
                     break
@@ -196,7 +204,9 @@ def generate(
     sampling: SamplingConfig = SamplingConfig(),
     decoder: Decoder | None = None,
     on_read: Callable[[ModelOutput], None] | None = None,
+    earlier: Sequence[Sequence[int]] = (),
 ) -> Generation:
     """Sample a reply to `prompt`; `decoder` (e.g. compile_decoder(model)) runs the single-token steps;
-    `on_read` sees every read's output (the prompt is then read in two parts: all but its last token, then that)."""
-    return Generation(model, prompt, state, memory, sampling, decoder, on_read)
+    `on_read` sees every read's output (the prompt is then read in two parts: all but its last token, then that);
+    `earlier`: the session's recent replies, whose n-grams (`no_repeat_ngram`) the reply does not repeat."""
+    return Generation(model, prompt, state, memory, sampling, decoder, on_read, earlier)

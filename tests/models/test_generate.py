@@ -99,3 +99,19 @@ def test_repetition_guards_steer_away_from_what_the_reply_already_said():
     only = torch.zeros(264, dtype=torch.bool)
     only[65] = True  # a guard never leaves nothing to say
     assert sample_token(logits, no_repeat, None, only, [65, 65]) == 65
+
+
+def test_a_reply_does_not_repeat_an_n_gram_of_the_sessions_recent_replies():
+    earlier = [[5, 6, 7, 8, 9], [1, 2, 3, 4]]
+    assert banned_by_ngrams([5, 6], 3, earlier) == [7]  # "5 6" began an earlier reply: its "7" is not sampled
+    assert banned_by_ngrams([0, 1, 2], 3, earlier) == [3]
+    assert banned_by_ngrams([0, 1, 2], 3) == []  # without them, only the reply's own n-grams count
+    assert banned_by_ngrams([5], 3, earlier) == []  # too short to begin an n-gram yet
+    assert sorted(banned_by_ngrams([5, 6, 7, 5, 6], 3, earlier)) == [7, 7]
+    # Greedy sampling takes the best token left: the earlier reply's next token is not it.
+    logits = torch.zeros(10)
+    logits[7], logits[4] = 5.0, 1.0
+    allowed = torch.ones(10, dtype=torch.bool)
+    greedy = SamplingConfig(temperature=0.0, no_repeat_ngram=3)
+    assert sample_token(logits, greedy, None, allowed, [5, 6], earlier) == 4
+    assert sample_token(logits, greedy, None, allowed, [5, 6]) == 7
