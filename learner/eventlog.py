@@ -131,7 +131,19 @@ def finish_document(db: Session, *, agent_id: int, document_id: int) -> Document
     document.status = learning_status(bytes_received=document.bytes_received,
                                       bytes_processed=document.bytes_processed)
     document.updated_at = datetime.now(UTC)
+    if document.status == "learned":  # its last chunks were learned before it was finished
+        stream = db.scalar(select(Event.session_id).where(Event.document_id == document_id).limit(1))
+        if stream is not None:
+            drop_finished_stream(db, session_id=stream)
     return document
+
+
+def drop_finished_stream(db: Session, *, session_id: int) -> None:
+    """A learned document's stream reads nothing more: its learner state (an imported model's key/value
+    windows, up to tens of megabytes, most of what a small document cost) is never read again. A replay
+    that re-learns it starts from a stream checkpoint, kept where a later event of the stream needs one."""
+    db.execute(update(StreamSession).where(StreamSession.id == session_id, StreamSession.kind == "stream")
+               .values(learn_state=None, learn_last_token=None))
 
 
 def mark_failed(db: Session, *, agent_id: int, through_event_id: int, reason: str) -> int:

@@ -33,7 +33,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import learning_config, load_base
-from learner.eventlog import learning_status
+from learner.eventlog import drop_finished_stream, learning_status
 from learner.online import Chunk, OnlineLearner, step_tokens, stream_chunks
 from learner.stream_format import EventReading
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
@@ -267,9 +267,11 @@ def _commit(db: Session, plan: LearnPlan, learned: Learned, agent_learner: Agent
     if learned.hits:  # kept with the batch's last event: a replay starts at a batch's end, never inside one
         db.execute(update(Event).where(Event.id == plan.events[-1].id).values(hits=hits_record(learned.hits)))
     per_document: dict[int, int] = {}
+    streams_of: dict[int, int] = {}
     for event in plan.events:
         if event.document_id is not None:
             per_document[event.document_id] = per_document.get(event.document_id, 0) + len(event.content)
+            streams_of[event.document_id] = event.session_id
     for document_id, count in per_document.items():
         document = db.get(Document, document_id)
         document.bytes_processed += count
@@ -279,6 +281,8 @@ def _commit(db: Session, plan: LearnPlan, learned: Learned, agent_learner: Agent
             document.status = learning_status(
                 bytes_received=document.bytes_received, bytes_processed=document.bytes_processed
             )
+        if document.status == "learned":
+            drop_finished_stream(db, session_id=streams_of[document_id])
     version = publish_version(
         db,
         agent_id=plan.agent.id,

@@ -101,9 +101,14 @@ def test_a_documents_progress_is_committed_with_learning(sessions):
     with sessions() as db:
         document = db.get(Document, document_id)
         assert (document.status, document.bytes_processed) == ("learning", 200)
+        stream = db.get(StreamSession, db.get(Event, ids[0]).session_id)
+        assert stream.learn_state is not None  # the next chunk continues from it
     learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=ids[2], chunk_tokens=64)
     with sessions() as db:
         assert db.get(Document, document_id).status == "learned"
+        # A learned document reads nothing more: its learner state is not kept.
+        stream = db.get(StreamSession, db.get(Event, ids[0]).session_id)
+        assert (stream.learn_state, stream.learn_last_token) == (None, None)
     rows = memory_rows(sessions, agent_id)
     # The spans tile the document's byte stream (the first input is the document marker, not a byte).
     assert rows[0][1] == 0 and rows[-1][2] == len(data) - 1

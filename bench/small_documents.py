@@ -1,0 +1,79 @@
+"""What a small document costs in SQL: `python -m bench.small_documents --json`.
+
+`--documents` documents of `--bytes` bytes each (made-up facts), each uploaded whole and learned by
+`learn_through` (the worker's function) with the default base, in a temporary SQLite database: the database's
+growth per document, its write-ahead log checkpointed and free pages not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+from learner.base import default_base, load_base
+from learner.eventlog import receive_document
+from learner.learn import LearnerCache, learn_through
+from memory.db import make_engine, make_session_factory
+from memory.migrate import upgrade
+from memory.schema import Agent
+
+
+def used_bytes(path: Path) -> int:
+    """The SQLite file's pages in use, after its write-ahead log is checkpointed into it."""
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages, free, size = (connection.execute(f"PRAGMA {name}").fetchone()[0]
+                             for name in ("page_count", "freelist_count", "page_size"))
+    return (pages - free) * size
+
+
+def fact(number: int, size: int) -> bytes:
+    text = (f"Fact {number}: the courier's locker code is {1000 + 37 * number} "
+            f"and the parcel goes to pier {number % 9}. ")
+    return (text * (size // len(text) + 1)).encode()[:size]
+
+
+def run(base: str, documents: int, size: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        url = f"sqlite:///{path}"
+        upgrade(url)
+        engine = make_engine(url)
+        sessions = make_session_factory(engine)
+        with sessions.begin() as db:
+            agent = Agent(name="small", base_checkpoint=base, learning_settings={})
+            db.add(agent)
+            db.flush()
+            agent_id = agent.id
+        cache, start = LearnerCache(sessions), used_bytes(path)
+        for number in range(documents):
+            with sessions.begin() as db:
+                _, ids = receive_document(db, agent_id=agent_id, data=fact(number, size), chunk_bytes=2048,
+                                          name=f"fact-{number}")
+            learn_through(sessions, cache, agent_id=agent_id, event_id=ids[-1], max_events=64)
+        grown = used_bytes(path) - start
+        engine.dispose()
+    return {"base": base, "documents": documents, "bytes_each": size, "sql_bytes_per_document": grown // documents}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--base", default=None, help="base model (default: the default base)")
+    parser.add_argument("--documents", type=int, default=12)
+    parser.add_argument("--bytes", type=int, default=50, help="bytes per document")
+    args = parser.parse_args(argv)
+    if args.documents < 1 or args.bytes < 1:
+        parser.error("--documents and --bytes must be at least 1")
+    base = args.base or default_base()
+    load_base(base)
+    print(json.dumps(run(base, args.documents, args.bytes), indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
