@@ -86,3 +86,24 @@ def test_a_global_layers_working_context_bounds_the_state_and_keeps_its_sinks(tm
     # Within the context both see everything; beyond it, the first tokens still count with sinks.
     torch.testing.assert_close(one_pass[:, :16], plain[:, :16], rtol=0, atol=TOLERANCE)
     assert (one_pass[:, 20:] - plain[:, 20:]).abs().max() > 1e-3
+
+
+def test_a_long_prompt_read_in_chunks_gives_the_reply_it_gives_read_whole(tmp_path, monkeypatch):
+    import importlib
+
+    from models import SamplingConfig, generate
+
+    generation = importlib.import_module("models.generate")  # the module (the package exports its function)
+    model = ours(tiny_llama(), tmp_path)
+    length = 2 * generation.PROMPT_CHUNK_TOKENS + 77
+    prompt = torch.randint(0, 256, (1, length), generator=torch.Generator().manual_seed(0))
+
+    def reply() -> tuple[list[int], int]:
+        gen = generate(model, prompt, sampling=SamplingConfig(temperature=0, max_tokens=12, max_bytes=1024,
+                                                              stop_at_end_of_turn=False))
+        list(gen)
+        return gen.tokens, gen.state.position
+
+    chunked = reply()
+    monkeypatch.setattr(generation, "PROMPT_CHUNK_TOKENS", 1 << 20)
+    assert reply() == chunked and chunked[1] == length + len(chunked[0]) == length + 12
