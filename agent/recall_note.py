@@ -93,17 +93,15 @@ def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> l
     whatever its score when it shares a word with `message` (a score is a share of a head's attention,
     which thins as the memory grows). Of those, a memory sharing no word with `message` is left out when
     ranked below one that does (a second memory beside the one asked about is read as the answer), but
-    kept when ranked above (recall by meaning). When `message` asks nothing (`asks`), nothing is noted: a
-    memory sharing a statement's words was read as the user's own ("Hi, I'm Elena and I work as a
-    pharmacist." beside "My name is Quentin and I work as a glassblower." was answered "Quentin, Elena, ...").
-    The cases behind each rule: BENCHMARKS.md, "Why a note reads what it reads".
+    kept when ranked above (recall by meaning). When `message` asks nothing (`asks`), only memories sharing
+    its words are noted. The cases behind each rule: BENCHMARKS.md, "Why a note reads what it reads".
     """
-    if not asks(message):
-        return []
     asked = _stems(message)
     ranked = [(hit, bool(asked & _stems(hit.text))) for hit in hits]
     noted = [(hit, shared) for rank, (hit, shared) in enumerate(ranked)
              if hit.score >= min_score or (rank == 0 and shared)]
+    if not asks(message):
+        return [hit for hit, shared in noted if shared]
     first_sharing = next((rank for rank, (_, shared) in enumerate(noted) if shared), len(noted))
     return [hit for rank, (hit, shared) in enumerate(noted) if shared or rank < first_sharing]
 

@@ -7,25 +7,24 @@ from models.model import ModelOutput
 
 
 class ScriptedModel(HybridLM):
-    """A real HybridLM whose logits are overridden to emit a fixed token script: its first token after the
-    `prompt_tokens`-long prompt, then one per step (however the prompt is read, in one call or several)."""
+    """A real HybridLM whose logits are overridden to emit a fixed token script."""
 
-    def __init__(self, base: HybridLM, script: list[int], prompt_tokens: int):
+    def __init__(self, base: HybridLM, script: list[int]):
         super().__init__(base.config)
         self.load_state_dict(base.state_dict())
-        self.script, self.prompt_tokens = script, prompt_tokens
+        self.script, self.calls = script, 0
 
     def forward(self, tokens, state=None, memory=None, last_only=False):
         out = super().forward(tokens, state, memory, last_only=last_only)
         logits = torch.full_like(out.log_probs, -50.0)
-        step = max(0, out.state.position - self.prompt_tokens)
-        logits[:, -1, self.script[min(step, len(self.script) - 1)]] = 50.0
+        logits[:, -1, self.script[min(self.calls, len(self.script) - 1)]] = 50.0
+        self.calls += 1
         return ModelOutput(log_probs=logits, state=out.state, memory_kv=out.memory_kv)
 
 
 def test_pieces_are_valid_utf8_and_generation_stops_at_end_of_turn(tiny_model):
     reply = "é€😀".encode() + b"\xff" + b"ok"
-    model = ScriptedModel(tiny_model, [*list(reply), int(Special.END_OF_TURN)], prompt_tokens=3).eval()
+    model = ScriptedModel(tiny_model, [*list(reply), int(Special.END_OF_TURN)]).eval()
     gen = generate(model, torch.tensor([[1, 2, 3]]), sampling=SamplingConfig(temperature=0))
     pieces = list(gen)
     assert all(p for p in pieces)
@@ -80,7 +79,7 @@ def test_extreme_but_valid_sampling_numbers_still_draw_a_token(temperature, top_
 
 
 def test_min_bytes_holds_end_of_turn_back(tiny_model):
-    model = ScriptedModel(tiny_model, [int(Special.END_OF_TURN), 65, int(Special.END_OF_TURN)], prompt_tokens=1).eval()
+    model = ScriptedModel(tiny_model, [int(Special.END_OF_TURN), 65, int(Special.END_OF_TURN)]).eval()
     gen = generate(model, torch.tensor([[1]]), sampling=SamplingConfig(temperature=0, min_bytes=1))
     assert "".join(gen) != "" and gen.stop_reason == "end_of_turn"
     with pytest.raises(ValueError, match="min_bytes"):
