@@ -13,46 +13,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agent.runtime import AgentRuntime
+from bench.local_agent import local_agent
 from learner.base import default_base, load_base
 from learner.eventlog import create_session
-from memory.db import make_engine, make_session_factory
-from memory.migrate import upgrade
-from memory.schema import Agent
-from memory.settings import Settings
 from models import SamplingConfig
-from workers.app import make_app
 
 TEXT = Path("/usr/share/common-licenses/GPL-3")
 
 
 def run(base: str, sizes: list[int]) -> list[dict]:
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
-        upgrade(url)
-        engine = make_engine(url)
-        sessions = make_session_factory(engine)
-        settings = Settings(data_dir=Path(tmp) / "data", database_url=url)
-        with sessions.begin() as db:
-            agent = Agent(name="reader", base_checkpoint=base, learning_settings={})
-            db.add(agent)
-            db.flush()
-            agent_id = agent.id
-        with sessions() as db:
-            runtime = AgentRuntime(agent=db.get(Agent, agent_id), sessions=sessions, celery=make_app(settings),
-                                   settings=settings)
-        text = TEXT.read_bytes()
-        rows = []
+    with tempfile.TemporaryDirectory() as tmp, local_agent(Path(tmp), base, "reader") as local:
+        runtime, text, rows = local.runtime(), TEXT.read_bytes(), []
         for size in sizes:
             message = (text * (size // len(text) + 1))[:size]
             for _ in range(2):
-                with sessions.begin() as db:
-                    session_id = create_session(db, agent_id=agent_id).id
+                with local.sessions.begin() as db:
+                    session_id = create_session(db, agent_id=local.agent_id).id
                 turn = runtime.chat(session_id=session_id, content=message,
                                     sampling=SamplingConfig(temperature=0, max_tokens=1))
             rows.append({"bytes": size, "prompt_tokens": turn.prompt_tokens, "first_byte_ms": round(turn.first_byte_ms),
                          "bytes_per_s": round(size / turn.first_byte_ms * 1000)})
-        engine.dispose()
     return rows
 
 

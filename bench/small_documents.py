@@ -14,12 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.local_agent import local_agent
 from learner.base import default_base, load_base
 from learner.eventlog import receive_document
 from learner.learn import LearnerCache, learn_through
-from memory.db import make_engine, make_session_factory
-from memory.migrate import upgrade
-from memory.schema import Agent
 
 
 def used_bytes(path: Path) -> int:
@@ -38,25 +36,14 @@ def fact(number: int, size: int) -> bytes:
 
 
 def run(base: str, documents: int, size: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.db"
-        url = f"sqlite:///{path}"
-        upgrade(url)
-        engine = make_engine(url)
-        sessions = make_session_factory(engine)
-        with sessions.begin() as db:
-            agent = Agent(name="small", base_checkpoint=base, learning_settings={})
-            db.add(agent)
-            db.flush()
-            agent_id = agent.id
-        cache, start = LearnerCache(sessions), used_bytes(path)
+    with tempfile.TemporaryDirectory() as tmp, local_agent(Path(tmp), base, "small") as local:
+        cache, start = LearnerCache(local.sessions), used_bytes(local.path)
         for number in range(documents):
-            with sessions.begin() as db:
-                _, ids = receive_document(db, agent_id=agent_id, data=fact(number, size), chunk_bytes=2048,
+            with local.sessions.begin() as db:
+                _, ids = receive_document(db, agent_id=local.agent_id, data=fact(number, size), chunk_bytes=2048,
                                           name=f"fact-{number}")
-            learn_through(sessions, cache, agent_id=agent_id, event_id=ids[-1], max_events=64)
-        grown = used_bytes(path) - start
-        engine.dispose()
+            learn_through(local.sessions, cache, agent_id=local.agent_id, event_id=ids[-1], max_events=64)
+        grown = used_bytes(local.path) - start
     return {"base": base, "documents": documents, "bytes_each": size, "sql_bytes_per_document": grown // documents}
 
 
