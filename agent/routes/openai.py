@@ -50,10 +50,11 @@ def _session_for(services: Services, principal: Principal, agent_name: str, sess
             raise not_found(f"model (agent) {agent_name!r}")
         if session_id is not None:
             return session_id  # chat_target checks it exists, is a chat and is the caller's
-        runtime = services.runtimes.get(db.get(Agent, agent_id))
-        with unprocessable("messages: "):  # before a session reads them in: its turns would fail on them
-            for _, earlier in history:
-                runtime.check_content(earlier)
+        if history:
+            runtime = services.runtimes.get(db.get(Agent, agent_id))
+            with unprocessable("messages: "):  # before a session reads them in: its turns would fail on them
+                for _, earlier in history:
+                    runtime.check_content(earlier)
         found = conversation_session(db, agent_id=agent_id, key_id=principal.key_id, history=history)
         db.commit()
         return found
