@@ -8,9 +8,12 @@ the memory as it stood when each event was first learned, less what was deleted 
 So the result equals, bit for bit, the weights of an agent that never saw the forgotten events.
 
 Each event is re-learned by the normal learning step (`learner.learn.learn_events`, one event per batch as the
-learner commits them); its memory rows are not rewritten: an agent learns "downstream" of its stored keys
-(learner.forget refuses the others), so the replay recomputes them and checks they are bit for bit the
-stored ones (`ReplayMismatch` if not). Serving keeps the current weights until `_publish` commits the new
+learner commits them). An agent learns "downstream" of its stored keys (learner.base.learning_config), so an
+event's memory pairs depend only on its stream: where the stream is unchanged the replay recomputes them and
+checks they are bit for bit the stored ones (`ReplayMismatch` if not). Where the stream lost an earlier
+event (one turn of a chat forgotten, one chunk of a document), the later events were read after it, and their
+pairs still carry it: they are rewritten as read without it (`MemoryStore.replace_rows`: new ids, the old
+rows tombstoned, so every serving process follows). Serving keeps the current weights until `_publish` commits the new
 version, the sessions' learner states and the job's end in one transaction; the agent learns nothing new
 meanwhile (learner.learn.forget_job_active), and its waiting events are learned after, in order.
 
@@ -112,6 +115,7 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
     hits: dict[int, Counter[int]] = {}  # since the last checkpoint: event id -> memory id -> count
     touched: set[int] = set()
     last_checkpoint, count = time.monotonic(), 0
+    changed = _changed_streams(sessions, agent.id, job.from_event_id)
     while True:
         events, ceilings = _next_events(sessions, agent.id, through)
         if not events:
@@ -123,7 +127,8 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
             learner.store.id_ceiling = ceilings[event.id]
             plan = LearnPlan(agent, job.from_version, [event], {event.session_id: streams[event.session_id]})
             learned = learn_events(learner, plan, chunk_tokens, cache.memory_attention)
-            _check_pairs(sessions, event, learned.spans)
+            _reconcile_pairs(sessions, learner, event, learned.spans,
+                             rewrite=event.id > changed.get(event.session_id, event.id))
             streams[event.session_id] = learned.streams[event.session_id]
             bits[event.id] = learned.bits[event.id]
             if learned.hits:
@@ -227,17 +232,48 @@ def _next_events(sessions: sessionmaker[Session], agent_id: int,
     return events, ceilings
 
 
-def _check_pairs(sessions: sessionmaker[Session], event: Event, spans) -> None:
-    """Every stored memory row of `event` must be one the replay computed, bit for bit."""
+def _changed_streams(sessions: sessionmaker[Session], agent_id: int, origin: int) -> dict[int, int]:
+    """Session id -> its first learned event forgotten after the replay's origin: the events after it in that
+    session are read without it now."""
+    with sessions() as db:
+        return dict(db.execute(select(Event.session_id, func.min(Event.id)).where(
+            Event.agent_id == agent_id, Event.id > origin, Event.learned_at.is_not(None),
+            Event.forgotten_at.is_not(None)).group_by(Event.session_id)).all())
+
+
+def _reconcile_pairs(sessions: sessionmaker[Session], learner: AgentLearner, event: Event, spans,
+                     rewrite: bool) -> None:
+    """Every stored memory row of `event` must be one the replay computed, bit for bit; where its stream lost
+    an earlier event (`rewrite`), differing rows are replaced by the computed ones instead."""
     computed = {(span.byte_start, span.byte_end, span.token_start, encode_pairs(span.keys), encode_pairs(span.values))
                 for span in spans}
     with sessions() as db:
-        stored = db.execute(select(Memory.byte_start, Memory.byte_end, Memory.token_start, Memory.keys,
+        stored = db.execute(select(Memory.id, Memory.byte_start, Memory.byte_end, Memory.token_start, Memory.keys,
                                    Memory.values).where(Memory.event_id == event.id)).all()
-    for row in stored:
-        if (row.byte_start, row.byte_end, row.token_start, bytes(row.keys), bytes(row.values)) not in computed:
-            raise ReplayMismatch(f"event {event.id}: the replay computed other memory pairs for bytes "
-                                 f"{row.byte_start}-{row.byte_end} than those stored")
+    differing = [row for row in stored if (row.byte_start, row.byte_end, row.token_start, bytes(row.keys),
+                                           bytes(row.values)) not in computed]
+    if not differing:
+        return
+    if not rewrite:
+        row = differing[0]
+        raise ReplayMismatch(f"event {event.id}: the replay computed other memory pairs for bytes "
+                             f"{row.byte_start}-{row.byte_end} than those stored")
+    # Every row of the event, so that its rows stay one reading's (spans may split differently now); a span
+    # only where stored rows covered all its bytes: what a person deleted from the memory stays deleted.
+    covered = _merged((row.byte_start, row.byte_end) for row in stored)
+    kept = [span for span in spans if any(start <= span.byte_start and span.byte_end <= end for start, end in covered)]
+    learner.store.replace_rows([row.id for row in stored], kept)
+
+
+def _merged(ranges) -> list[tuple[int, int]]:
+    """Byte ranges merged where they touch or overlap, in order."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _checkpoint(sessions: sessionmaker[Session], job_id: int, agent_id: int, learner: AgentLearner,

@@ -163,6 +163,25 @@ class MemoryStore:
         self.catch_up()
         return ids
 
+    def replace_rows(self, memory_ids: Sequence[int], spans: Sequence[Span]) -> list[int]:
+        """Replace rows by `spans` in one transaction; returns the new ids.
+
+        For a replay re-encoding an event whose stream lost an earlier event (learner.replay): the new rows
+        enter this store's RAM at once, whatever its ceiling, because they stand where the old ones stood
+        in the order of learning. Every other store sees the new ids and the old rows' tombstones at its
+        next catch-up, as for any write.
+        """
+        with self.sessions.begin() as db:
+            delete_memory_rows(db, agent_id=self.agent_id, memory_ids=memory_ids)
+            rows = [self._row(span) for span in spans]
+            db.add_all(rows)
+            db.flush()
+            ids = [row.id for row in rows]
+        with self.view.lock, self.sessions() as db:
+            self._add_rows(db.execute(select(*ROW_COLUMNS).where(Memory.id.in_(ids)).order_by(Memory.id)))
+        self.catch_up()  # the old rows' tombstones
+        return ids
+
     def _row(self, span: Span) -> Memory:
         count = span.keys.shape[0]
         if not 0 < count <= MAX_SPAN_TOKENS:

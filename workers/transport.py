@@ -1,4 +1,5 @@
-"""kombu's SQL transport, polling often enough for one learn task per chunk, safe across processes.
+"""kombu's SQL transport, polling often enough for one learn task per chunk, safe across processes, and
+keeping no delivered message.
 
 The SQL transport cannot be woken by a new message; it polls. kombu's default interval (1 s)
 is paid again after every task when prefetch is 1, which cost about 1 s per 2 KiB chunk, as
@@ -20,6 +21,10 @@ CREATE_TABLE_TRIES = 5
 
 
 class Channel(SqlChannel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._delivered: set[str] = set()  # queues with a delivered row still kept
+
     def _engine_from_config(self):
         """kombu creates its tables (look, then CREATE) on every process's first use of the broker:
         an API process and a starting worker doing it at once on a new broker file raced, and the
@@ -45,6 +50,22 @@ class Channel(SqlChannel):
         except IntegrityError:
             self.session.rollback()
             return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
+
+    def _get(self, queue):
+        """kombu marks a delivered message invisible and never reads it again (this transport redelivers
+        nothing: workers.tasks requeues from SQL at start), yet keeps its row: one row per task, forever. A
+        queue's delivered rows go at the next poll of that queue after a delivery, when the task taken is
+        done (one is prefetched at a time), so an embedded broker stays as small as its backlog."""
+        if queue in self._delivered:
+            self._delivered.discard(queue)
+            queue_id = self._get_or_create(queue).id
+            self.session.query(self.message_cls).filter(self.message_cls.queue_id == queue_id,
+                                                        self.message_cls.visible.is_(False)).delete()
+            self.session.commit()
+        payload = super()._get(queue)  # raises Empty when there is none
+        self._delivered.add(queue)
+        return payload
+
 
 
 class Transport(SqlTransport):

@@ -16,6 +16,7 @@ from learner.replay import ReplayMismatch, run_forget_jobs
 from learner.versions import latest_version, list_versions, load_weights
 from memory.ids import split_ids
 from memory.schema import Document, Event, ForgetJob, Memory, StreamSession
+from memory.store import delete_memory_rows
 from models import State
 from tests.learning import (  # noqa: F401
     TINY,
@@ -207,7 +208,9 @@ def _position_after(sessions, turns: list[bytes]) -> int:
 
 def test_a_replay_whose_memory_pairs_differ_from_the_stored_ones_stops_before_publishing(sessions):
     agent_id, chat = new_agent(sessions, "a")
-    first, second = say(sessions, chat, b"forget this sentence"), say(sessions, chat, b"but keep this one")
+    first = say(sessions, chat, b"forget this sentence")
+    # In a stream of its own, which the forgotten sentence never reached: its pairs must come out the same.
+    _, [second] = received_document(sessions, agent_id, b"but keep this one", 64)
     learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=second, chunk_tokens=16)
     with sessions.begin() as db:  # a stored pair the replay will not compute again
         row = db.scalar(select(Memory).where(Memory.event_id == second).limit(1))
@@ -219,3 +222,49 @@ def test_a_replay_whose_memory_pairs_differ_from_the_stored_ones_stops_before_pu
         run_forget_jobs(sessions, LearnerCache(sessions), agent_id=agent_id, chunk_tokens=16)
     with sessions() as db:
         assert latest_version(db, agent_id) == current and db.get(ForgetJob, job_id).status == "replaying"
+
+
+def test_forgetting_one_turn_of_a_chat_rewrites_the_later_turns_memories_as_read_without_it(sessions):
+    turns = [b"my sister lives in Lisbon", b"my bank PIN is 4417", b"the weather is fine today"]
+    a, chat_a = new_agent(sessions, "a", STEADY_LEARNING)
+    ids = [say(sessions, chat_a, turn) for turn in turns]
+    _learn_all(sessions, LearnerCache(sessions), a)
+    b, chat_b = new_agent(sessions, "b", STEADY_LEARNING)
+    for turn in turns[0], turns[2]:
+        say(sessions, chat_b, turn)
+    _learn_all(sessions, LearnerCache(sessions), b)
+    with sessions() as db:
+        stale = set(db.scalars(select(Memory.id).where(Memory.event_id == ids[2])))
+    assert stale
+
+    with sessions.begin() as db:
+        job_id = forget_source(db, agent_id=a, event_id=ids[1], weights=True).job_id
+    run_forget_jobs(sessions, LearnerCache(sessions), agent_id=a, chunk_tokens=LEARN["chunk_tokens"])
+
+    with sessions() as db:
+        assert db.get(ForgetJob, job_id).status == "done"
+        rewritten = set(db.scalars(select(Memory.id).where(Memory.event_id == ids[2])))
+    assert rewritten and not rewritten & stale  # new ids: serving processes drop the old rows and load these
+
+    def but_place(agent_id):  # the later turn's place in its chat's log differs: A's log still holds the gap
+        return [row[:1] + row[4:] for row in memories_but_ids(sessions, agent_id)]
+
+    assert but_place(a) == but_place(b)
+    weights_a, weights_b = learned_weights(sessions, a), learned_weights(sessions, b)
+    assert all(torch.equal(weights_a[name], weights_b[name]) for name in weights_a)
+
+
+def test_a_rewrite_leaves_out_the_memories_a_person_deleted(sessions):
+    a, chat = new_agent(sessions, "a", STEADY_LEARNING)
+    ids = [say(sessions, chat, turn) for turn in (b"first turn to forget", b"a long later turn " * 6)]
+    _learn_all(sessions, LearnerCache(sessions), a)
+    with sessions.begin() as db:
+        rows = db.execute(select(Memory.id, Memory.byte_start, Memory.byte_end)
+                          .where(Memory.event_id == ids[1]).order_by(Memory.byte_start)).all()
+        assert len(rows) >= 2
+        delete_memory_rows(db, agent_id=a, memory_ids=[rows[0].id])
+        forget_source(db, agent_id=a, event_id=ids[0], weights=True)
+    run_forget_jobs(sessions, LearnerCache(sessions), agent_id=a, chunk_tokens=LEARN["chunk_tokens"])
+    with sessions() as db:
+        starts = list(db.scalars(select(Memory.byte_start).where(Memory.event_id == ids[1])))
+    assert starts and rows[0].byte_start not in starts
