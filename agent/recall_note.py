@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from learner.stream_format import event_tokens
-from memory.admin import RecallHit, recall
+from memory.recall import RecallHit, recall
 from memory.schema import Event, Memory
 from memory.store import MemoryStore
 from models import State
@@ -99,7 +99,7 @@ def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> l
     asked = _stems(message)
     ranked = [(hit, bool(asked & _stems(hit.text))) for hit in hits]
     noted = [(hit, shared) for rank, (hit, shared) in enumerate(ranked)
-             if hit.score >= min_score or (rank == 0 and shared)]
+             if (hit.model_score or 0.0) >= min_score or (rank == 0 and shared)]
     if not asks(message):
         return [hit for hit, shared in noted if shared]
     first_sharing = next((rank for rank, (_, shared) in enumerate(noted) if shared), len(noted))

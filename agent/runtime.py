@@ -29,8 +29,8 @@ from learner.eventlog import append_events, mark_event_failed
 from learner.forget import DROPPED_STATE
 from learner.serving import ServingModel
 from learner.stream_format import turn_prompt
-from memory.admin import RecallHit, recall
 from memory.db import AgentGone, chat_turn_lock, retry_transient
+from memory.recall import RecallHit, recall
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
 from memory.settings import Settings

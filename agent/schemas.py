@@ -203,8 +203,10 @@ class RecallHitPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     memory_id: int
-    score: float  # best match of one of its pairs: its key's cosine with a query, or its run's mean cosine
+    score: float  # the fused ranking's (memory.recall): each signal that found it adds 1 / (60 + its rank there)
+    model_score: float | None  # the model's search: its best pair's share of a head's attention (or cosine)
     token_hits: int  # how many of its pairs the retrieval layer weighed, found by search or followed
+    lexical_score: float | None  # its words' BM25 against the query; None when no word matched
     text: str
     event_id: int | None  # provenance, as in a memory: the event it was read from
     document_id: int | None

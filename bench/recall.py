@@ -41,9 +41,10 @@ from bench.talk import FACTS as FACTS_ASKED
 from learner.base import default_base, load_base
 from learner.eventlog import append_document_chunks, create_session, finish_document, open_document
 from learner.learn import LearnerCache, learn_through
-from memory.admin import RecallHit, delete_memories, recall
+from memory.admin import delete_memories
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
+from memory.recall import RecallHit, recall
 from memory.schema import Agent, Event, Memory, StreamSession
 from memory.settings import Settings
 from models import SamplingConfig

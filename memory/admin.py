@@ -9,20 +9,15 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from memory.db import lock_agent
-from memory.ids import split_ids
 from memory.schema import MAX_ID, Agent, Memory
-from memory.store import MemoryStore, Span, delete_memory_rows, memory_for
-from models import LanguageModel, State
+from memory.store import MemoryStore, Span, delete_memory_rows
 
 EXPORT_FORMAT = 1
 
@@ -100,56 +95,6 @@ def delete_agent(db: Session, *, agent_id: int) -> None:
     lock_agent(db, agent_id, exclusive=True)
     delete_memories(db, agent_id=agent_id, everything=True)  # tombstones: every process's index drops them
     db.execute(delete(Agent).where(Agent.id == agent_id))  # the rest goes by ON DELETE CASCADE
-
-
-@dataclass(frozen=True)
-class RecallHit:
-    memory_id: int
-    # Best match of one of this memory's pairs: its key's cosine with a query, or its run's mean (a retrieval
-    # block); its largest share of a head's attention (memory layers).
-    score: float
-    token_hits: int  # (position, pair) weighings by the retrieval layer that fell in this memory, found or followed
-    text: str
-    # Provenance: the event it was read from, and that event's document or chat session.
-    event_id: int | None
-    document_id: int | None
-    session_id: int | None
-
-
-@torch.inference_mode()
-def recall(
-    db: Session, *, store: MemoryStore, model: LanguageModel, text: str | bytes, state: State | None = None,
-    limit: int = 20,
-) -> list[RecallHit]:
-    """The memories the retrieval layer weighs while reading `text` (from `state`, or a fresh stream):
-    the pairs its search finds and those it reaches by following the stored text on from them."""
-    data = text.encode() if isinstance(text, str) else text
-    if not data:
-        raise ValueError("recall needs a non-empty text")
-    if model.retrieval_block is None and not getattr(model.config, "memory_layers", ()):
-        raise ValueError("this model has no retrieval block or memory layer, so it recalls nothing")
-    store.catch_up()  # once per recall: the model's searches read RAM only
-    tokens = torch.tensor([model.tokenizer.encode(data)], device=model.device)
-    ids, scores = model.recall_scores(tokens, memory_for(model, store, None), state)
-    weighed = ids >= 0
-    rows, _ = split_ids(ids[weighed].cpu().numpy())
-    row_scores = scores[weighed].cpu().numpy()
-    # Per row, its best score and how many (query, pair) scores it got: tens of thousands per question.
-    order = np.argsort(rows, kind="stable")
-    unique_rows, starts, hits = np.unique(rows[order], return_index=True, return_counts=True)
-    best = np.maximum.reduceat(row_scores[order], starts) if len(rows) else row_scores
-    ranked_at = np.argsort(-best, kind="stable")[:limit]
-    ranked = unique_rows[ranked_at].tolist()
-    best_of = dict(zip(ranked, best[ranked_at].tolist()))
-    hits_of = dict(zip(ranked, hits[ranked_at].tolist()))
-    found = {row.id: row for row in db.execute(
-        select(Memory.id, Memory.text, Memory.event_id, Memory.document_id, Memory.session_id)
-        .where(Memory.agent_id == store.agent_id, Memory.id.in_(ranked)))}
-    return [
-        RecallHit(memory_id=i, score=best_of[i], token_hits=hits_of[i], text=found[i].text, event_id=found[i].event_id,
-                  document_id=found[i].document_id, session_id=found[i].session_id)
-        for i in ranked if i in found
-    ]
 
 
 def export_ndjson(db: Session, *, agent_id: int) -> Iterator[str]:

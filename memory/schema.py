@@ -269,3 +269,12 @@ class ForgetJobStream(Base):
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
     learn_state: Mapped[bytes | None] = mapped_column(LargeBinary)
     learn_last_token: Mapped[int | None] = mapped_column(Integer)
+
+
+# The lexical index (migration 0008, memory.lexical): made by each database's own SQL, so not declared here.
+LEXICAL_INDEX_OBJECTS = ("memories_fts", "ix_memories_text_words")
+
+
+def declared_here(name: str | None, type_: str, parent_names: dict) -> bool:
+    """Whether a database object is one of these models' (Alembic's `include_name`): not the lexical index's."""
+    return not (name or "").startswith(LEXICAL_INDEX_OBJECTS)

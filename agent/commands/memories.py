@@ -14,7 +14,7 @@ from agent.commands.streams import open_source, pieces
 
 # Provenance first: the event a memory was read from and that event's document or chat session.
 MEMORY_FIELDS = ("id", "event_id", "document_id", "session_id", "weight_version", "hit_count", "text")
-RECALL_FIELDS = ("memory_id", "score", "token_hits", "text")
+RECALL_FIELDS = ("memory_id", "score", "model_score", "lexical_score", "token_hits", "text")
 
 
 def _list(args: argparse.Namespace) -> int:

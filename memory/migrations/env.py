@@ -3,7 +3,7 @@
 from alembic import context
 
 from memory.db import make_engine
-from memory.schema import Base
+from memory.schema import Base, declared_here
 
 config = context.config
 target_metadata = Base.metadata
@@ -12,14 +12,16 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                          include_name=declared_here)
         with context.begin_transaction():
             context.run_migrations()
         return
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
     engine = make_engine(url)
     with engine.begin() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                          include_name=declared_here)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

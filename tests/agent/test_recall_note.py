@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from agent.recall_note import asked_sentence_first, unlearned_statements, worth_noting
 from learner.eventlog import append_events
-from memory.admin import RecallHit
+from memory.recall import RecallHit
 from memory.schema import Event
 from models import ByteTokenizer
 from tests.learning import db_url, empty_db_url, new_agent, sessions  # noqa: F401 - fixtures
@@ -45,8 +45,8 @@ def test_single_characters_are_not_words_in_common():
 
 
 def _hit(memory_id: int, score: float, text: str) -> RecallHit:
-    return RecallHit(memory_id=memory_id, score=score, token_hits=1, text=text, event_id=None, document_id=None,
-                     session_id=None)
+    return RecallHit(memory_id=memory_id, score=score, model_score=score, token_hits=1, lexical_score=None, text=text,
+                     event_id=None, document_id=None, session_id=None)
 
 
 def test_a_note_reads_memories_scoring_enough_and_the_best_one_sharing_a_word_with_the_message():

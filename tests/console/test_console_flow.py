@@ -82,7 +82,10 @@ def test_an_agent_is_created_chatted_with_taught_a_document_and_its_memory_found
     hits = page.locator("#recall-results tr[data-memory-id]", has_text=f"document {document_id}")
     hits.first.wait_for()
     memory_id = int(hits.first.get_attribute("data-memory-id"))
-    assert re.fullmatch(r"-?\d+\.\d{3}", hits.first.locator(".score").text_content())
+    # Its rank in the fused ranking, and each signal's score: the model's search and the words (both find it).
+    assert hits.first.locator(".score").text_content() == "1"
+    assert re.fullmatch(r"-?\d+\.\d{3}", hits.first.locator(".model-score").text_content())
+    assert re.fullmatch(r"-?\d+\.\d{3}", hits.first.locator(".lexical-score").text_content())
     assert_no_stray_values(page)
 
     # Delete it from its detail; it is gone from the list, from what would be recalled, and from the API.

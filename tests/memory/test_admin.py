@@ -9,8 +9,9 @@ import torch
 from sqlalchemy import select
 
 from agent.pagination import keyset_page
-from memory.admin import delete_memories, export_ndjson, get_memory, import_ndjson, memories_query, recall
+from memory.admin import delete_memories, export_ndjson, get_memory, import_ndjson, memories_query
 from memory.ids import split_ids
+from memory.recall import recall
 from memory.schema import Event, Memory, StreamSession
 from memory.store import MemoryStore, Span
 from models import HybridLM, ModelConfig
@@ -117,7 +118,7 @@ def test_recall_returns_what_the_retrieval_layer_fetches(sessions, model, agent_
         first_chunk = get_memory(db, agent_id=agent, memory_id=first[0]).text
         hits = recall(db, store=store, model=model, text=first_chunk)
     assert hits[0].memory_id == first[0]  # read from a fresh stream, as it was stored: its queries are its keys
-    assert hits[0].score == pytest.approx(1.0, abs=1e-2)
+    assert hits[0].model_score == pytest.approx(1.0, abs=1e-2)
     assert all(a.score >= b.score for a, b in pairwise(hits))
     assert hits[0].text == first_chunk
     assert (hits[0].event_id, hits[0].document_id, hits[0].session_id) == (event_id, None, session_id)
@@ -150,10 +151,10 @@ def test_recall_lists_the_memories_reached_by_following_the_stored_text(
         missing = SearchMisses(
             agent_id=agent, sessions=sessions, head_dim=store.head_dim, missed_rows=[first[1]], can_follow=can_follow
         )
-        hits = {hit.memory_id: hit for hit in recall(db, store=missing, model=model, text=passage)}
+        hits = {hit.memory_id: hit for hit in recall(db, store=missing, model=model, text=passage, lexical=False)}
     assert len(first) >= 2 and first[0] in hits  # found by search
     if can_follow:  # the passage is read on from the first row into the second, which search never finds
-        assert hits[first[1]].score == pytest.approx(1.0, abs=1e-2)
+        assert hits[first[1]].model_score == pytest.approx(1.0, abs=1e-2)
         assert hits[first[1]].token_hits >= model.retrieval_block.follow_hops
     else:
         assert first[1] not in hits

@@ -147,6 +147,11 @@ export function render(container, context) {
     timers.push(timer);
   }
 
+  // A signal's score, or a dash where that signal did not find the memory (the ranking fuses both).
+  function signal(score) {
+    return score === null || score === undefined ? "–" : score.toFixed(3);
+  }
+
   function recallPanel() {
     const input = el("input", { id: "recall-query", type: "search", placeholder: "a query, as a message would say it",
       "aria-label": "recall query" });
@@ -165,8 +170,10 @@ export function render(container, context) {
         const hits = await post(`/v1/agents/${agentId}/memories/recall`,
           { query: input.value, top_k: Number(topK.value) || 10 });
         replace(results, hits.length === 0 ? el("p", { class: "muted", text: "Nothing would be recalled." })
-          : table(["score", "pairs", "text", "source"], hits.map((hit) => el("tr", { dataset: { memoryId: hit.memory_id } },
-            el("td", { class: "score", text: hit.score.toFixed(3) }),
+          : table(["rank", "model", "words", "pairs", "text", "source"], hits.map((hit, rank) => el("tr", { dataset: { memoryId: hit.memory_id } },
+            el("td", { class: "score", title: `fused score ${hit.score.toFixed(4)}`, text: String(rank + 1) }),
+            el("td", { class: "model-score", text: signal(hit.model_score) }),
+            el("td", { class: "lexical-score", text: signal(hit.lexical_score) }),
             el("td", { text: hit.token_hits }),
             el("td", {}, el("button", { type: "button", class: "quiet", text: `#${hit.memory_id}`,
               onclick: () => showDetail(hit.memory_id) }), el("div", { class: "memory-text clamp", text: short(hit.text) })),
