@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.runtime import AgentRuntime
@@ -32,18 +34,24 @@ class LocalAgent:
 
 
 @contextmanager
-def local_agent(directory: Path, base: str, name: str = "bench", learning: dict | None = None) -> Iterator[LocalAgent]:
-    """A new agent on `base` in a new database under `directory`; the engine is disposed after."""
+def local_agent(directory: Path, base: str, name: str = "bench", learning: dict | None = None,
+                copy_of: Path | None = None) -> Iterator[LocalAgent]:
+    """A new agent on `base` in a new database under `directory`; the engine is disposed after. With `copy_of`
+    (a database an earlier run kept), the database is a copy of it and the agent its agent called `name`."""
     path = directory / "bench.db"
     url = f"sqlite:///{path}"
+    if copy_of is not None:
+        shutil.copy(copy_of, path)
     upgrade(url)
     engine = make_engine(url)
     try:
         sessions = make_session_factory(engine)
         with sessions.begin() as db:
-            agent = Agent(name=name, base_checkpoint=base, learning_settings=learning or {})
-            db.add(agent)
-            db.flush()
+            agent = db.scalar(select(Agent).where(Agent.name == name)) if copy_of is not None else None
+            if agent is None:
+                agent = Agent(name=name, base_checkpoint=base, learning_settings=learning or {})
+                db.add(agent)
+                db.flush()
             agent_id = agent.id
         yield LocalAgent(path, sessions, Settings(data_dir=directory / "data", database_url=url), agent_id)
     finally:
