@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from learner.stream_format import event_tokens
 from memory.recall import RecallHit, recall
-from memory.schema import Event, Memory
+from memory.schema import Document, Event, Memory
 from memory.store import MemoryStore
 from models import State
 from models.tokenizer import Tokenizer
@@ -30,6 +31,8 @@ from models.transformer import TransformerLM
 
 NOTE_HEADER = "From your memory: "
 RECALL_CANDIDATES = 8
+# The most a note reads of one memory: a document's memory is a chunk of kilobytes (`excerpt`).
+EXCERPT_BYTES = 384
 # A session's own turns looked at for statements not yet learned (the worker's lag, bounded), and how many
 # of them a note reads.
 UNLEARNED_LOOKBACK = 256
@@ -86,6 +89,31 @@ def asked_sentence_first(text: str, message: str) -> str:
         return text
     best = shared.index(max(shared))
     return " ".join([sentences[best], *sentences[:best], *sentences[best + 1:]])
+
+
+def excerpt(text: str, message: str, max_bytes: int) -> str:
+    """What a note reads of a memory: `text` with its asked sentence first (`asked_sentence_first`) when it fits
+    in `max_bytes`; else its sentences sharing the most words with `message` that fit, the asked one first and
+    the others in the text's order (a document's memory is a chunk of kilobytes, the answer one sentence of
+    it); its first sentences when none shares a word."""
+    if len(text.encode()) <= max_bytes:
+        return asked_sentence_first(text, message)
+    sentences = [sentence.strip() for sentence in _SENTENCE_END.split(text) if sentence.strip()]
+    asked = _stems(message)
+    shared = [len(asked & _stems(sentence)) for sentence in sentences]
+    order = sorted(range(len(sentences)), key=lambda i: (-shared[i], i)) if any(shared) else range(len(sentences))
+    chosen: list[int] = []
+    used = 0
+    for i in order:
+        if chosen and any(shared) and not shared[i]:
+            break
+        size = len(sentences[i].encode()) + 1
+        if used + size <= max_bytes:
+            chosen.append(i)
+            used += size
+    if not chosen:  # one sentence longer than the budget: its start, in whole characters
+        return sentences[order[0]].encode()[:max_bytes].decode("utf-8", errors="ignore") if sentences else ""
+    return " ".join(sentences[i] for i in [chosen[0], *sorted(chosen[1:])])
 
 
 def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> list[RecallHit]:
@@ -164,18 +192,43 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
                 and text.casefold() != asked.strip().casefold())
 
     texts, used = [], 0
-    noted = [hit.text.strip() for hit in worth_noting([hit for hit in hits if tells_something(hit)], asked, min_score)]
-    for text in [*own, *(text for text in noted if text not in own)]:
-        if used + len(text.encode()) > max_bytes:
-            continue
-        texts.append(asked_sentence_first(text, asked))
-        used += len(text.encode())
+    noted = worth_noting([hit for hit in hits if tells_something(hit)], asked, min_score)
+    sources = sources_of(db, noted)
+    for text, source in [*((text, "") for text in own),
+                         *((hit.text.strip(), sources.get(hit.memory_id, "")) for hit in noted
+                           if hit.text.strip() not in own)]:
+        read = excerpt(text, asked, min(EXCERPT_BYTES, max_bytes - used))
+        if read:
+            texts.append(source + read)
+            used += len(read.encode())
     if not texts:
         return []
     try:
         return model.tokenizer.encode((NOTE_HEADER + "\n".join(texts) + "\n\n").encode())
     except ValueError:  # a memory's shown text (U+FFFD for bytes it could not show) the vocabulary cannot spell
         return []
+
+
+def sources_of(db: Session, hits: Sequence[RecallHit]) -> dict[int, str]:
+    """Memory id -> where and when it was read, as a note says it before the memory's text: a document's name
+    and the day it was uploaded, or the day a chat turn said it ("" for an imported memory)."""
+    rows = db.execute(select(Memory.id, Document.name, Document.created_at.label("uploaded"),
+                             Event.created_at.label("said"), Event.role)
+                      .outerjoin(Document, Document.id == Memory.document_id)
+                      .outerjoin(Event, Event.id == Memory.event_id)
+                      .where(Memory.id.in_([hit.memory_id for hit in hits])))
+    sources = {}
+    for row in rows:
+        if row.uploaded is not None:
+            named = f' "{row.name}"' if row.name else ""
+            sources[row.id] = f"(from your document{named} of {_day(row.uploaded)}) "
+        elif row.said is not None:
+            sources[row.id] = f"(you said on {_day(row.said)}) "
+    return sources
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment.day} {moment:%B %Y}"
 
 
 def with_note(prompt: list[int], note: list[int], message: Event, tokenizer: Tokenizer) -> list[int]:

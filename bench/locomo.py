@@ -46,7 +46,7 @@ from bench.talk import FACTS as PLAIN_QUESTIONS
 from learner.base import default_base
 from learner.eventlog import append_document_chunks, create_session, finish_document, open_document
 from learner.learn import LearnerCache, learn_through
-from memory.lexical import lexical_search, query_words
+from memory.lexical import STOP_WORDS, lexical_search
 from memory.recall import recall
 from memory.schema import Agent, Event, Memory
 from models import SamplingConfig
@@ -61,6 +61,7 @@ DOES_NOT_KNOW = re.compile(
     r"not (sure|certain|aware)|no (record|mention|information)|(can't|cannot|couldn't) (find|recall|tell|say)|"
     r"i have no|unknown", re.IGNORECASE)
 _stemmer = PorterStemmer()
+_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ class TurnBM25:
 
     @staticmethod
     def _words(text: str) -> list[str]:
-        return [_stemmer.stem(w) for w in query_words(text)] or ["\0"]
+        """Every word but function words (memory.lexical's), stemmed, repeats kept (BM25 counts them)."""
+        return [_stemmer.stem(w) for w in _WORD.findall(text.lower()) if w not in STOP_WORDS] or ["\0"]
 
     def within(self, question: str, budget: int) -> list[Turn]:
         """The best turns for `question` that fit in `budget` bytes, best first."""

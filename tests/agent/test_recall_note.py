@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import update
 
-from agent.recall_note import asked_sentence_first, unlearned_statements, worth_noting
+from agent.recall_note import asked_sentence_first, excerpt, unlearned_statements, worth_noting
 from learner.eventlog import append_events
 from memory.recall import RecallHit
 from memory.schema import Event
@@ -132,3 +132,24 @@ def test_what_the_user_said_that_left_the_window_before_it_was_learned_is_found_
     with sessions.begin() as db:  # once learned, it is a memory: recall's to find
         db.execute(update(Event).where(Event.id == locker).values(learned_at=datetime.now(UTC)))
     assert noted("Tell me my locker number") == []
+
+
+def test_a_long_memory_is_read_as_its_sentences_sharing_the_words_asked_within_the_budget():
+    chunk = "\n".join([
+        "1:56 pm on 8 May, 2023",
+        "Caroline: Hey Mel! Good to see you! How have you been?",
+        "Melanie: Swamped with the kids and work. What's up with you?",
+        "Caroline: I went to an LGBTQ support group yesterday and it was so powerful.",
+        "Melanie: Wow, that's cool. What happened at the group?",
+        *(f"Melanie: A filler line number {i} about painting and the weather." for i in range(40)),
+        "Caroline: The transgender stories at the support group were so inspiring.",
+    ])
+    read = excerpt(chunk, "When did Caroline go to the LGBTQ support group?", 200)
+    assert read.startswith("Caroline: I went to an LGBTQ support group yesterday")
+    assert len(read.encode()) <= 200 and "filler" not in read
+    assert "The transgender stories at the support group" in read  # the other sentences sharing words, in order
+    # No sentence shares a word: the memory's first sentences, within the budget.
+    assert excerpt(chunk, "Quelle heure est-il?", 80).startswith("1:56 pm on 8 May, 2023")
+    assert len(excerpt(chunk, "Quelle heure est-il?", 80).encode()) <= 80
+    # Short enough: read whole, the asked sentence first, as before.
+    assert excerpt(NOTES, "Who is the guide?", 1000) == asked_sentence_first(NOTES, "Who is the guide?")
