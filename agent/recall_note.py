@@ -95,24 +95,27 @@ def excerpt(text: str, message: str, max_bytes: int) -> str:
     """What a note reads of a memory: `text` with its asked sentence first (`asked_sentence_first`) when it fits
     in `max_bytes`; else its sentences sharing the most words with `message` that fit, the asked one first and
     the others in the text's order (a document's memory is a chunk of kilobytes, the answer one sentence of
-    it); its first sentences when none shares a word."""
+    it); "" when none shares a word: which part of it the model's search meant cannot be told, and a note of a
+    long memory's first sentences (a licence's) was read instead of answering a plain question."""
     if len(text.encode()) <= max_bytes:
         return asked_sentence_first(text, message)
     sentences = [sentence.strip() for sentence in _SENTENCE_END.split(text) if sentence.strip()]
     asked = _stems(message)
     shared = [len(asked & _stems(sentence)) for sentence in sentences]
-    order = sorted(range(len(sentences)), key=lambda i: (-shared[i], i)) if any(shared) else range(len(sentences))
+    if not any(shared):
+        return ""
+    order = sorted(range(len(sentences)), key=lambda i: (-shared[i], i))
     chosen: list[int] = []
     used = 0
     for i in order:
-        if chosen and any(shared) and not shared[i]:
+        if chosen and not shared[i]:
             break
         size = len(sentences[i].encode()) + 1
         if used + size <= max_bytes:
             chosen.append(i)
             used += size
-    if not chosen:  # one sentence longer than the budget: its start, in whole characters
-        return sentences[order[0]].encode()[:max_bytes].decode("utf-8", errors="ignore") if sentences else ""
+    if not chosen:  # the asked sentence alone is longer than the budget: its start, in whole characters
+        return sentences[order[0]].encode()[:max_bytes].decode("utf-8", errors="ignore")
     return " ".join(sentences[i] for i in [chosen[0], *sorted(chosen[1:])])
 
 

@@ -203,7 +203,7 @@ class RecallHitPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     memory_id: int
-    score: float  # the fused ranking's (memory.recall): each signal that found it adds 1 / (60 + its rank there)
+    score: float  # the fused ranking's (memory.recall): each signal that found it adds weight / (10 + its rank there)
     model_score: float | None  # the model's search: its best pair's share of a head's attention (or cosine)
     token_hits: int  # how many of its pairs the retrieval layer weighed, found by search or followed
     lexical_score: float | None  # its words' BM25 against the query; None when no word matched

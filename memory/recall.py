@@ -5,9 +5,9 @@
 - The words: the database's full-text index over the memories' text (`memory.lexical`).
 They fail differently. The model's keys rank by what a layer attends to, which for a question is often the
 memory that sounds like it (another question, a turn of the same speaker); the words find the memory that
-names what is asked, but not a paraphrase. Fused by reciprocal rank (each list's rank r adds 1 / (60 + r),
-Cormack et al. 2009): no score scale to calibrate between two signals that share none, and a memory both
-find comes first. The measurements: BENCHMARKS.md, "Memory that finds what matters (LoCoMo)".
+names what is asked, but not a paraphrase. Fused by weighted reciprocal rank (a list's rank r adds
+weight / (FUSION_K + r); Cormack et al. 2009): no score scale to calibrate between two signals that share none,
+and a memory both find comes first. The measurements: BENCHMARKS.md, "Memory that finds what matters (LoCoMo)".
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from memory.schema import Memory
 from memory.store import MemoryStore, memory_for
 from models import LanguageModel, State
 
-# Reciprocal rank fusion's constant: a list's first places differ little from each other, so that one list's
-# first cannot bury what both lists rank well.
-FUSION_K = 60
+# Reciprocal rank fusion's constant and each signal's weight: the model's search is worth a quarter of the words'
+# (its rank r adds MODEL_WEIGHT / (FUSION_K + r)), so that it orders what the words found and brings in what
+# they missed; at equal weights it pushed the evidence out of LoCoMo's top 5 (BENCHMARKS.md, LoCoMo).
+FUSION_K = 10
+MODEL_WEIGHT = 0.25
 # Candidates each signal offers the fusion, at least (a memory ranked lower by both adds nothing).
 CANDIDATES = 20
 
@@ -35,7 +37,7 @@ CANDIDATES = 20
 @dataclass(frozen=True)
 class RecallHit:
     memory_id: int
-    score: float  # the fused rank's score: sum over the signals that found it of 1 / (FUSION_K + its rank)
+    score: float  # the fused rank's score: sum over the signals that found it of weight / (FUSION_K + its rank)
     # The model's search: its best pair's largest share of a head's attention (memory layers), or its key's
     # cosine with a query / its run's mean (a retrieval block); None when the search did not rank it.
     model_score: float | None
@@ -60,9 +62,9 @@ def recall(db: Session, *, store: MemoryStore, model: LanguageModel, text: str |
     words = lexical_search(db, agent_id=store.agent_id, text_=data.decode("utf-8", errors="ignore"),
                            limit=candidates) if lexical else []
     fused: dict[int, float] = {}
-    for ranked in (list(searched), [hit.memory_id for hit in words]):
+    for weight, ranked in ((MODEL_WEIGHT, list(searched)), (1.0, [hit.memory_id for hit in words])):
         for rank, memory_id in enumerate(ranked):
-            fused[memory_id] = fused.get(memory_id, 0.0) + 1.0 / (FUSION_K + rank + 1)
+            fused[memory_id] = fused.get(memory_id, 0.0) + weight / (FUSION_K + rank + 1)
     order = sorted(fused, key=lambda memory_id: -fused[memory_id])[:limit]  # stable: the model's first on a tie
     lexical_of = {hit.memory_id: hit.score for hit in words}
     found = {row.id: row for row in db.execute(
