@@ -50,6 +50,9 @@ FUNCTION_WORDS = frozenset({
     "with", "would", "you", "your",
 })
 STEM = 5
+# Words of a question a memory found by its words must share to be noted: one common word ("grass", "many",
+# "system") brought LoCoMo's chat lines into plain questions' notes, and the model read them instead of answering.
+ENOUGH_SHARED_WORDS = 2
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -120,17 +123,21 @@ def excerpt(text: str, message: str, max_bytes: int) -> str:
 
 
 def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> list[RecallHit]:
-    """Of `hits` (best first), those a note reads: each scoring at least `min_score`, and the best one
-    whatever its score when it shares a word with `message` (a score is a share of a head's attention,
-    which thins as the memory grows). Of those, a memory sharing no word with `message` is left out when
+    """Of `hits` (best first), those a note reads: each whose model score is at least `min_score`, and the best
+    one sharing ENOUGH_SHARED_WORDS of `message`'s words (all of them when it has fewer) whatever its score (a
+    score is a share of a head's attention, which thins as the memory grows; and the words' search finds
+    memories the model's does not). Of those, a memory sharing no word with `message` is left out when
     ranked below one that does (a second memory beside the one asked about is read as the answer), but
     kept when ranked above (recall by meaning). When `message` asks nothing (`asks`), only memories sharing
     its words are noted. The cases behind each rule: BENCHMARKS.md, "Why a note reads what it reads".
     """
     asked = _stems(message)
-    ranked = [(hit, bool(asked & _stems(hit.text))) for hit in hits]
+    enough = min(ENOUGH_SHARED_WORDS, len(asked))
+    shares = [len(asked & _stems(hit.text)) for hit in hits]
+    best_sharing = next((rank for rank, shared in enumerate(shares) if shared and shared >= enough), None)
+    ranked = [(hit, shared > 0) for hit, shared in zip(hits, shares)]
     noted = [(hit, shared) for rank, (hit, shared) in enumerate(ranked)
-             if (hit.model_score or 0.0) >= min_score or (rank == 0 and shared)]
+             if (hit.model_score or 0.0) >= min_score or rank == best_sharing]
     if not asks(message):
         return [hit for hit, shared in noted if shared]
     first_sharing = next((rank for rank, (_, shared) in enumerate(noted) if shared), len(noted))

@@ -15,10 +15,11 @@ temporary directory, in one process (no HTTP, no broker; the same functions the 
   memories returned (a turn counts where a memory holds its first or last 48 bytes), for the fused ranking,
   the model's search alone and the words alone; and BM25 over the conversation's single turns, given as many
   of its best turns as fit in the bytes the fused five returned;
-- `--plain`: bench.talk's 20 plain questions asked of the agent before its first upload and after the last.
+- `--plain`: bench.talk's 20 plain questions asked of a new agent with nothing in memory and of this one, once
+  it holds the conversation.
 
-Needs `pip install -e '.[eval]'` (LoCoMo's stemmer, BM25). `--reuse DIR` keeps each conversation's learned database and starts from that copy on a later run with the
-same base (learning a conversation takes minutes).
+Needs `pip install -e '.[eval]'` (LoCoMo's stemmer, BM25). `--reuse DIR` keeps each conversation's learned
+database and starts from that copy on a later run with the same base (learning a conversation takes minutes).
 """
 
 from __future__ import annotations
