@@ -89,7 +89,7 @@ def test_the_default_model_answers_a_fact_from_the_middle_of_a_long_document(tmp
             db.add(agent)
             db.flush()
             agent_id = agent.id
-        _learn_document(sessions, agent_id, document_with_fact(8192), chunk_bytes=2048)
+        _learn_document(sessions, agent_id, document_with_fact(4096), chunk_bytes=2048)  # the fact in the 2nd chunk
         runtime = _runtime(sessions, agent_id, Settings(data_dir=tmp_path / "data"))
         assert isinstance(runtime.store, MemoryStore) and len(runtime.store) > 0
         with sessions.begin() as db:
