@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 from sqlalchemy import update
 
-from agent.recall_note import asked_sentence_first, excerpt, unlearned_statements, worth_noting
+from agent.recall_note import asked_sentence_first, excerpt, sources_of, unlearned_statements, worth_noting
 from learner.eventlog import append_events
 from memory.recall import RecallHit
-from memory.schema import Event
+from memory.schema import Document, Event, Memory
 from models import ByteTokenizer
 from tests.learning import db_url, empty_db_url, new_agent, sessions  # noqa: F401 - fixtures
 
@@ -152,3 +152,29 @@ def test_a_long_memory_is_read_as_its_sentences_sharing_the_words_asked_within_t
     assert excerpt(chunk, "Quelle heure est-il?", 80) == ""
     # Short enough: read whole, the asked sentence first, as before.
     assert excerpt(NOTES, "Who is the guide?", 1000) == asked_sentence_first(NOTES, "Who is the guide?")
+
+
+def test_a_note_says_where_and_when_each_memory_was_read(sessions):
+    agent_id, chat = new_agent(sessions, "a")
+    with sessions.begin() as db:
+        said = append_events(db, session_id=chat, events=[("user", b"My locker is 4417.")])[0]
+        _, [chunk] = _received(db, agent_id)
+        rows = [Memory(agent_id=agent_id, event_id=event.id, document_id=event.document_id, session_id=event.session_id,
+                       byte_start=0, byte_end=1, text="x", num_tokens=1, head_dim=1, keys=b"\0\0", values=b"\0\0")
+                for event in (said, db.get(Event, chunk))]
+        db.add_all(rows)
+        db.flush()
+        db.execute(update(Event).values(created_at=datetime(2023, 5, 8, 13, 56, tzinfo=UTC)))
+        db.execute(update(Document).values(created_at=datetime(2024, 2, 29, tzinfo=UTC)))
+        ids = [row.id for row in rows]
+    with sessions() as db:
+        sources = sources_of(db, [_hit(i, 0.5, "x") for i in ids])
+    assert sources == {ids[0]: "(you said on 8 May 2023) ",
+                       ids[1]: '(from your document "trip notes.txt" of 29 February 2024) '}
+
+
+def _received(db, agent_id: int):
+    from learner.eventlog import receive_document
+
+    return receive_document(db, agent_id=agent_id, data=b"The boat leaves at 7am.", chunk_bytes=64,
+                            name="trip notes.txt")
