@@ -18,7 +18,7 @@ from agent.routes import agents, base_models, documents, health, learning, memor
 from agent.schemas import ERROR_RESPONSES
 from agent.services import Services
 from agent.transient import RetryTransientErrors
-from memory.settings import Settings
+from settings import Settings
 
 # JSON bodies hold a message whose bytes may be escaped (\uXXXX: 6 characters a byte), plus the rest.
 JSON_OVERHEAD = 16 * 1024

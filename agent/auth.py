@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory.schema import ApiKey
-from memory.settings import Settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from memory.settings import Settings
+    from settings import Settings
     from workers.app import run_worker
 
     queues = {"queues": tuple(args.queues.split(","))} if args.queues else {}
@@ -61,7 +61,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from agent.serve import serve
-    from memory.settings import Settings
+    from settings import Settings
 
     serve(
         Settings(),

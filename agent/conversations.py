@@ -2,7 +2,7 @@
 match, or are read in as a new session's first turns; the last is the user's new message.
 
 Chat front ends (Open WebUI, LibreChat, the `openai` SDK's examples) send the whole history on every call and
-no session id. A session begun here keeps a digest of its log (learner.eventlog.transcript_digest), seeded
+no session id. A session begun here keeps a digest of its log (memory.eventlog.transcript_digest), seeded
 with the calling key: a history whose digest matches continues that session, so a conversation is one
 session, each turn logged once. Two sessions can match only when their logs are the same turn for turn (the
 same history sent twice as a new conversation, say): the newest is continued. A history that matches none
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from agent.errors import ApiError
 from agent.schemas import ChatMessage
 from agent.turns import message_bytes
-from learner.eventlog import append_events, create_session, transcript_digest, transcript_seed
+from memory.eventlog import append_events, create_session, transcript_digest, transcript_seed
 from memory.schema import StreamSession
 
 # OpenAI's roles and the log's: a developer message is the newer name of a system message.

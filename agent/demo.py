@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from memory.settings import SHIPPED_CHECKPOINT
 from models import ByteTokenizer, HybridLM, ModelConfig, SamplingConfig, State, TensorMemory, generate
+from settings import SHIPPED_CHECKPOINT
 
 DEFAULT_FILE = Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
 # The shipped base model; absent in a checkout without it, in which case a fresh model is used.

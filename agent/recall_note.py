@@ -21,13 +21,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from learner.stream_format import event_tokens
 from memory.recall import RecallHit, recall
 from memory.schema import Document, Event, Memory
 from memory.store import MemoryStore
-from models import State
+from memory.stream_format import event_tokens
+from models import LanguageModel, State
 from models.tokenizer import Tokenizer
-from models.transformer import TransformerLM
 
 NOTE_HEADER = "From your memory: "
 RECALL_CANDIDATES = 8
@@ -144,7 +143,7 @@ def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> l
     return [hit for rank, (hit, shared) in enumerate(noted) if shared or rank < first_sharing]
 
 
-def unlearned_statements(db: Session, *, model: TransformerLM, session_id: int, state: State | None,
+def unlearned_statements(db: Session, *, model: LanguageModel, session_id: int, state: State | None,
                          events_read: int, asked: str) -> list[str]:
     """What the user told this session that has left the model's window and is no memory yet (the worker
     has not learned it: a session outruns a busy worker), when `asked` asks something: statements sharing
@@ -169,8 +168,9 @@ def unlearned_statements(db: Session, *, model: TransformerLM, session_id: int, 
     return [text for _, _, text in sorted(found, reverse=True)[:UNLEARNED_NOTED]]
 
 
-def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, session_id: int, state: State | None,
-                  message: bytes, min_score: float, max_bytes: int, events_read: int = 0) -> list[int]:
+def recalled_note(db: Session, *, store: MemoryStore, model: LanguageModel, session_id: int, state: State | None,
+                  message: bytes, min_score: float, max_bytes: int, events_read: int = 0,
+                  message_tokens: list[int] | None = None) -> list[int]:
     """The tokens of a note of the memories recalled for `message` that are worth noting (`worth_noting`),
     best first, up to `max_bytes` of their text; [] when none qualifies. The session's own memories that its
     state still holds in its window are left out (the model sees those already), and so are memories that
@@ -185,7 +185,8 @@ def recalled_note(db: Session, *, store: MemoryStore, model: TransformerLM, sess
         return []
     own = unlearned_statements(db, model=model, session_id=session_id, state=state, events_read=events_read,
                                asked=asked)
-    hits = recall(db, store=store, model=model, text=query, limit=RECALL_CANDIDATES)
+    hits = recall(db, store=store, model=model, text=query, limit=RECALL_CANDIDATES,
+                  tokens=message_tokens if query == message else None)
     if not hits and not own:
         return []
     window_start = (state.position if state is not None else 0) - model.config.context_tokens
@@ -241,10 +242,10 @@ def _day(moment: datetime) -> str:
     return f"{moment.day} {moment:%B %Y}"
 
 
-def with_note(prompt: list[int], note: list[int], message: Event, tokenizer: Tokenizer) -> list[int]:
-    """`prompt` (turn_prompt's) with `note` read at the start of its last message, after the role prefix."""
+def with_note(prompt: list[int], note: list[int], message_tokens: int, tokenizer: Tokenizer) -> list[int]:
+    """`prompt` (turn_prompt's) with `note` read at the start of its last message (of `message_tokens` content
+    tokens), after the role prefix."""
     if not note:
         return prompt
-    tail = (len(tokenizer.encode(message.content)) + len(tokenizer.chat.turn_end)
-            + len(tokenizer.chat.prefix("assistant")))
+    tail = message_tokens + len(tokenizer.chat.turn_end) + len(tokenizer.chat.prefix("assistant"))
     return [*prompt[: len(prompt) - tail], *note, *prompt[len(prompt) - tail :]]

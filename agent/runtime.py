@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import torch
 from celery import Celery
@@ -24,19 +25,20 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.recall_note import recalled_note, with_note
+from agent.serving import ServingModel
 from learner.base import load_base
-from learner.eventlog import append_events, mark_event_failed
 from learner.forget import DROPPED_STATE
-from learner.serving import ServingModel
-from learner.stream_format import turn_prompt
 from memory.db import AgentGone, chat_turn_lock, retry_transient
+from memory.eventlog import append_events, mark_event_failed
 from memory.recall import RecallHit, recall
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
-from memory.settings import Settings
-from memory.store import MemoryStore, memory_for
+from memory.store import MemoryStore, StoreConfig, memory_for
+from memory.stream_format import turn_prompt
 from models import LanguageModel, SamplingConfig, State, generate
+from models.generate import Generation
 from models.quantize import int8_kernel_available, quantize_weights
+from settings import Settings
 from workers.submit import enqueue_learning
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,23 @@ class TurnResult:
     elapsed_ms: float
     prompt_tokens: int = 0  # the model's tokens this turn read before replying (the message, its frame)
     reply_tokens: int = 0  # the model's tokens of the reply, its end of turn when it sampled one (not a cut)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What a turn's first phase read, for the other two."""
+
+    model: LanguageModel
+    version: int
+    session_created_at: datetime  # with the id, tells a session from a later one that reused its id
+    read_at: datetime  # a forget of an event after this dropped what the turn read
+    state: State | None  # the session's state before the turn; None: its stream starts
+    prompt: list[int]  # the unread events, the message last, then the assistant's prefix
+    note: list[int]  # read at the start of the message, never logged (agent.recall_note)
+    message_tokens: int
+    reader: Any  # the memory the model reads (memory.store.memory_for, or memory.recent)
+    on_read: Callable[[Any], None] | None
+    earlier: list[list[int]]  # the session's recent replies' tokens, whose n-grams are not sampled again
 
 
 @dataclass
@@ -103,7 +122,8 @@ class AgentRuntime:
         self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,
                                       channels=base.config.memory_channels,
                                       search_openings=base.config.memory_searches_openings,
-                                      snapshot=snapshot if snapshot.exists() else None, config=settings.store_config)
+                                      snapshot=snapshot if snapshot.exists() else None,
+                                      config=StoreConfig.serving(settings.memory_nprobe))
         self.memory_attention = settings.memory_attention
         self.recall_in_context, self.recall_min_score = settings.recall_in_context, settings.recall_min_score
         self.recall_max_bytes = settings.recall_max_bytes
@@ -138,22 +158,25 @@ class AgentRuntime:
             while total > CACHED_STATE_BYTES and len(self._states) > 1:
                 total -= self._states.popitem(last=False)[1].state.nbytes
 
-    def check_content(self, content: bytes) -> None:
-        """ValueError, naming what, for content this agent's vocabulary cannot spell."""
-        self.serving.current().model.tokenizer.encode(content)
+    def encode(self, content: bytes) -> list[int]:
+        """The message's tokens; ValueError, naming what, for content this agent's vocabulary cannot spell."""
+        return self.serving.current().model.tokenizer.encode(content)
 
     def chat(self, *, session_id: int, content: bytes, sampling: SamplingConfig,
-             on_piece: Callable[[str], None] = lambda piece: None) -> TurnResult:
+             on_piece: Callable[[str], None] = lambda piece: None, tokens: list[int] | None = None) -> TurnResult:
         """One turn: log `content`, stream the reply's pieces to `on_piece`, log the reply and the state.
-        ValueError, before anything is logged, for content the model's vocabulary cannot spell. A turn
-        that fails before its reply is logged marks the message failed: it is never learned alone."""
+        `tokens`: the content's, when the caller has encoded it (`encode`). ValueError, before anything is
+        logged, for content the model's vocabulary cannot spell. A turn that fails before its reply is logged
+        marks the message failed: it is never learned alone."""
         started = time.perf_counter()
         sampling = dataclasses.replace(sampling, min_bytes=1)  # an event holds at least one byte
-        self.check_content(content)
+        message = self.encode(content) if tokens is None else tokens
         with self._lock_for(session_id), chat_turn_lock(self.sessions, session_id):
             user_event_id = retry_transient(lambda: self._log_message(session_id, content))
             try:
-                result = self._reply(session_id, user_event_id, sampling, on_piece, started)
+                reading = self._read(session_id, user_event_id, message, sampling)
+                generation, first_byte_ms = self._generate(reading, sampling, on_piece, started)
+                reply_event_id = self._commit(session_id, reading, generation)
             except AgentGone:  # deleted during the turn: its log went with it
                 raise
             except Exception as exc:
@@ -161,18 +184,23 @@ class AgentRuntime:
                     mark_event_failed(db, agent_id=self.agent_id, event_id=user_event_id,
                                       reason=f"the reply failed: {type(exc).__name__}: {exc}")
                 raise
-            self._enqueue_learning(result.reply_event_id)
-            return result
+            self._enqueue_learning(reply_event_id)
+        turn_end = len(reading.model.tokenizer.chat.turn_end) if generation.stop_reason == "end_of_turn" else 0
+        return TurnResult(user_event_id=user_event_id, reply_event_id=reply_event_id, reply=generation.reply,
+                          stop_reason=generation.stop_reason, weight_version=reading.version,
+                          first_byte_ms=first_byte_ms, elapsed_ms=(time.perf_counter() - started) * 1000,
+                          prompt_tokens=len(reading.prompt), reply_tokens=len(generation.tokens) + turn_end)
 
     def _log_message(self, session_id: int, content: bytes) -> int:
         with self.sessions.begin() as db:
             return append_events(db, session_id=session_id, events=[("user", content)])[0].id
 
-    def _reply(self, session_id: int, user_event_id: int, sampling: SamplingConfig,
-               on_piece: Callable[[str], None], started: float) -> TurnResult:
+    def _read(self, session_id: int, user_event_id: int, message: list[int], sampling: SamplingConfig) -> _Reading:
+        """A turn's first phase: the newest weights, the store caught up, the session's state and the events it
+        has not read (the message last), the note recalled for the message, and the prompt."""
         self.serving.refresh()  # between requests: a newer weight version is picked up here
         model, version = self.serving.current()
-        self.store.catch_up()
+        self.store.catch_up()  # once per turn: the recall and the reply's searches read RAM only
         read_at = datetime.now(UTC)
         with self.sessions() as db:
             row = db.get(StreamSession, session_id)
@@ -183,41 +211,49 @@ class AgentRuntime:
             if not unread or unread[-1].id != user_event_id:
                 raise StateMismatch(f"session {session_id}: the message was forgotten before it was answered; "
                                     "send it again to be answered")
-            created_at = row.created_at
-            note = self._note(db, model, session_id, state, unread)
+            note = self._note(db, model, session_id, state, unread, message)
             earlier = recent_replies(db, session_id=session_id, count=sampling.no_repeat_replies)
-        prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None)
+        prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None, message=message)
         # The store as it is, and what this turn reads, searchable as soon as it is read.
         reader, on_read = memory_for(model, self.store, session_id, attend=self.memory_attention), None
         if model.retrieval_block is not None:
             reader = RecentMemory(self.store, model.config.head_dim)
             on_read = reader.remember
-        generation = generate(model, torch.tensor([with_note(prompt, note, unread[-1], model.tokenizer)]),
-                              state=state, memory=reader, sampling=sampling, on_read=on_read,
-                              earlier=[model.tokenizer.encode(reply) for reply in earlier])
+        return _Reading(model=model, version=version, session_created_at=row.created_at, read_at=read_at,
+                        state=state, prompt=prompt, note=note, message_tokens=len(message), reader=reader,
+                        on_read=on_read, earlier=[model.tokenizer.encode(reply) for reply in earlier])
+
+    def _generate(self, reading: _Reading, sampling: SamplingConfig, on_piece: Callable[[str], None],
+                  started: float) -> tuple[Generation, float]:
+        """A turn's second phase: the reply, its pieces streamed as they are sampled; and the first byte's ms."""
+        model = reading.model
+        prompt = with_note(reading.prompt, reading.note, reading.message_tokens, model.tokenizer)
+        generation = generate(model, torch.tensor([prompt]), state=reading.state, memory=reading.reader,
+                              sampling=sampling, on_read=reading.on_read, earlier=reading.earlier)
         first_byte_ms = None
         for piece in generation:
             if first_byte_ms is None:
                 first_byte_ms = (time.perf_counter() - started) * 1000
             on_piece(piece)
+        return generation, first_byte_ms if first_byte_ms is not None else 0.0
+
+    def _commit(self, session_id: int, reading: _Reading, generation: Generation) -> int:
+        """A turn's last phase: the state closed as the log will read the turn, saved with the reply's event in
+        one transaction, and cached; returns the reply's event id."""
+        model = reading.model
         with torch.inference_mode():  # close the turn as the log will: prefix, reply, turn end
-            turn_end = torch.tensor([model.tokenizer.chat.turn_end], device=model.device)
-            if note:  # the note is not in the log: re-read the turn without it
-                turn = [*prompt, *generation.tokens, *model.tokenizer.chat.turn_end]
-                state = model(torch.tensor([turn], device=model.device), state, reader, last_only=True).state
+            if reading.note:  # the note is not in the log: re-read the turn without it
+                turn = torch.tensor([[*reading.prompt, *generation.tokens, *model.tokenizer.chat.turn_end]],
+                                    device=model.device)
+                state = model(turn, reading.state, reading.reader, last_only=True).state
             else:
-                state = model(turn_end, generation.state, reader, last_only=True).state
-        reply = generation.reply
+                turn_end = torch.tensor([model.tokenizer.chat.turn_end], device=model.device)
+                state = model(turn_end, generation.state, reading.reader, last_only=True).state
         reply_event_id, forgotten_meanwhile = retry_transient(
-            lambda: self._log_reply(session_id, reply, state, read_at))
+            lambda: self._log_reply(session_id, generation.reply, state, reading.read_at))
         if not forgotten_meanwhile:
-            self._remember(session_id, created_at, state)
-        return TurnResult(user_event_id=user_event_id, reply_event_id=reply_event_id, reply=reply,
-                          stop_reason=generation.stop_reason, weight_version=version,
-                          first_byte_ms=first_byte_ms if first_byte_ms is not None else 0.0,
-                          elapsed_ms=(time.perf_counter() - started) * 1000, prompt_tokens=len(prompt),
-                          reply_tokens=len(generation.tokens) + (
-                              len(model.tokenizer.chat.turn_end) if generation.stop_reason == "end_of_turn" else 0))
+            self._remember(session_id, reading.session_created_at, state)
+        return reply_event_id
 
     def _log_reply(self, session_id: int, reply: bytes, state: State, read_at: datetime) -> tuple[int, bool]:
         """Log the reply and save the state that read it, in one transaction: (reply event id, whether an
@@ -233,12 +269,12 @@ class AgentRuntime:
             return reply_event.id, forgotten_meanwhile
 
     def _note(self, db: Session, model: LanguageModel, session_id: int, state: State | None,
-              unread: list[Event]) -> list[int]:
+              unread: list[Event], message: list[int]) -> list[int]:
         """What an imported chat model is reminded of before it answers (agent.recall_note); [] if nothing."""
-        if not (self.recall_in_context and model.capabilities.notes_in_context and unread):
+        if not (self.recall_in_context and model.capabilities.notes_in_context):
             return []
         return recalled_note(db, store=self.store, model=model, session_id=session_id, state=state,
-                             message=unread[-1].content, min_score=self.recall_min_score,
+                             message=unread[-1].content, message_tokens=message, min_score=self.recall_min_score,
                              max_bytes=self.recall_max_bytes, events_read=unread[0].seq)
 
     def _enqueue_learning(self, event_id: int) -> None:
@@ -250,6 +286,7 @@ class AgentRuntime:
 
     def recall(self, db: Session, *, query: str, limit: int) -> list[RecallHit]:
         self.serving.refresh()
+        self.store.catch_up()
         return recall(db, store=self.store, model=self.serving.current().model, text=query, limit=limit)
 
 

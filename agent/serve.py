@@ -17,7 +17,7 @@ from agent.limits import READ_HEADER_BYTES
 from learner.base import default_base
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
-from memory.settings import Settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 

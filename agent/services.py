@@ -15,7 +15,7 @@ from agent.metrics import Metrics
 from agent.runtime import Runtimes
 from learner.base import default_base, load_base
 from memory.db import make_engine, make_session_factory
-from memory.settings import Settings
+from settings import Settings
 from workers.app import make_app
 
 log = logging.getLogger(__name__)

@@ -56,17 +56,20 @@ async def chat_target(services: Services, principal: Principal, session_id: int)
     return await run_in_threadpool(_chat_target, services, principal, session_id)
 
 
-async def run_turn(services: Services, target: ChatTarget, content: bytes, sampling: SamplingConfig) -> TurnResult:
+async def run_turn(services: Services, target: ChatTarget, content: bytes, tokens: list[int],
+                   sampling: SamplingConfig) -> TurnResult:
+    """A turn of `content` (`tokens`: its tokens, from the target runtime's `encode`)."""
     loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(
-        services.turns, lambda: target.runtime.chat(session_id=target.session_id, content=content, sampling=sampling))
+    result = await loop.run_in_executor(services.turns, lambda: target.runtime.chat(
+        session_id=target.session_id, content=content, tokens=tokens, sampling=sampling))
     _observe(services, result)
     return result
 
 
-async def stream_turn(services: Services, target: ChatTarget, content: bytes,
+async def stream_turn(services: Services, target: ChatTarget, content: bytes, tokens: list[int],
                       sampling: SamplingConfig) -> AsyncIterator[str | TurnResult]:
-    """The reply's text pieces as they are sampled, then the TurnResult."""
+    """The reply's text pieces of a turn of `content` (`tokens`, as in run_turn) as they are sampled, then the
+    TurnResult."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
 
@@ -74,7 +77,7 @@ async def stream_turn(services: Services, target: ChatTarget, content: bytes,
         loop.call_soon_threadsafe(queue.put_nowait, piece)
 
     future = loop.run_in_executor(services.turns, lambda: target.runtime.chat(
-        session_id=target.session_id, content=content, sampling=sampling, on_piece=on_piece))
+        session_id=target.session_id, content=content, tokens=tokens, sampling=sampling, on_piece=on_piece))
     future.add_done_callback(lambda _: queue.put_nowait(_FINISHED))
     while (item := await queue.get()) is not _FINISHED:
         yield item

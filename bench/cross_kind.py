@@ -26,9 +26,9 @@ import torch
 from learner.corpus import read_documents
 from learner.passkey import CHUNK_TOKENS, NATURAL_SOURCES
 from learner.synthetic import PASSKEY_QUESTION, passkey_statement
-from memory.settings import SHIPPED_CHECKPOINT
 from models import HybridLM, Special
 from models.memory import RowMemory
+from settings import SHIPPED_CHECKPOINT
 
 LEAD_BYTES = 1024  # text of the statement's kind before it
 

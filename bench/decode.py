@@ -20,8 +20,8 @@ import torch
 from bench.learn import RamMemory
 from bench.local_text import stdlib_text
 from learner.base import load_base
-from memory.settings import SHIPPED_CHECKPOINT
 from models import HybridLM, MemoryReader, ModelOutput, Special
+from settings import SHIPPED_CHECKPOINT
 
 CHUNK = 512
 

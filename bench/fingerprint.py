@@ -7,6 +7,11 @@ then decoded greedily for 128 tokens,
 and once more with online learning as the worker does it. Printed: sha256 digests of every chunk's
 output scores, of the final streaming state's bytes, of the memory pointer's ids, and of the
 learned weights; two runs of the same code print the same object, and so must a refactoring.
+
+With the default imported base installed (SmolLM2), its arm `turns` also serves chat turns through the runtime
+as the API does: a fact told in one session, a document read, both learned by the worker's function, then a
+question in a new session answered with a note of what it recalls, then learned too. Printed: digests of
+the replies (which read the notes), the sessions' states, the memories' text and pairs, and the weights.
 """
 
 from __future__ import annotations
@@ -15,18 +20,24 @@ import argparse
 import hashlib
 import json
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from safetensors.torch import load
+from sqlalchemy import select, update
 
+from bench.local_agent import local_agent
 from bench.local_text import stdlib_text
-from learner.base import load_base
+from learner.base import SMALL, default_base, load_base
+from learner.learn import LearnerCache, learn_through
 from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import append_document_chunks, create_session, finish_document, open_document
 from memory.migrate import upgrade
-from memory.schema import Agent
+from memory.schema import Agent, Document, Event, Memory, StreamSession, WeightVersion
 from memory.store import MemoryStore, Span
-from models import Special
+from models import SamplingConfig, Special, State
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT_BYTES = 64 * 1024
@@ -48,7 +59,7 @@ def _state_digest(state) -> str:
     digest = hashlib.sha256(str(state.position).encode())
     for layer in state.layers:
         for tensor in layer:
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -100,6 +111,63 @@ def _read(model, text: bytes, store: MemoryStore, learner: OnlineLearner | None)
     return digests
 
 
+# A day every dated source of a note reads, whatever day the fingerprint runs on ("you said on 1 May 2026").
+FIXED_DAY = datetime(2026, 5, 1, 12, tzinfo=UTC)
+TURNS = [  # (session, message): told, then asked in a session of its own
+    ("told", "My locker number is 4417, next to the gym. I keep a blue bike helmet in it."),
+    ("told", "Thanks! I also have a sister called Oriane who lives in Lyon."),
+    ("asked", "What is my locker number?"),
+    ("asked", "Where does my sister live?"),
+]
+DOCUMENT = (b"Field notes. The heron colony on the north bank counted 212 nests this spring. "
+            b"The ferry to the island leaves at 7:40 every weekday. The lighthouse keeper is named Albane.\n") * 4
+
+
+def _turns(base: str) -> dict[str, str]:
+    """Chat turns of the imported base through the serving runtime, with learning between them (see above)."""
+    greedy = SamplingConfig(temperature=0.0, max_bytes=200)
+    replies = hashlib.sha256()
+    with tempfile.TemporaryDirectory() as tmp, local_agent(Path(tmp), base, name="fingerprint-turns") as agent:
+        cache = LearnerCache(agent.sessions)
+        with agent.sessions.begin() as db:
+            document, stream = open_document(db, agent_id=agent.agent_id, name="notes")
+            append_document_chunks(db, document_id=document.id, session_id=stream.id,
+                                   chunks=[DOCUMENT[i : i + 512] for i in range(0, len(DOCUMENT), 512)])
+            finish_document(db, agent_id=agent.agent_id, document_id=document.id)
+            sessions = {name: create_session(db, agent_id=agent.agent_id).id for name in ("told", "asked")}
+        runtime, last = agent.runtime(), 0
+        for name, message in TURNS:
+            if name == "asked":  # what was told is learned, and dated the same day whenever this runs
+                learn_through(agent.sessions, cache, agent_id=agent.agent_id, event_id=last)
+                with agent.sessions.begin() as db:
+                    db.execute(update(Event).values(created_at=FIXED_DAY))
+                    db.execute(update(Document).values(created_at=FIXED_DAY))
+            result = runtime.chat(session_id=sessions[name], content=message.encode(), sampling=greedy)
+            last = result.reply_event_id
+            replies.update(result.reply + str((result.prompt_tokens, result.reply_tokens, result.stop_reason)).encode())
+        learn_through(agent.sessions, cache, agent_id=agent.agent_id, event_id=last)
+        with agent.sessions() as db:
+            states = hashlib.sha256()
+            for blob in db.scalars(select(StreamSession.state).order_by(StreamSession.id)):
+                states.update(b"-" if blob is None else _state_digest(State.from_bytes(blob)).encode())
+            memories = hashlib.sha256()
+            for row in db.execute(select(Memory.text, Memory.keys, Memory.values, Memory.token_start,
+                                         Memory.num_tokens).order_by(Memory.id)):
+                memories.update(row.text.encode() + row.keys + row.values
+                                + str((row.token_start, row.num_tokens)).encode())
+            weights = db.scalars(select(WeightVersion.weights).order_by(WeightVersion.version.desc())).first()
+    return {"replies": replies.hexdigest(), "states": states.hexdigest(),
+            "memories": memories.hexdigest(), "learned_weights": _weights_digest(weights)}
+
+
+def _weights_digest(blob: bytes) -> str:
+    """Of a stored version's tensors by name (not of its bytes: a header may list them in any order)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(load(blob).items()):
+        digest.update(name.encode() + tensor.float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def fingerprint(checkpoint: Path) -> dict:
     torch.manual_seed(0)
     text = stdlib_text(TEXT_BYTES, skip=1 << 20, tests=True)
@@ -120,6 +188,8 @@ def fingerprint(checkpoint: Path) -> dict:
             learner = None if learning is None else OnlineLearner(model, learning)
             result[arm] = _read(model, text, store, learner)
         engine.dispose()
+    base = default_base()
+    result["turns"] = _turns(base) if base != SMALL else "skipped: the default imported base is not installed"
     return result
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.local_agent import local_agent
 from learner.base import default_base, load_base
-from learner.eventlog import create_session
+from memory.eventlog import create_session
 from models import SamplingConfig
 
 TEXT = Path("/usr/share/common-licenses/GPL-3")

@@ -21,14 +21,15 @@ import torch
 from sqlalchemy import select
 
 from bench.local_text import stdlib_text
-from learner.eventlog import receive_document
 from learner.forget import forget_source
 from learner.learn import LearnerCache, learn_through
 from learner.replay import run_forget_jobs
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import receive_document
 from memory.migrate import upgrade
 from memory.schema import Agent, ForgetJob
-from memory.settings import SHIPPED_CHECKPOINT, Settings
+from memory.store import StoreConfig
+from settings import SHIPPED_CHECKPOINT, Settings
 
 
 def _document(sessions, agent_id: int, data: bytes, chunk_bytes: int, name: str) -> tuple[int, int]:
@@ -53,7 +54,7 @@ def run(*, forgotten_bytes: int, later_bytes: int, workdir: Path) -> dict:
         agent_id = agent.id
     learn = {"chunk_tokens": settings.chunk_bytes, "keep_versions": settings.keep_versions,
              "keep_version_every": settings.keep_version_every}
-    cache = LearnerCache(sessions, store_config=settings.store_config)
+    cache = LearnerCache(sessions, store_config=StoreConfig.serving(settings.memory_nprobe))
     document_id, last = _document(sessions, agent_id, forgotten, settings.chunk_bytes, "forgotten")
     learn_through(sessions, cache, agent_id=agent_id, event_id=last, **learn)
     _, last = _document(sessions, agent_id, later, settings.chunk_bytes, "later")

@@ -31,22 +31,22 @@ import numpy as np
 import torch
 from sqlalchemy import func, select
 
+from agent.serving import ServingModel
 from bench.local_text import stdlib_text
 from learner.base import learning_config, load_base
 from learner.evaluate import bits_per_byte, heldout_bits_per_byte, prequential
-from learner.eventlog import create_session
 from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
-from learner.serving import ServingModel
-from learner.stream_format import EventReading
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import create_session
 from memory.ids import MAX_SPAN_TOKENS
 from memory.index import IndexConfig
 from memory.migrate import upgrade
 from memory.schema import Agent, Document, Event
-from memory.settings import SHIPPED_CHECKPOINT, Settings
 from memory.store import row_place
+from memory.stream_format import EventReading
 from memory.view import MemoryView
 from models import RetrievedMemory
+from settings import SHIPPED_CHECKPOINT, Settings
 from workers.app import make_app
 from workers.submit import DocumentUpload, submit_events
 
@@ -101,7 +101,7 @@ def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: Learn
     state, last, bits = model.init_state(1), None, 0.0
     started = time.perf_counter()
     for seq, start in enumerate(range(0, len(data), chunk_bytes)):
-        # The same tokens the worker reads for chunk event `seq` of a document (see learner.stream_format).
+        # The same tokens the worker reads for chunk event `seq` of a document (see memory.stream_format).
         event = Event(document_id=1, seq=seq, role="document", content=data[start : start + chunk_bytes],
                       byte_offset=start)
         tokens = EventReading.after(event, last, model.tokenizer).tokens

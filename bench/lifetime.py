@@ -31,13 +31,13 @@ from agent.runtime import AgentRuntime
 from bench.lifetime_script import PROBE_CONVERSATION, PROBE_QUESTIONS, life
 from learner.base import default_base, load_base
 from learner.evaluate import bits_per_byte
-from learner.eventlog import create_session
 from learner.learn import LearnerCache, learn_through
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import create_session
 from memory.migrate import upgrade
 from memory.schema import Agent
-from memory.settings import Settings
 from models import SamplingConfig
+from settings import Settings
 from workers.app import make_app
 
 ARMS = {"off": {"learning_rate": 0.0}, "replies": {"learn_from_replies": True}, "told": {}}

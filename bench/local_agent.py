@@ -15,7 +15,7 @@ from agent.runtime import AgentRuntime
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent
-from memory.settings import Settings
+from settings import Settings
 from workers.app import make_app
 
 

@@ -45,8 +45,8 @@ from sqlalchemy import func, select
 from bench.local_agent import LocalAgent, local_agent
 from bench.talk import FACTS as PLAIN_QUESTIONS
 from learner.base import default_base
-from learner.eventlog import append_document_chunks, create_session, finish_document, open_document
 from learner.learn import LearnerCache, learn_through
+from memory.eventlog import append_document_chunks, create_session, finish_document, open_document
 from memory.lexical import STOP_WORDS, lexical_search
 from memory.recall import recall
 from memory.schema import Agent, Event, Memory
@@ -236,6 +236,7 @@ def run_conversation(conversation: Conversation, base: str, directory: Path, reu
             evidence = [turns[e] for e in qa.get("evidence", []) if e in turns]
             row: dict = {"category": category}
             if evidence and category != 5:
+                runtime.store.catch_up()
                 with agent.sessions() as db:
                     fused = recall(db, store=runtime.store, model=model, text=question, limit=TOP_K)
                     alone = recall(db, store=runtime.store, model=model, text=question, limit=TOP_K, lexical=False)

@@ -27,10 +27,10 @@ from bench.local_text import stdlib_text
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent
-from memory.settings import SHIPPED_CHECKPOINT
 from memory.store import MemoryStore, Span
 from models import HybridLM, ModelConfig, RetrievedMemory
 from models.memory import empty_retrieval, nothing_follows
+from settings import SHIPPED_CHECKPOINT
 
 SPAN = 512
 TOP_K = 32

@@ -26,10 +26,10 @@ import torch
 
 from learner.passkey import CHUNK_TOKENS, TrialMemory, filler_pool, greedy_answer, store_chunk
 from learner.synthetic import PASSKEY_STATEMENT, passkey_trial
-from memory.settings import SHIPPED_CHECKPOINT
 from memory.store import MemoryStore
 from models import HybridLM, RetrievedMemory, Special, State
 from models.memory import empty_retrieval, nothing_follows
+from settings import SHIPPED_CHECKPOINT
 
 
 class RecordingReader:

@@ -39,15 +39,15 @@ from agent.recall_note import RECALL_CANDIDATES, worth_noting
 from agent.runtime import AgentRuntime
 from bench.talk import FACTS as FACTS_ASKED
 from learner.base import default_base, load_base
-from learner.eventlog import append_document_chunks, create_session, finish_document, open_document
 from learner.learn import LearnerCache, learn_through
 from memory.admin import delete_memories
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import append_document_chunks, create_session, finish_document, open_document
 from memory.migrate import upgrade
 from memory.recall import RecallHit, recall
 from memory.schema import Agent, Event, Memory, StreamSession
-from memory.settings import Settings
 from models import SamplingConfig
+from settings import Settings
 from workers.app import make_app
 
 LICENCES = Path("/usr/share/common-licenses")
@@ -104,6 +104,7 @@ def _ask(runtime: AgentRuntime, sessions, question: str) -> tuple[str, float]:
 
 def _recall(runtime: AgentRuntime, sessions, question: str) -> list[RecallHit]:
     """`memories recall` with the question: the memories its search ranks, best first."""
+    runtime.store.catch_up()
     with sessions() as db:
         return recall(db, store=runtime.store, model=runtime.serving.current().model, text=question, limit=50)
 

@@ -25,7 +25,7 @@ from memory.admin import delete_memories
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent
-from memory.settings import Settings
+from settings import Settings
 from workers.app import make_app
 
 FACTS_PER_NOTE = 4

@@ -35,12 +35,12 @@ from bench.deployment import Deployment, sse_events
 from bench.learn import bare_learning
 from bench.local_text import stdlib_text
 from learner.base import learning_config, load_base
-from learner.eventlog import append_events
-from learner.stream_format import EventReading
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import append_events
 from memory.schema import Event, StreamSession
-from memory.settings import SHIPPED_CHECKPOINT
 from memory.store import MemoryStore
+from memory.stream_format import EventReading
+from settings import SHIPPED_CHECKPOINT
 
 
 def timed_turn(client: httpx.Client, session_id: int, content: str, max_tokens: int, seed: int) -> tuple[float, float]:

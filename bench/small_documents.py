@@ -16,8 +16,8 @@ from pathlib import Path
 
 from bench.local_agent import local_agent
 from learner.base import default_base, load_base
-from learner.eventlog import receive_document
 from learner.learn import LearnerCache, learn_through
+from memory.eventlog import receive_document
 
 
 def used_bytes(path: Path) -> int:

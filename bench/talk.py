@@ -30,8 +30,8 @@ import torch
 
 from learner.base import SMALL, load_base
 from learner.evaluate import bits_per_byte
-from learner.stream_format import turn_prompt
 from memory.schema import Event
+from memory.stream_format import turn_prompt
 from models import LanguageModel, SamplingConfig, generate
 from models.catalog import CATALOG
 from models.quantize import int8_kernel_available, quantize_weights

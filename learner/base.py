@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from learner.online import LearningConfig
-from memory.settings import SHIPPED_CHECKPOINT
 from models import HybridLM, LanguageModel, ModelConfig
 from models.catalog import CATALOG, DEFAULT_MODEL, CatalogModel
 from models.model import CONFIG_FILE
 from models.pretrained import is_hf_dir, load_pretrained
+from settings import SHIPPED_CHECKPOINT
 
 PRESET_PREFIX = "preset:"
 # Seed of preset bases: every process must build bit-identical weights from "preset:NAME".

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,14 +32,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import learning_config, load_base
-from learner.eventlog import drop_finished_stream, learning_status
 from learner.online import Chunk, OnlineLearner, step_tokens, stream_chunks
-from learner.stream_format import EventReading
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
 from memory.db import AgentGone, lock_agent
+from memory.eventlog import drop_finished_stream, learning_status
 from memory.hits import record_hits, rows_supplying
 from memory.schema import Agent, Document, Event, ForgetJob, StreamCheckpoint, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig, memory_for
+from memory.stream_format import EventReading
 from models import LanguageModel, State
 
 log = logging.getLogger(__name__)
@@ -297,40 +296,29 @@ def _commit(db: Session, plan: LearnPlan, learned: Learned, agent_learner: Agent
     return version
 
 
-def learn_through(
-    sessions: sessionmaker[Session],
-    cache: LearnerCache,
-    *,
-    agent_id: int,
-    event_id: int,
-    chunk_tokens: int = 2048,
-    keep_versions: int = 10,
-    keep_version_every: int = 0,
-    max_events: int = 1,
-    commit_delay_s: float = 0.0,
-) -> LearnReport:
+@dataclass(frozen=True)
+class LearnOptions:
+    chunk_tokens: int = 2048  # tokens per learning step
+    keep_versions: int = 10  # weight versions kept (learner.versions.prune_versions)
+    keep_version_every: int = 0  # and every N-th one besides; 0: none
+    max_events: int = 1  # events per batch: one transaction, one version
+
+
+def learn_through(sessions: sessionmaker[Session], cache: LearnerCache, *, agent_id: int, event_id: int,
+                  chunk_tokens: int = 2048, keep_versions: int = 10, keep_version_every: int = 0,
+                  max_events: int = 1) -> LearnReport:
     """Learn the agent's pending events up to `event_id`, exactly once; returns what this call did.
+    The options are `LearnOptions`'.
 
     A backlog commits in batches of `max_events` events, each batch one transaction and one version.
     With the default of one event per batch, each event retrieves the memories of every event before
     it, exactly as if the tasks had been delivered one by one in order (a batch's memory rows become
     searchable only when it commits).
-    `commit_delay_s` is a test hook: a pause inside the commit's transaction, holding the agent's lock,
-    so a test can kill the process or delete the agent at the worst moment.
     """
+    run = LearnOptions(chunk_tokens, keep_versions, keep_version_every, max_events)
     total = LearnReport(version=0)
     while True:
-        batch = _learn_batch(
-            sessions,
-            cache,
-            agent_id=agent_id,
-            event_id=event_id,
-            chunk_tokens=chunk_tokens,
-            keep_versions=keep_versions,
-            keep_version_every=keep_version_every,
-            max_events=max_events,
-            commit_delay_s=commit_delay_s,
-        )
+        batch = _learn_batch(sessions, cache, agent_id=agent_id, event_id=event_id, options=run)
         total.version = batch.version
         total.attempts += batch.attempts
         if not batch.events:
@@ -341,21 +329,11 @@ def learn_through(
         total.event_ids += batch.event_ids
 
 
-def _learn_batch(
-    sessions: sessionmaker[Session],
-    cache: LearnerCache,
-    *,
-    agent_id: int,
-    event_id: int,
-    chunk_tokens: int,
-    keep_versions: int,
-    keep_version_every: int,
-    max_events: int,
-    commit_delay_s: float,
-) -> LearnReport:
+def _learn_batch(sessions: sessionmaker[Session], cache: LearnerCache, *, agent_id: int, event_id: int,
+                 options: LearnOptions) -> LearnReport:
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with sessions() as db:
-            plan = _read_plan(db, agent_id, event_id, max_events)
+            plan = _read_plan(db, agent_id, event_id, options.max_events)
         if plan is None:
             cache.forget(agent_id)  # and its store: a later agent must never inherit either
             raise AgentGone(f"agent {agent_id} does not exist")
@@ -366,12 +344,10 @@ def _learn_batch(
         except VersionNotFound:  # pruned since the plan was read: newer versions exist, so plan again
             continue
         try:
-            learned = learn_events(agent_learner, plan, chunk_tokens, cache.memory_attention)
+            learned = learn_events(agent_learner, plan, options.chunk_tokens, cache.memory_attention)
             with sessions.begin() as db:
                 lock_agent(db, agent_id)  # AgentGone if deleted while this batch learned: nothing is written
-                if commit_delay_s:
-                    time.sleep(commit_delay_s)
-                version = (_commit(db, plan, learned, agent_learner, keep_versions, keep_version_every)
+                version = (_commit(db, plan, learned, agent_learner, options.keep_versions, options.keep_version_every)
                            if _unchanged(db, plan) else None)
         except BaseException:
             cache.forget(agent_id)  # RAM weights moved past every committed version

@@ -66,11 +66,10 @@ class ReplayReport:
 
 
 def run_forget_jobs(sessions: sessionmaker[Session], cache: LearnerCache, *, agent_id: int, chunk_tokens: int = 2048,
-                    checkpoint_every_s: float = 5.0, event_delay_s: float = 0.0) -> list[ReplayReport]:
+                    checkpoint_every_s: float = 5.0) -> list[ReplayReport]:
     """Run the agent's active forget jobs, oldest first, each to its publish; returns what each did.
 
     `checkpoint_every_s`: the most seconds of replay a killed worker loses (0: a checkpoint per event).
-    `event_delay_s` is a test hook: a pause after each event, so a test can kill the worker mid-replay.
     """
     reports = []
     while True:
@@ -83,12 +82,12 @@ def run_forget_jobs(sessions: sessionmaker[Session], cache: LearnerCache, *, age
                                .order_by(ForgetJob.id).limit(1))
         if job_id is None:
             return reports
-        reports.append(_run(sessions, cache, job_id, chunk_tokens, checkpoint_every_s, event_delay_s))
+        reports.append(_run(sessions, cache, job_id, chunk_tokens, checkpoint_every_s))
         cache.forget(agent_id)  # its cached learner is at a version the publish replaced
 
 
 def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chunk_tokens: int,
-         checkpoint_every_s: float, event_delay_s: float) -> ReplayReport:
+         checkpoint_every_s: float) -> ReplayReport:
     with sessions() as db:
         queued = db.get(ForgetJob, job_id)
     if queued is None:  # deleted with its agent
@@ -140,8 +139,6 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
                                done_bytes):
                     touched, bits, hits = set(), {}, {}
                 last_checkpoint = time.monotonic()
-            if event_delay_s:
-                time.sleep(event_delay_s)
     final = learner.learned_weights() if learner is not None else weights
     with sessions.begin() as db:
         lock_agent(db, agent.id)

@@ -51,14 +51,16 @@ class RecallHit:
 
 
 def recall(db: Session, *, store: MemoryStore, model: LanguageModel, text: str | bytes, state: State | None = None,
-           limit: int = 20, lexical: bool = True) -> list[RecallHit]:
+           limit: int = 20, lexical: bool = True, tokens: list[int] | None = None) -> list[RecallHit]:
     """The memories that answer `text` (read from `state`, or a fresh stream), best first: the model's search
-    and (with `lexical`) the words' fused."""
+    and (with `lexical`) the words' fused. `tokens`: the text's, when the caller has them. It searches the
+    store as this process holds it: `store.catch_up()` first to see what others wrote since."""
     data = text.encode() if isinstance(text, str) else text
     if not data:
         raise ValueError("recall needs a non-empty text")
     candidates = max(limit, CANDIDATES)
-    searched = model_search(store=store, model=model, data=data, state=state, limit=candidates)
+    searched = model_search(store=store, model=model, tokens=model.tokenizer.encode(data) if tokens is None
+                            else tokens, state=state, limit=candidates)
     words = lexical_search(db, agent_id=store.agent_id, text_=data.decode("utf-8", errors="ignore"),
                            limit=candidates) if lexical else []
     fused: dict[int, float] = {}
@@ -78,14 +80,13 @@ def recall(db: Session, *, store: MemoryStore, model: LanguageModel, text: str |
 
 
 @torch.inference_mode()
-def model_search(*, store: MemoryStore, model: LanguageModel, data: bytes, state: State | None,
+def model_search(*, store: MemoryStore, model: LanguageModel, tokens: list[int], state: State | None,
                  limit: int) -> dict[int, tuple[float, int]]:
-    """Memory id -> (best score, weighings) of the memories the model weighs while reading `data`, best first."""
+    """Memory id -> (best score, weighings) of the memories the model weighs while reading `tokens`, best first."""
     if model.retrieval_block is None and not getattr(model.config, "memory_layers", ()):
         raise ValueError("this model has no retrieval block or memory layer, so it recalls nothing")
-    store.catch_up()  # once per recall: the model's searches read RAM only
-    tokens = torch.tensor([model.tokenizer.encode(data)], device=model.device)
-    ids, scores = model.recall_scores(tokens, memory_for(model, store, None), state)
+    read = torch.tensor([tokens], device=model.device)
+    ids, scores = model.recall_scores(read, memory_for(model, store, None), state)
     weighed = ids >= 0
     rows, _ = split_ids(ids[weighed].cpu().numpy())
     row_scores = scores[weighed].cpu().numpy()

@@ -99,7 +99,7 @@ class StreamSession(Base):
     learn_state: Mapped[bytes | None] = mapped_column(LargeBinary)  # after every learned token but the last
     learn_last_token: Mapped[int | None] = mapped_column(Integer)  # that last token: the next chunk's first input
     # A conversation begun through the OpenAI API: a digest of its log so far, seeded with the key that began
-    # it, by which a client sending the whole history finds it again (learner.eventlog.transcript_digest).
+    # it, by which a client sending the whole history finds it again (memory.eventlog.transcript_digest).
     transcript_digest: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)

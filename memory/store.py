@@ -66,6 +66,12 @@ class StoreConfig:
     # timing.
     background_refit: bool = False
 
+    @classmethod
+    def serving(cls, nprobe: int | None = None) -> StoreConfig:
+        """How the service's processes open an agent's store: refits in the background, `nprobe` lists probed
+        (None: the index's default)."""
+        return cls(index=IndexConfig() if nprobe is None else IndexConfig(nprobe=nprobe), background_refit=True)
+
 
 @dataclass(frozen=True)
 class Span:

@@ -6,8 +6,8 @@ import torch
 from sqlalchemy import func, select
 
 from learner.base import load_base
-from learner.eventlog import create_session, receive_document
 from learner.learn import LearnerCache
+from memory.eventlog import create_session, receive_document
 from memory.schema import Agent, Memory, WeightVersion
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - re-exported fixtures
 

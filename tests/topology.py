@@ -32,10 +32,12 @@ import yaml
 from celery.utils.nodenames import host_format
 
 from bench.deployment import free_port, is_ready
-from memory.settings import Settings
+from settings import Settings
 from workers.app import make_app
 
 ROOT = Path(__file__).resolve().parents[1]
+# The service processes tests start import the project, and tests/hooks/sitecustomize.py (the pauses tests ask for).
+PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "tests" / "hooks")])
 COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 # Generous: a process imports torch and loads a model; a wait ending here is a failure, not a timing assertion.
@@ -205,7 +207,7 @@ class Topology:
     def _process_env(self, spec: ServiceSpec) -> dict[str, str]:
         # The test process's own LIFELONG_* variables must not reach the services: compose would not pass them.
         env = {key: value for key, value in os.environ.items() if not key.startswith("LIFELONG_")}
-        return {**env, **spec.env, "PYTHONPATH": str(ROOT)}
+        return {**env, **spec.env, "PYTHONPATH": PYTHONPATH}
 
     def _tail(self, name: str, lines: int = 40) -> str:
         return "\n".join(self.log(name).read_text(errors="replace").splitlines()[-lines:])

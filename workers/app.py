@@ -17,7 +17,7 @@ import os
 from celery import Celery
 from kombu import Queue
 
-from memory.settings import Settings
+from settings import Settings
 
 QUEUES = ("learn", "maintenance")
 SQL_PREFIXES = ("sqla+", "sqlalchemy+")

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from learner.learn import LearnerCache
 from memory.db import make_engine, make_session_factory
-from memory.settings import Settings
+from memory.store import StoreConfig
+from settings import Settings
 
 
 @dataclass
@@ -34,7 +35,8 @@ def worker_context(settings: Settings) -> WorkerContext:
     if context is None:
         engine = make_engine(settings.resolved_database_url)
         sessions = make_session_factory(engine)
-        learners = LearnerCache(sessions, device=settings.device, store_config=settings.store_config,
+        learners = LearnerCache(sessions, device=settings.device,
+                                store_config=StoreConfig.serving(settings.memory_nprobe),
                                 memory_attention=settings.memory_attention)
         context = WorkerContext(settings, engine, sessions, learners)
         _contexts[key] = context

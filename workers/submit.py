@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.eventlog import (
+from learner.forget import Forgotten, forget_source
+from learner.replay import active_forget_agents
+from memory.db import lock_agent
+from memory.eventlog import (
     append_document_chunks,
     append_events,
     finish_document,
@@ -21,9 +24,6 @@ from learner.eventlog import (
     open_document,
     pending_learning,
 )
-from learner.forget import Forgotten, forget_source
-from learner.replay import active_forget_agents
-from memory.db import lock_agent
 
 log = logging.getLogger(__name__)
 

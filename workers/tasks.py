@@ -18,14 +18,14 @@ from celery.signals import worker_ready
 from sqlalchemy import exc as sql_errors
 
 from learner.base import base_config
-from learner.eventlog import mark_failed
 from learner.learn import LearnConflict, learn_through
 from learner.replay import fail_forget_jobs, run_forget_jobs
 from memory.admin import stored_tokens
 from memory.db import AgentGone, make_engine, make_session_factory
+from memory.eventlog import mark_failed
 from memory.schema import Agent
-from memory.settings import Settings
-from memory.store import MemoryStore
+from memory.store import MemoryStore, StoreConfig
+from settings import Settings
 from workers.context import WorkerContext, worker_context
 from workers.submit import enqueue_snapshot, requeue_pending
 
@@ -81,8 +81,7 @@ def learn(self: Task, agent_id: int, event_id: int) -> dict:
         settings = context.settings
         report = learn_through(context.sessions, context.learners, agent_id=agent_id, event_id=event_id,
                                chunk_tokens=settings.chunk_bytes, keep_versions=settings.keep_versions,
-                               keep_version_every=settings.keep_version_every,
-                               commit_delay_s=settings.learn_commit_delay_s)
+                               keep_version_every=settings.keep_version_every)
         if report.tokens:
             with context.sessions() as db:
                 stored = stored_tokens(db, agent_id=agent_id)
@@ -104,8 +103,7 @@ def forget(self: Task, agent_id: int) -> dict:
     def work(context: WorkerContext) -> dict:
         settings = context.settings
         reports = run_forget_jobs(context.sessions, context.learners, agent_id=agent_id,
-                                  chunk_tokens=settings.chunk_bytes, checkpoint_every_s=settings.forget_checkpoint_s,
-                                  event_delay_s=settings.forget_event_delay_s)
+                                  chunk_tokens=settings.chunk_bytes, checkpoint_every_s=settings.forget_checkpoint_s)
         requeue_pending(self.app, context.sessions, agent_id=agent_id)
         return {"jobs": [report.job_id for report in reports], "events": sum(report.events for report in reports)}
 
@@ -131,7 +129,7 @@ def snapshot_memory(self: Task, agent_id: int) -> dict:
         config = base_config(agent.base_checkpoint, context.settings.device)
         store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=config.head_dim,
                             channels=config.memory_channels, search_openings=config.memory_searches_openings,
-                            config=context.settings.store_config)
+                            config=StoreConfig.serving(context.settings.memory_nprobe))
         store.rebuild()
         store.save_snapshot(context.settings.snapshot_dir(agent_id))
         return {"tokens": len(store)}

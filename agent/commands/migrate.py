@@ -12,7 +12,7 @@ def _migrate(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError
 
     from memory.migrate import upgrade
-    from memory.settings import Settings
+    from settings import Settings
 
     settings = Settings()
     shown = make_url(settings.resolved_database_url).render_as_string()  # the password hidden

@@ -54,7 +54,7 @@ def _session_for(services: Services, principal: Principal, agent_name: str, sess
             runtime = services.runtimes.get(db.get(Agent, agent_id))
             with unprocessable("messages: "):  # before a session reads them in: its turns would fail on them
                 for _, earlier in history:
-                    runtime.check_content(earlier)
+                    runtime.encode(earlier)
         found = conversation_session(db, agent_id=agent_id, key_id=principal.key_id, history=history)
         db.commit()
         return found
@@ -122,7 +122,7 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
     if target.agent_name != body.model:
         raise not_found(f"session {session_id}")  # a session of another agent than `model` names
     with unprocessable("messages: "):  # before anything is logged or a stream is opened
-        target.runtime.check_content(content)
+        tokens = target.runtime.encode(content)
     given = {"temperature": body.temperature, "top_p": body.top_p, "repetition_penalty": body.repetition_penalty,
              "no_repeat_ngram": body.no_repeat_ngram}  # None: the default
     sampling = dataclasses.replace(
@@ -133,7 +133,7 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
     headers = {SESSION_HEADER: str(session_id)}
     base = {"id": completion_id, "created": created, "model": body.model}
     if not body.stream:
-        result = await run_turn(services, target, content, sampling)
+        result = await run_turn(services, target, content, tokens, sampling)
         return JSONResponse({
             **base, "object": "chat.completion",
             "choices": [{"index": 0, "finish_reason": _finish_reason(result), "logprobs": None,
@@ -150,7 +150,7 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, p
     async def events():
         yield chunk({"role": "assistant", "content": ""})
         try:
-            async for item in stream_turn(services, target, content, sampling):
+            async for item in stream_turn(services, target, content, tokens, sampling):
                 if isinstance(item, TurnResult):
                     yield chunk({}, _finish_reason(item))
                     if include_usage:  # OpenAI's last chunk: no choices, the usage

@@ -16,8 +16,8 @@ from agent.runtime import StateMismatch, TurnResult
 from agent.schemas import MessageCreate, MessagePublic, Page, SessionPublic, TurnPublic
 from agent.sse import SSE_HEADERS, sse_event
 from agent.turns import chat_target, message_bytes, run_turn, stream_turn
-from learner.eventlog import create_session
 from memory.db import AgentGone
+from memory.eventlog import create_session
 from memory.schema import Event, StreamSession
 from models import SamplingConfig
 
@@ -89,18 +89,18 @@ async def post_message(session_id: PathId, body: MessageCreate, services: Servic
     content = message_bytes(body.content, services.settings.max_message_bytes)
     target = await chat_target(services, principal, session_id)
     with unprocessable("content: "):  # before anything is logged or a stream is opened
-        target.runtime.check_content(content)
+        tokens = target.runtime.encode(content)
     sampling = SamplingConfig(temperature=body.temperature, top_p=body.top_p, seed=body.seed,
                               max_tokens=body.max_tokens,
                               max_bytes=min(body.max_bytes or services.settings.max_reply_bytes,
                                             services.settings.max_reply_bytes),
                               repetition_penalty=body.repetition_penalty, no_repeat_ngram=body.no_repeat_ngram)
     if not body.stream:
-        return turn_public(await run_turn(services, target, content, sampling), len(content))
+        return turn_public(await run_turn(services, target, content, tokens, sampling), len(content))
 
     async def events():
         try:
-            async for item in stream_turn(services, target, content, sampling):
+            async for item in stream_turn(services, target, content, tokens, sampling):
                 if isinstance(item, TurnResult):
                     done = turn_public(item, len(content)).model_dump()
                     del done["content"]

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from agent.auth import configured_admin_key_hash, ensure_admin_key, hash_key, lookup
 from memory.schema import ApiKey
-from memory.settings import Settings
+from settings import Settings
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - the fixtures
 
 

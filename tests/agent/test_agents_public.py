@@ -6,8 +6,8 @@ import torch
 from sqlalchemy import event, select
 
 from agent.routes.agents import agent_public, agents_public
-from learner.eventlog import append_events
 from learner.versions import latest_version, publish_version
+from memory.eventlog import append_events
 from memory.schema import Agent
 from tests.learning import db_url, empty_db_url, new_agent, sessions  # noqa: F401
 

@@ -1,7 +1,7 @@
 """Deleting an agent while its worker commits what it learned, or replays a forget: the delete answers 204
 (or 503 with Retry-After, never a 500), the work stops at its next commit, and no row of the agent is left.
 
-The worker's commit pauses inside its transaction with the agent's lock held (LIFELONG_LEARN_COMMIT_DELAY_S),
+The worker's commit pauses inside its transaction with the agent's lock held (LIFELONG_TEST_LEARN_COMMIT_DELAY_S),
 so the delete lands there every time: the case that deadlocked on PostgreSQL when the delete took the memory
 rows before the agent's row, which the learner held while it waited for those rows.
 """
@@ -38,7 +38,7 @@ def deployment(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"delete-{request.param}")
     env = {"LIFELONG_DATA_DIR": str(root / "data"), "LIFELONG_BASE_CHECKPOINT": "preset:tiny",
            "LIFELONG_CHUNK_BYTES": "64", "LIFELONG_MAX_REPLY_BYTES": "16",
-           "LIFELONG_LEARN_COMMIT_DELAY_S": str(COMMIT_DELAY_S), "LIFELONG_FORGET_EVENT_DELAY_S": "1",
+           "LIFELONG_TEST_LEARN_COMMIT_DELAY_S": str(COMMIT_DELAY_S), "LIFELONG_TEST_FORGET_EVENT_DELAY_S": "1",
            "LIFELONG_FORGET_CHECKPOINT_S": "0"}
     yield from served(request.param, root, env)
 

@@ -9,13 +9,13 @@ import random
 import pytest
 
 from agent.runtime import AgentRuntime
-from learner.eventlog import create_session
 from learner.learn import LearnerCache, learn_through
+from memory.eventlog import create_session
 from memory.schema import Agent
-from memory.settings import Settings
 from memory.store import MemoryStore
 from models import SamplingConfig
 from models.catalog import CATALOG, DEFAULT_MODEL
+from settings import Settings
 from tests.dbs import IN_CI
 from tests.learning import db_url, empty_db_url, new_agent, received_document, sessions  # noqa: F401
 from workers.app import make_app
@@ -60,6 +60,7 @@ def test_recall_ranks_the_memory_holding_a_fact_first_among_a_long_documents_mem
     agent_id, _ = new_agent(sessions, "reader")
     _learn_document(sessions, agent_id, document_with_fact(16_384), chunk_bytes=1024)
     runtime = _runtime(sessions, agent_id, Settings())
+    runtime.store.catch_up()
     with sessions() as db:
         hits = recall(db, store=runtime.store, model=runtime.serving.current().model, text=QUESTION, limit=5)
     assert len(hits) == 5

@@ -18,7 +18,7 @@ def deployment(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"forget-{request.param}")
     # Small chunks (several events a document) and a pause after each replayed event: chat lands mid-replay.
     env = {"LIFELONG_DATA_DIR": str(root / "data"), "LIFELONG_BASE_CHECKPOINT": "preset:tiny",
-           "LIFELONG_CHUNK_BYTES": "64", "LIFELONG_MAX_REPLY_BYTES": "16", "LIFELONG_FORGET_EVENT_DELAY_S": "0.5",
+           "LIFELONG_CHUNK_BYTES": "64", "LIFELONG_MAX_REPLY_BYTES": "16", "LIFELONG_TEST_FORGET_EVENT_DELAY_S": "0.5",
            "LIFELONG_FORGET_CHECKPOINT_S": "0"}
     yield from served(request.param, root, env)
 

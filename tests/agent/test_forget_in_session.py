@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from sqlalchemy import select
 
-from learner.eventlog import append_events
 from learner.forget import forget_source
+from memory.eventlog import append_events
 from memory.schema import Event, StreamSession
 from models import State
 from tests.agent.test_pretrained_chat import GREEDY, _new_session, imported_agent  # noqa: F401 - fixture

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from agent.app import create_app
-from memory.settings import Settings
+from settings import Settings
 from tests.agent.test_service import new_agent
 
 EXAMPLES = os.environ.get("FUZZ_EXAMPLES", "10")

@@ -14,14 +14,14 @@ import pytest
 from agent.runtime import AgentRuntime
 from bench.lifetime import answered, degenerate, opening
 from bench.lifetime_script import LIFE_QUESTIONS, PROBE_CONVERSATION, PROBE_QUESTIONS
-from learner.eventlog import create_session
 from learner.learn import LearnerCache, learn_through
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import create_session
 from memory.migrate import upgrade
 from memory.schema import Agent
-from memory.settings import Settings
 from models import SamplingConfig
 from models.catalog import CATALOG, DEFAULT_MODEL
+from settings import Settings
 from tests.dbs import IN_CI
 from workers.app import make_app
 

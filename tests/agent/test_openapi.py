@@ -8,7 +8,7 @@ from pathlib import Path
 from agent.app import create_app
 from agent.errors import CODES
 from agent.schemas import ERROR_RESPONSES, MAX_ID
-from memory.settings import Settings
+from settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "API.md"
 

@@ -14,16 +14,16 @@ from sqlalchemy import select
 from agent.recall_note import recalled_note, with_note
 from agent.runtime import AgentRuntime
 from learner.base import load_base
-from learner.eventlog import create_session
 from learner.learn import LearnerCache, learn_through
-from learner.stream_format import event_tokens, turn_prompt
 from memory.admin import delete_memories
+from memory.eventlog import create_session
 from memory.schema import Agent, Event, Memory, StreamSession
-from memory.settings import Settings
 from memory.store import MemoryStore, memory_for
+from memory.stream_format import event_tokens, turn_prompt
 from models import SamplingConfig, State
 from models.tokenizer import decode
 from models.vocab import VocabSpec
+from settings import Settings
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - fixtures
 from tests.models.hf_reference import tiny_llama
 from tests.models.test_import_gguf import write_gguf
@@ -211,6 +211,7 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
     assert b"did the general ride to the sea?" not in decode(model.tokenizer, note)
     assert b"the general rode to the sea" in decode(model.tokenizer, note)
     with sessions() as db:  # a memory that only repeats the message is no reminder of anything
+        serving.store.catch_up()
         repeated = recalled_note(db, store=serving.store, model=model, session_id=asked, state=None,
                                  message=b"The general rode to the sea ", min_score=0.0, max_bytes=1024)
     assert b"general" not in decode(model.tokenizer, repeated)
@@ -218,7 +219,8 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
     first = Event(role="user", content=b"hi", seq=0, document_id=None)
     prompt = turn_prompt([first], model.tokenizer, stream_starts=True)
     start = [*model.tokenizer.chat.chat_start, *model.tokenizer.chat.prefix("user")]
-    assert with_note(prompt, [7, 7], first, model.tokenizer) == [*start, 7, 7, *prompt[len(start) :]]
+    noted = with_note(prompt, [7, 7], len(model.tokenizer.encode(first.content)), model.tokenizer)
+    assert noted == [*start, 7, 7, *prompt[len(start) :]]
 
     serving.recall_min_score = 0.0  # every recalled memory is noted
     serving.chat(session_id=asked, content=b"where did the general ride", sampling=GREEDY)
@@ -242,7 +244,7 @@ def test_a_turn_that_fails_before_its_reply_leaves_its_message_failed_never_lear
     def broken(*args, **kwargs):
         raise RuntimeError("the model fell over")
 
-    monkeypatch.setattr(runtime, "_reply", broken)
+    monkeypatch.setattr(runtime, "_generate", broken)
     with pytest.raises(RuntimeError, match="fell over"):
         runtime.chat(session_id=session_id, content=b"hello there", sampling=GREEDY)
     with sessions() as db:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from sqlalchemy import update
 
 from agent.recall_note import asked_sentence_first, excerpt, sources_of, unlearned_statements, worth_noting
-from learner.eventlog import append_events
+from memory.eventlog import append_events
 from memory.recall import RecallHit
 from memory.schema import Document, Event, Memory
 from models import ByteTokenizer
@@ -174,7 +174,7 @@ def test_a_note_says_where_and_when_each_memory_was_read(sessions):
 
 
 def _received(db, agent_id: int):
-    from learner.eventlog import receive_document
+    from memory.eventlog import receive_document
 
     return receive_document(db, agent_id=agent_id, data=b"The boat leaves at 7am.", chunk_bytes=64,
                             name="trip notes.txt")

@@ -11,8 +11,8 @@ from agent.runtime import AgentRuntime, uncovered_events
 from memory.db import make_engine, make_session_factory
 from memory.migrate import upgrade
 from memory.schema import Agent, Event, StreamSession
-from memory.settings import Settings
 from models import SamplingConfig
+from settings import Settings
 from tests.dbs import postgres_or_skip
 from tests.learning import new_agent
 from workers.app import make_app

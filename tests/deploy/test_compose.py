@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from agent.cli import build_parser
-from memory.settings import Settings
+from settings import Settings
 from tests.topology import COMPOSE, ENV_EXAMPLE, ROOT, load_compose, option
 from workers.app import QUEUES
 

@@ -9,11 +9,11 @@ import torch
 from sqlalchemy import select
 
 from learner.base import load_base
-from learner.eventlog import append_events
 from learner.forget import forget_source
 from learner.learn import LearnerCache, learn_through
 from learner.replay import ReplayMismatch, run_forget_jobs
 from learner.versions import latest_version, list_versions, load_weights
+from memory.eventlog import append_events
 from memory.ids import split_ids
 from memory.schema import Document, Event, ForgetJob, Memory, StreamSession
 from memory.store import delete_memory_rows

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from learner.learn import LearnerCache, learn_through
 from memory.schema import Agent, Memory
-from memory.settings import SHIPPED_CHECKPOINT
+from settings import SHIPPED_CHECKPOINT
 from tests.learning import db_url, empty_db_url, received_document, sessions  # noqa: F401
 
 

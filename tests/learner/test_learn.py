@@ -7,9 +7,9 @@ import itertools
 import torch
 from sqlalchemy import select
 
-from learner.eventlog import append_events
 from learner.learn import LearnerCache, learn_through
 from learner.versions import list_versions
+from memory.eventlog import append_events
 from memory.index import IndexConfig
 from memory.schema import Agent, Document, Event, StreamSession
 from memory.store import StoreConfig

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agent.serving import ServingModel
 from learner.base import load_base
-from learner.eventlog import append_events
 from learner.learn import LearnerCache, learn_through
-from learner.serving import ServingModel
 from learner.versions import VersionNotFound, list_versions, prune_versions, rollback, tag_version
+from memory.eventlog import append_events
 from memory.schema import Agent
 from tests.learning import TINY, db_url, empty_db_url, new_agent, sessions  # noqa: F401
 

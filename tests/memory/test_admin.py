@@ -116,6 +116,7 @@ def test_recall_returns_what_the_retrieval_layer_fetches(sessions, model, agent_
     agent, store, first, _, event_id, session_id = agent_with_memories
     with sessions() as db:
         first_chunk = get_memory(db, agent_id=agent, memory_id=first[0]).text
+        store.catch_up()
         hits = recall(db, store=store, model=model, text=first_chunk)
     assert hits[0].memory_id == first[0]  # read from a fresh stream, as it was stored: its queries are its keys
     assert hits[0].model_score == pytest.approx(1.0, abs=1e-2)
@@ -151,6 +152,7 @@ def test_recall_lists_the_memories_reached_by_following_the_stored_text(
         missing = SearchMisses(
             agent_id=agent, sessions=sessions, head_dim=store.head_dim, missed_rows=[first[1]], can_follow=can_follow
         )
+        missing.catch_up()
         hits = {hit.memory_id: hit for hit in recall(db, store=missing, model=model, text=passage, lexical=False)}
     assert len(first) >= 2 and first[0] in hits  # found by search
     if can_follow:  # the passage is read on from the first row into the second, which search never finds
@@ -164,6 +166,7 @@ def test_delete_by_source_and_all_removes_from_recall(sessions, model, agent_wit
     agent, store, first, second, event_id, _ = agent_with_memories
     with sessions.begin() as db:
         assert delete_memories(db, agent_id=agent, event_id=event_id) == len(first)
+    store.catch_up()
     with sessions() as db:
         hits = recall(db, store=store, model=model, text="The passkey is 52817. Remember it well.")
         assert not {h.memory_id for h in hits} & set(first)

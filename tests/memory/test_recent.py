@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from memory.recent import RECENT_ID_BASE, RecentMemory
-from memory.settings import SHIPPED_CHECKPOINT
 from models import MemoryKV, ModelOutput, SamplingConfig, Special, TensorMemory, generate
+from settings import SHIPPED_CHECKPOINT
 
 DIM = 8
 

@@ -124,7 +124,7 @@ def test_memory_ids_are_never_reused_after_deleting_the_newest(sessions, make_ag
 def test_the_events_read_migration_recovers_each_byte_sessions_count(db_url, sessions, make_agent):
     """Sessions stored before 0003 know only their token position; the count of events it covers
     is recovered from the byte models' layout (BEGIN, then marker + bytes + END_OF_TURN per event)."""
-    from learner.eventlog import append_events, create_session
+    from memory.eventlog import append_events, create_session
 
     agent_id = make_agent("old")
     with sessions.begin() as db:
@@ -141,7 +141,7 @@ def test_the_events_read_migration_recovers_each_byte_sessions_count(db_url, ses
 
 
 def test_no_id_is_reused_after_deleting_the_newest_row_of_any_table(sessions, make_agent):
-    from learner.eventlog import append_events, create_session
+    from memory.eventlog import append_events, create_session
 
     def newest_agent_then_its_rows() -> tuple[int, int, int]:
         agent_id = make_agent(f"agent-{time.monotonic_ns()}")
@@ -158,7 +158,7 @@ def test_no_id_is_reused_after_deleting_the_newest_row_of_any_table(sessions, ma
 
 
 def test_the_autoincrement_migration_keeps_every_row_and_reference(db_url, sessions, make_agent):
-    from learner.eventlog import append_events, create_session
+    from memory.eventlog import append_events, create_session
 
     agent_id = make_agent("kept")
     with sessions.begin() as db:

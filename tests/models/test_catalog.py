@@ -5,8 +5,8 @@ import json
 import pytest
 
 from learner.base import SMALL, check_base, default_base, parse_base
-from memory.settings import SHIPPED_CHECKPOINT
 from models.catalog import CATALOG, DEFAULT_MODEL, CatalogModel
+from settings import SHIPPED_CHECKPOINT
 
 
 def absent_model() -> CatalogModel:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from memory.migrate import upgrade
-from memory.settings import Settings
+from settings import Settings
 from tests.dbs import postgres_or_skip, redis_or_skip
+from tests.topology import PYTHONPATH
 from workers.app import make_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def start_worker() -> Callable[..., subprocess.Popen]:
 
     def start(deployment: Deployment, *, concurrency: int = 1, **extra_env: str) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIFELONG_")}
-        env.update(deployment.env, **extra_env, PYTHONPATH=str(ROOT))
+        env.update(deployment.env, **extra_env, PYTHONPATH=PYTHONPATH)
         # The worker writes it for as long as it lives.
         log = open(Path(deployment.env["LIFELONG_DATA_DIR"]).parent / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(

@@ -42,7 +42,7 @@ def test_a_worker_killed_mid_replay_resumes_it_to_the_same_bits(deployment, star
     learn_through(sessions, LearnerCache(sessions), agent_id=b, event_id=2**62, **learn)
 
     app = deployment.app()
-    worker = start_worker(deployment, LIFELONG_FORGET_EVENT_DELAY_S="0.5", LIFELONG_FORGET_CHECKPOINT_S="0")
+    worker = start_worker(deployment, LIFELONG_TEST_FORGET_EVENT_DELAY_S="0.5", LIFELONG_FORGET_CHECKPOINT_S="0")
     job_id = forget_memories(app, sessions, agent_id=a, weights=True, document_id=documents[D2]).job_id
     wait_for(lambda: _job(sessions, job_id).events_done >= 2, "two events re-learned and checkpointed", worker)
     later = say(sessions, chat_of(sessions, a), LATER)

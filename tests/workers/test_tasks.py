@@ -7,12 +7,12 @@ from sqlalchemy.exc import OperationalError
 
 import workers.tasks
 from learner.base import load_base
-from learner.eventlog import append_events
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import append_events
 from memory.migrate import upgrade
 from memory.schema import Agent, Event
-from memory.settings import Settings
 from memory.store import MemoryStore
+from settings import Settings
 from tests.learning import TINY, new_agent
 from workers.app import make_app
 

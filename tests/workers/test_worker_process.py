@@ -10,9 +10,9 @@ import redis
 import torch
 from sqlalchemy import create_engine, func, select, text
 
-from learner.eventlog import append_events
 from learner.learn import LearnerCache, learn_through
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import append_events
 from memory.schema import Document, Event, WeightVersion
 from tests.learning import TINY, learned_weights, memory_rows, new_agent
 from tests.workers.conftest import children, wait_for
@@ -150,7 +150,7 @@ def test_kill_9_mid_learn_redelivers_and_applies_exactly_once(deployment, start_
     base = TINY if base == "small" else _imported_base(tmp_path)
     agent_id, session_id = new_agent(sessions, "ada", base=base)
     # The pause between learning and committing puts the kill after the work and before the commit.
-    worker = start_worker(deployment, LIFELONG_LEARN_COMMIT_DELAY_S="5")
+    worker = start_worker(deployment, LIFELONG_TEST_LEARN_COMMIT_DELAY_S="5")
     wait_for(lambda: children(worker.pid), "the worker's pool process", worker)
     submit_events(app, sessions, session_id=session_id, events=[("user", TURNS[0])])
     wait_for(lambda: _task_taken(deployment), "the learn task to start", worker)
@@ -164,7 +164,7 @@ def test_kill_9_mid_learn_redelivers_and_applies_exactly_once(deployment, start_
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
         assert not _learned(sessions, [agent_id])
-        worker = start_worker(deployment, LIFELONG_LEARN_COMMIT_DELAY_S="0")
+        worker = start_worker(deployment, LIFELONG_TEST_LEARN_COMMIT_DELAY_S="0")
     wait_for(lambda: _learned(sessions, [agent_id]), "the event learned after the kill", worker)
 
     with sessions() as db:

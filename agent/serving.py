@@ -16,18 +16,18 @@ import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.versions import latest_version, load_weights
-from models import HybridLM
+from models import LanguageModel
 
 
 class Loaded(NamedTuple):
-    model: HybridLM
+    model: LanguageModel
     version: int
 
 
 class ServingModel:
     """One agent's model for serving: the base checkpoint plus the newest learned overlay."""
 
-    def __init__(self, *, sessions: sessionmaker[Session], agent_id: int, base: HybridLM):
+    def __init__(self, *, sessions: sessionmaker[Session], agent_id: int, base: LanguageModel):
         self.sessions = sessions
         self.agent_id = agent_id
         self._base = base.eval()
@@ -60,7 +60,7 @@ class ServingModel:
         return True
 
     @torch.no_grad()
-    def _build(self, weights: dict[str, torch.Tensor]) -> HybridLM:
+    def _build(self, weights: dict[str, torch.Tensor]) -> LanguageModel:
         if not weights:
             return self._base
         base_params = dict(self._base.named_parameters())

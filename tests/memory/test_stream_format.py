@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from learner.stream_format import EventReading, event_tokens, stream_start, turn_prompt
 from memory.schema import Event
+from memory.stream_format import EventReading, event_tokens, stream_start, turn_prompt
 from models import ByteTokenizer, Special
 from models.tokenizer import decode
 from tests.models.tiny_vocab import tiny_chatml_tokenizer

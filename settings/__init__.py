@@ -3,10 +3,9 @@
 Embedded defaults need no external service: an SQLite file and an SQL-backed
 Celery transport on a second SQLite file, both under the data directory.
 Scale-out sets `LIFELONG_DATABASE_URL` (PostgreSQL) and `LIFELONG_BROKER_URL`
-(Redis). It lives in `memory`, the lowest layer that reads it (the database URL,
-the memory store's index settings, where index snapshots live), so the learner,
-the workers and the API all reach it without importing each other. Reading it
-creates nothing on disk: directories are made by whoever writes into them.
+(Redis). It sits below every package (it imports none of them), so the memory store,
+the learner, the workers and the API all read it without importing each other.
+Reading it creates nothing on disk: directories are made by whoever writes into them.
 """
 
 from __future__ import annotations
@@ -17,9 +16,6 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from memory.index import IndexConfig
-from memory.store import StoreConfig
 
 # The shipped base model, found relative to the source tree (an editable install or a checkout).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "small"
@@ -56,10 +52,9 @@ class Settings(BaseSettings):
                                  "larger budgets are cut to it (a turn holds its session until it ends)")
     max_document_bytes: int = Field(1 << 30, gt=0, description="largest document stream accepted (413 beyond)")
 
-    memory_nprobe: int = Field(
-        IndexConfig().nprobe, ge=1,
-        description="IVF lists each memory search probes once an agent's memory is large: more finds more, slower",
-    )
+    memory_nprobe: int | None = Field(
+        None, ge=1, description="IVF lists each memory search probes once an agent's memory is large: more finds "
+                                "more, slower; default: the index's own (memory.index.IndexConfig)")
 
     chunk_bytes: int = Field(2048, gt=0, description="bytes per online-learning step")
     snapshot_min_tokens: int = Field(
@@ -77,9 +72,6 @@ class Settings(BaseSettings):
     forget_checkpoint_s: float = Field(
         5.0, ge=0, description="seconds of a forget's replay a killed worker may lose (its progress is saved as often)"
     )
-    forget_event_delay_s: float = Field(
-        0.0, ge=0, description="test hook: pause after each event a forget replays, so a test can kill a worker then"
-    )
     worker_concurrency: int = Field(1, ge=1, description="processes per worker (learn order is kept per agent)")
     # A worker sharing cores with a serving process at the same priority stalls a reply's threads
     # (BENCHMARKS.md, "Chat beside a learning worker"). Learning is background work; a reply is someone waiting.
@@ -88,20 +80,11 @@ class Settings(BaseSettings):
         3600, gt=0, description="Redis: seconds before a task whose worker died unacknowledged is delivered again"
     )
     task_max_retries: int = Field(8, ge=0, description="retries of a task on transient DB/broker errors")
-    learn_commit_delay_s: float = Field(
-        0.0, ge=0, description="test hook: pause inside a learner's commit (its lock held), so a test can kill "
-                               "a worker or delete its agent there"
-    )
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:
         object.__setattr__(self, "data_dir", self.data_dir.expanduser().resolve())
         return self
-
-    @property
-    def store_config(self) -> StoreConfig:
-        """How every process opens an agent's memory store."""
-        return StoreConfig(index=IndexConfig(nprobe=self.memory_nprobe), background_refit=True)
 
     def snapshot_dir(self, agent_id: int) -> Path:
         """Where an agent's memory index snapshot lives (`MemoryStore.open(snapshot=...)` reads it)."""

@@ -41,11 +41,13 @@ def _opens_with_system_turn(start: tuple[int, ...], tokenizer: Tokenizer) -> boo
     return len(start) > len(system) and start[: len(system)] == system
 
 
-def event_reading_tokens(event: Event, tokenizer: Tokenizer, *, starts_stream: bool) -> tuple[list[int], list[int]]:
+def event_reading_tokens(event: Event, tokenizer: Tokenizer, *, starts_stream: bool,
+                         content: list[int] | None = None) -> tuple[list[int], list[int]]:
     """The tokens an event adds to its stream, and how many content bytes each carries. `starts_stream`: the
     event is the first its stream reads (its session's seq 0, or the first left after a forget), so the rest
-    of the stream's start (a chat format's system prompt) is read with it."""
-    content = tokenizer.encode(event.content)
+    of the stream's start (a chat format's system prompt) is read with it. `content`: the event's content
+    tokens, when the caller has them."""
+    content = tokenizer.encode(event.content) if content is None else content
     lengths = [len(tokenizer.token_bytes(t)) for t in content]
     start = _stream_start(event, tokenizer)
     before = list(start[1:]) if starts_stream else []
@@ -60,17 +62,20 @@ def event_reading_tokens(event: Event, tokenizer: Tokenizer, *, starts_stream: b
     return [*before, *content, *after], [0] * len(before) + lengths + [0] * len(after)
 
 
-def event_tokens(event: Event, tokenizer: Tokenizer, *, starts_stream: bool = False) -> list[int]:
+def event_tokens(event: Event, tokenizer: Tokenizer, *, starts_stream: bool = False,
+                 content: list[int] | None = None) -> list[int]:
     """The tokens an event adds to its session's stream (the serving runtime reads the same)."""
-    return event_reading_tokens(event, tokenizer, starts_stream=starts_stream)[0]
+    return event_reading_tokens(event, tokenizer, starts_stream=starts_stream, content=content)[0]
 
 
-def turn_prompt(unread: Sequence[Event], tokenizer: Tokenizer, *, stream_starts: bool) -> list[int]:
+def turn_prompt(unread: Sequence[Event], tokenizer: Tokenizer, *, stream_starts: bool,
+                message: list[int] | None = None) -> list[int]:
     """What a chat turn reads before it samples: the events its state has not read, then the
-    assistant's turn prefix."""
+    assistant's turn prefix. `message`: the last event's content tokens, when the caller has them."""
     prompt = [stream_start(unread[0], tokenizer)] if stream_starts and unread else []
     for number, event in enumerate(unread):
-        prompt += event_tokens(event, tokenizer, starts_stream=stream_starts and number == 0)
+        content = message if number == len(unread) - 1 else None
+        prompt += event_tokens(event, tokenizer, starts_stream=stream_starts and number == 0, content=content)
     return [*prompt, *tokenizer.chat.prefix("assistant")]
 
 
