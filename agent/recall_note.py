@@ -1,15 +1,11 @@
-"""Recall in context: before an imported chat model answers, what its memory layers recall for the
-message is read into its context as a short note at the start of the message, where the model reads
-it as it reads any text.
+"""Recall in context: before an imported chat model answers, the memories recalled for the message are read
+into its context as a short note opening the message.
 
-Why this way (the measurements: BENCHMARKS.md, "Recall through chat", "Facts told together" and "Why a
-note reads what it reads"): the default model answers a stated fact far more often from its context than
-from attending to stored pairs, while the same layers' search ranks the fact's memory first most of the
-time; so the search picks, and the context reads. The note is not logged: the turn's state is re-read
-without it, so the session state stays exactly what its event log says. Within a memory, the sentence
-sharing the most words with the message is read first. A note reminds the agent of what it was told:
-its own replies and earlier questions are left out (read back, they were repeated as facts or answered
-instead of the question), and so is a memory that only repeats the message.
+Why: a small chat model answers a stated fact from its context far more often than from attending to stored
+pairs, while its memory layers' search finds the fact's memory; so the search picks and the context reads
+(BENCHMARKS.md, "Recall through chat"). The note is never logged: the turn is re-read without it, so the
+session state stays what its log says. It reminds the agent of what it was told, not of its own replies or
+earlier questions (BENCHMARKS.md, "Why a note reads what it reads").
 """
 
 from __future__ import annotations
@@ -49,8 +45,8 @@ FUNCTION_WORDS = frozenset({
     "with", "would", "you", "your",
 })
 STEM = 5
-# Words of a question a memory found by its words must share to be noted: one common word ("grass", "many",
-# "system") brought LoCoMo's chat lines into plain questions' notes, and the model read them instead of answering.
+# Words of a question a memory found by its words must share to be noted: one common word is not enough evidence
+# that it answers (BENCHMARKS.md, "Memory that finds what matters (LoCoMo)").
 ENOUGH_SHARED_WORDS = 2
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -97,8 +93,7 @@ def excerpt(text: str, message: str, max_bytes: int) -> str:
     """What a note reads of a memory: `text` with its asked sentence first (`asked_sentence_first`) when it fits
     in `max_bytes`; else its sentences sharing the most words with `message` that fit, the asked one first and
     the others in the text's order (a document's memory is a chunk of kilobytes, the answer one sentence of
-    it); "" when none shares a word: which part of it the model's search meant cannot be told, and a note of a
-    long memory's first sentences (a licence's) was read instead of answering a plain question."""
+    it); "" when none shares a word: which part of it the search meant cannot be told."""
     if len(text.encode()) <= max_bytes:
         return asked_sentence_first(text, message)
     sentences = [sentence.strip() for sentence in _SENTENCE_END.split(text) if sentence.strip()]
@@ -122,14 +117,10 @@ def excerpt(text: str, message: str, max_bytes: int) -> str:
 
 
 def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> list[RecallHit]:
-    """Of `hits` (best first), those a note reads: each whose model score is at least `min_score`, and the best
-    one sharing ENOUGH_SHARED_WORDS of `message`'s words (all of them when it has fewer) whatever its score (a
-    score is a share of a head's attention, which thins as the memory grows; and the words' search finds
-    memories the model's does not). Of those, a memory sharing no word with `message` is left out when
-    ranked below one that does (a second memory beside the one asked about is read as the answer), but
-    kept when ranked above (recall by meaning). When `message` asks nothing (`asks`), only memories sharing
-    its words are noted. The cases behind each rule: BENCHMARKS.md, "Why a note reads what it reads".
-    """
+    """Of `hits` (best first), those a note reads: each whose model score reaches `min_score`, and the best one
+    sharing ENOUGH_SHARED_WORDS of `message`'s words (all when it has fewer) whatever its score. Of those, one
+    sharing no word is left out when ranked below one that does, and always when `message` asks nothing
+    (`asks`). Why each rule: BENCHMARKS.md, "Why a note reads what it reads"."""
     asked = _stems(message)
     enough = min(ENOUGH_SHARED_WORDS, len(asked))
     shares = [len(asked & _stems(hit.text)) for hit in hits]

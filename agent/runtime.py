@@ -21,15 +21,13 @@ from typing import Any
 
 import torch
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.recall_note import recalled_note, with_note
-from agent.serving import ServingModel
-from learner.base import load_base
-from learner.forget import DROPPED_STATE
+from agent.serving import ServingModel, load_serving_base
 from memory.db import AgentGone, chat_turn_lock, retry_transient
-from memory.eventlog import append_events, mark_event_failed
+from memory.eventlog import append_events, append_reply, mark_event_failed, recent_replies, unread_events
 from memory.recall import RecallHit, recall
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
@@ -37,7 +35,6 @@ from memory.store import MemoryStore, StoreConfig, memory_for
 from memory.stream_format import turn_prompt
 from models import LanguageModel, SamplingConfig, State, generate
 from models.generate import Generation
-from models.quantize import int8_kernel_available, quantize_weights
 from settings import Settings
 from workers.submit import enqueue_learning
 
@@ -89,34 +86,13 @@ class _CachedState:
     state: State
 
 
-def uncovered_events(db: Session, *, session_id: int, events_read: int) -> list[Event]:
-    """The events of a chat session its state has not read yet, oldest first.
-
-    Normally just the new user message; more after a crash between logging a message and saving the
-    state that read it; the whole log after a forget dropped the state. Forgotten events are never read.
-    """
-    return list(db.scalars(select(Event).where(Event.session_id == session_id, Event.seq >= events_read,
-                                               Event.forgotten_at.is_(None)).order_by(Event.seq)))
-
-
-def recent_replies(db: Session, *, session_id: int, count: int) -> list[bytes]:
-    """The session's last `count` replies (SamplingConfig.no_repeat_replies), newest first."""
-    if count <= 0:
-        return []
-    return list(db.scalars(select(Event.content).where(
-        Event.session_id == session_id, Event.role == "assistant", Event.forgotten_at.is_(None))
-        .order_by(Event.seq.desc()).limit(count)))
-
-
 class AgentRuntime:
     """One agent in one serving process; safe to use from many threads (one turn per session at a time)."""
 
     def __init__(self, *, agent: Agent, sessions: sessionmaker[Session], celery: Celery, settings: Settings):
         self.agent_id, self.created_at = agent.id, agent.created_at
         self.sessions, self.celery = sessions, celery
-        base = load_base(agent.base_checkpoint, settings.device)
-        if base.capabilities.int8_serving and settings.serving_weights == "int8" and int8_kernel_available():
-            quantize_weights(base)
+        base = load_serving_base(agent.base_checkpoint, settings.device, settings.serving_weights)
         self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base)
         snapshot = settings.snapshot_dir(agent.id)
         self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,
@@ -207,7 +183,7 @@ class AgentRuntime:
             if row is None:
                 raise AgentGone(f"session {session_id} was deleted with its agent")
             state = self._load_state(db, row)
-            unread = uncovered_events(db, session_id=session_id, events_read=row.events_read if state else 0)
+            unread = unread_events(db, session_id=session_id, events_read=row.events_read if state else 0)
             if not unread or unread[-1].id != user_event_id:
                 raise StateMismatch(f"session {session_id}: the message was forgotten before it was answered; "
                                     "send it again to be answered")
@@ -249,24 +225,15 @@ class AgentRuntime:
             else:
                 turn_end = torch.tensor([model.tokenizer.chat.turn_end], device=model.device)
                 state = model(turn_end, generation.state, reading.reader, last_only=True).state
-        reply_event_id, forgotten_meanwhile = retry_transient(
-            lambda: self._log_reply(session_id, generation.reply, state, reading.read_at))
+        def log_reply() -> tuple[int, bool]:
+            with self.sessions.begin() as db:
+                return append_reply(db, session_id=session_id, reply=generation.reply, state=state.to_bytes(),
+                                    position=state.position, read_at=reading.read_at)
+
+        reply_event_id, forgotten_meanwhile = retry_transient(log_reply)
         if not forgotten_meanwhile:
             self._remember(session_id, reading.session_created_at, state)
         return reply_event_id
-
-    def _log_reply(self, session_id: int, reply: bytes, state: State, read_at: datetime) -> tuple[int, bool]:
-        """Log the reply and save the state that read it, in one transaction: (reply event id, whether an
-        event the turn read was forgotten meanwhile, and so the state dropped instead of saved)."""
-        with self.sessions.begin() as db:
-            reply_event = append_events(db, session_id=session_id, events=[("assistant", reply)])[0]
-            # The forget dropped the saved state; the next turn re-reads the log without what it forgot.
-            forgotten_meanwhile = db.scalar(select(Event.id).where(
-                Event.session_id == session_id, Event.forgotten_at >= read_at).limit(1)) is not None
-            kept = DROPPED_STATE if forgotten_meanwhile else {
-                "state": state.to_bytes(), "position": state.position, "events_read": reply_event.seq + 1}
-            db.execute(update(StreamSession).where(StreamSession.id == session_id).values(**kept))
-            return reply_event.id, forgotten_meanwhile
 
     def _note(self, db: Session, model: LanguageModel, session_id: int, state: State | None,
               unread: list[Event], message: list[int]) -> list[int]:

@@ -15,8 +15,19 @@ from typing import NamedTuple
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
+from learner.base import load_base
 from learner.versions import latest_version, load_weights
 from models import LanguageModel
+from models.quantize import int8_kernel_available, quantize_weights
+
+
+def load_serving_base(checkpoint: str, device: str, weights: str = "int8") -> LanguageModel:
+    """An agent's base model as a serving process holds it: with `weights` "int8", an imported model's
+    projections as int8 where this CPU has the kernel (models.quantize); learning always reads fp32."""
+    base = load_base(checkpoint, device)
+    if base.capabilities.int8_serving and weights == "int8" and int8_kernel_available():
+        quantize_weights(base)
+    return base
 
 
 class Loaded(NamedTuple):

@@ -17,10 +17,8 @@ from sqlalchemy.orm import Session
 
 from memory.admin import delete_memories
 from memory.db import lock_agent
+from memory.eventlog import DROPPED_STATE
 from memory.schema import Document, Event, ForgetJob, StreamSession
-
-# A chat session's serving state, dropped: its next turn reads the session's log afresh (agent.runtime).
-DROPPED_STATE = {"state": None, "position": 0, "events_read": 0}
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,7 @@ from models import HybridLM, LanguageModel, MemoryKV, MemoryReader, State
 Trainable = Literal["downstream", "all"]
 
 
-# A per-entry step larger than this wrecks any model in one step (the defaults are 1e-3 and 3e-4, the
-# sweeps in BENCHMARKS.md stop at 1e-2, the tests' fast learners use up to 0.5); 1e30 made every reply NUL.
+# A per-entry step larger than this wrecks any model in one step (the defaults are 1e-3 and 3e-4).
 MAX_LEARNING_RATE = 1.0
 
 
@@ -50,8 +49,8 @@ class LearningConfig:
     # of a well-trained model until learning does nothing.
     rule: Literal["normalized", "sgd"] = "normalized"
     # Whether the agent's own replies are targets. They are always read (they are context for what follows)
-    # and scored; learning them trains the model on what it already believes, and a 135M chat model that did
-    # converged on its own phrases within 40 turns (BENCHMARKS.md, "Learning from what it is told").
+    # and scored; learning them trains the model on what it already believes, which collapses a small model
+    # onto its own phrases (BENCHMARKS.md, "Learning from what it is told").
     learn_from_replies: bool = False
 
     def __post_init__(self) -> None:
@@ -61,7 +60,6 @@ class LearningConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        # A per-entry step of 1e30 turned every reply into NUL bytes, 1e308 failed every later event.
         if not 0 <= self.learning_rate <= MAX_LEARNING_RATE:
             raise ValueError(f"learning_rate must be in [0, {MAX_LEARNING_RATE}], got {self.learning_rate}")
         if not 0 <= self.anchor_decay < 1 or self.grad_clip <= 0:

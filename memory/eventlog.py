@@ -17,6 +17,9 @@ from memory.db import AgentGone, lock_agent
 from memory.schema import Document, Event, StreamSession
 from models.tokenizer import ROLES
 
+# A chat session's serving state, dropped: its next turn reads the session's log afresh (agent.runtime).
+DROPPED_STATE = {"state": None, "position": 0, "events_read": 0}
+
 
 def transcript_digest(previous: str, role: str, content: bytes) -> str:
     """The digest of a conversation after one more turn, as its client sees it: role and text (UTF-8, errors
@@ -184,3 +187,36 @@ def pending_learning(db: Session) -> list[tuple[int, int]]:
                       .where(Event.learned_at.is_(None), Event.failed_reason.is_(None), Event.forgotten_at.is_(None))
                       .group_by(Event.agent_id))
     return [(agent_id, event_id) for agent_id, event_id in rows]
+
+
+def unread_events(db: Session, *, session_id: int, events_read: int) -> list[Event]:
+    """The events of a chat session its state has not read yet, oldest first.
+
+    Normally just the new user message; more after a crash between logging a message and saving the
+    state that read it; the whole log after a forget dropped the state. Forgotten events are never read.
+    """
+    return list(db.scalars(select(Event).where(Event.session_id == session_id, Event.seq >= events_read,
+                                               Event.forgotten_at.is_(None)).order_by(Event.seq)))
+
+
+def recent_replies(db: Session, *, session_id: int, count: int) -> list[bytes]:
+    """The session's last `count` replies, newest first."""
+    if count <= 0:
+        return []
+    return list(db.scalars(select(Event.content).where(
+        Event.session_id == session_id, Event.role == "assistant", Event.forgotten_at.is_(None))
+        .order_by(Event.seq.desc()).limit(count)))
+
+
+def append_reply(db: Session, *, session_id: int, reply: bytes, state: bytes, position: int,
+                 read_at: datetime) -> tuple[int, bool]:
+    """Log a reply with the session state that read it (`state`, at stream `position`): (the reply's event id,
+    whether an event the turn read was forgotten since `read_at`, in which case the state is dropped instead:
+    the next turn re-reads the log without what was forgotten)."""
+    reply_event = append_events(db, session_id=session_id, events=[("assistant", reply)])[0]
+    forgotten_meanwhile = db.scalar(select(Event.id).where(
+        Event.session_id == session_id, Event.forgotten_at >= read_at).limit(1)) is not None
+    kept = DROPPED_STATE if forgotten_meanwhile else {
+        "state": state, "position": position, "events_read": reply_event.seq + 1}
+    db.execute(update(StreamSession).where(StreamSession.id == session_id).values(**kept))
+    return reply_event.id, forgotten_meanwhile

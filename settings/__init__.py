@@ -33,13 +33,11 @@ class Settings(BaseSettings):
                           "else small")
     device: str = Field("cpu", description="torch device for serving and learning")
     serving_weights: Literal["int8", "fp32"] = Field(
-        "int8", description="imported models' weights when serving: int8 for decoding (1.8x fp32's "
-                            "tokens/s) with a bf16 copy for prompts (1.6x; fp32 where the CPU has no bf16 "
-                            "arithmetic); learning always reads fp32")
+        "int8", description="imported models' weights when serving: int8 for decoding with a bf16 copy for "
+                            "prompts (fp32 where the CPU has no bf16 arithmetic); learning always reads fp32")
     memory_attention: bool = Field(
         False, description="imported models' memory layers also attend to the pairs they retrieve, in serving and "
-                           "learning (off: measured to pull SmolLM2's replies toward whatever fills the memory; "
-                           "BENCHMARKS.md, 'Recall through chat')")
+                           "learning (off by default: it pulls replies toward whatever fills the memory)")
     recall_in_context: bool = Field(
         True, description="before an imported chat model answers, the memories its memory layers recall for the "
                           "message are read into its context as a note (not logged; the session state keeps the log)")
@@ -73,8 +71,7 @@ class Settings(BaseSettings):
         5.0, ge=0, description="seconds of a forget's replay a killed worker may lose (its progress is saved as often)"
     )
     worker_concurrency: int = Field(1, ge=1, description="processes per worker (learn order is kept per agent)")
-    # A worker sharing cores with a serving process at the same priority stalls a reply's threads
-    # (BENCHMARKS.md, "Chat beside a learning worker"). Learning is background work; a reply is someone waiting.
+    # Learning is background work; a reply is someone waiting (BENCHMARKS.md, "Chat beside a learning worker").
     worker_nice: int = Field(10, ge=0, le=19, description="CPU niceness workers run at, at least (0: as the server)")
     broker_visibility_timeout_s: int = Field(
         3600, gt=0, description="Redis: seconds before a task whose worker died unacknowledged is delivered again"

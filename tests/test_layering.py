@@ -147,3 +147,12 @@ def test_the_class_check_finder_finds_one(tmp_path):
 ])
 def test_the_circle_finder_finds_circles(graph, expected):
     assert cycles(graph) == expected
+
+
+def test_the_architecture_page_holds_the_picture_the_code_draws():
+    from tests.import_picture import BEGIN, END, picture
+
+    page = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    assert BEGIN in page and END in page, "docs/ARCHITECTURE.md lost its import picture"
+    drawn = page[page.index(BEGIN) : page.index(END) + len(END)]
+    assert drawn == picture(), "the import picture is stale: python -m tests.import_picture, and paste it in"

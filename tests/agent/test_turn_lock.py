@@ -7,8 +7,9 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from agent.runtime import AgentRuntime, uncovered_events
+from agent.runtime import AgentRuntime
 from memory.db import make_engine, make_session_factory
+from memory.eventlog import unread_events
 from memory.migrate import upgrade
 from memory.schema import Agent, Event, StreamSession
 from models import SamplingConfig
@@ -56,7 +57,7 @@ def test_simultaneous_turns_from_two_processes_take_turns_and_the_session_contin
     with sessions() as db:
         roles = list(db.scalars(select(Event.role).where(Event.session_id == session_id).order_by(Event.seq)))
         row = db.get(StreamSession, session_id)
-        assert uncovered_events(db, session_id=session_id, events_read=row.events_read) == []  # the state read it all
+        assert unread_events(db, session_id=session_id, events_read=row.events_read) == []  # the state read it all
     assert roles == ["user", "assistant", "user", "assistant"]  # each reply follows its own message
     # Either process continues the session from what the other saved.
     first.chat(session_id=session_id, content=b"and again", sampling=SAMPLING)
