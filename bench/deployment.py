@@ -65,7 +65,7 @@ class Deployment:
     def process_env(self) -> dict[str, str]:
         """This deployment's environment: the caller's own LIFELONG_* variables never leak in."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIFELONG_")}
-        return {**env, **self.env, "PYTHONPATH": str(ROOT)}
+        return {**env, "PYTHONPATH": str(ROOT), **self.env}  # a caller's PYTHONPATH may add to the project's
 
     def _spawn(self, *args: str) -> subprocess.Popen:
         # The process writes it for as long as it lives; closed when the process is reaped.

@@ -10,6 +10,7 @@ import pytest
 
 from tests.agent.server import Deployment
 from tests.dbs import postgres_or_skip, redis_or_skip
+from tests.topology import PYTHONPATH
 
 # Small limits, so the bad-input tests can cross them cheaply.
 MAX_MESSAGE_BYTES = 4096
@@ -33,7 +34,7 @@ def served(kind: str, root: Path, env: dict[str, str]) -> Iterator[Deployment]:
     if kind == "redis":
         env = {**env, "LIFELONG_DATABASE_URL": postgres_or_skip(), "LIFELONG_BROKER_URL": redis_or_skip(),
                "LIFELONG_ADMIN_KEY": "ll_test-admin-key-of-the-scale-out-deployment"}
-    deployment = Deployment(kind, env, logs=root)
+    deployment = Deployment(kind, {**env, "PYTHONPATH": PYTHONPATH}, logs=root)  # with the tests' pauses
     try:
         deployment.start()
         yield deployment
