@@ -250,6 +250,9 @@ class VersionPublic(BaseModel):
     events_learned_through: int
     tag: str | None
     sha256: str | None  # of its learned tensors: two agents' weights are equal when these are
+    # When the behavioural gate fell due: {passed, reason, scores, last_good_scores}. A refused version carries
+    # the last good weights, and serving reads those.
+    gate: dict[str, Any] | None = None
     created_at: datetime
 
 

@@ -16,6 +16,7 @@ import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import load_base
+from learner.gate import serving_weights
 from learner.versions import latest_version, load_weights
 from models import LanguageModel
 from models.quantize import int8_kernel_available, quantize_weights
@@ -66,7 +67,7 @@ class ServingModel:
                 newest = latest_version(db, self.agent_id)
                 if newest == self._current.version:
                     return False
-                weights = load_weights(db, self.agent_id, newest)
+                weights = serving_weights(load_weights(db, self.agent_id, newest))
             self._current = Loaded(self._build(weights), newest)
         return True
 

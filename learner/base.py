@@ -108,14 +108,17 @@ def base_config(spec: str, device: str = "cpu") -> Any:
 # (learner.online), and on SmolLM2 3e-4 scored better than 1e-3 with far less forgetting (BENCHMARKS.md,
 # "Recall through chat": 0.5313 vs 0.5315 bits per byte, forgetting 1.001 vs 1.016 at worst).
 IMPORTED_LEARNING_RATE = 3e-4
+# An imported model's gate when its agent names none (learner.gate): its conversations are what learning can
+# break (BENCHMARKS.md, "A gate on what learning serves").
+IMPORTED_GATE_EVERY = 8
 
 
 def learning_config(settings: dict[str, Any] | None, *, imported: bool = False) -> LearningConfig:
-    """An agent's `learning_settings` as a LearningConfig (`imported`: for an imported model, whose default
-    step size is IMPORTED_LEARNING_RATE); unknown keys are an error, not ignored."""
+    """An agent's `learning_settings` as a LearningConfig (`imported`: for an imported model, whose defaults
+    are IMPORTED_LEARNING_RATE and IMPORTED_GATE_EVERY); unknown keys are an error, not ignored."""
     settings = settings or {}
     if imported:
-        settings = {"learning_rate": IMPORTED_LEARNING_RATE, **settings}
+        settings = {"learning_rate": IMPORTED_LEARNING_RATE, "gate_every": IMPORTED_GATE_EVERY, **settings}
     known = {field.name for field in dataclasses.fields(LearningConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:

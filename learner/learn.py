@@ -32,6 +32,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.base import learning_config, load_base
+from learner.gate import GateState, Verdict, close_window, due, open_window
 from learner.online import Chunk, OnlineLearner, step_tokens, stream_chunks
 from learner.versions import VersionNotFound, latest_version, load_weights, prune_versions, publish_version
 from memory.db import AgentGone, lock_agent
@@ -66,27 +67,34 @@ class AgentLearner:
     learner: OnlineLearner
     store: MemoryStore
     version: int
+    probe_int8: bool = False  # the gate probes the weights as serving holds them (learner.gate)
+    gate: GateState = field(default_factory=GateState)
 
     def learned_weights(self) -> dict[str, torch.Tensor]:
-        return {name: param.detach().clone() for name, param in self.learner.params.items()}
+        """The learned parameters, and the gate's state (learner.gate): what a version stores."""
+        return {**{name: param.detach().clone() for name, param in self.learner.params.items()},
+                **self.gate.carried()}
 
     @torch.no_grad()
     def adopt(self, weights: dict[str, torch.Tensor]) -> None:
-        """Set the learned parameters to a version's values (anchoring still pulls toward the base)."""
+        """Set the learned parameters, and the gate's state, to a version's (anchoring still pulls toward the
+        base)."""
         params = dict(self.model.named_parameters())
         for name, base in self.learner.base.items():
             params[name].copy_(weights.get(name, base))
+        self.gate = GateState.read(weights)
 
 
 class LearnerCache:
     """Per worker process: the last model of each agent, reused while no one else publishes a version."""
 
     def __init__(self, sessions: sessionmaker[Session], device: str = "cpu", store_config: StoreConfig = StoreConfig(),
-                 memory_attention: bool = False):
+                 memory_attention: bool = False, serving_int8: bool = True):
         self.sessions = sessions
         self.device = device
         self.store_config = store_config
         self.memory_attention = memory_attention  # Settings.memory_attention: as serving reads, so does learning
+        self.serving_int8 = serving_int8  # Settings.serving_weights == "int8": the gate probes what serving reads
         self._agents: dict[int, AgentLearner] = {}
 
     def build(self, agent: Agent, *, id_ceiling: int | None = None) -> AgentLearner:
@@ -104,7 +112,8 @@ class LearnerCache:
                             search_openings=model.config.memory_searches_openings, config=self.store_config)
         store.id_ceiling = id_ceiling
         store.rebuild()
-        return AgentLearner(agent.id, learner_spec(agent), model, learner, store, version=-1)
+        return AgentLearner(agent.id, learner_spec(agent), model, learner, store, version=-1,
+                            probe_int8=self.serving_int8)
 
     def get(self, agent: Agent, version: int) -> AgentLearner:
         cached = self._agents.get(agent.id)
@@ -142,6 +151,7 @@ class LearnPlan:
     version: int
     events: list[Event]
     streams: dict[int, tuple[bytes | None, int | None]]  # session id -> (learn_state, learn_last_token)
+    learned_before: int = 0  # the agent's events learned and not forgotten before these (when a gate falls due)
 
 
 @dataclass
@@ -167,7 +177,15 @@ def _read_plan(db: Session, agent_id: int, through_event_id: int, max_events: in
     streams = {row.id: (row.learn_state, row.learn_last_token) for row in db.execute(
         select(StreamSession.id, StreamSession.learn_state, StreamSession.learn_last_token)
         .where(StreamSession.id.in_(session_ids)))}
-    return LearnPlan(agent, latest_version(db, agent_id), events, streams)
+    return LearnPlan(agent, latest_version(db, agent_id), events, streams,
+                     learned_count(db, agent_id, events[0].id) if events else 0)
+
+
+def learned_count(db: Session, agent_id: int, before_event_id: int) -> int:
+    """The agent's events learned and not forgotten before `before_event_id`."""
+    return db.scalar(select(func.count()).select_from(Event).where(
+        Event.agent_id == agent_id, Event.id < before_event_id, Event.learned_at.is_not(None),
+        Event.forgotten_at.is_(None)))
 
 
 @dataclass
@@ -177,6 +195,7 @@ class Learned:
     spans: list[Span]
     streams: dict[int, tuple[bytes, int]]  # session id -> new (learn_state, learn_last_token)
     hits: Counter[int] = field(default_factory=Counter)  # memory id -> positions whose prediction it supplied
+    gates: list[Verdict] = field(default_factory=list)  # the gates that fell due, in order
 
 
 def learn_events(agent_learner: AgentLearner, plan: LearnPlan, chunk_tokens: int, memory_attention: bool) -> Learned:
@@ -191,7 +210,10 @@ def learn_events(agent_learner: AgentLearner, plan: LearnPlan, chunk_tokens: int
         states[session_id] = State.from_bytes(blob).to(model.device) if blob else model.init_state(1)
         last_tokens[session_id] = last
     out = Learned(bits={}, tokens=0, spans=[], streams={})
-    for event in plan.events:
+    every = learner.config.gate_every
+    for number, event in enumerate(plan.events):
+        if every:
+            open_window(agent_learner.gate, learner.params)
         reading = EventReading.after(event, last_tokens[event.session_id], model.tokenizer)
         state, bits, start = states[event.session_id], 0.0, 0
         stream = torch.tensor([reading.tokens], device=model.device)
@@ -210,6 +232,8 @@ def learn_events(agent_learner: AgentLearner, plan: LearnPlan, chunk_tokens: int
             start += inputs.shape[1]
         states[event.session_id], last_tokens[event.session_id] = state, reading.tokens[-1]
         out.bits[event.id] = bits
+        if due(plan.learned_before + number, 1, every):
+            out.gates.append(close_window(agent_learner.gate, model, learner.params, int8=agent_learner.probe_int8))
     out.streams = {sid: (states[sid].to_bytes(), last_tokens[sid]) for sid in plan.streams}
     return out
 
@@ -282,13 +306,9 @@ def _commit(db: Session, plan: LearnPlan, learned: Learned, agent_learner: Agent
             )
         if document.status == "learned":
             drop_finished_stream(db, session_id=streams_of[document_id])
-    version = publish_version(
-        db,
-        agent_id=plan.agent.id,
-        weights=agent_learner.learned_weights(),
-        parent_version=plan.version,
-        events_learned_through=plan.events[-1].id,
-    )
+    version = publish_version(db, agent_id=plan.agent.id, weights=agent_learner.learned_weights(),
+                              parent_version=plan.version, events_learned_through=plan.events[-1].id,
+                              gate=learned.gates[-1].record() if learned.gates else None)
     if keep_version_every and version % keep_version_every == 0:
         db.flush()  # the sessions' new states, which the checkpoint copies
         checkpoint_streams(db, agent_id=plan.agent.id)

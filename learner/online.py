@@ -52,10 +52,15 @@ class LearningConfig:
     # and scored; learning them trains the model on what it already believes, which collapses a small model
     # onto its own phrases (BENCHMARKS.md, "Learning from what it is told").
     learn_from_replies: bool = False
+    # Every this many learned events, the behavioural gate (learner.gate) probes the learned weights; weights that
+    # do worse than the last good ones are refused and learning goes on from those. 0: no gate.
+    gate_every: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.learn_from_replies, bool):
             raise ValueError(f"learn_from_replies must be true or false, got {self.learn_from_replies!r}")
+        if isinstance(self.gate_every, bool) or not isinstance(self.gate_every, int) or self.gate_every < 0:
+            raise ValueError(f"gate_every must be a whole number of events, 0 or more, got {self.gate_every!r}")
         for name in ("learning_rate", "anchor_decay", "grad_clip"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

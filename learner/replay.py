@@ -32,7 +32,15 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.learn import ACTIVE_JOB_STATUSES, AgentLearner, LearnerCache, LearnPlan, hits_record, learn_events
+from learner.learn import (
+    ACTIVE_JOB_STATUSES,
+    AgentLearner,
+    LearnerCache,
+    LearnPlan,
+    hits_record,
+    learn_events,
+    learned_count,
+)
 from learner.versions import decode_weights, encode_weights, load_weights, weights_sha256
 from memory.codec import encode_pairs
 from memory.db import AgentGone, lock_agent
@@ -119,12 +127,15 @@ def _run(sessions: sessionmaker[Session], cache: LearnerCache, job_id: int, chun
         events, ceilings = _next_events(sessions, agent.id, through)
         if not events:
             break
-        for event in events:
+        with sessions() as db:  # where the gate falls due: as for an agent that never read what is forgotten
+            learned_before = learned_count(db, agent.id, events[0].id)
+        for number, event in enumerate(events):
             if learner is None:
                 learner = cache.build(agent, id_ceiling=ceilings[event.id])
                 learner.adopt(weights)
             learner.store.id_ceiling = ceilings[event.id]
-            plan = LearnPlan(agent, job.from_version, [event], {event.session_id: streams[event.session_id]})
+            plan = LearnPlan(agent, job.from_version, [event], {event.session_id: streams[event.session_id]},
+                             learned_before + number)
             learned = learn_events(learner, plan, chunk_tokens, cache.memory_attention)
             _reconcile_pairs(sessions, learner, event, learned.spans,
                              rewrite=event.id > changed.get(event.session_id, event.id))

@@ -80,13 +80,15 @@ def load_weights(db: Session, agent_id: int, version: int) -> dict[str, torch.Te
 
 
 def publish_version(db: Session, *, agent_id: int, weights: Mapping[str, torch.Tensor], parent_version: int,
-                    events_learned_through: int, tag: str | None = None) -> int:
+                    events_learned_through: int, tag: str | None = None, gate: dict | None = None) -> int:
     """Add the next version in the caller's transaction; (agent_id, version) is unique, so two
-    concurrent publishers cannot both commit the same number."""
+    concurrent publishers cannot both commit the same number. `gate`: the verdict of a gate that fell due
+    (learner.gate.Verdict.record)."""
     version = latest_version(db, agent_id) + 1
     blob = encode_weights(weights)
     db.add(WeightVersion(agent_id=agent_id, version=version, parent_version=parent_version, tag=tag,
-                         weights=blob, sha256=weights_sha256(blob), events_learned_through=events_learned_through))
+                         weights=blob, sha256=weights_sha256(blob), events_learned_through=events_learned_through,
+                         gate=gate))
     db.flush()
     return version
 

@@ -207,6 +207,8 @@ class WeightVersion(Base):
     tag: Mapped[str | None] = mapped_column(String(200))  # tagged versions are kept when pruning
     # sha256 of the learned tensors (learner.versions.weights_sha256): two agents' weights compare by it.
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # The behavioural gate's verdict when one fell due in this version's batch (learner.gate.Verdict.record).
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 

@@ -37,7 +37,8 @@ def worker_context(settings: Settings) -> WorkerContext:
         sessions = make_session_factory(engine)
         learners = LearnerCache(sessions, device=settings.device,
                                 store_config=StoreConfig.serving(settings.memory_nprobe),
-                                memory_attention=settings.memory_attention)
+                                memory_attention=settings.memory_attention,
+                                serving_int8=settings.serving_weights == "int8")
         context = WorkerContext(settings, engine, sessions, learners)
         _contexts[key] = context
     return context

@@ -51,10 +51,11 @@ def _learn_all(sessions, cache, agent_id: int, learn: dict = LEARN) -> None:
         learn_through(sessions, cache, agent_id=agent_id, event_id=event_id, **learn)
 
 
-def live_agent(sessions, name: str, documents: list[bytes], learn: dict = LEARN) -> tuple[int, dict[bytes, int]]:
+def live_agent(sessions, name: str, documents: list[bytes], learn: dict = LEARN,
+               learning: dict = STEADY_LEARNING) -> tuple[int, dict[bytes, int]]:
     """An agent that reads D1, a chat turn, then the documents given, then another turn, learning as it goes;
     (agent id, document id of each text)."""
-    agent_id, chat = new_agent(sessions, name, STEADY_LEARNING)
+    agent_id, chat = new_agent(sessions, name, learning)
     cache = LearnerCache(sessions)
     ids = {}
     ids[D1], _ = received_document(sessions, agent_id, D1, CHUNK, name="D1")
