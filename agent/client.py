@@ -71,6 +71,10 @@ class Client:
     def get_agent(self, agent_id: int) -> JSON:
         return self._json("GET", f"/v1/agents/{agent_id}")
 
+    def list_versions(self, agent_id: int, *, limit: int | None = None) -> Iterator[JSON]:
+        """The agent's kept weight versions, newest first, each with its gate's verdict when one fell due."""
+        return self._pages(f"/v1/agents/{agent_id}/weights", {}, limit)
+
     def delete_agent(self, agent_id: int) -> None:
         self._request("DELETE", f"/v1/agents/{agent_id}")
 

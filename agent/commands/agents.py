@@ -1,10 +1,11 @@
-"""`lifelong agents create|list|show|delete`."""
+"""`lifelong agents create|list|show|versions|delete`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from agent.client import JSON
 from agent.commands.common import emit_list, emit_object, emit_result, guarded, make_client
 
 AGENT_FIELDS = ("id", "name", "weight_version", "memory_count", "bytes_learned", "queue_lag")
@@ -31,6 +32,27 @@ def _show(args: argparse.Namespace) -> int:
     return emit_object(args, agent, AGENT_FIELDS)
 
 
+VERSION_FIELDS = ("version", "parent_version", "events_learned_through", "gate", "created_at")
+
+
+def _gate(gate: JSON | None) -> str:
+    return "" if not gate else "passed" if gate.get("passed") else "refused"
+
+
+def _versions(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        rows = client.list_versions(args.agent_id, limit=args.limit)
+        if args.json:
+            return emit_list(args, rows, VERSION_FIELDS, empty="")
+        rows = list(rows)
+    emit_list(args, [{**row, "gate": _gate(row.get("gate"))} for row in rows], VERSION_FIELDS,
+              empty="no learned versions yet (version 0 is the base model)")
+    for row in rows:  # a reason is a sentence: under the table, whole
+        if row.get("gate") and not row["gate"].get("passed"):
+            print(f"v{row['version']} refused: {row['gate'].get('reason')}")
+    return 0
+
+
 def _delete(args: argparse.Namespace) -> int:
     with make_client(args) as client:
         client.delete_agent(args.agent_id)
@@ -53,6 +75,11 @@ def register(commands: argparse._SubParsersAction, options: argparse.ArgumentPar
     show = actions.add_parser("show", parents=[options], help="weight version, memories, bytes learned, queue lag")
     show.add_argument("agent_id", type=int)
     show.set_defaults(handler=guarded(_show))
+    versions = actions.add_parser("versions", parents=[options],
+                                  help="its weight versions, newest first, and what the behavioural gate said")
+    versions.add_argument("agent_id", type=int)
+    versions.add_argument("--limit", type=int, help="at most this many")
+    versions.set_defaults(handler=guarded(_versions))
     delete = actions.add_parser("delete", parents=[options], help="delete an agent with its memories and weights")
     delete.add_argument("agent_id", type=int)
     delete.set_defaults(handler=guarded(_delete))

@@ -110,6 +110,23 @@ def test_agents_create_show_delete(api, capsys):
     assert json.loads(api.sent("POST", "/v1/agents")[-1].content) == {"name": "ada", "base_checkpoint": "preset:tiny"}
 
 
+def test_agents_versions_say_what_the_gate_said(api, capsys):
+    refused = {"passed": False, "reason": "answered 2 of 8 plain questions, the last good weights 5",
+               "scores": {}, "last_good_scores": {}}
+    api.on("GET", "/v1/agents/3/weights", httpx.Response(200, json={"data": [
+        {"version": 9, "parent_version": 8, "events_learned_through": 40, "tag": None, "sha256": "ab",
+         "gate": refused, "created_at": "2026-12-07T06:00:00Z"},
+        {"version": 8, "parent_version": 7, "events_learned_through": 39, "tag": None, "sha256": "cd",
+         "gate": None, "created_at": "2026-12-07T05:59:00Z"}], "next_cursor": None}))
+    assert main(["agents", "versions", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "v9 refused: answered 2 of 8 plain questions, the last good weights 5" in table.splitlines()
+    assert [line.split()[3] for line in table.splitlines()[1:3]] == ["refused", "2026-12-07T05:59:00Z"]
+    assert main(["agents", "versions", "3", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["gate"] for row in rows] == [refused, None]
+
+
 def test_keys_print_the_secret_alone_on_stdout(api, capsys):
     api.on("POST", "/v1/keys", httpx.Response(201, json={"id": 9, "key": "ll_secret", "agent_id": 3, "name": "ci"}))
     api.on("GET", "/v1/keys", httpx.Response(200, json={"data": [{"id": 9, "agent_id": 3, "name": "ci"}],

@@ -14,7 +14,7 @@ from learner.learn import LearnerCache, learn_through
 from memory.db import make_engine, make_session_factory
 from memory.eventlog import append_events
 from memory.schema import Document, Event, WeightVersion
-from tests.learning import TINY, learned_weights, memory_rows, new_agent
+from tests.learning import FAST_LEARNING, TINY, learned_weights, memory_rows, new_agent
 from tests.workers.conftest import children, wait_for
 from workers.submit import DocumentUpload, enqueue_learning, submit_events
 
@@ -39,7 +39,7 @@ def _document_status(sessions, document_id: int) -> str:
         return db.get(Document, document_id).status
 
 
-def _reference(tmp_path, turns, base: str = TINY) -> tuple[dict[str, torch.Tensor], list]:
+def _reference(tmp_path, turns, base: str = TINY, learning: dict | None = None) -> tuple[dict[str, torch.Tensor], list]:
     """Weights and memory rows of the same turns learned one by one in this process, on SQLite."""
     from memory.migrate import upgrade
 
@@ -47,7 +47,7 @@ def _reference(tmp_path, turns, base: str = TINY) -> tuple[dict[str, torch.Tenso
     upgrade(url)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
-    agent_id, session_id = new_agent(sessions, "reference", base=base)
+    agent_id, session_id = new_agent(sessions, "reference", learning, base=base)
     cache = LearnerCache(sessions)
     for turn in turns:
         with sessions.begin() as db:
@@ -143,12 +143,14 @@ def _imported_base(directory) -> str:
 
 
 @pytest.mark.parametrize(("victim", "base"), [("pool process", "small"), ("whole worker", "small"),
-                                              ("pool process", "imported")])
+                                              ("pool process", "imported"), ("whole worker", "imported, gated")])
 def test_kill_9_mid_learn_redelivers_and_applies_exactly_once(deployment, start_worker, sessions, tmp_path, victim,
                                                               base):
     app = deployment.app()
+    # "gated": the behavioural gate falls due on the event, so the kill lands in a gated publish.
+    learning = {**FAST_LEARNING, "gate_every": 1} if base.endswith("gated") else None
     base = TINY if base == "small" else _imported_base(tmp_path)
-    agent_id, session_id = new_agent(sessions, "ada", base=base)
+    agent_id, session_id = new_agent(sessions, "ada", learning, base=base)
     # The pause between learning and committing puts the kill after the work and before the commit.
     worker = start_worker(deployment, LIFELONG_TEST_LEARN_COMMIT_DELAY_S="5")
     wait_for(lambda: children(worker.pid), "the worker's pool process", worker)
@@ -168,5 +170,6 @@ def test_kill_9_mid_learn_redelivers_and_applies_exactly_once(deployment, start_
     wait_for(lambda: _learned(sessions, [agent_id]), "the event learned after the kill", worker)
 
     with sessions() as db:
-        assert db.scalar(select(func.count()).select_from(WeightVersion).where(WeightVersion.agent_id == agent_id)) == 1
-    _assert_learned_like(sessions, agent_id, _reference(tmp_path, TURNS[:1], base))
+        [version] = db.scalars(select(WeightVersion).where(WeightVersion.agent_id == agent_id)).all()
+    assert (version.gate is not None) == (learning is not None), version.gate
+    _assert_learned_like(sessions, agent_id, _reference(tmp_path, TURNS[:1], base, learning))

@@ -94,7 +94,11 @@ async function loadVersions(panel, agentId) {
         version.parent_version !== null ? `from v${version.parent_version}` : null,
         version.version ? `events through ${version.events_learned_through}` : "the base model",
         version.tag && version.version ? `tag ${version.tag}` : null,
+        version.gate && version.gate.passed ? "gate passed" : null,
         formatTime(version.created_at)].filter(Boolean).join(" · ") }),
+      version.gate && !version.gate.passed
+        ? el("p", { class: "gate-refused", text: `Refused by the gate, serves the last good weights: ${version.gate.reason}` })
+        : null,
       version.version === agent.weight_version ? null
         : confirmButton("Roll back to this", `Roll back to v${version.version}?`, async () => {
           try {
