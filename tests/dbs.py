@@ -7,6 +7,7 @@ import time
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 POSTGRES_URL = os.environ.get("LIFELONG_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # Tests flush this Redis database: point it at one nobody else uses (e.g. .../5 on a shared machine).
@@ -89,3 +90,19 @@ def another_backend_waits_for_a_lock(sessions, timeout_s: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
+
+
+def held_by_a_writer(engine, agent_id: int) -> bool:
+    """Whether another transaction holds the agent's lock (PostgreSQL) or the database's write lock (SQLite)."""
+    with engine.connect() as connection:
+        try:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT id FROM agents WHERE id = :id FOR UPDATE NOWAIT"), {"id": agent_id})
+            else:
+                connection.exec_driver_sql("PRAGMA busy_timeout = 0")
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except OperationalError:
+            return True
+        finally:
+            connection.rollback()
+    return False

@@ -12,8 +12,7 @@ import time
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import func, select
 
 from memory.db import make_engine
 from memory.schema import (
@@ -28,6 +27,7 @@ from memory.schema import (
 )
 from tests.agent.conftest import served
 from tests.agent.server import until
+from tests.dbs import held_by_a_writer
 
 COMMIT_DELAY_S = 1.5
 OWNED = (ApiKey, StreamSession, Event, Document, Memory, WeightVersion, StreamCheckpoint, ForgetJob)
@@ -45,22 +45,6 @@ def deployment(request, tmp_path_factory):
 
 def _database_url(deployment) -> str:
     return deployment.env.get("LIFELONG_DATABASE_URL") or f"sqlite:///{deployment.data_dir / 'lifelong.db'}"
-
-
-def _held_by_a_writer(engine, agent_id: int) -> bool:
-    """Whether another transaction holds the agent's lock (PostgreSQL) or the database's write lock (SQLite)."""
-    with engine.connect() as connection:
-        try:
-            if engine.dialect.name == "postgresql":
-                connection.execute(text("SELECT id FROM agents WHERE id = :id FOR UPDATE NOWAIT"), {"id": agent_id})
-            else:
-                connection.exec_driver_sql("PRAGMA busy_timeout = 0")
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-        except OperationalError:
-            return True
-        finally:
-            connection.rollback()
-    return False
 
 
 def _delete(client: httpx.Client, agent_id: int) -> list[int]:
@@ -98,7 +82,7 @@ def test_deleting_an_agent_while_its_learner_commits_answers_204_and_leaves_no_r
             session_id = client.post(f"/v1/agents/{agent_id}/sessions").json()["id"]
             turn = client.post(f"/v1/sessions/{session_id}/messages", json={"content": "remember the lighthouse"})
             assert turn.status_code == 200, turn.text
-            until(lambda: _held_by_a_writer(engine, agent_id), "the learner inside its commit", poll_s=0.05)
+            until(lambda: held_by_a_writer(engine, agent_id), "the learner inside its commit", poll_s=0.05)
             statuses = _delete(client, agent_id)
             assert statuses[-1] == 204 and set(statuses) <= {204, 503}, statuses
             time.sleep(COMMIT_DELAY_S + 0.5)  # the learner's commit, and a redelivery's, have come and gone

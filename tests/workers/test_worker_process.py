@@ -6,7 +6,6 @@ import os
 import signal
 
 import pytest
-import redis
 import torch
 from sqlalchemy import create_engine, func, select, text
 
@@ -14,6 +13,7 @@ from learner.learn import LearnerCache, learn_through
 from memory.db import make_engine, make_session_factory
 from memory.eventlog import append_events
 from memory.schema import Document, Event, WeightVersion
+from tests.dbs import held_by_a_writer
 from tests.learning import FAST_LEARNING, TINY, learned_weights, memory_rows, new_agent
 from tests.workers.conftest import children, wait_for
 from workers.submit import DocumentUpload, enqueue_learning, submit_events
@@ -111,17 +111,6 @@ def test_a_worker_learns_two_interleaved_agents_in_order(deployment, start_worke
         _assert_learned_like(sessions, agent_id, reference)
 
 
-def _task_taken(deployment) -> bool:
-    """Whether the broker has handed a task to a worker that has not acknowledged it yet."""
-    if deployment.name == "redis":
-        client = redis.Redis.from_url(deployment.settings.resolved_broker_url)
-        try:
-            return client.hlen("unacked") > 0
-        finally:
-            client.close()
-    return _delivered_sql_messages(deployment) > 0
-
-
 def _delivered_sql_messages(deployment) -> int:
     """Rows of the SQL broker that were handed to a worker (kombu marks them invisible)."""
     engine = create_engine(deployment.settings.resolved_broker_url.removeprefix("sqla+"))
@@ -155,7 +144,9 @@ def test_kill_9_mid_learn_redelivers_and_applies_exactly_once(deployment, start_
     worker = start_worker(deployment, LIFELONG_TEST_LEARN_COMMIT_DELAY_S="5")
     wait_for(lambda: children(worker.pid), "the worker's pool process", worker)
     submit_events(app, sessions, session_id=session_id, events=[("user", TURNS[0])])
-    wait_for(lambda: _task_taken(deployment), "the learn task to start", worker)
+    # Inside the commit's pause, its lock held: a kill any sooner can land before the pool process has taken the
+    # task, which billiard then drops without a redelivery (seen under load).
+    wait_for(lambda: held_by_a_writer(sessions.kw["bind"], agent_id), "the learner inside its commit", worker)
     assert not _learned(sessions, [agent_id]), "the kill must land before the commit; lengthen the pause"
     if victim == "pool process":
         # The parent sees its child die and puts the task back on the queue (reject on worker loss).
