@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sqlite3
 import statistics
 import sys
@@ -31,6 +30,7 @@ from agent.runtime import AgentRuntime
 from bench.lifetime_script import PROBE_CONVERSATION, PROBE_QUESTIONS, life
 from learner.base import default_base, load_base
 from learner.evaluate import bits_per_byte
+from learner.gate import answered, degenerate
 from learner.learn import LearnerCache, learn_through
 from memory.db import make_engine, make_session_factory
 from memory.eventlog import create_session
@@ -81,27 +81,6 @@ class World:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def answered(reply: str, answers: list[str]) -> bool:
-    return any(re.search(rf"\b{re.escape(answer)}", reply.lower()) for answer in answers)
-
-
-def opening(reply: str) -> str:
-    return re.split(r"(?<=[.!?])\s", reply.strip(), maxsplit=1)[0].lower()
-
-
-def degenerate(replies: list[str]) -> list[bool]:
-    """Per reply: it opens with the sentence an earlier reply opened with, or repeats a 4-gram three times."""
-    flags, seen = [], set()
-    for reply in replies:
-        words = reply.lower().split()
-        grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
-        looping = any(grams.count(gram) >= 3 for gram in set(grams))
-        first = opening(reply)
-        flags.append(looping or (bool(first) and first in seen))
-        seen.add(first)
-    return flags
 
 
 def probe(world: World, root: Path, told: list[tuple[str, list[str]]], future: str) -> dict:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.runtime import AgentRuntime
-from bench.lifetime import answered, degenerate, opening
 from bench.lifetime_script import LIFE_QUESTIONS, PROBE_CONVERSATION, PROBE_QUESTIONS
+from learner.gate import answered, degenerate, opening
 from learner.learn import LearnerCache, learn_through
 from memory.db import make_engine, make_session_factory
 from memory.eventlog import create_session
