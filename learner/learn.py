@@ -210,7 +210,7 @@ def learn_events(agent_learner: AgentLearner, plan: LearnPlan, chunk_tokens: int
         states[session_id] = State.from_bytes(blob).to(model.device) if blob else model.init_state(1)
         last_tokens[session_id] = last
     out = Learned(bits={}, tokens=0, spans=[], streams={})
-    every = learner.config.gate_every
+    every = learner.config.gate_every if learner.config.learning_rate > 0 else 0  # unmoved weights always pass
     for number, event in enumerate(plan.events):
         if every:
             open_window(agent_learner.gate, learner.params)
