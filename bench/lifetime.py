@@ -9,7 +9,10 @@ probed on a copy of its database, so that no probe is ever learned:
 - cross_session: the facts the life told so far, asked in new sessions (memory, not context);
 - degenerate: replies of the probe conversation that open with an earlier reply's sentence, or repeat a
   4-gram three times;
-- future_bpb: bits per byte of the life's next turns (what the user will say), read by the served weights.
+- future_bpb: bits per byte of the life's next turns (what the user will say), read by the served weights as
+  one document;
+- future_chat_bpb: the same turns read as the model reads them in a chat (each a user's turn in the chat
+  format: `learner.evaluate.user_turn_bits_per_byte`), which is what learning from chat turns learns.
 
 Arms (`--arms`): `off` (learning rate 0: the same memory, static weights), `replies` (the agent's own replies
 are targets too, as before 0.4), `told` (what it is told only: the default).
@@ -29,7 +32,7 @@ from pathlib import Path
 from agent.runtime import AgentRuntime
 from bench.lifetime_script import PROBE_CONVERSATION, PROBE_QUESTIONS, life
 from learner.base import default_base, load_base
-from learner.evaluate import bits_per_byte
+from learner.evaluate import bits_per_byte, user_turn_bits_per_byte
 from learner.gate import answered, degenerate
 from learner.learn import LearnerCache, learn_through
 from memory.db import make_engine, make_session_factory
@@ -83,7 +86,7 @@ class World:
         self.engine.dispose()
 
 
-def probe(world: World, root: Path, told: list[tuple[str, list[str]]], future: str) -> dict:
+def probe(world: World, root: Path, told: list[tuple[str, list[str]]], future: list[str]) -> dict:
     fork = World(root, f"probe-{time.monotonic_ns()}", copy_of=world)
     try:
         plain = [answered(fork.say(fork.new_session(), question)[0], answers) for question, answers in PROBE_QUESTIONS]
@@ -95,10 +98,13 @@ def probe(world: World, root: Path, told: list[tuple[str, list[str]]], future: s
                 recalled.append(answered(reply, answers))
         across = [answered(fork.say(fork.new_session(), question)[0], answers) for question, answers in told]
         flags = degenerate(replies)
-        bpb = bits_per_byte(fork.runtime.serving.current().model, future.encode())
+        served = fork.runtime.serving.current().model
+        bpb = bits_per_byte(served, "\n".join(future).encode())
+        chat_bpb = user_turn_bits_per_byte(served, [turn.encode() for turn in future])
         return {"plain": sum(plain) / len(plain), "in_session": sum(recalled) / len(recalled),
                 "cross_session": sum(across) / len(across) if across else None,
                 "degenerate": sum(flags) / len(flags), "future_bpb": round(bpb, 4),
+                "future_chat_bpb": round(chat_bpb, 4),
                 "conversation": replies}
     finally:
         fork.close()
@@ -122,7 +128,7 @@ def run_arm(arm: str, base: str, turns: int, checkpoints: list[int], seed: int) 
                 _, reply_id = world.say(session_ids[number], text)
                 learn_through(world.sessions, cache, agent_id=world.agent_id, event_id=reply_id)
             if done in checkpoints:
-                future = "\n".join(text for _, _, text in plan[done : done + FUTURE_TURNS])
+                future = [text for _, _, text in plan[done : done + FUTURE_TURNS]]
                 result = {"turns": done, **probe(world, root, told, future)}
                 result["elapsed_s"] = round(time.monotonic() - started, 1)
                 shown = {k: v for k, v in result.items() if k != "conversation"}
@@ -139,7 +145,7 @@ def medians(runs: list[dict]) -> dict:
         out[arm] = []
         for index, first in enumerate(rows[0]):
             point = {"turns": first["turns"]}
-            for key in ("plain", "in_session", "cross_session", "degenerate", "future_bpb"):
+            for key in ("plain", "in_session", "cross_session", "degenerate", "future_bpb", "future_chat_bpb"):
                 values = [row[index][key] for row in rows if row[index][key] is not None]
                 point[key] = statistics.median(values) if values else None
                 point[f"{key}_range"] = [min(values), max(values)] if values else None

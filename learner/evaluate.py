@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from learner.online import Chunk, LearningConfig, OnlineLearner, stream_chunks
+from memory.schema import Event
+from memory.stream_format import event_reading_tokens
 from models import HybridLM, LanguageModel, Special, TensorMemory
 
 ARMS = ("static", "retrieval", "learning", "both")
@@ -107,6 +109,25 @@ def bits_per_byte(model: LanguageModel, data: bytes, chunk_tokens: int = 512) ->
         state = out.state
         bits += model.loss(out.log_probs, targets).item() * targets.numel() / math.log(2)
     return bits / max(1, len(data))
+
+
+@torch.no_grad()
+def user_turn_bits_per_byte(model: LanguageModel, messages: list[bytes]) -> float:
+    """Bits per byte of what a user says, read as the model reads it in a chat: each message as the user's
+    turn opening a new session (the format's start and system prompt, the user prefix); only its content
+    tokens are scored. What learning from chat turns should lower; a document stream (`bits_per_byte`)
+    reads the same words outside the format the learner learned them in."""
+    bits, scored = 0.0, 0
+    for message in messages:
+        event = Event(role="user", content=message, seq=0, document_id=None)
+        tokens, lengths = event_reading_tokens(event, model.tokenizer, starts_stream=True)
+        inputs = torch.tensor([[model.tokenizer.chat.chat_start[0], *tokens[:-1]]])
+        targets = torch.tensor(tokens)
+        log_probs = model(inputs, model.init_state(1)).log_probs[0]
+        content = torch.tensor([length > 0 for length in lengths])
+        bits -= log_probs[content].gather(-1, targets[content, None]).sum().item() / math.log(2)
+        scored += len(message)
+    return bits / max(1, scored)
 
 
 def heldout_bits_per_byte(model: LanguageModel, corpus: Path, *, max_bytes: int = 65_536,

@@ -98,7 +98,7 @@ def degenerate(replies: list[str]) -> list[bool]:
     return flags
 
 
-def _reply(model: LanguageModel, turns: list[tuple[str, bytes]], sampling: SamplingConfig) -> str:
+def reply_to(model: LanguageModel, turns: list[tuple[str, bytes]], sampling: SamplingConfig) -> str:
     events = [Event(role=role, content=content, seq=seq, document_id=None) for seq, (role, content) in enumerate(turns)]
     prompt = turn_prompt(events, model.tokenizer, stream_starts=True)
     generation = generate(model, torch.tensor([prompt]), state=None, memory=None, sampling=sampling)
@@ -110,13 +110,13 @@ def _reply(model: LanguageModel, turns: list[tuple[str, bytes]], sampling: Sampl
 @torch.inference_mode()
 def probe(model: LanguageModel) -> Scores:
     """The probe set's scores of `model` as it is."""
-    plain = sum(answered(_reply(model, [("user", question.encode())], ANSWER), answers)
+    plain = sum(answered(reply_to(model, [("user", question.encode())], ANSWER), answers)
                 for question, answers in QUESTIONS)
     turns: list[tuple[str, bytes]] = []
     replies = []
     for message in EXCHANGE:
         turns.append(("user", message.encode()))
-        replies.append(_reply(model, turns, REPLY))
+        replies.append(reply_to(model, turns, REPLY))
         turns.append(("assistant", replies[-1].encode()))
     return Scores(plain, sum(degenerate(replies)), bits_per_byte(model, TEXT))
 
