@@ -34,7 +34,7 @@ from memory.schema import Agent, Event, StreamSession
 from memory.store import MemoryStore, StoreConfig, memory_for
 from memory.stream_format import turn_prompt
 from models import LanguageModel, SamplingConfig, State, generate
-from models.generate import Generation
+from models.generate import PROMPT_CHUNK_TOKENS, Generation
 from settings import Settings
 from workers.submit import enqueue_learning
 
@@ -101,6 +101,7 @@ class AgentRuntime:
                                       snapshot=snapshot if snapshot.exists() else None,
                                       config=StoreConfig.serving(settings.memory_nprobe))
         self.memory_attention = settings.memory_attention
+        self.context_holds_replies = settings.context_holds_replies
         self.recall_in_context, self.recall_min_score = settings.recall_in_context, settings.recall_min_score
         self.recall_max_bytes = settings.recall_max_bytes
         self._states: OrderedDict[int, _CachedState] = OrderedDict()
@@ -189,7 +190,8 @@ class AgentRuntime:
                                     "send it again to be answered")
             note = self._note(db, model, session_id, state, unread, message)
             earlier = recent_replies(db, session_id=session_id, count=sampling.no_repeat_replies)
-        prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None, message=message)
+        prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None, message=message,
+                             replies=self.context_holds_replies)
         # The store as it is, and what this turn reads, searchable as soon as it is read.
         reader, on_read = memory_for(model, self.store, session_id, attend=self.memory_attention), None
         if model.retrieval_block is not None:
@@ -214,11 +216,17 @@ class AgentRuntime:
         return generation, first_byte_ms if first_byte_ms is not None else 0.0
 
     def _commit(self, session_id: int, reading: _Reading, generation: Generation) -> int:
-        """A turn's last phase: the state closed as the log will read the turn, saved with the reply's event in
-        one transaction, and cached; returns the reply's event id."""
+        """A turn's last phase: the state closed as the next turn will read on (the turn with its reply, or
+        without it when the context holds no replies), saved with the reply's event in one transaction, and
+        cached; returns the reply's event id."""
         model = reading.model
         with torch.inference_mode():  # close the turn as the log will: prefix, reply, turn end
-            if reading.note:  # the note is not in the log: re-read the turn without it
+            if not self.context_holds_replies:  # the state reads the message, not the reply
+                message, state = reading.prompt[: -len(model.tokenizer.chat.prefix("assistant"))], reading.state
+                for start in range(0, len(message), PROMPT_CHUNK_TOKENS):
+                    chunk = torch.tensor([message[start : start + PROMPT_CHUNK_TOKENS]], device=model.device)
+                    state = model(chunk, state, reading.reader, last_only=True).state
+            elif reading.note:  # the note is not in the log: re-read the turn without it
                 turn = torch.tensor([[*reading.prompt, *generation.tokens, *model.tokenizer.chat.turn_end]],
                                     device=model.device)
                 state = model(turn, reading.state, reading.reader, last_only=True).state

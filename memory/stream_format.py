@@ -69,9 +69,12 @@ def event_tokens(event: Event, tokenizer: Tokenizer, *, starts_stream: bool = Fa
 
 
 def turn_prompt(unread: Sequence[Event], tokenizer: Tokenizer, *, stream_starts: bool,
-                message: list[int] | None = None) -> list[int]:
+                message: list[int] | None = None, replies: bool = True) -> list[int]:
     """What a chat turn reads before it samples: the events its state has not read, then the
-    assistant's turn prefix. `message`: the last event's content tokens, when the caller has them."""
+    assistant's turn prefix. `message`: the last event's content tokens, when the caller has them.
+    `replies`: whether the assistant's earlier replies are read (Settings.context_holds_replies)."""
+    if not replies:
+        unread = [event for event in unread if event.role != "assistant"]
     prompt = [stream_start(unread[0], tokenizer)] if stream_starts and unread else []
     for number, event in enumerate(unread):
         content = message if number == len(unread) - 1 else None

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     recall_in_context: bool = Field(
         True, description="before an imported chat model answers, the memories its memory layers recall for the "
                           "message are read into its context as a note (not logged; the session state keeps the log)")
+    context_holds_replies: bool = Field(
+        False, description="a chat session's context holds the model's own earlier replies (logged and learned "
+                           "as context either way); off: a small model copies its replies' phrases turn after "
+                           "turn (BENCHMARKS.md, \"A conversation without its own replies\")")
     recall_min_score: float = Field(0.2, ge=0.0, le=1.0, description="the recall score a memory needs to be noted")
     recall_max_bytes: int = Field(1024, ge=0, description="bytes of recalled memories noted per turn")
 

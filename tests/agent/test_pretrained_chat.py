@@ -91,6 +91,37 @@ def test_turns_read_the_models_own_format_and_a_restart_continues_exactly(sessio
     assert model.tokenizer.encode(b"hello there <|im_start|>") == content
 
 
+@pytest.mark.parametrize("holds_replies", [False, True])
+def test_a_sessions_context_holds_the_users_turns_and_its_replies_only_when_set(sessions, imported_agent, tmp_path,
+                                                                               holds_replies):
+    agent_id, _ = imported_agent
+    settings = Settings(data_dir=tmp_path / "data", context_holds_replies=holds_replies)
+    serving = AgentRuntime(agent=_agent(sessions, agent_id), sessions=sessions, celery=make_app(settings),
+                           settings=settings)
+    session_id = _new_session(sessions, agent_id)
+    for message in (b"hello there", b"the general", b"rode to the sea"):
+        serving.chat(session_id=session_id, content=message, sampling=GREEDY)
+    model = load_base(_agent(sessions, agent_id).base_checkpoint)
+    with sessions() as db:
+        row = db.get(StreamSession, session_id)
+        events = list(db.scalars(select(Event).where(Event.session_id == session_id).order_by(Event.seq)))
+    assert [event.role for event in events] == ["user", "assistant"] * 3 and row.events_read == 6
+    prefix = len(model.tokenizer.chat.prefix("assistant"))
+    without = len(turn_prompt(events, model.tokenizer, stream_starts=True, replies=False)) - prefix
+    read = State.from_bytes(row.state).position
+    if holds_replies:  # each reply's turn as well: its prefix, the reply as sampled (at least a token), its end
+        assert read >= without + 3 * (prefix + 1 + len(model.tokenizer.chat.turn_end))
+    else:  # the messages alone: a small model copies whatever its earlier replies said
+        assert read == without
+    # A new process reading the saved state answers as this one would.
+    again = _new_session(sessions, agent_id)
+    for message in (b"hello there", b"the general"):
+        serving.chat(session_id=again, content=message, sampling=GREEDY)
+    fresh = AgentRuntime(agent=_agent(sessions, agent_id), sessions=sessions, celery=make_app(settings),
+                         settings=settings)
+    assert fresh.chat(session_id=again, content=b"rode to the sea", sampling=GREEDY).reply == events[-1].content
+
+
 def test_the_learner_reads_an_imported_models_log_and_scores_it(sessions, imported_agent):
     agent_id, runtime = imported_agent
     session_id = _new_session(sessions, agent_id)
@@ -227,10 +258,11 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
     with sessions() as db:
         row = db.get(StreamSession, asked)
         events = list(db.scalars(select(Event).where(Event.session_id == asked).order_by(Event.seq)))
-    logged = turn_prompt(events, model.tokenizer, stream_starts=True)[: -len(model.tokenizer.chat.prefix("assistant"))]
-    # The note was read, not kept: the state read what the log holds (give or take the reply's tokens, which
-    # it keeps as sampled while the log re-spells them), far from the log plus the note.
-    assert abs(State.from_bytes(row.state).position - len(logged)) < len(note) // 2
+    logged = turn_prompt(events, model.tokenizer, stream_starts=True,
+                         replies=False)[: -len(model.tokenizer.chat.prefix("assistant"))]
+    # The note was read, not kept: the state read what the log holds (its user turns: the context holds no
+    # replies by default), not the log plus the note.
+    assert State.from_bytes(row.state).position == len(logged)
 
 
 def test_a_turn_that_fails_before_its_reply_leaves_its_message_failed_never_learned(sessions, imported_agent,

@@ -42,6 +42,10 @@ def test_a_turn_prompt_is_what_the_learner_reads_before_the_reply(name):
         tokenizer.chat.chat_start[0], *event_tokens(events[1], tokenizer, starts_stream=True),
         *event_tokens(events[2], tokenizer), *tokenizer.chat.prefix("assistant")]
     assert event_tokens(events[1], tokenizer)[-len(tokenizer.chat.turn_end):] == list(tokenizer.chat.turn_end)
+    # A context that holds no replies reads the same stream without the assistant's turns.
+    assert turn_prompt(events, tokenizer, stream_starts=True, replies=False) == [
+        tokenizer.chat.chat_start[0], *event_tokens(events[0], tokenizer, starts_stream=True),
+        *event_tokens(events[2], tokenizer), *tokenizer.chat.prefix("assistant")]
 
 
 def test_byte_streams_keep_their_layout():
