@@ -28,10 +28,11 @@ NOTE_HEADER = "From your memory: "
 RECALL_CANDIDATES = 8
 # The most a note reads of one memory: a document's memory is a chunk of kilobytes (`excerpt`).
 EXCERPT_BYTES = 384
-# A session's own turns looked at for statements not yet learned (the worker's lag, bounded), and how many
-# of them a note reads.
-UNLEARNED_LOOKBACK = 256
-UNLEARNED_NOTED = 2
+# A session's own turns looked at for the user's statements (bounded), how many of them a note reads, and how a
+# note introduces them (BENCHMARKS.md, "A conversation without its own replies").
+SESSION_LOOKBACK = 256
+SESSION_NOTED = 2
+SAID_IN_SESSION = "(the user said) "
 # The end of a message is what it asks: recall reads at most this much of it (a 64 KB message would
 # otherwise cost a search per token of all of it before the first byte of the answer).
 RECALL_QUERY_BYTES = 2048
@@ -134,48 +135,51 @@ def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> l
     return [hit for rank, (hit, shared) in enumerate(noted) if shared or rank < first_sharing]
 
 
-def unlearned_statements(db: Session, *, model: LanguageModel, session_id: int, state: State | None,
-                         events_read: int, asked: str) -> list[str]:
-    """What the user told this session that has left the model's window and is no memory yet (the worker
-    has not learned it: a session outruns a busy worker), when `asked` asks something: statements sharing
-    words with it, most shared first, then the latest; at most UNLEARNED_NOTED."""
+def session_statements(db: Session, *, model: LanguageModel, session_id: int, state: State | None,
+                       events_read: int, asked: str, replies_read: bool = True) -> list[str]:
+    """What the user told this session, when `asked` asks something: statements sharing words with it, most
+    shared first, then the latest; at most SESSION_NOTED. In the model's window as well: a small model answers
+    from a statement read again beside the question far more often than from one a few turns back. Out of the
+    window, only what is no memory yet (the worker has not learned it: a session outruns a busy worker);
+    recall finds the rest. `replies_read`: whether the state read the session's replies (where the window
+    starts)."""
     if state is None or not asks(asked):
         return []
     window_start = state.position - model.config.context_tokens
-    if window_start <= 0:
-        return []
     read = db.scalars(select(Event).where(Event.session_id == session_id, Event.seq < events_read,
                                           Event.forgotten_at.is_(None))
-                      .order_by(Event.seq.desc()).limit(UNLEARNED_LOOKBACK))
+                      .order_by(Event.seq.desc()).limit(SESSION_LOOKBACK))
     wanted, found, end = _stems(asked), [], state.position
     for event in read:  # newest first: each event's place in the stream from its tokens
+        if event.role == "assistant" and not replies_read:
+            continue
         length = len(event_tokens(event, model.tokenizer, starts_stream=event.seq == 0))
         end, out_of_window = end - length, end <= window_start
         text = event.content.decode("utf-8", errors="replace").strip()
-        if out_of_window and event.role == "user" and event.learned_at is None and not text.endswith("?"):
+        if event.role == "user" and not text.endswith("?") and not (out_of_window and event.learned_at):
             shared = len(wanted & _stems(text))
             if shared:
                 found.append((shared, event.seq, text))
-    return [text for _, _, text in sorted(found, reverse=True)[:UNLEARNED_NOTED]]
+    return [text for _, _, text in sorted(found, reverse=True)[:SESSION_NOTED]]
 
 
 def recalled_note(db: Session, *, store: MemoryStore, model: LanguageModel, session_id: int, state: State | None,
                   message: bytes, min_score: float, max_bytes: int, events_read: int = 0,
-                  message_tokens: list[int] | None = None) -> list[int]:
+                  message_tokens: list[int] | None = None, replies_read: bool = True) -> list[int]:
     """The tokens of a note of the memories recalled for `message` that are worth noting (`worth_noting`),
     best first, up to `max_bytes` of their text; [] when none qualifies. The session's own memories that its
     state still holds in its window are left out (the model sees those already), and so are memories that
     only repeat the message, the agent's own replies and the questions it was asked before (a user's
-    message ending in "?"). The session's statements that left its window before the worker learned them
-    (`unlearned_statements`, of the `events_read` events its state has read) come first."""
+    message ending in "?"). The session's own statements sharing its words (`session_statements`, of the
+    `events_read` events its state has read) come first."""
     if not model.config.memory_layers or max_bytes <= 0 or not message.strip():
         return []
     asked = message[-RECALL_QUERY_BYTES:].decode("utf-8", errors="ignore")  # whole characters only
     query = asked.encode()
     if not query.strip():
         return []
-    own = unlearned_statements(db, model=model, session_id=session_id, state=state, events_read=events_read,
-                               asked=asked)
+    own = session_statements(db, model=model, session_id=session_id, state=state, events_read=events_read,
+                             asked=asked, replies_read=replies_read)
     hits = recall(db, store=store, model=model, text=query, limit=RECALL_CANDIDATES,
                   tokens=message_tokens if query == message else None)
     if not hits and not own:
@@ -196,7 +200,7 @@ def recalled_note(db: Session, *, store: MemoryStore, model: LanguageModel, sess
     texts, used = [], 0
     noted = worth_noting([hit for hit in hits if tells_something(hit)], asked, min_score)
     sources = sources_of(db, noted)
-    for text, source in [*((text, "") for text in own),
+    for text, source in [*((text, SAID_IN_SESSION) for text in own),
                          *((hit.text.strip(), sources.get(hit.memory_id, "")) for hit in noted
                            if hit.text.strip() not in own)]:
         read = excerpt(text, asked, min(EXCERPT_BYTES, max_bytes - used))

@@ -250,7 +250,8 @@ class AgentRuntime:
             return []
         return recalled_note(db, store=self.store, model=model, session_id=session_id, state=state,
                              message=unread[-1].content, message_tokens=message, min_score=self.recall_min_score,
-                             max_bytes=self.recall_max_bytes, events_read=unread[0].seq)
+                             max_bytes=self.recall_max_bytes, events_read=unread[0].seq,
+                             replies_read=self.context_holds_replies)
 
     def _enqueue_learning(self, event_id: int) -> None:
         try:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import update
 
-from agent.recall_note import asked_sentence_first, excerpt, sources_of, unlearned_statements, worth_noting
+from agent.recall_note import asked_sentence_first, excerpt, session_statements, sources_of, worth_noting
 from memory.eventlog import append_events
 from memory.recall import RecallHit
 from memory.schema import Document, Event, Memory
@@ -102,7 +102,7 @@ def test_a_memory_about_what_is_asked_is_read_without_the_others():
     assert worth_noting([address, licence, trip], "What is my address?", 0.2) == [address, licence]
 
 
-def test_what_the_user_said_that_left_the_window_before_it_was_learned_is_found_in_the_log(sessions):
+def test_what_the_user_said_in_the_session_is_found_in_the_log_unless_it_left_the_window_learned(sessions):
     _, session_id = new_agent(sessions, "lagging")
     told = [("user", b"My car is a green 1998 Volvo."), ("assistant", b"Noted."),
             ("user", b"My locker number is 4417."), ("assistant", b"Noted too."),
@@ -120,18 +120,20 @@ def test_what_the_user_said_that_left_the_window_before_it_was_learned_is_found_
     def noted(asked: str, context_tokens: int = 400) -> list[str]:
         model.config.context_tokens = context_tokens
         with sessions() as db:
-            return unlearned_statements(db, model=model, session_id=session_id, state=state,
-                                        events_read=len(events), asked=asked)
+            return session_statements(db, model=model, session_id=session_id, state=state,
+                                      events_read=len(events), asked=asked)
 
     # Out of the window, not learned: the user's statement sharing words with the question, not its question
     # asked before, nor the agent's reply.
     assert noted("Which car do I drive?") == ["My car is a green 1998 Volvo."]
     assert noted("Tell me my locker number") == ["My locker number is 4417."]
     assert noted("Nice weather today.") == []  # asks nothing
-    assert noted("Which car do I drive?", context_tokens=position) == []  # still in the window: the model reads it
-    with sessions.begin() as db:  # once learned, it is a memory: recall's to find
+    # Still in the window: read again beside the question all the same (a small model answers from it).
+    assert noted("Which car do I drive?", context_tokens=position) == ["My car is a green 1998 Volvo."]
+    with sessions.begin() as db:  # once learned and out of the window, it is a memory: recall's to find
         db.execute(update(Event).where(Event.id == locker).values(learned_at=datetime.now(UTC)))
     assert noted("Tell me my locker number") == []
+    assert noted("Tell me my locker number", context_tokens=position) == ["My locker number is 4417."]
 
 
 def test_a_long_memory_is_read_as_its_sentences_sharing_the_words_asked_within_the_budget():
