@@ -220,13 +220,13 @@ class AgentRuntime:
         without it when the context holds no replies), saved with the reply's event in one transaction, and
         cached; returns the reply's event id."""
         model = reading.model
-        with torch.inference_mode():  # close the turn as the log will: prefix, reply, turn end
+        with torch.inference_mode():
             if not self.context_holds_replies:  # the state reads the message, not the reply
                 message, state = reading.prompt[: -len(model.tokenizer.chat.prefix("assistant"))], reading.state
                 for start in range(0, len(message), PROMPT_CHUNK_TOKENS):
                     chunk = torch.tensor([message[start : start + PROMPT_CHUNK_TOKENS]], device=model.device)
                     state = model(chunk, state, reading.reader, last_only=True).state
-            elif reading.note:  # the note is not in the log: re-read the turn without it
+            elif reading.note:  # close the turn as the log will, without the note: prefix, reply, turn end
                 turn = torch.tensor([[*reading.prompt, *generation.tokens, *model.tokenizer.chat.turn_end]],
                                     device=model.device)
                 state = model(turn, reading.state, reading.reader, last_only=True).state
