@@ -19,6 +19,7 @@ from learner.base import load_base
 from learner.gate import serving_weights
 from learner.versions import latest_version, load_weights
 from models import LanguageModel
+from models.adapters import attach_adapters, is_adapter
 from models.quantize import int8_kernel_available, quantize_weights
 
 
@@ -75,6 +76,8 @@ class ServingModel:
     def _build(self, weights: dict[str, torch.Tensor]) -> LanguageModel:
         if not weights:
             return self._base
+        adapters = {name: t for name, t in weights.items() if is_adapter(name)}
+        weights = {name: t for name, t in weights.items() if not is_adapter(name)}
         base_params = dict(self._base.named_parameters())
         unknown = sorted(set(weights) - set(base_params))
         if unknown:
@@ -91,4 +94,5 @@ class ServingModel:
         params = dict(model.named_parameters())
         for name, tensor in weights.items():
             params[name].copy_(tensor)
+        attach_adapters(model, adapters)  # beside the int8 products, not merged into them (models.adapters)
         return model.eval()

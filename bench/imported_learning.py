@@ -11,7 +11,7 @@ chunk before learning from it (prequential bits per byte), in four arms:
 - both.
 Then the step-size sweep the default was chosen from, each with forgetting: held-out bits per byte
 after / before on three sources (the GPL-3, another part of the standard library, the MPL-2.0); and
-the same sweep with low-rank adapters (bench.adapters) on every projection above the memory layers
+the same sweep with low-rank adapters (models.adapters) on every projection above the memory layers
 learning instead of the norm scales.
 Prints one JSON object.
 """
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from bench.adapters import add_adapters
 from bench.local_text import stdlib_text
 from learner.base import IMPORTED_LEARNING_RATE, default_base, load_base
 from learner.evaluate import bits_per_byte
@@ -44,11 +43,10 @@ def read_stream(base: TransformerLM, tokens: torch.Tensor, *, learning_rate: flo
     """(bits over the stream, the model after it) for one arm; with `lora_rank`, adapters of that rank on
     the layers above the memory layers learn instead of the norm scales."""
     model = copy.deepcopy(base)
-    masks = None
+    config = LearningConfig(learning_rate=learning_rate)
     if lora_rank:
-        above = range(max(base.config.memory_layers) + 1, base.config.num_layers)
-        masks = add_adapters(model, list(above), lora_rank)
-    learner = OnlineLearner(model, LearningConfig(learning_rate=learning_rate), masks=masks)
+        config = LearningConfig(learning_rate=learning_rate, trainable="adapters", adapter_rank=lora_rank)
+    learner = OnlineLearner(model, config)
     pairs = StreamPairs() if memory else None
     state, bits = model.init_state(1), 0.0
     for inputs, targets in stream_chunks(tokens, CHUNK_TOKENS):

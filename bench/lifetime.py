@@ -15,7 +15,8 @@ probed on a copy of its database, so that no probe is ever learned:
   format: `learner.evaluate.user_turn_bits_per_byte`), which is what learning from chat turns learns.
 
 Arms (`--arms`): `off` (learning rate 0: the same memory, static weights), `replies` (the agent's own replies
-are targets too, as before 0.4), `told` (what it is told only: the default).
+are targets too, as before 0.4), `told` (what it is told only: the default, adapters on an imported base),
+`norms` (what it is told, learning the norm scales as imported bases did before adapters).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from models import SamplingConfig
 from settings import Settings
 from workers.app import make_app
 
-ARMS = {"off": {"learning_rate": 0.0}, "replies": {"learn_from_replies": True}, "told": {}}
+ARMS = {"off": {"learning_rate": 0.0}, "replies": {"learn_from_replies": True}, "told": {},
+        "norms": {"trainable": "downstream"}}
 GREEDY = SamplingConfig(temperature=0.0, max_bytes=120)
 FUTURE_TURNS = 24
 

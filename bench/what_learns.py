@@ -13,13 +13,14 @@ Then, with no memory at all (so only the weights speak), greedy:
   moved towards the fact even where the greedy reply does not say it).
 Arms (`--arms`, each LEARNS:RATE:PASSES): `off` (nothing learns), `norms` (the service's choice: norm scales
 above the memory layers), `lora8` (rank-8 adapters on every projection above the memory layers,
-bench.adapters); PASSES: how many times the document is read (the life once).
+models.adapters); PASSES: how many times the document is read (the life once).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import sys
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-from bench.adapters import add_adapters
 from bench.lifetime import FUTURE_TURNS
 from bench.lifetime_script import life
 from bench.talk import FACTS as PLAIN_QUESTIONS
@@ -137,12 +137,10 @@ def run_arm(base: LanguageModel, spec: str, sessions: list[list[Event]], documen
     model = copy.deepcopy(base)
     started = time.perf_counter()
     if learns != "off":
-        masks = None
-        if learns.startswith("lora"):
-            torch.manual_seed(0)  # the adapters' random halves
-            above = range(max(model.config.memory_layers) + 1, model.config.num_layers)
-            masks = add_adapters(model, list(above), int(learns.removeprefix("lora")))
-        learner = OnlineLearner(model, LearningConfig(learning_rate=float(rate)), masks=masks)
+        config = LearningConfig(learning_rate=float(rate))
+        if learns.startswith("lora"):  # the service's adapters (models.adapters), of this rank
+            config = dataclasses.replace(config, trainable="adapters", adapter_rank=int(learns.removeprefix("lora")))
+        learner = OnlineLearner(model, config)
         for events in sessions:
             learn_stream(model, learner, events)
         for _ in range(int(passes)):

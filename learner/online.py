@@ -18,8 +18,9 @@ from typing import Literal
 import torch
 
 from models import HybridLM, LanguageModel, MemoryKV, MemoryReader, State
+from models.adapters import is_adapter
 
-Trainable = Literal["downstream", "all"]
+Trainable = Literal["downstream", "adapters", "all"]
 
 
 # A per-entry step larger than this wrecks any model in one step (the defaults are 1e-3 and 3e-4).
@@ -34,9 +35,12 @@ class LearningConfig:
     # bit-identical). The defaults here were chosen by measurement on the shipped small checkpoint
     # (BENCHMARKS.md, "Learning"): the largest step whose forgetting stays about 1.02.
     learning_rate: float = 1e-3
-    # "downstream": only what cannot change stored keys/values (they never go stale);
-    # "all": every parameter (stored pairs must then be re-encoded in the background).
+    # "downstream": only what cannot change stored keys/values (they never go stale): a model's norm scales;
+    # "adapters": low-rank adapters above the memory layers (models.adapters; imported models), which leave
+    # stored keys and values valid too; "all": every parameter (stored pairs must then be re-encoded).
     trainable: Trainable = "downstream"
+    # The adapters' rank, with trainable="adapters" (BENCHMARKS.md, "What learns, judged on what the model says").
+    adapter_rank: int = 8
     # Fraction of the distance to the base weights removed after each step (dynamic evaluation's
     # anchoring): the smallest that keeps the forgetting evaluation within its bound (BENCHMARKS.md,
     # "Choosing the online learning settings").
@@ -71,8 +75,11 @@ class LearningConfig:
             raise ValueError("0 <= anchor_decay < 1 and grad_clip > 0 are required")
         if self.rule not in ("normalized", "sgd"):
             raise ValueError(f"rule must be 'normalized' or 'sgd', got {self.rule!r}")
-        if self.trainable not in ("downstream", "all"):
-            raise ValueError(f"trainable must be 'downstream' or 'all', got {self.trainable!r}")
+        if self.trainable not in ("downstream", "adapters", "all"):
+            raise ValueError(f"trainable must be 'downstream', 'adapters' or 'all', got {self.trainable!r}")
+        rank = self.adapter_rank
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= 256:
+            raise ValueError(f"adapter_rank must be a whole number from 1 to 256, got {self.adapter_rank!r}")
 
 
 @dataclass(frozen=True)
@@ -100,11 +107,15 @@ class StepResult:
         return self.loss / math.log(2)
 
 
-def gradient_masks(model: LanguageModel, trainable: Trainable) -> dict[str, torch.Tensor | None]:
+def gradient_masks(model: LanguageModel, trainable: Trainable, adapter_rank: int = 8) -> dict[str, torch.Tensor | None]:
     """Per trainable parameter, None (learn all of it) or a 0/1 mask of the entries that may learn:
-    everything ("all"), or what the model says may learn while its stored pairs stay valid ("downstream")."""
+    everything ("all"), what the model says may learn while its stored pairs stay valid ("downstream"), or
+    its adapters ("adapters": added to the model, fresh, where it has none yet)."""
     if trainable == "all":
         return {name: None for name, _ in model.named_parameters()}
+    if trainable == "adapters":
+        names = [name for name, _ in model.named_parameters() if is_adapter(name)] or model.add_adapters(adapter_rank)
+        return dict.fromkeys(names)
     return model.downstream_masks()
 
 
@@ -117,7 +128,7 @@ class OnlineLearner:
         measure other choices (bench.imported_learning's adapters) with the same step."""
         self.model = model
         self.config = config
-        self.masks = gradient_masks(model, config.trainable) if masks is None else masks
+        self.masks = gradient_masks(model, config.trainable, config.adapter_rank) if masks is None else masks
         params = dict(model.named_parameters())
         self.params = {name: params[name] for name in self.masks}
         self.base = {name: p.detach().clone() for name, p in self.params.items()}

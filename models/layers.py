@@ -46,10 +46,13 @@ class Dense(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(in_features, out_features) * math.sqrt(init_scale / in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.adapter: nn.Module | None = None  # a learned low-rank change (models.adapters), added to y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         y = flat @ self.weight if self.bias is None else torch.addmm(self.bias, flat, self.weight)
+        if self.adapter is not None:
+            y = y + self.adapter(flat)
         return y.view(*x.shape[:-1], y.shape[-1])
 
 

@@ -109,6 +109,10 @@ class HybridLM(nn.Module):
     capabilities = Capabilities(memory="retrieval_block", pretrained=False, notes_in_context=False,
                                 int8_serving=False, windowed_state=False)
 
+    def add_adapters(self, rank: int) -> list[str]:
+        raise ValueError("a native model learns its downstream weights (trainable='downstream'); adapters are for "
+                         "imported models")
+
     def downstream_masks(self) -> dict[str, torch.Tensor | None]:
         """What may learn while stored pairs stay valid (None: all of a parameter; else a 0/1 mask): nothing
         that feeds the retrieval block's keys and values, so every block below it, its pre-norm, the

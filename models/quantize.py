@@ -22,6 +22,7 @@ import functools
 import torch
 from torch import nn
 
+from models.adapters import adapter_tensors, attach_adapters
 from models.cpu import bf16_products_are_fast
 from models.layers import Dense
 from models.transformer import TransformerLM
@@ -46,6 +47,7 @@ class ServingLinear(nn.Module):
         self.register_buffer("rows", torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale.to(torch.bfloat16))
         self.register_buffer("prompt_weight", weight.detach().to(prompt_dtype).contiguous())
+        self.adapter: nn.Module | None = None  # learned low-rank change (models.adapters), in fp32 beside the product
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
@@ -53,6 +55,8 @@ class ServingLinear(nn.Module):
             y = flat.to(self.prompt_weight.dtype) @ self.prompt_weight
         else:
             y = torch.ops.aten._weight_int8pack_mm(flat.to(torch.bfloat16), self.rows, self.scale)
+        if self.adapter is not None:
+            y = y.float() + self.adapter(flat)
         return y.to(x.dtype).view(*x.shape[:-1], y.shape[-1])
 
 
@@ -66,6 +70,7 @@ def quantize_weights(model: TransformerLM, prompt_dtype: torch.dtype | None = No
     if prompt_dtype is None:
         prompt_dtype = torch.bfloat16 if bf16_products_are_fast() else torch.float32
     serving = functools.partial(ServingLinear, prompt_dtype=prompt_dtype)
+    adapters = adapter_tensors(model)  # they ride along, fused as their products are
     for layer in model.layers:  # products that read the same input become one (fewer, larger reads)
         attention, mlp = layer.attention, layer.mlp
         attention.qkv = serving(torch.cat([attention.q.weight, attention.k.weight, attention.v.weight], 1))
@@ -77,4 +82,5 @@ def quantize_weights(model: TransformerLM, prompt_dtype: torch.dtype | None = No
                 setattr(parent, name, serving(child.weight))
     model.unembedding = serving(model.embedding.T)
     model.cache_dtype = torch.bfloat16
+    attach_adapters(model, adapters)
     return model

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.adapters import PROJECTIONS, add_adapters
 from models.capabilities import Capabilities
 from models.heads import next_token_loss, soft_cap
 from models.layer_memory import LayerMemoryReader, Recalled
@@ -330,6 +331,18 @@ class TransformerLM(nn.Module):
             if parts[0] == "layers" and int(parts[1]) > above and parts[2].endswith("_norm") and parts[3] == "weight":
                 masks[name] = None
         return masks
+
+    def add_adapters(self, rank: int) -> list[str]:
+        """Fresh low-rank adapters (models.adapters) on every projection that computes no stored key or value,
+        in place: the last memory layer's query, output and MLP, and every projection above it; returns their
+        parameters' names."""
+        if not self.config.memory_layers:
+            return []
+        last = max(self.config.memory_layers)
+        projections = [f"layers.{last}.{path}" for path in PROJECTIONS if path not in ("attention.k", "attention.v")]
+        projections += [f"layers.{layer}.{path}" for layer in range(last + 1, self.config.num_layers)
+                        for path in PROJECTIONS]
+        return add_adapters(self, projections, rank)
 
     def recall_scores(self, tokens: torch.Tensor, memory: LayerMemoryReader,
                       state: State | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 def learning_options(parser: argparse.ArgumentParser) -> None:
     """The online learning settings an evaluation may override (each left out keeps LearningConfig's)."""
     parser.add_argument("--lr", type=float, help="online learning rate (default: LearningConfig's)")
-    parser.add_argument("--trainable", choices=["downstream", "all"], help="what learns (default: LearningConfig's)")
+    parser.add_argument("--trainable", choices=["downstream", "adapters", "all"],
+                        help="what learns (default: LearningConfig's; adapters: imported models only)")
     parser.add_argument("--rule", choices=["normalized", "sgd"], help="online update rule (default: LearningConfig's)")
     parser.add_argument("--anchor", type=float, help="pull toward the base per step (default: LearningConfig's)")
 

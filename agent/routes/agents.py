@@ -16,7 +16,7 @@ from agent.deps import AdminKey, CurrentKey, Db, PathId, ServicesDep, agent_for
 from agent.errors import ApiError, not_found, unprocessable
 from agent.pagination import MAX_LIMIT, keyset_page
 from agent.schemas import AgentCreate, AgentPublic, KeyCreate, KeyCreated, KeyPublic, Page
-from learner.base import check_base, learning_config
+from learner.base import check_base, is_imported, learning_config
 from learner.learn import PENDING
 from memory.admin import delete_agent as delete_agent_rows
 from memory.db import lock_agent
@@ -57,7 +57,7 @@ def create_agent(body: AgentCreate, db: Db, services: ServicesDep, _: AdminKey) 
     with unprocessable("base_checkpoint: "):
         check_base(base)
     try:
-        learning_config(body.learning)
+        learning_config(body.learning, imported=is_imported(base))
     except (ValueError, TypeError) as exc:  # TypeError: a setting of the wrong type
         raise ApiError(422, f"learning: {exc}") from None
     agent = Agent(name=body.name, base_checkpoint=base, learning_settings=body.learning or {})

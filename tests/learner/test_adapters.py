@@ -1,25 +1,36 @@
-"""The adapters bench.imported_learning measures: a fresh one changes nothing, and a step through one moves
-only its own two matrices, downhill."""
+"""Low-rank adapters (models.adapters), as a learner adds them and as serving carries them: a fresh one
+changes nothing, every learner draws the same ones, a step moves only them, downhill, and serving's fused
+int8 products with the learned adapters compute what the learner's model computes."""
 
+import copy
+
+import pytest
 import torch
 
-from bench.adapters import add_adapters
 from learner.online import Chunk, LearningConfig, OnlineLearner
+from models.adapters import adapter_tensors, attach_adapters
+from models.quantize import int8_kernel_available, quantize_weights
 from tests.models.hf_reference import tiny_llama
 from tests.models.test_memory_layers import with_memory_layers
 
+ADAPTERS = LearningConfig(trainable="adapters", learning_rate=1e-3, anchor_decay=0.0, adapter_rank=4)
+
+
+def learned_model(tmp_path):
+    model = with_memory_layers(tiny_llama(), tmp_path, memory_layers=(0,))
+    tokens = torch.randint(0, 300, (1, 49), generator=torch.Generator().manual_seed(0))
+    return model, tokens[:, :-1], tokens[:, 1:]
+
 
 def test_a_fresh_adapter_changes_nothing_and_a_step_moves_only_the_adapters_downhill(tmp_path):
-    model = with_memory_layers(tiny_llama(), tmp_path, memory_layers=(0,))
-    tokens = torch.randint(0, 300, (1, 49))
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    model, inputs, targets = learned_model(tmp_path)
     before = model(inputs).log_probs
     weights = {name: p.detach().clone() for name, p in model.named_parameters()}
-    masks = add_adapters(model, [1, 2], rank=4)
-    assert len(masks) == 2 * 2 * 7  # A and B of seven projections on two layers
+    learner = OnlineLearner(model, ADAPTERS)
+    # A and B of seven projections on the two layers above memory layer 0, and of its query, output and MLP
+    assert len(learner.params) == 2 * (2 * 7 + 5)
     torch.testing.assert_close(model(inputs).log_probs, before)
 
-    learner = OnlineLearner(model, LearningConfig(learning_rate=1e-3, anchor_decay=0.0), masks=masks)
     for _ in range(2):  # B moves on the first step (A's gradient is 0 while B is), both on the second
         scored = learner.step(Chunk(inputs, targets, model.init_state(1))).loss
     with torch.no_grad():
@@ -27,6 +38,68 @@ def test_a_fresh_adapter_changes_nothing_and_a_step_moves_only_the_adapters_down
     assert after_step < scored
     parameters = dict(model.named_parameters())
     for name, weight in weights.items():  # the model's own weights sit under the adapters, unchanged
-        name = name if name in parameters else name.replace(".weight", ".parametrizations.weight.original")
         assert torch.equal(parameters[name].detach(), weight), name
-    assert all(parameters[name].abs().sum() > 0 for name in masks if name.endswith(".b"))
+    assert all(parameters[name].abs().sum() > 0 for name in learner.params if name.endswith(".b"))
+
+
+def test_every_learner_of_an_agent_draws_the_same_adapters(tmp_path):
+    """A forget replays from the base with a new learner: its adapters must start where the first one's did."""
+    first, _, _ = learned_model(tmp_path / "a")
+    second, _, _ = learned_model(tmp_path / "b")
+    torch.manual_seed(1)
+    OnlineLearner(first, ADAPTERS)
+    torch.manual_seed(2)
+    OnlineLearner(second, ADAPTERS)
+    a, b = adapter_tensors(first), adapter_tensors(second)
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+    assert not torch.equal(a["layers.1.attention.q.adapter.a"], a["layers.2.attention.q.adapter.a"])
+
+
+@pytest.mark.skipif(not int8_kernel_available(), reason="this PyTorch build has no int8 weight-only kernel")
+@pytest.mark.parametrize("rows", [1, 40])  # the int8 products (decoding) and the prompts' copies
+def test_serving_carries_learned_adapters_through_its_fused_products(tmp_path, rows):
+    """Fused q/k/v with all three adapted (layers 1, 2) and with the query's alone (memory layer 0)."""
+    model, inputs, targets = learned_model(tmp_path)
+    learner = OnlineLearner(model, ADAPTERS)
+    for _ in range(3):
+        learner.step(Chunk(inputs, targets, model.init_state(1)))
+    model.eval()
+    inputs = inputs[:, :rows]
+    with torch.no_grad():
+        learned = model(inputs).log_probs
+        plain = copy.deepcopy(model)
+        for name, _ in list(plain.named_parameters()):
+            if ".adapter." in name:
+                plain.get_submodule(name.rsplit(".adapter.", 1)[0]).adapter = None
+        served_base = quantize_weights(copy.deepcopy(plain)).eval()
+        unadapted = served_base(inputs).log_probs
+        served = copy.deepcopy(served_base)
+        attach_adapters(served, adapter_tensors(model))  # as a serving process adds a version's adapters
+        carried = served(inputs).log_probs
+        quantized_with = quantize_weights(copy.deepcopy(model)).eval()(inputs).log_probs  # as the gate probes
+    torch.testing.assert_close(carried, quantized_with)
+    quantization = (unadapted - plain(inputs).log_probs).abs().max()
+    learned_change = (learned - plain(inputs).log_probs).abs().max()
+    assert learned_change > 3 * quantization  # the learning is visible above int8's own error...
+    assert (carried - learned).abs().max() < 2 * quantization  # ...and serving keeps it
+
+
+def test_learning_adapters_never_changes_stored_keys_or_values(tmp_path):
+    """The last memory layer's query, output and MLP learn, above every stored pair: the pairs stay valid."""
+    from models.layer_memory import StreamPairs
+
+    model = with_memory_layers(tiny_llama(), tmp_path, memory_layers=(0, 1))
+    tokens = torch.randint(0, 300, (1, 97), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(tokens)
+    learner = OnlineLearner(model, LearningConfig(trainable="adapters", learning_rate=0.05, anchor_decay=0.0))
+    pairs, state = StreamPairs(), model.init_state(1)
+    for start in range(0, 96, 24):  # read through the memory, so gradients also reach the retrieval path
+        step = learner.step(Chunk(tokens[:, start : start + 24], tokens[:, start + 1 : start + 25], state), pairs)
+        pairs.add(step.memory_kv, start)
+        state = step.state
+    with torch.no_grad():
+        after = model(tokens)
+    assert (after.log_probs - before.log_probs).abs().max() > 1e-3  # it learned
+    stored, now = before.memory_kv, after.memory_kv
+    assert torch.equal(stored.keys, now.keys) and torch.equal(stored.values, now.values)

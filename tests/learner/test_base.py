@@ -1,7 +1,8 @@
 import pytest
 
-from learner.base import learning_config
+from learner.base import IMPORTED_ADAPTER_RATE, IMPORTED_LEARNING_RATE, learning_config
 from learner.online import LearningConfig
+from models.adapters import PROJECTIONS
 
 
 def test_agent_learning_settings_default_and_override():
@@ -11,7 +12,9 @@ def test_agent_learning_settings_default_and_override():
 
 @pytest.mark.parametrize("settings, message", [
     ({"lr": 0.1}, "unknown learning settings"),
-    ({"trainable": "all"}, "trainable='downstream' only"),  # stored keys would go stale: no re-encoding yet
+    ({"trainable": "all"}, "trainable='downstream' or 'adapters'"),  # stored keys would go stale: no re-encoding yet
+    ({"trainable": "adapters"}, "for imported bases"),
+    ({"adapter_rank": 0}, "adapter_rank must be a whole number"),
     ({"learning_rate": -1.0}, r"learning_rate must be in \[0, 1.0\]"),
     ({"learning_rate": 1e308}, r"learning_rate must be in \[0, 1.0\]"),  # accepted once; every event then failed
     ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
@@ -23,22 +26,28 @@ def test_bad_agent_learning_settings_are_refused_with_a_reason(settings, message
         learning_config(settings)
 
 
-def test_an_imported_model_learns_only_norm_scales_above_its_last_memory_layer(tmp_path):
+@pytest.mark.parametrize("settings, learned", [
+    (None, {f"layers.{layer}.{path}.adapter.{half}" for layer in (1, 2) for path in PROJECTIONS for half in "ab"}
+     - {f"layers.1.attention.{kv}.adapter.{half}" for kv in "kv" for half in "ab"}),  # layer 1 stores its k, v
+    ({"trainable": "downstream"},
+     {"final_norm.weight", "layers.2.attention_norm.weight", "layers.2.mlp_norm.weight"}),
+])
+def test_an_imported_model_learns_nothing_that_computes_a_stored_key_or_value(tmp_path, settings, learned):
     import torch
 
-    from learner.base import IMPORTED_LEARNING_RATE
     from learner.online import Chunk, OnlineLearner
     from tests.models.hf_reference import tiny_llama
     from tests.models.test_memory_layers import with_memory_layers
 
     model = with_memory_layers(tiny_llama(), tmp_path, memory_layers=(0, 1))  # of layers 0..2
-    config = learning_config(None, imported=True)
-    assert config.learning_rate == IMPORTED_LEARNING_RATE
+    config = learning_config(settings, imported=True)
+    assert config.learning_rate == (IMPORTED_ADAPTER_RATE if settings is None else IMPORTED_LEARNING_RATE)
     assert learning_config({"learning_rate": 0.0}, imported=True).learning_rate == 0.0  # an agent's own wins
     learner = OnlineLearner(model, config)
-    assert set(learner.params) == {"final_norm.weight", "layers.2.attention_norm.weight", "layers.2.mlp_norm.weight"}
+    assert set(learner.params) == learned
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     tokens = torch.randint(0, 300, (1, 17), generator=torch.Generator().manual_seed(0))
-    learner.step(Chunk(tokens[:, :-1], tokens[:, 1:], model.init_state(1)))
+    for _ in range(2):  # an adapter's B moves on the first step, its A (whose gradient is 0 while B is) next
+        learner.step(Chunk(tokens[:, :-1], tokens[:, 1:], model.init_state(1)))
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed == set(learner.params)  # nothing that computes a stored key or value moved

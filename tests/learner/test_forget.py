@@ -52,10 +52,10 @@ def _learn_all(sessions, cache, agent_id: int, learn: dict = LEARN) -> None:
 
 
 def live_agent(sessions, name: str, documents: list[bytes], learn: dict = LEARN,
-               learning: dict = STEADY_LEARNING) -> tuple[int, dict[bytes, int]]:
+               learning: dict = STEADY_LEARNING, base: str = TINY) -> tuple[int, dict[bytes, int]]:
     """An agent that reads D1, a chat turn, then the documents given, then another turn, learning as it goes;
     (agent id, document id of each text)."""
-    agent_id, chat = new_agent(sessions, name, learning)
+    agent_id, chat = new_agent(sessions, name, learning, base=base)
     cache = LearnerCache(sessions)
     ids = {}
     ids[D1], _ = received_document(sessions, agent_id, D1, CHUNK, name="D1")

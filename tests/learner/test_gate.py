@@ -107,3 +107,25 @@ def test_forgetting_with_the_gate_on_equals_never_having_read_it(sessions):
     run_forget_jobs(sessions, LearnerCache(sessions), agent_id=a, chunk_tokens=LEARN["chunk_tokens"])
     forgot, never = learned_weights(sessions, a), learned_weights(sessions, b)
     assert forgot.keys() == never.keys() and all(torch.equal(forgot[name], never[name]) for name in never)
+
+
+def test_forgetting_an_imported_agents_adapters_with_the_gate_on_equals_never_having_read_it(sessions, tmp_path):
+    """An imported base learns adapters (models.adapters), each learner drawing its own: the replay's must be
+    the first learner's, bit for bit."""
+    from tests.models.hf_reference import tiny_llama
+    from tests.models.test_import_gguf import write_gguf
+    from tests.models.tiny_vocab import tiny_chatml_spec
+
+    spec = tiny_chatml_spec()
+    base = str(write_gguf(tmp_path / "tiny-chat.gguf", tiny_llama(vocab_size=len(spec.tokens)), spec, "llama"))
+    gated = {**STEADY_LEARNING, "gate_every": 3}
+    a, documents = live_agent(sessions, "a", [D2, D3], learning=gated, base=base)
+    b, _ = live_agent(sessions, "b", [D3], learning=gated, base=base)
+    forgot_before = learned_weights(sessions, a)
+    assert any(".adapter." in name for name in forgot_before)
+    with sessions.begin() as db:
+        forget_source(db, agent_id=a, document_id=documents[D2], weights=True)
+    run_forget_jobs(sessions, LearnerCache(sessions), agent_id=a, chunk_tokens=LEARN["chunk_tokens"])
+    forgot, never = learned_weights(sessions, a), learned_weights(sessions, b)
+    assert any(not torch.equal(forgot_before[name], never[name]) for name in never)  # D2 was learned
+    assert forgot.keys() == never.keys() and all(torch.equal(forgot[name], never[name]) for name in never)

@@ -170,3 +170,24 @@ def test_the_autoincrement_migration_keeps_every_row_and_reference(db_url, sessi
         assert db.get(Agent, agent_id).name == "kept"
         assert [event.content for event in db.scalars(select(Event).where(Event.session_id == session_id)
                                                       .order_by(Event.seq))] == [b"hello", b"hi"]
+
+
+def test_agents_that_learned_before_adapters_keep_learning_their_norms(db_url):
+    """Revision 0010: an agent with versions and no `trainable` of its own gets 'downstream' (what its versions
+    hold); one without versions, or with its own choice, keeps its settings."""
+    downgrade(db_url, "0009")
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        agents = {name: connection.execute(Agent.__table__.insert().values(
+            name=name, base_checkpoint="small", learning_settings=settings)).inserted_primary_key[0]
+            for name, settings in [("learned", {"learning_rate": 1e-4}), ("new", {}),
+                                   ("chose", {"trainable": "adapters"})]}
+        for name in ("learned", "chose"):
+            connection.execute(WeightVersion.__table__.insert().values(
+                agent_id=agents[name], version=1, weights=b"", events_learned_through=0))
+    upgrade(db_url)
+    with engine.connect() as connection:
+        settings = dict(connection.execute(select(Agent.name, Agent.learning_settings)).all())
+    engine.dispose()
+    assert settings == {"learned": {"learning_rate": 1e-4, "trainable": "downstream"}, "new": {},
+                        "chose": {"trainable": "adapters"}}
