@@ -9,9 +9,9 @@ norm scales (BENCHMARKS.md, "What learns, judged on what the model says").
 
 A is drawn from a generator seeded by the adapter's own name, so every learner of an agent (a worker
 after a restart, a forget's replay) starts from the same adapters, bit for bit. Serving carries the
-learned A and B beside the int8 weights rather than merged into them: a learned change is a fraction of
-one int8 step of the weights it would be added to, and rounding it in would serve other weights than
-the gate probed.
+learned A and B beside the int8 weights rather than merged into them (a learned change is about one int8
+step of the weights it would be added to), and merged into the prompts' bf16 or fp32 copies, where the
+products beside would cost a prompt 12% of its time; the gate probes them exactly as they serve.
 """
 
 from __future__ import annotations
@@ -90,15 +90,23 @@ def attach_adapters(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> No
         adapters[path] = LowRankAdapter(a.clone(), b.clone(), ALPHA / a.shape[1])
     for path, adapter in adapters.items():
         if _has(model, path):
-            model.get_submodule(path).adapter = adapter
+            _set(model.get_submodule(path), adapter)
     for layer_path in sorted({path.rsplit(".", 2)[0] for path in adapters}):
         for fused, parts in FUSED.items():
             found = {part: adapters.get(f"{layer_path}.{part}") for part in parts}
             if _has(model, f"{layer_path}.{fused}") and any(adapter is not None for adapter in found.values()):
-                model.get_submodule(f"{layer_path}.{fused}").adapter = _fused(found, _widths(model.config))
+                _set(model.get_submodule(f"{layer_path}.{fused}"), _fused(found, _widths(model.config)))
     missing = [path for path in adapters if not _has(model, path) and not _fused_into(model, path)]
     if missing:
         raise ValueError(f"adapters name projections this model lacks: {missing[:5]}")
+
+
+def _set(projection: nn.Module, adapter: LowRankAdapter) -> None:
+    """A serving product takes it its own way (models.quantize.ServingLinear.adapt); a `Dense` adds it."""
+    if hasattr(projection, "adapt"):
+        projection.adapt(adapter)
+    else:
+        projection.adapter = adapter
 
 
 def _widths(config) -> dict[str, int]:

@@ -47,16 +47,25 @@ class ServingLinear(nn.Module):
         self.register_buffer("rows", torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale.to(torch.bfloat16))
         self.register_buffer("prompt_weight", weight.detach().to(prompt_dtype).contiguous())
-        self.adapter: nn.Module | None = None  # learned low-rank change (models.adapters), in fp32 beside the product
+        self.adapter: nn.Module | None = None  # learned low-rank change (models.adapters), beside the int8 product
+
+    @torch.no_grad()
+    def adapt(self, adapter: nn.Module) -> None:
+        """Carry a learned low-rank change (models.adapters): beside the int8 rows, where adding it would round
+        it into one int8 step, and merged into the prompts' copy, where computing it beside a product of many
+        rows cost 12% of a prompt's time (BENCHMARKS.md, "Serving what an agent learned")."""
+        self.adapter = adapter
+        merged = self.prompt_weight.float() + adapter.a @ adapter.b * adapter.scale
+        self.prompt_weight = merged.to(self.prompt_weight.dtype)  # a new tensor: a shared base copy is never written
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         if flat.shape[0] >= PROMPT_ROWS:
-            y = flat.to(self.prompt_weight.dtype) @ self.prompt_weight
+            y = flat.to(self.prompt_weight.dtype) @ self.prompt_weight  # with any adapter merged in
         else:
             y = torch.ops.aten._weight_int8pack_mm(flat.to(torch.bfloat16), self.rows, self.scale)
-        if self.adapter is not None:
-            y = y.float() + self.adapter(flat)
+            if self.adapter is not None:
+                y = y.float() + self.adapter(flat)
         return y.to(x.dtype).view(*x.shape[:-1], y.shape[-1])
 
 

@@ -73,9 +73,11 @@ def test_serving_carries_learned_adapters_through_its_fused_products(tmp_path, r
                 plain.get_submodule(name.rsplit(".adapter.", 1)[0]).adapter = None
         served_base = quantize_weights(copy.deepcopy(plain)).eval()
         unadapted = served_base(inputs).log_probs
-        served = copy.deepcopy(served_base)
-        attach_adapters(served, adapter_tensors(model))  # as a serving process adds a version's adapters
+        # As a serving process adds a version's adapters: to a copy sharing every tensor of its base's.
+        served = copy.deepcopy(served_base, memo={id(t): t for t in served_base.buffers()})
+        attach_adapters(served, adapter_tensors(model))
         carried = served(inputs).log_probs
+        assert torch.equal(served_base(inputs).log_probs, unadapted)  # the shared base is never written
         quantized_with = quantize_weights(copy.deepcopy(model)).eval()(inputs).log_probs  # as the gate probes
     torch.testing.assert_close(carried, quantized_with)
     quantization = (unadapted - plain(inputs).log_probs).abs().max()
