@@ -28,6 +28,7 @@ from learner.evaluate import bits_per_byte
 from memory.schema import Event
 from memory.stream_format import turn_prompt
 from models import LanguageModel, SamplingConfig, generate
+from models.generate import first_sentence
 from models.quantize import int8_kernel_available, quantize_weights
 
 # (question, accepted answers).
@@ -82,7 +83,7 @@ def answered(reply: str, answers: list[str]) -> bool:
 
 def opening(reply: str) -> str:
     """A reply's first sentence, lower-cased."""
-    return re.split(r"(?<=[.!?])\s", reply.strip(), maxsplit=1)[0].lower()
+    return first_sentence(reply).lower()
 
 
 def degenerate(replies: list[str]) -> list[bool]:

@@ -3,6 +3,7 @@ always valid UTF-8. Works for any model with the shared call shape and a `tokeni
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -38,6 +39,11 @@ class SamplingConfig:
     # Nor one of the session's last this-many replies: the default model copied its previous reply into every
     # later one of a conversation ("Elena, hello. Marco is nine years old." nine times); 0 is off.
     no_repeat_replies: int = 2
+    # Nor open as one of the session's last this-many replies opened: a reply may share the first
+    # OPENING_SHARED_TOKENS tokens of an earlier reply's first sentence, never more of it (nor all of a shorter
+    # one). With its replies out of its context (agent.runtime) the default model still opened 4 of 10
+    # conversations' replies with an earlier reply's sentence (BENCHMARKS.md, "Replies that open anew"); 0 is off.
+    no_repeat_openings: int = 32
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -46,14 +52,19 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.seed is not None and not 0 <= self.seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
-        if self.repetition_penalty < 1 or self.no_repeat_ngram < 0 or self.no_repeat_replies < 0:
-            raise ValueError("need repetition_penalty >= 1, no_repeat_ngram >= 0 and no_repeat_replies >= 0")
+        guards = (self.no_repeat_ngram, self.no_repeat_replies, self.no_repeat_openings)
+        if self.repetition_penalty < 1 or min(guards) < 0:
+            raise ValueError("need repetition_penalty >= 1, and no_repeat_ngram, no_repeat_replies and "
+                             "no_repeat_openings >= 0")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if not 0 <= self.min_bytes <= self.max_bytes:
             raise ValueError(f"need 0 <= min_bytes <= max_bytes, got {self.min_bytes} and {self.max_bytes}")
 
 
+# How much of an earlier reply's first sentence a reply may open with (`no_repeat_openings`): "The capital
+# of" may open two answers, "I'm glad you're" not.
+OPENING_SHARED_TOKENS = 3
 # Temperatures below this sample greedily: a logit gap of 0.01 is already e^10 to 1 at 1e-3, and a
 # float32 division by 1e-300 (0 in float32) made every probability nan.
 GREEDY_BELOW = 1e-3
@@ -84,10 +95,24 @@ def banned_by_ngrams(reply: list[int], n: int, earlier: Sequence[Sequence[int]] 
             if tuple(text[i : i + n - 1]) == tail]
 
 
+def first_sentence(reply: str) -> str:
+    """A reply's first sentence: up to its first full stop, exclamation or question mark and a space."""
+    return re.split(r"(?<=[.!?])\s", reply.strip(), maxsplit=1)[0]
+
+
+def banned_by_openings(reply: list[int], openings: Sequence[Sequence[int]]) -> list[int]:
+    """Tokens that would make `reply` open as one of the `openings` (earlier replies' first sentences) does:
+    continue one past OPENING_SHARED_TOKENS tokens, or complete a shorter one."""
+    n = len(reply)
+    return [opening[n] for opening in openings if len(opening) > n and list(opening[:n]) == reply
+            and (n >= OPENING_SHARED_TOKENS or n + 1 == len(opening))]
+
+
 def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None,
-                 allowed: torch.Tensor, reply: list[int] = (), earlier: Sequence[Sequence[int]] = ()) -> int:
+                 allowed: torch.Tensor, reply: list[int] = (), earlier: Sequence[Sequence[int]] = (),
+                 openings: Sequence[Sequence[int]] = ()) -> int:
     """One token id from (V,) logits, among `allowed` ((V,) bool), guarded against repeating `reply` and the
-    session's `earlier` replies."""
+    session's `earlier` replies, and against opening as one of the `openings` did."""
     logits = logits.float().clone()
     logits[: len(allowed)][~allowed] = float("-inf")
     logits[len(allowed) :] = float("-inf")  # an embedding padded past the vocabulary
@@ -96,7 +121,8 @@ def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torc
         picked = logits[seen]
         logits[seen] = torch.where(picked > 0, picked / sampling.repetition_penalty,
                                    picked * sampling.repetition_penalty)
-    banned = banned_by_ngrams(list(reply), sampling.no_repeat_ngram, earlier)
+    reply = list(reply)
+    banned = banned_by_ngrams(reply, sampling.no_repeat_ngram, earlier) + banned_by_openings(reply, openings)
     if banned:
         guarded = logits.clone()
         guarded[banned] = float("-inf")
@@ -132,6 +158,7 @@ class Generation:
         decoder: Decoder | None = None,
         on_read: Callable[[ModelOutput], None] | None = None,
         earlier: Sequence[Sequence[int]] = (),
+        openings: Sequence[Sequence[int]] = (),
     ):
         if prompt.dim() != 2 or prompt.shape[0] != 1:
             raise ValueError("generation takes one stream at a time: prompt must be (1, T)")
@@ -139,6 +166,7 @@ class Generation:
         self.decoder = model if decoder is None else decoder
         self.on_read = on_read
         self.earlier = earlier  # the session's recent replies: no n-gram of theirs is sampled again
+        self.openings = openings  # earlier replies' first sentences: the reply does not open as they did
         self.state = state
         self.tokens: list[int] = []
         self.stop_reason: StopReason | None = None
@@ -174,7 +202,7 @@ class Generation:
             while emitted_bytes < self.sampling.max_bytes:
                 allowed = with_stop if emitted_bytes >= self.sampling.min_bytes else content
                 token = sample_token(out.log_probs[0, -1].cpu(), self.sampling, generator, allowed, self.tokens,
-                                     self.earlier)
+                                     self.earlier, self.openings)
                 if token in tokenizer.chat.stop_tokens:
                     self.stop_reason = "end_of_turn"
                     break
@@ -216,8 +244,10 @@ def generate(
     decoder: Decoder | None = None,
     on_read: Callable[[ModelOutput], None] | None = None,
     earlier: Sequence[Sequence[int]] = (),
+    openings: Sequence[Sequence[int]] = (),
 ) -> Generation:
     """Sample a reply to `prompt`; `decoder` (e.g. compile_decoder(model)) runs the single-token steps;
     `on_read` sees every read's output (the prompt is then read in two parts: all but its last token, then that);
-    `earlier`: the session's recent replies, whose n-grams (`no_repeat_ngram`) the reply does not repeat."""
-    return Generation(model, prompt, state, memory, sampling, decoder, on_read, earlier)
+    `earlier`: the session's recent replies, whose n-grams (`no_repeat_ngram`) the reply does not repeat;
+    `openings`: earlier replies' first sentences, which the reply does not open with (`no_repeat_openings`)."""
+    return Generation(model, prompt, state, memory, sampling, decoder, on_read, earlier, openings)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from models import ByteTokenizer, HybridLM, SamplingConfig, Special, generate
-from models.generate import banned_by_ngrams, sample_token
+from models.generate import banned_by_ngrams, banned_by_openings, first_sentence, sample_token
 from models.model import ModelOutput
 
 
@@ -115,3 +115,27 @@ def test_a_reply_does_not_repeat_an_n_gram_of_the_sessions_recent_replies():
     greedy = SamplingConfig(temperature=0.0, no_repeat_ngram=3)
     assert sample_token(logits, greedy, None, allowed, [5, 6], earlier) == 4
     assert sample_token(logits, greedy, None, allowed, [5, 6]) == 7
+
+
+def test_a_reply_does_not_open_as_an_earlier_reply_opened():
+    openings = [[10, 11, 12, 13, 14], [20, 21]]  # an earlier reply's first sentence; a two-token one ("Sure!")
+    assert banned_by_openings([], openings) == []  # the same first word is fine...
+    assert banned_by_openings([10, 11], openings) == []  # ...and the first OPENING_SHARED_TOKENS tokens
+    assert banned_by_openings([10, 11, 12], openings) == [13]  # past them, not the earlier sentence's next token
+    assert banned_by_openings([10, 11, 12, 13], openings) == [14]
+    assert banned_by_openings([10, 11, 12, 13, 14], openings) == []  # the sentence was left already
+    assert banned_by_openings([10, 11, 9], openings) == []  # another opening
+    assert banned_by_openings([20], openings) == [21]  # nor all of a shorter one
+    assert banned_by_openings([10, 11, 12], [[10, 11, 12, 13]]) == [13]
+    logits = torch.zeros(30)
+    logits[13], logits[4] = 5.0, 1.0
+    allowed = torch.ones(30, dtype=torch.bool)
+    greedy = SamplingConfig(temperature=0.0, no_repeat_ngram=0)
+    assert sample_token(logits, greedy, None, allowed, [10, 11, 12], openings=openings) == 4
+    assert sample_token(logits, greedy, None, allowed, [10, 11, 12]) == 13
+
+
+def test_first_sentence_ends_at_a_stop_and_a_space():
+    assert first_sentence("  I'm glad. You're here! ") == "I'm glad."
+    assert first_sentence("Version 2.5 is out") == "Version 2.5 is out"
+    assert first_sentence("Really?! Yes.") == "Really?!"
