@@ -91,6 +91,27 @@ def test_turns_read_the_models_own_format_and_a_restart_continues_exactly(sessio
     assert model.tokenizer.encode(b"hello there <|im_start|>") == content
 
 
+def test_a_turn_does_not_open_as_an_earlier_reply_of_its_session_opened(sessions, imported_agent):
+    """The runtime hands generation every earlier reply's first sentence (SamplingConfig.no_repeat_openings)."""
+    from models.generate import OPENING_SHARED_TOKENS, first_sentence
+
+    agent_id, runtime = imported_agent
+    serving = runtime()
+    session_id = _new_session(sessions, agent_id)
+    seen: list[list[list[int]]] = []
+    generate_turn = serving._generate
+    serving._generate = lambda reading, *rest: (seen.append(reading.openings), generate_turn(reading, *rest))[1]
+    replies = [serving.chat(session_id=session_id, content=text, sampling=GREEDY).reply
+               for text in (b"hello there", b"the general rode on", b"hello there")]
+    encode = serving.encode
+    expected = [encode(first_sentence(reply.decode(errors="replace")).encode()) for reply in replies]
+    assert seen == [[], expected[:1], expected[1::-1]]  # newest first
+    third = encode(replies[2])
+    for opening in expected[:2]:  # it shares at most the first few tokens of one, and never all of a short one
+        shared = next((i for i, (a, b) in enumerate(zip(third, opening)) if a != b), min(len(third), len(opening)))
+        assert shared <= OPENING_SHARED_TOKENS if len(opening) > OPENING_SHARED_TOKENS else shared < len(opening)
+
+
 @pytest.mark.parametrize("holds_replies", [False, True])
 def test_a_sessions_context_holds_the_users_turns_and_its_replies_only_when_set(sessions, imported_agent, tmp_path,
                                                                                holds_replies):
