@@ -94,5 +94,5 @@ class ServingModel:
         params = dict(model.named_parameters())
         for name, tensor in weights.items():
             params[name].copy_(tensor)
-        attach_adapters(model, adapters)  # beside the int8 products, not merged into them (models.adapters)
+        attach_adapters(model, adapters)  # beside the int8 products, merged into the prompts' copies (models.adapters)
         return model.eval()

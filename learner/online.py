@@ -36,8 +36,9 @@ class LearningConfig:
     # (BENCHMARKS.md, "Learning"): the largest step whose forgetting stays about 1.02.
     learning_rate: float = 1e-3
     # "downstream": only what cannot change stored keys/values (they never go stale): a model's norm scales;
-    # "adapters": low-rank adapters above the memory layers (models.adapters; imported models), which leave
-    # stored keys and values valid too; "all": every parameter (stored pairs must then be re-encoded).
+    # "adapters": low-rank adapters on the projections that compute no stored pair (models.adapters; imported
+    # models), which leave stored keys and values valid too; "all": every parameter (stored pairs must then be
+    # re-encoded).
     trainable: Trainable = "downstream"
     # The adapters' rank, with trainable="adapters" (BENCHMARKS.md, "What learns, judged on what the model says").
     adapter_rank: int = 8
@@ -122,13 +123,11 @@ def gradient_masks(model: LanguageModel, trainable: Trainable, adapter_rank: int
 class OnlineLearner:
     """Holds the base weights (for anchoring) and which entries learn; `step` does the work."""
 
-    def __init__(self, model: LanguageModel, config: LearningConfig,
-                 masks: dict[str, torch.Tensor | None] | None = None):
-        """`masks`: what learns (`gradient_masks`' form) when not `config.trainable`'s choice; the benchmarks
-        measure other choices (bench.imported_learning's adapters) with the same step."""
+    def __init__(self, model: LanguageModel, config: LearningConfig):
+        """What learns is `config.trainable`'s choice (`gradient_masks`; adapters are added to `model` here)."""
         self.model = model
         self.config = config
-        self.masks = gradient_masks(model, config.trainable, config.adapter_rank) if masks is None else masks
+        self.masks = gradient_masks(model, config.trainable, config.adapter_rank)
         params = dict(model.named_parameters())
         self.params = {name: params[name] for name in self.masks}
         self.base = {name: p.detach().clone() for name, p in self.params.items()}

@@ -1,10 +1,11 @@
 """Low-rank adapters (LoRA): what an imported model learns online (learner.online, trainable="adapters").
 
 A projection y = x W gains x A B * scale, with A (in, rank) random and B (rank, out) zero, so a new adapter
-changes nothing. They sit on every projection that computes no stored key or value, so stored memories
-never go stale: every projection of the layers above the last memory layer, and that layer's query, output
-and MLP (its keys and values are what it stores; Gemma 3's last layer is a memory layer, so without these
-it would have nothing to learn). Chosen by measurement over the
+changes nothing. They sit where nothing computes a stored key or value, so stored memories never go stale:
+on every projection of the layers above the last memory layer, or, where no layer is above it (Gemma 3's
+last layer is a memory layer), on that layer's query, output and MLP. On SmolLM2 adding those of layer 24 to
+layers 25-29 made the gate's exchange degenerate (4 of 6 replies against 0; BENCHMARKS.md, "Serving what an
+agent learned"), so they are only the fallback. Chosen by measurement over the
 norm scales (BENCHMARKS.md, "What learns, judged on what the model says").
 
 A is drawn from a generator seeded by the adapter's own name, so every learner of an agent (a worker

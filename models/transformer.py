@@ -333,15 +333,16 @@ class TransformerLM(nn.Module):
         return masks
 
     def add_adapters(self, rank: int) -> list[str]:
-        """Fresh low-rank adapters (models.adapters) on every projection that computes no stored key or value,
-        in place: the last memory layer's query, output and MLP, and every projection above it; returns their
-        parameters' names."""
+        """Fresh low-rank adapters (models.adapters) on every projection of the layers above the last memory
+        layer, in place; returns their parameters' names. Where no layer is above it (Gemma 3), on that layer's
+        query, output and MLP: none computes a stored key or value either."""
         if not self.config.memory_layers:
             return []
         last = max(self.config.memory_layers)
-        projections = [f"layers.{last}.{path}" for path in PROJECTIONS if path not in ("attention.k", "attention.v")]
-        projections += [f"layers.{layer}.{path}" for layer in range(last + 1, self.config.num_layers)
-                        for path in PROJECTIONS]
+        projections = [f"layers.{layer}.{path}" for layer in range(last + 1, self.config.num_layers)
+                       for path in PROJECTIONS]
+        if not projections:  # its keys and values are what it stores
+            projections = [f"layers.{last}.{path}" for path in PROJECTIONS if path.split(".")[1] not in ("k", "v")]
         return add_adapters(self, projections, rank)
 
     def recall_scores(self, tokens: torch.Tensor, memory: LayerMemoryReader,

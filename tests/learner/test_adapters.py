@@ -16,8 +16,8 @@ from tests.models.test_memory_layers import with_memory_layers
 ADAPTERS = LearningConfig(trainable="adapters", learning_rate=1e-3, anchor_decay=0.0, adapter_rank=4)
 
 
-def learned_model(tmp_path):
-    model = with_memory_layers(tiny_llama(), tmp_path, memory_layers=(0,))
+def learned_model(tmp_path, memory_layers=(0,)):
+    model = with_memory_layers(tiny_llama(), tmp_path, memory_layers=memory_layers)
     tokens = torch.randint(0, 300, (1, 49), generator=torch.Generator().manual_seed(0))
     return model, tokens[:, :-1], tokens[:, 1:]
 
@@ -27,8 +27,7 @@ def test_a_fresh_adapter_changes_nothing_and_a_step_moves_only_the_adapters_down
     before = model(inputs).log_probs
     weights = {name: p.detach().clone() for name, p in model.named_parameters()}
     learner = OnlineLearner(model, ADAPTERS)
-    # A and B of seven projections on the two layers above memory layer 0, and of its query, output and MLP
-    assert len(learner.params) == 2 * (2 * 7 + 5)
+    assert len(learner.params) == 2 * 2 * 7  # A and B of seven projections on the two layers above memory layer 0
     torch.testing.assert_close(model(inputs).log_probs, before)
 
     for _ in range(2):  # B moves on the first step (A's gradient is 0 while B is), both on the second
@@ -57,9 +56,11 @@ def test_every_learner_of_an_agent_draws_the_same_adapters(tmp_path):
 
 @pytest.mark.skipif(not int8_kernel_available(), reason="this PyTorch build has no int8 weight-only kernel")
 @pytest.mark.parametrize("rows", [1, 40])  # the int8 products (decoding) and the prompts' copies
-def test_serving_carries_learned_adapters_through_its_fused_products(tmp_path, rows):
-    """Fused q/k/v with all three adapted (layers 1, 2) and with the query's alone (memory layer 0)."""
-    model, inputs, targets = learned_model(tmp_path)
+@pytest.mark.parametrize("memory_layers", [(0,), (0, 1, 2)])
+def test_serving_carries_learned_adapters_through_its_fused_products(tmp_path, rows, memory_layers):
+    """Fused q/k/v with all three adapted (layers 1, 2 above memory layer 0) and with the query's alone (the
+    last layer, itself a memory layer)."""
+    model, inputs, targets = learned_model(tmp_path, memory_layers)
     learner = OnlineLearner(model, ADAPTERS)
     for _ in range(3):
         learner.step(Chunk(inputs, targets, model.init_state(1)))
@@ -86,11 +87,13 @@ def test_serving_carries_learned_adapters_through_its_fused_products(tmp_path, r
     assert (carried - learned).abs().max() < 2 * quantization  # ...and serving keeps it
 
 
-def test_learning_adapters_never_changes_stored_keys_or_values(tmp_path):
-    """The last memory layer's query, output and MLP learn, above every stored pair: the pairs stay valid."""
+@pytest.mark.parametrize("memory_layers", [(0, 1), (0, 1, 2)])
+def test_learning_adapters_never_changes_stored_keys_or_values(tmp_path, memory_layers):
+    """Adapters on the layer above the memory layers, or, with none above, on the last memory layer's query,
+    output and MLP: the stored pairs stay valid."""
     from models.layer_memory import StreamPairs
 
-    model = with_memory_layers(tiny_llama(), tmp_path, memory_layers=(0, 1))
+    model = with_memory_layers(tiny_llama(), tmp_path, memory_layers=memory_layers)
     tokens = torch.randint(0, 300, (1, 97), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         before = model(tokens)
