@@ -5,8 +5,8 @@ changes nothing. They sit where nothing computes a stored key or value, so store
 on every projection of the layers above the last memory layer, or, where no layer is above it (Gemma 3's
 last layer is a memory layer), on that layer's query, output and MLP. On SmolLM2 adding those of layer 24 to
 layers 25-29 made the gate's exchange degenerate (4 of 6 replies against 0; BENCHMARKS.md, "Serving what an
-agent learned"), so they are only the fallback. Chosen by measurement over the
-norm scales (BENCHMARKS.md, "What learns, judged on what the model says").
+agent learned"), so they are only the fallback. Adapters were chosen over the norm scales by measurement
+(BENCHMARKS.md, "What learns, judged on what the model says").
 
 A is drawn from a generator seeded by the adapter's own name, so every learner of an agent (a worker
 after a restart, a forget's replay) starts from the same adapters, bit for bit. Serving carries the
