@@ -49,10 +49,29 @@ STEM = 5
 # Words of a question a memory found by its words must share to be noted: one common word is not enough evidence
 # that it answers (BENCHMARKS.md, "Memory that finds what matters (LoCoMo)").
 ENOUGH_SHARED_WORDS = 2
+# What a user tells of themselves is asked back in other words: "What do I do for a living?" of "I work as a
+# glassblower", "What's my name?" of "Hi! I'm Quentin." A text speaking of one of these shares the concept with
+# a question about it, as one word. Only the facts people tell of themselves most (BENCHMARKS.md, "Memory that
+# stays out of the way").
+CONCEPTS = {
+    "name": ("name", "named", "called", "call"),
+    "work": ("work", "job", "profession", "occupation", "living", "trade", "career"),
+    "age": ("age", "old", "birthday", "born"),
+    "home": ("live", "home", "address", "town", "city"),
+}
+# "I'm Quentin", "I am Dr. Okafor", "call me Ines": a name after words that introduce one.
+_SELF_INTRODUCTION = re.compile(r"\b(?:[Ii]'m|[Ii] am|[Cc]all me|[Mm]y name's|[Mm]y name is)\s+"
+                                r"(?:Dr\.?\s+)?([A-Z][a-z]+)")
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+# A message with one of these is about the user (apostrophes dropped: "I'm" is "im"; not "we're", which reads
+# as "were"). Only such a question may be answered by a memory sharing none of its words ("What is my address?"
+# by "I live at 14 Rue Lamarck"); a question about the world is not: a planned trip, noted for "What is the
+# capital of Spain?" because the search weighed it, was answered instead (BENCHMARKS.md, "Memory that stays
+# out of the way").
+FIRST_PERSON = frozenset({"i", "im", "ive", "me", "my", "mine", "myself", "we", "us", "our", "ours"})
 # A message starting with one of these asks something even without its "?" ("tell me my locker number").
 ASKING_WORDS = frozenset({
     "am", "are", "can", "could", "did", "do", "does", "give", "how", "is", "list", "recall", "remind", "say",
@@ -67,10 +86,29 @@ def _stem(word: str) -> str:
     return word[:STEM]
 
 
-def _stems(text: str) -> set[str]:
+_CONCEPT_OF = {_stem(word): f"<{concept}>" for concept, words in CONCEPTS.items() for word in words}
+
+
+def _stems(text: str, concepts: bool = True) -> set[str]:
     """The stems of `text`'s words that say something: not function words, nor one character (the "s" of
-    "sister's", a digit of a code)."""
-    return {_stem(word) for word in _WORD.findall(text.lower()) if len(word) > 1 and word not in FUNCTION_WORDS}
+    "sister's", a digit of a code); with `concepts`, a word of a CONCEPTS entry counts as the concept."""
+    stems = {_stem(word) for word in _WORD.findall(text.lower()) if len(word) > 1 and word not in FUNCTION_WORDS}
+    if not concepts:
+        return stems
+    stems = {_CONCEPT_OF.get(stem, stem) for stem in stems}
+    if _SELF_INTRODUCTION.search(text):
+        stems.add(_CONCEPT_OF[_stem("name")])
+    return stems
+
+
+def introduced_names(text: str) -> list[str]:
+    """The names `text` introduces someone by ("Hi! I'm Quentin." -> ["Quentin"])."""
+    return _SELF_INTRODUCTION.findall(text)
+
+
+def about_the_user(message: str) -> bool:
+    """Whether `message` speaks of the user: it has a first-person word."""
+    return not FIRST_PERSON.isdisjoint(_WORD.findall(message.lower().replace("'", "")))
 
 
 def asks(message: str) -> bool:
@@ -121,15 +159,19 @@ def worth_noting(hits: Sequence[RecallHit], message: str, min_score: float) -> l
     """Of `hits` (best first), those a note reads: each whose model score reaches `min_score`, and the best one
     sharing ENOUGH_SHARED_WORDS of `message`'s words (all when it has fewer) whatever its score. Of those, one
     sharing no word is left out when ranked below one that does, and always when `message` asks nothing
-    (`asks`). Why each rule: BENCHMARKS.md, "Why a note reads what it reads"."""
-    asked = _stems(message)
+    (`asks`) or is not about the user (`about_the_user`). Why each rule: BENCHMARKS.md, "Why a note reads what
+    it reads"."""
+    # Concepts are for asking back what people say of themselves in a chat: in a document, "works" is not a job,
+    # and told a sister's name, the agent is not reminded of a guide "called Marisol".
+    concepts = asks(message)
+    asked = _stems(message, concepts)
     enough = min(ENOUGH_SHARED_WORDS, len(asked))
-    shares = [len(asked & _stems(hit.text)) for hit in hits]
+    shares = [len(asked & _stems(hit.text, concepts and hit.document_id is None)) for hit in hits]
     best_sharing = next((rank for rank, shared in enumerate(shares) if shared and shared >= enough), None)
     ranked = [(hit, shared > 0) for hit, shared in zip(hits, shares)]
     noted = [(hit, shared) for rank, (hit, shared) in enumerate(ranked)
              if (hit.model_score or 0.0) >= min_score or rank == best_sharing]
-    if not asks(message):
+    if not asks(message) or not about_the_user(message):
         return [hit for hit, shared in noted if shared]
     first_sharing = next((rank for rank, (_, shared) in enumerate(noted) if shared), len(noted))
     return [hit for rank, (hit, shared) in enumerate(noted) if shared or rank < first_sharing]
@@ -181,31 +223,28 @@ def recalled_note(db: Session, *, store: MemoryStore, model: LanguageModel, sess
     own = session_statements(db, model=model, session_id=session_id, state=state, events_read=events_read,
                              asked=asked, replies_read=replies_read)
     hits = recall(db, store=store, model=model, text=query, limit=RECALL_CANDIDATES,
-                  tokens=message_tokens if query == message else None)
+                  tokens=message_tokens if query == message else None, told_only=True)
     if not hits and not own:
         return []
     window_start = (state.position if state is not None else 0) - model.config.context_tokens
-    places = (select(Memory.id, Memory.session_id, Memory.token_start, Memory.num_tokens, Event.role)
-              .outerjoin(Event, Event.id == Memory.event_id))
+    places = select(Memory.id, Memory.session_id, Memory.token_start, Memory.num_tokens)
     rows = {row.id: row for row in db.execute(places.where(Memory.id.in_([hit.memory_id for hit in hits])))}
 
     def tells_something(hit: RecallHit) -> bool:
         row, text = rows.get(hit.memory_id), hit.text.strip()
         in_window = row is not None and row.session_id == session_id and row.token_start is not None \
             and row.token_start + row.num_tokens > window_start
-        asked_before = row is not None and row.role == "user" and text.endswith("?")
-        return (row is not None and not in_window and row.role != "assistant" and not asked_before and bool(text)
-                and text.casefold() != asked.strip().casefold())
+        return row is not None and not in_window and bool(text) and text.casefold() != asked.strip().casefold()
 
-    texts, used = [], 0
+    texts, read_before, used = [], set(), 0
     noted = worth_noting([hit for hit in hits if tells_something(hit)], asked, min_score)
     sources = sources_of(db, noted)
     for text, source in [*((text, SAID_IN_SESSION) for text in own),
-                         *((hit.text.strip(), sources.get(hit.memory_id, "")) for hit in noted
-                           if hit.text.strip() not in own)]:
+                         *((hit.text.strip(), sources.get(hit.memory_id, "")) for hit in noted)]:
         read = excerpt(text, asked, min(EXCERPT_BYTES, max_bytes - used))
-        if read:
+        if read and read.casefold() not in read_before:  # a thing said twice is read once
             texts.append(source + read)
+            read_before.add(read.casefold())
             used += len(read.encode())
     if not texts:
         return []

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from memory.ids import split_ids
-from memory.lexical import lexical_search
-from memory.schema import Memory
+from memory.lexical import lexical_search, told
+from memory.schema import Event, Memory
 from memory.store import MemoryStore, memory_for
 from models import LanguageModel, State
 
@@ -32,6 +32,9 @@ FUSION_K = 10
 MODEL_WEIGHT = 0.25
 # Candidates each signal offers the fusion, at least (a memory ranked lower by both adds nothing).
 CANDIDATES = 20
+# With `told_only`, the model's search offers this many times as many, before the agent's replies and the
+# questions it was asked are left out (in a chat-heavy memory they are most of what it weighs for a question).
+TOLD_OVERFETCH = 4
 
 
 @dataclass(frozen=True)
@@ -51,18 +54,25 @@ class RecallHit:
 
 
 def recall(db: Session, *, store: MemoryStore, model: LanguageModel, text: str | bytes, state: State | None = None,
-           limit: int = 20, lexical: bool = True, tokens: list[int] | None = None) -> list[RecallHit]:
+           limit: int = 20, lexical: bool = True, tokens: list[int] | None = None,
+           told_only: bool = False) -> list[RecallHit]:
     """The memories that answer `text` (read from `state`, or a fresh stream), best first: the model's search
-    and (with `lexical`) the words' fused. `tokens`: the text's, when the caller has them. It searches the
-    store as this process holds it: `store.catch_up()` first to see what others wrote since."""
+    and (with `lexical`) the words' fused. `tokens`: the text's, when the caller has them. `told_only`: only
+    memories of what the agent was told (`memory.lexical.told`): its replies and the questions it was asked
+    would otherwise take the places of what answers. It searches the store as this process holds it:
+    `store.catch_up()` first to see what others wrote since."""
     data = text.encode() if isinstance(text, str) else text
     if not data:
         raise ValueError("recall needs a non-empty text")
     candidates = max(limit, CANDIDATES)
     searched = model_search(store=store, model=model, tokens=model.tokenizer.encode(data) if tokens is None
-                            else tokens, state=state, limit=candidates)
+                            else tokens, state=state, limit=candidates * (TOLD_OVERFETCH if told_only else 1))
+    if told_only:
+        kept = set(db.scalars(select(Memory.id).outerjoin(Event, Event.id == Memory.event_id)
+                              .where(Memory.id.in_(list(searched)), told(Event.role, Memory.text))))
+        searched = {memory_id: found for memory_id, found in searched.items() if memory_id in kept}
     words = lexical_search(db, agent_id=store.agent_id, text_=data.decode("utf-8", errors="ignore"),
-                           limit=candidates) if lexical else []
+                           limit=candidates, told_only=told_only) if lexical else []
     fused: dict[int, float] = {}
     for weight, ranked in ((MODEL_WEIGHT, list(searched)), (1.0, [hit.memory_id for hit in words])):
         for rank, memory_id in enumerate(ranked):

@@ -17,6 +17,7 @@ from learner.base import load_base
 from learner.learn import LearnerCache, learn_through
 from memory.admin import delete_memories
 from memory.eventlog import create_session
+from memory.recall import recall
 from memory.schema import Agent, Event, Memory, StreamSession
 from memory.store import MemoryStore, memory_for
 from memory.stream_format import event_tokens, turn_prompt
@@ -258,6 +259,10 @@ def test_a_recalled_note_is_read_before_the_answer_but_never_logged(sessions, im
         question_rows = set(db.scalars(select(Memory.id).where(Memory.event_id == asked_before.user_event_id)))
         assert question_rows & {hit.memory_id for hit in serving.recall(db, query="where did the general ride",
                                                                         limit=8)}
+        # Searched for a note, both the model's search and the words' leave them out, so what was told is found.
+        told_hits = {hit.memory_id for hit in recall(db, store=serving.store, model=model, limit=8, told_only=True,
+                                                     text="where did the general ride")}
+        assert told_hits and not told_hits & (question_rows | replied)
         note = recalled_note(db, store=serving.store, model=model, session_id=asked, state=None,
                              message=b"where did the general ride", min_score=0.0, max_bytes=1024)
     assert b"did the general ride to the sea?" not in decode(model.tokenizer, note)

@@ -57,10 +57,33 @@ def test_a_note_reads_memories_scoring_enough_and_the_best_one_sharing_a_word_wi
     assert worth_noting([dog, licence], "What is my dog called?", 0.2) == [dog]
     # Only the best is read on its words: the second shares "dog" too, but needs the score.
     assert worth_noting([dog, licence], "What is my dog called?", 0.1) == [dog, licence]
-    # A best hit that shares no word (function words and single characters are not words here) needs the score.
-    assert worth_noting([licence, vault], "What is the capital of France?", 0.2) == [vault]
-    assert worth_noting([dog], "What is the name of it?", 0.2) == []
+    # A best hit that shares no word (function words and single characters are not words here) needs the score,
+    assert worth_noting([licence, vault], "What is my PIN?", 0.2) == [vault]
+    # and a question about the user: one about the world is never answered by a memory sharing none of its words.
+    assert worth_noting([licence, vault], "What is the capital of France?", 0.2) == []
+    assert worth_noting([dog], "What colour is it?", 0.2) == []
     assert worth_noting([], "What is my dog called?", 0.2) == []
+
+
+def test_a_question_about_the_world_is_not_noted_what_the_user_planned():
+    # A new user's trip scored 0.34 for "What is the capital of Spain?" and was answered instead of Madrid.
+    trip = _hit(1, 0.34, "I'm planning a trip to Lisbon in March.")
+    assert worth_noting([trip], "What is the capital of Spain?", 0.2) == []
+    assert worth_noting([trip], "Where am I going in March?", 0.2) == [trip]  # shares "March"
+    assert worth_noting([trip], "Where are we off to soon?", 0.2) == [trip]  # about the user: meaning may do
+
+
+def test_what_people_say_of_themselves_is_found_in_other_words():
+    name = _hit(1, 0.05, "Hi! I'm Quentin.")
+    job = _hit(2, 0.05, "I work as a glassblower in Murano.")
+    cat = _hit(3, 0.05, "We have a cat called Pistachio.")
+    assert worth_noting([job, name], "What's my name?", 0.2) == [name]
+    assert worth_noting([name, job], "What do I do for a living?", 0.2) == [job]
+    assert worth_noting([name, job, cat], "What is my cat's name?", 0.2) == [cat]
+    # Not in a document: there, "works" is a licence's, not a job.
+    licence = RecallHit(memory_id=4, score=0.05, model_score=0.05, token_hits=1, lexical_score=None,
+                        text="software and other kinds of works", event_id=None, document_id=7, session_id=None)
+    assert worth_noting([licence], "What is my job?", 0.2) == []
 
 
 def test_a_final_s_is_not_a_different_word():
@@ -96,7 +119,9 @@ def test_a_memory_about_what_is_asked_is_read_without_the_others():
     # Ranked above it, the trip's notes stay: the search may know a meaning the words do not show.
     assert worth_noting([trip, sister], "Where does my sister live?", 0.2) == [trip, sister]
     # When none shares a word with the question, the search's ranking is all there is.
-    assert worth_noting([address, trip], "What is my home?", 0.2) == [address, trip]
+    assert worth_noting([address, trip], "Where do I stay?", 0.2) == [address, trip]
+    # "home" and "live" are one concept: the address shares it, and the trip's notes below it are left out.
+    assert worth_noting([address, trip], "What is my home?", 0.2) == [address]
     # Ranked above a memory sharing a word, one sharing none is recall by meaning, and is read.
     licence = _hit(4, 0.25, "the address of the Free Software Foundation")
     assert worth_noting([address, licence, trip], "What is my address?", 0.2) == [address, licence]

@@ -73,3 +73,27 @@ def test_deleted_forgotten_and_other_agents_memories_never_match(sessions, make_
         if db.get_bind().dialect.name == "sqlite":
             assert db.execute(text("SELECT rowid FROM memories_fts WHERE memories_fts MATCH '\"9921\" OR porter'")
                               ).all() == []
+
+
+def test_told_only_finds_what_the_agent_was_told_not_its_replies_nor_what_it_was_asked(sessions, make_agent):
+    from memory.eventlog import append_events, create_session
+
+    agent = make_agent("a")
+    with sessions.begin() as db:
+        session_id = create_session(db, agent_id=agent).id
+        said = append_events(db, session_id=session_id, events=[
+            ("user", b"What is the code of the blue locker?"), ("assistant", b"The blue locker code is 1234."),
+            ("user", b"The blue locker code is 4471."), ("assistant", b"Noted: the blue locker code.")])
+        rows = [Memory(agent_id=agent, event_id=event.id, session_id=session_id, byte_start=0,
+                       byte_end=len(event.content), text=event.content.decode() + "\n", num_tokens=8, head_dim=1,
+                       keys=b"\0\0", values=b"\0\0") for event in said]
+        db.add_all(rows)
+        db.flush()
+        ids = [row.id for row in rows]
+    imported = _store(sessions, agent, ["Imported: the blue locker is by the pool."])[0]
+    with sessions() as db:
+        everything = lexical_search(db, agent_id=agent, text_="blue locker code", limit=10)
+        told = lexical_search(db, agent_id=agent, text_="blue locker code", limit=10, told_only=True)
+    assert {hit.memory_id for hit in everything} == {*ids, imported}
+    # The question (its text ends in "?" before the newline) and both replies are left out.
+    assert {hit.memory_id for hit in told} == {ids[2], imported}
