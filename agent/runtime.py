@@ -25,16 +25,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.recall_note import recalled_note, with_note
+from agent.reply_guards import reply_guards
 from agent.serving import ServingModel, load_serving_base
 from memory.db import AgentGone, chat_turn_lock, retry_transient
-from memory.eventlog import append_events, append_reply, mark_event_failed, recent_replies, unread_events
+from memory.eventlog import append_events, append_reply, mark_event_failed, unread_events
 from memory.recall import RecallHit, recall
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
 from memory.store import MemoryStore, StoreConfig, memory_for
 from memory.stream_format import turn_prompt
 from models import LanguageModel, SamplingConfig, State, generate
-from models.generate import PROMPT_CHUNK_TOKENS, Generation, first_sentence
+from models.generate import PROMPT_CHUNK_TOKENS, Generation, ReplyGuards
 from settings import Settings
 from workers.submit import enqueue_learning
 
@@ -77,8 +78,7 @@ class _Reading:
     message_tokens: int
     reader: Any  # the memory the model reads (memory.store.memory_for, or memory.recent)
     on_read: Callable[[Any], None] | None
-    earlier: list[list[int]]  # the session's recent replies' tokens, whose n-grams are not sampled again
-    openings: list[list[int]]  # earlier replies' first sentences' tokens, which the reply does not open with
+    guards: ReplyGuards  # what the reply must not say (agent.reply_guards)
 
 
 @dataclass
@@ -190,8 +190,8 @@ class AgentRuntime:
                 raise StateMismatch(f"session {session_id}: the message was forgotten before it was answered; "
                                     "send it again to be answered")
             note = self._note(db, model, session_id, state, unread, message)
-            replies = recent_replies(db, session_id=session_id,
-                                     count=max(sampling.no_repeat_replies, sampling.no_repeat_openings))
+            guards = reply_guards(db, tokenizer=model.tokenizer, session_id=session_id, sampling=sampling,
+                                  note=b"".join(map(model.tokenizer.token_bytes, note)).decode(errors="replace"))
         prompt = turn_prompt(unread, model.tokenizer, stream_starts=state is None, message=message,
                              replies=self.context_holds_replies)
         # The store as it is, and what this turn reads, searchable as soon as it is read.
@@ -201,10 +201,7 @@ class AgentRuntime:
             on_read = reader.remember
         return _Reading(model=model, version=version, session_created_at=row.created_at, read_at=read_at,
                         state=state, prompt=prompt, note=note, message_tokens=len(message), reader=reader,
-                        on_read=on_read,
-                        earlier=[model.tokenizer.encode(reply) for reply in replies[: sampling.no_repeat_replies]],
-                        openings=[model.tokenizer.encode(first_sentence(reply.decode(errors="replace")).encode())
-                                  for reply in replies[: sampling.no_repeat_openings]])
+                        on_read=on_read, guards=guards)
 
     def _generate(self, reading: _Reading, sampling: SamplingConfig, on_piece: Callable[[str], None],
                   started: float) -> tuple[Generation, float]:
@@ -212,8 +209,7 @@ class AgentRuntime:
         model = reading.model
         prompt = with_note(reading.prompt, reading.note, reading.message_tokens, model.tokenizer)
         generation = generate(model, torch.tensor([prompt]), state=reading.state, memory=reading.reader,
-                              sampling=sampling, on_read=reading.on_read, earlier=reading.earlier,
-                              openings=reading.openings)
+                              sampling=sampling, on_read=reading.on_read, guards=reading.guards)
         first_byte_ms = None
         for piece in generation:
             if first_byte_ms is None:

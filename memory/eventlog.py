@@ -199,12 +199,12 @@ def unread_events(db: Session, *, session_id: int, events_read: int) -> list[Eve
                                                Event.forgotten_at.is_(None)).order_by(Event.seq)))
 
 
-def recent_replies(db: Session, *, session_id: int, count: int) -> list[bytes]:
-    """The session's last `count` replies, newest first."""
+def recent_turns(db: Session, *, session_id: int, role: str, count: int) -> list[bytes]:
+    """The session's last `count` turns of `role` (its replies: "assistant"), newest first."""
     if count <= 0:
         return []
     return list(db.scalars(select(Event.content).where(
-        Event.session_id == session_id, Event.role == "assistant", Event.forgotten_at.is_(None))
+        Event.session_id == session_id, Event.role == role, Event.forgotten_at.is_(None))
         .order_by(Event.seq.desc()).limit(count)))
 
 

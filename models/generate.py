@@ -108,11 +108,36 @@ def banned_by_openings(reply: list[int], openings: Sequence[Sequence[int]]) -> l
             and (n >= OPENING_SHARED_TOKENS or n + 1 == len(opening))]
 
 
+# The most tokens a reply takes back at one place for leading into a claim (`Generation._would_claim`).
+MAX_REFUSED = 8
+
+
+def banned_by_claims(reply: list[int], claims: Sequence[Sequence[int]]) -> list[int]:
+    """Tokens that would complete one of the `claims` (token runs a reply never says) at `reply`'s end."""
+    return [claim[-1] for claim in claims
+            if len(claim) <= len(reply) + 1 and list(claim[:-1]) == reply[len(reply) - len(claim) + 1 :]]
+
+
+@dataclass(frozen=True)
+class ReplyGuards:
+    """What a reply must not say, from the session it answers in (each guard measured: SamplingConfig)."""
+
+    earlier: Sequence[Sequence[int]] = ()  # the session's recent replies: no n-gram of theirs is sampled again
+    openings: Sequence[Sequence[int]] = ()  # earlier replies' first sentences: the reply does not open as they did
+    # Token runs never completed, such as the user's name claimed as the reply's own ("I'm Quentin"): the
+    # default model answered "Hi! I'm Quentin." with "I'm Quentin, the AI assistant."
+    claims: Sequence[Sequence[int]] = ()
+
+    def banned(self, reply: list[int], sampling: SamplingConfig) -> list[int]:
+        return (banned_by_ngrams(reply, sampling.no_repeat_ngram, self.earlier)
+                + banned_by_openings(reply, self.openings) + banned_by_claims(reply, self.claims))
+
+
 def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None,
-                 allowed: torch.Tensor, reply: list[int] = (), earlier: Sequence[Sequence[int]] = (),
-                 openings: Sequence[Sequence[int]] = ()) -> int:
-    """One token id from (V,) logits, among `allowed` ((V,) bool), guarded against repeating `reply` and the
-    session's `earlier` replies, and against opening as one of the `openings` did."""
+                 allowed: torch.Tensor, reply: list[int] = (), guards: ReplyGuards = ReplyGuards(),
+                 refused: Sequence[int] = ()) -> int:
+    """One token id from (V,) logits, among `allowed` ((V,) bool), guarded against repeating `reply`, against
+    what the session's `guards` forbid, and never one of `refused` (taken back at this place already)."""
     logits = logits.float().clone()
     logits[: len(allowed)][~allowed] = float("-inf")
     logits[len(allowed) :] = float("-inf")  # an embedding padded past the vocabulary
@@ -122,7 +147,7 @@ def sample_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torc
         logits[seen] = torch.where(picked > 0, picked / sampling.repetition_penalty,
                                    picked * sampling.repetition_penalty)
     reply = list(reply)
-    banned = banned_by_ngrams(reply, sampling.no_repeat_ngram, earlier) + banned_by_openings(reply, openings)
+    banned = guards.banned(reply, sampling) + list(refused)
     if banned:
         guarded = logits.clone()
         guarded[banned] = float("-inf")
@@ -157,16 +182,14 @@ class Generation:
         sampling: SamplingConfig,
         decoder: Decoder | None = None,
         on_read: Callable[[ModelOutput], None] | None = None,
-        earlier: Sequence[Sequence[int]] = (),
-        openings: Sequence[Sequence[int]] = (),
+        guards: ReplyGuards = ReplyGuards(),
     ):
         if prompt.dim() != 2 or prompt.shape[0] != 1:
             raise ValueError("generation takes one stream at a time: prompt must be (1, T)")
         self.model, self.prompt, self.memory, self.sampling = model, prompt, memory, sampling
         self.decoder = model if decoder is None else decoder
         self.on_read = on_read
-        self.earlier = earlier  # the session's recent replies: no n-gram of theirs is sampled again
-        self.openings = openings  # earlier replies' first sentences: the reply does not open as they did
+        self.guards = guards
         self.state = state
         self.tokens: list[int] = []
         self.stop_reason: StopReason | None = None
@@ -198,16 +221,22 @@ class Generation:
                 while prompt.shape[1] > PROMPT_CHUNK_TOKENS:
                     self._read(self.model, prompt[:, :PROMPT_CHUNK_TOKENS])
                     prompt = prompt[:, PROMPT_CHUNK_TOKENS:]
-            out = self._read(self.model, prompt)
+            out, refused = self._read(self.model, prompt), []
             while emitted_bytes < self.sampling.max_bytes:
                 allowed = with_stop if emitted_bytes >= self.sampling.min_bytes else content
                 token = sample_token(out.log_probs[0, -1].cpu(), self.sampling, generator, allowed, self.tokens,
-                                     self.earlier, self.openings)
+                                     self.guards, refused)
                 if token in tokenizer.chat.stop_tokens:
                     self.stop_reason = "end_of_turn"
                     break
+                before = self.state
+                read = self._read(self.decoder, torch.tensor([[token]], device=self.model.device))
+                if self._would_claim(token, read) and len(refused) < MAX_REFUSED:
+                    self.state = before  # states are never written in place: the one before is intact
+                    refused.append(token)
+                    continue
                 self.tokens.append(token)
-                out = self._read(self.decoder, torch.tensor([[token]], device=self.model.device))
+                out, refused = read, []
                 data = tokenizer.token_bytes(token)
                 emitted_bytes += len(data)
                 piece = pieces.push(data)
@@ -221,6 +250,16 @@ class Generation:
         tail = pieces.flush()
         if tail:
             yield tail
+
+    def _would_claim(self, token: int, read: ModelOutput) -> bool:
+        """Whether, having said `token`, the reply would go on to complete a claim ("I'm" then the user's name):
+        the token is then taken back, so that the reply says something else there rather than a name not the
+        user's ("Hello, I'm Alessandro." to "Can you remind me what my name is?", Ignatius). Only where what
+        is read leaves no trace (no `on_read`)."""
+        if not self.guards.claims or self.on_read is not None:
+            return False
+        claimed = banned_by_claims([*self.tokens, token], self.guards.claims)
+        return bool(claimed) and int(read.log_probs[0, -1].argmax()) in claimed
 
     def _read(self, model: LanguageModel | Decoder, tokens: torch.Tensor) -> ModelOutput:
         out = model(tokens, self.state, self.memory, last_only=True)
@@ -243,11 +282,9 @@ def generate(
     sampling: SamplingConfig = SamplingConfig(),
     decoder: Decoder | None = None,
     on_read: Callable[[ModelOutput], None] | None = None,
-    earlier: Sequence[Sequence[int]] = (),
-    openings: Sequence[Sequence[int]] = (),
+    guards: ReplyGuards = ReplyGuards(),
 ) -> Generation:
     """Sample a reply to `prompt`; `decoder` (e.g. compile_decoder(model)) runs the single-token steps;
     `on_read` sees every read's output (the prompt is then read in two parts: all but its last token, then that);
-    `earlier`: the session's recent replies, whose n-grams (`no_repeat_ngram`) the reply does not repeat;
-    `openings`: earlier replies' first sentences, which the reply does not open with (`no_repeat_openings`)."""
-    return Generation(model, prompt, state, memory, sampling, decoder, on_read, earlier, openings)
+    `guards`: what the session forbids the reply to say (`ReplyGuards`)."""
+    return Generation(model, prompt, state, memory, sampling, decoder, on_read, guards)

@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from models import ByteTokenizer, HybridLM, SamplingConfig, Special, generate
-from models.generate import banned_by_ngrams, banned_by_openings, first_sentence, sample_token
+from models.generate import (
+    ReplyGuards,
+    banned_by_claims,
+    banned_by_ngrams,
+    banned_by_openings,
+    first_sentence,
+    sample_token,
+)
 from models.model import ModelOutput
 
 
@@ -53,6 +60,24 @@ def test_same_seed_same_sample_and_state_matches_a_single_pass(tiny_model):
         torch.testing.assert_close(
             tiny_model(probe, first.state).log_probs, tiny_model(probe, replay.state).log_probs, atol=1e-4, rtol=1e-4
         )
+
+
+def test_a_token_leading_into_a_claim_is_taken_back_and_the_state_stays_exact(tiny_model):
+    prompt = torch.tensor([[72, 105, 33]])
+    greedy = SamplingConfig(temperature=0, max_bytes=12, no_repeat_ngram=0)
+    free = generate(tiny_model, prompt, sampling=greedy)
+    list(free)
+    said, then = free.tokens[0], free.tokens[1]
+    # A claim of the greedy reply's first two tokens: its first is taken back, as it would lead into the second.
+    guarded = generate(tiny_model, prompt, sampling=greedy, guards=ReplyGuards(claims=[[said, then]]))
+    list(guarded)
+    assert guarded.tokens[0] != said
+    assert all(guarded.tokens[i : i + 2] != [said, then] for i in range(len(guarded.tokens)))
+    with torch.no_grad():  # what was taken back left nothing in the state: it read the reply and only that
+        replay = tiny_model(torch.cat([prompt, torch.tensor([guarded.tokens])], dim=1))
+        probe = torch.tensor([[10]])
+        torch.testing.assert_close(tiny_model(probe, guarded.state).log_probs,
+                                   tiny_model(probe, replay.state).log_probs, atol=1e-4, rtol=1e-4)
 
 
 def test_sampler_respects_top_p_and_never_emits_role_tokens():
@@ -113,7 +138,7 @@ def test_a_reply_does_not_repeat_an_n_gram_of_the_sessions_recent_replies():
     logits[7], logits[4] = 5.0, 1.0
     allowed = torch.ones(10, dtype=torch.bool)
     greedy = SamplingConfig(temperature=0.0, no_repeat_ngram=3)
-    assert sample_token(logits, greedy, None, allowed, [5, 6], earlier) == 4
+    assert sample_token(logits, greedy, None, allowed, [5, 6], ReplyGuards(earlier=earlier)) == 4
     assert sample_token(logits, greedy, None, allowed, [5, 6]) == 7
 
 
@@ -131,8 +156,23 @@ def test_a_reply_does_not_open_as_an_earlier_reply_opened():
     logits[13], logits[4] = 5.0, 1.0
     allowed = torch.ones(30, dtype=torch.bool)
     greedy = SamplingConfig(temperature=0.0, no_repeat_ngram=0)
-    assert sample_token(logits, greedy, None, allowed, [10, 11, 12], openings=openings) == 4
+    assert sample_token(logits, greedy, None, allowed, [10, 11, 12], ReplyGuards(openings=openings)) == 4
     assert sample_token(logits, greedy, None, allowed, [10, 11, 12]) == 13
+
+
+def test_a_reply_never_completes_a_claim():
+    claims = [[40, 41, 42], [43, 42]]  # "I'm Quentin" mid-reply and at its start: the name's first token last
+    assert banned_by_claims([], claims) == []
+    assert banned_by_claims([43], claims) == [42]  # at the reply's start
+    assert banned_by_claims([7, 40, 41], claims) == [42]
+    assert banned_by_claims([7, 40], claims) == []  # not yet: "I'm" may go on otherwise
+    assert banned_by_claims([7, 41], claims) == []
+    logits = torch.zeros(50)
+    logits[42], logits[4] = 5.0, 1.0
+    allowed = torch.ones(50, dtype=torch.bool)
+    greedy = SamplingConfig(temperature=0.0, no_repeat_ngram=0)
+    assert sample_token(logits, greedy, None, allowed, [7, 40, 41], ReplyGuards(claims=claims)) == 4
+    assert sample_token(logits, greedy, None, allowed, [7, 40, 41]) == 42
 
 
 def test_first_sentence_ends_at_a_stop_and_a_space():
