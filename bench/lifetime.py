@@ -98,7 +98,8 @@ def probe(world: World, root: Path, told: list[tuple[str, list[str]]], future: l
             replies.append(reply)
             if answers is not None:
                 recalled.append(answered(reply, answers))
-        across = [answered(fork.say(fork.new_session(), question)[0], answers) for question, answers in told]
+        asked = [(question, fork.say(fork.new_session(), question)[0], answers) for question, answers in told]
+        across = [answered(reply, answers) for _, reply, answers in asked]
         flags = degenerate(replies)
         served = fork.runtime.serving.current().model
         bpb = bits_per_byte(served, "\n".join(future).encode())
@@ -107,7 +108,7 @@ def probe(world: World, root: Path, told: list[tuple[str, list[str]]], future: l
                 "cross_session": sum(across) / len(across) if across else None,
                 "degenerate": sum(flags) / len(flags), "future_bpb": round(bpb, 4),
                 "future_chat_bpb": round(chat_bpb, 4),
-                "conversation": replies}
+                "conversation": replies, "cross_session_replies": [[question, reply] for question, reply, _ in asked]}
     finally:
         fork.close()
 
