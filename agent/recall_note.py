@@ -60,7 +60,7 @@ CONCEPTS = {
     "home": ("live", "home", "address", "town", "city"),
 }
 # "I'm Quentin", "I am Dr. Okafor", "call me Ines": a name after words that introduce one.
-_SELF_INTRODUCTION = re.compile(r"\b(?:[Ii]'m|[Ii] am|[Cc]all me|[Mm]y name's|[Mm]y name is)\s+"
+_SELF_INTRODUCTION = re.compile(r"\b(?:[Ii]['\u2019]m|[Ii] am|[Cc]all me|[Mm]y name's|[Mm]y name is)\s+"
                                 r"(?:Dr\.?\s+)?([A-Z][a-z]+)")
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")

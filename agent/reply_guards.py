@@ -16,8 +16,10 @@ from models import SamplingConfig
 from models.generate import ReplyGuards, first_sentence
 from models.tokenizer import Tokenizer
 
-# How a reply would claim a name as its own; each also after a space (mid-reply), and at a reply's start.
-CLAIM_FORMS = ("I'm", "I am", "My name is", "my name is", "I'm called", "Call me", "call me")
+# How a reply would claim a name as its own; each also after a space (mid-reply), and at a reply's start. The
+# curly apostrophe (U+2019) too: with the straight one taken back, the model said "Hello, I\u2019m Philippa."
+CLAIM_FORMS = ("I'm", "I\u2019m", "I am", "My name is", "my name is", "I'm called", "I\u2019m called", "Call me",
+               "call me")
 # The user's turns of the session looked at for the name they introduced themselves with.
 NAME_LOOKBACK = 64
 

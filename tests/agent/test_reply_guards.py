@@ -16,6 +16,7 @@ def test_names_are_found_where_someone_introduces_themselves():
     assert introduced_names("Hi! I'm Quentin.") == ["Quentin"]
     assert introduced_names("Good evening, I am Dr. Okafor. My name is Ines, call me Nessa") == \
         ["Okafor", "Ines", "Nessa"]
+    assert introduced_names("I\u2019m Ines.") == ["Ines"]  # a phone's apostrophe
     assert introduced_names("I'm planning a trip to Lisbon. i am tired.") == []  # not a name after "I'm"
 
 
@@ -23,7 +24,7 @@ def test_a_reply_never_says_the_users_name_after_im(sessions, imported_agent):
     agent_id, runtime = imported_agent
     tokenizer = runtime().serving.current().model.tokenizer
     runs = claims(["Quentin"], tokenizer)
-    for said in ("I'm", "Well, I'm", "Hello. My name is", "I am"):
+    for said in ("I'm", "Well, I'm", "Hello. My name is", "I am", "Hello, I\u2019m"):
         reply = tokenizer.encode(said.encode())
         whole = tokenizer.encode(f"{said} Quentin".encode())
         assert whole[: len(reply)] == reply  # the name's first token follows what was said
