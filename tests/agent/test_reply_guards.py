@@ -1,5 +1,6 @@
-"""What a reply must not say (agent.reply_guards): the user's name, introduced in the session or in a note, is
-never completed after "I'm" and its like; the session's recent replies are guarded as before."""
+"""What a reply must not say (agent.reply_guards): told something, the reply never completes the user's name,
+introduced in the session or in a note, after "I'm" and its like; the session's recent replies are guarded as
+before."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def test_a_reply_never_says_the_users_name_after_im(sessions, imported_agent):
     told, other = _new_session(sessions, agent_id), _new_session(sessions, agent_id)
     with sessions.begin() as db:
         append_events(db, session_id=told, events=[("user", b"Hi! I'm Quentin."), ("assistant", b"Hello."),
-                                                   ("user", b"What is my name?")])
-        append_events(db, session_id=other, events=[("user", b"What is my name?")])
+                                                   ("user", b"I work as a glassblower.")])
+        append_events(db, session_id=other, events=[("user", b"I am back.")])
     sampling = SamplingConfig()
     with sessions() as db:
         guarded = reply_guards(db, tokenizer=tokenizer, session_id=told, sampling=sampling, note="")
@@ -45,3 +46,8 @@ def test_a_reply_never_says_the_users_name_after_im(sessions, imported_agent):
                              note="From your memory: (you said on 7 December 2026) Hi! I'm Quentin.\n\n")
     assert guarded.claims == runs and noted.claims == runs and unguarded.claims == []
     assert guarded.earlier == [tokenizer.encode(b"Hello.")] and unguarded.earlier == []
+    # Asked something, the reply is not guarded: the model's answer to "What's my name?" is often "I'm Quentin."
+    with sessions.begin() as db:
+        append_events(db, session_id=told, events=[("assistant", b"Good."), ("user", b"What is my name?")])
+    with sessions() as db:
+        assert reply_guards(db, tokenizer=tokenizer, session_id=told, sampling=sampling, note="").claims == []
