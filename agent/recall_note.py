@@ -63,7 +63,9 @@ CONCEPTS = {
 _SELF_INTRODUCTION = re.compile(r"\b(?:[Ii]['\u2019]m|[Ii] am|[Cc]all me|[Mm]y name's|[Mm]y name is)\s+"
                                 r"(?:Dr\.?\s+)?([A-Z][a-z]+)")
 _WORD = re.compile(r"\w+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# A sentence ends at ".", "!" or "?" and a space, but not after a title ("the meeting with Dr. Okafor" was read as
+# two sentences, and the note kept the one without the place).
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\bDr\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bMrs\.)(?<!\bSt\.)(?<!\bProf\.)\s+|\n+")
 
 
 # A message with one of these is about the user (apostrophes dropped: "I'm" is "im"; not "we're", which reads

@@ -101,7 +101,7 @@ def test_a_turn_does_not_open_as_an_earlier_reply_of_its_session_opened(sessions
     session_id = _new_session(sessions, agent_id)
     seen: list[list[list[int]]] = []
     generate_turn = serving._generate
-    serving._generate = lambda reading, *rest: (seen.append(reading.openings), generate_turn(reading, *rest))[1]
+    serving._generate = lambda reading, *rest: (seen.append(reading.guards.openings), generate_turn(reading, *rest))[1]
     replies = [serving.chat(session_id=session_id, content=text, sampling=GREEDY).reply
                for text in (b"hello there", b"the general rode on", b"hello there")]
     encode = serving.encode

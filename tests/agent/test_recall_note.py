@@ -86,6 +86,12 @@ def test_what_people_say_of_themselves_is_found_in_other_words():
     assert worth_noting([licence], "What is my job?", 0.2) == []
 
 
+def test_a_title_does_not_end_a_sentence():
+    notes = "Notes from Tuesday. The meeting with Dr. Okafor was in Tromso. Mr. Lund keeps the key."
+    assert asked_sentence_first(notes, "Where was Okafor?").startswith("The meeting with Dr. Okafor was in Tromso.")
+    assert excerpt(notes, "Where was Okafor?", 50) == "The meeting with Dr. Okafor was in Tromso."
+
+
 def test_a_final_s_is_not_a_different_word():
     # "live" and "lives" once had different stems, and "Where does my sister live?" shared only "sister".
     assert asked_sentence_first("Notes. She lives in Lyon.", "Where does she live?").startswith("She lives in Lyon.")
