@@ -7,7 +7,8 @@ embedded deployment (SQLite + the SQL transport, in a temporary directory), with
 checkpoint. Measured: bytes/s from upload to "learned" (a learn task per 16 chunks, one committed
 version per chunk: memories, stream state, weights, all in SQL); bytes/s of the same online steps
 (same chunks, same learning rule, retrieval from the same kind of FAISS index in RAM) with no queue
-and no SQL; prequential bits per byte of the static and both (learning + retrieval) arms; and
+and no SQL; the same model reading the same chunks as serving reads a prompt (`ratio_to_prefill`: learning
+through the worker against reading); prequential bits per byte of the static and both (learning + retrieval) arms; and
 forgetting: held-out base-data bits per byte with the weights the worker published, over those of
 the base.
 Prints one JSON object.
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from sqlalchemy import func, select
 
-from agent.serving import ServingModel
+from agent.serving import ServingModel, load_serving_base
 from bench.local_text import stdlib_text
 from learner.base import learning_config, load_base
 from learner.evaluate import bits_per_byte, heldout_bits_per_byte, prequential
@@ -92,27 +93,49 @@ def _fp16(pairs: torch.Tensor) -> np.ndarray:
     return pairs.detach().to("cpu", torch.float16).numpy()
 
 
+def document_chunks(model, data: bytes, chunk_bytes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, targets) of each step, the tokens the worker reads for a document's chunk events
+    (memory.stream_format)."""
+    chunks, last = [], None
+    for seq, start in enumerate(range(0, len(data), chunk_bytes)):
+        event = Event(document_id=1, seq=seq, role="document", content=data[start : start + chunk_bytes],
+                      byte_offset=start)
+        tokens = EventReading.after(event, last, model.tokenizer).tokens
+        chunks += stream_chunks(torch.tensor([tokens]), chunk_bytes)
+        last = tokens[-1]
+    return chunks
+
+
 def bare_learning(base_spec: str, data: bytes, chunk_bytes: int, learning: LearningConfig) -> tuple[float, float]:
     """(bytes/s, prequential bits per byte) of the worker's online steps with no queue and no SQL."""
     model = load_base(base_spec)
     learner = OnlineLearner(model, learning)
     # An imported model's memory layers do not attend to memory by default (Settings.memory_attention).
     memory = None if model.capabilities.memory == "memory_layers" else RamMemory(model.config.head_dim)
-    state, last, bits = model.init_state(1), None, 0.0
+    state, bits = model.init_state(1), 0.0
+    chunks = document_chunks(model, data, chunk_bytes)
     started = time.perf_counter()
-    for seq, start in enumerate(range(0, len(data), chunk_bytes)):
-        # The same tokens the worker reads for chunk event `seq` of a document (see memory.stream_format).
-        event = Event(document_id=1, seq=seq, role="document", content=data[start : start + chunk_bytes],
-                      byte_offset=start)
-        tokens = EventReading.after(event, last, model.tokenizer).tokens
-        for inputs, targets in stream_chunks(torch.tensor([tokens]), chunk_bytes):
-            step = learner.step(Chunk(inputs, targets, state), memory)
-            state = step.state
-            bits += step.loss * step.tokens / math.log(2)
-            if memory is not None:
-                memory.add(*step.memory_kv)
-        last = tokens[-1]
+    for inputs, targets in chunks:
+        step = learner.step(Chunk(inputs, targets, state), memory)
+        state = step.state
+        bits += step.loss * step.tokens / math.log(2)
+        if memory is not None:
+            memory.add(*step.memory_kv)
     return len(data) / (time.perf_counter() - started), bits / len(data)
+
+
+@torch.inference_mode()
+def prefill(base_spec: str, data: bytes, chunk_bytes: int) -> float:
+    """Bytes/s of the same model reading the same chunks as a serving process reads a prompt (its serving
+    weights, the last position's prediction only), carrying the state from chunk to chunk: what learning
+    is measured against (reading speed at the same working context)."""
+    model = load_serving_base(base_spec, "cpu").eval()
+    chunks = document_chunks(model, data, chunk_bytes)
+    state = model.init_state(1)
+    started = time.perf_counter()
+    for inputs, _ in chunks:
+        state = model(inputs, state, last_only=True).state
+    return len(data) / (time.perf_counter() - started)
 
 
 def _wait(condition, what: str, worker: subprocess.Popen, limit_s: float = 1800.0) -> None:
@@ -125,8 +148,10 @@ def _wait(condition, what: str, worker: subprocess.Popen, limit_s: float = 1800.
         time.sleep(0.05)
 
 
-def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path) -> dict:
-    """Learn `data` as a document through a real worker; returns speed, scores and the learned model."""
+def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path,
+                   learning_settings: dict | None = None) -> dict:
+    """Learn `data` as a document through a real worker, as an agent with `learning_settings` (the defaults
+    without); returns speed, scores and the learned model."""
     env = {"LIFELONG_DATA_DIR": str(workdir), "LIFELONG_CHUNK_BYTES": str(chunk_bytes)}
     settings = Settings(data_dir=workdir, chunk_bytes=chunk_bytes)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +172,7 @@ def through_worker(base_spec: str, data: bytes, chunk_bytes: int, workdir: Path)
     try:
         with sessions.begin() as db:
             warmup = Agent(name="warm-up", base_checkpoint=base_spec)
-            agent = Agent(name="bench", base_checkpoint=base_spec)
+            agent = Agent(name="bench", base_checkpoint=base_spec, learning_settings=learning_settings)
             db.add_all([warmup, agent])
             db.flush()
             warmup_session = create_session(db, agent_id=warmup.id).id
@@ -212,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=2048, help="bytes per chunk event (one step, one version)")
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus", help="held-out base data")
     parser.add_argument("--heldout-bytes", type=int, default=8192, help="held-out bytes per source")
+    parser.add_argument("--settings", type=json.loads, default={},
+                        help='the agent\'s learning settings, JSON (e.g. \'{"gate_every": 0}\'); the defaults without')
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args(argv)
 
@@ -219,14 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     fallback = stdlib_text(args.heldout_bytes, skip=1 << 20)
     spec = args.base or str(args.checkpoint)
     imported = load_base(spec).capabilities.pretrained
-    learning = learning_config({}, imported=imported)  # what the worker uses
+    learning = learning_config(args.settings, imported=imported)  # what the worker uses
+    prefill_bps = prefill(spec, data, args.chunk)
     bare_bps, bare_bpb = bare_learning(spec, data, args.chunk, learning)
     if imported:  # the same steps with nothing learned
         static = bare_learning(spec, data, args.chunk, LearningConfig(learning_rate=0.0))[1]
     else:
         static = prequential(load_base(spec), data, arm="static", chunk_tokens=args.chunk).bits_per_byte
     with tempfile.TemporaryDirectory() as tmp:
-        worker = through_worker(spec, data, args.chunk, Path(tmp) / "data")
+        worker = through_worker(spec, data, args.chunk, Path(tmp) / "data", args.settings or None)
     before = heldout(load_base(spec), args.corpus, args.heldout_bytes, fallback)
     after = heldout(worker["model"].eval(), args.corpus, args.heldout_bytes, fallback)
     forgetting = sum(after.values()) / sum(before.values())  # equal bytes per source: pooled bits ratio
@@ -239,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         "learn_bytes_per_s": round(worker["bytes_per_s"], 1),
         "bare_train_bytes_per_s": round(bare_bps, 1),
         "ratio": round(worker["bytes_per_s"] / bare_bps, 3),
+        "prefill_bytes_per_s": round(prefill_bps, 1),
+        "ratio_to_prefill": round(worker["bytes_per_s"] / prefill_bps, 3),
         "prequential_bpb": {
             "static": round(static, 4),
             "both": round(bare_bpb, 4),

@@ -19,6 +19,7 @@ import torch
 
 from models import HybridLM, LanguageModel, MemoryKV, MemoryReader, State
 from models.adapters import is_adapter
+from models.cpu import bf16_products_are_fast
 
 Trainable = Literal["downstream", "adapters", "all"]
 
@@ -120,13 +121,27 @@ def gradient_masks(model: LanguageModel, trainable: Trainable, adapter_rank: int
     return model.downstream_masks()
 
 
+def bf16_learning_pays(model: LanguageModel) -> bool:
+    """Whether `model` learns faster computing in bf16: an imported model on a device with bf16 arithmetic
+    (`models.cpu.bf16_products_are_fast`). Its products and attention then run in bf16 while its weights,
+    their steps and the loss stay fp32 (mixed precision): 1.7x the bytes learned per second at +0.3% bits
+    per byte (BENCHMARKS.md, "Learning at reading speed"). The native model keeps fp32: its recurrence is
+    not measured in bf16."""
+    if not model.capabilities.pretrained:
+        return False
+    device = next(model.parameters()).device
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else bf16_products_are_fast()
+
+
 class OnlineLearner:
     """Holds the base weights (for anchoring) and which entries learn; `step` does the work."""
 
-    def __init__(self, model: LanguageModel, config: LearningConfig):
-        """What learns is `config.trainable`'s choice (`gradient_masks`; adapters are added to `model` here)."""
+    def __init__(self, model: LanguageModel, config: LearningConfig, *, bf16: bool | None = None):
+        """What learns is `config.trainable`'s choice (`gradient_masks`; adapters are added to `model` here).
+        `bf16`: compute in bf16 under autocast (default: where `bf16_learning_pays`)."""
         self.model = model
         self.config = config
+        self.bf16 = bf16_learning_pays(model) if bf16 is None else bf16
         self.masks = gradient_masks(model, config.trainable, config.adapter_rank)
         params = dict(model.named_parameters())
         self.params = {name: params[name] for name in self.masks}
@@ -143,17 +158,21 @@ class OnlineLearner:
         """Score the chunk, then learn from it (and from `replay`) unless `learn` is false or the learning
         rate is 0 (then it is only read: the state moves on, the weights stay bit-identical)."""
         self.model.train()
-        out = self.model(chunk.inputs, chunk.state, memory)
-        loss = self.model.loss(out.log_probs, chunk.targets)
-        if learn and self.config.learning_rate > 0 and self.params:
+        learns = learn and self.config.learning_rate > 0 and bool(self.params)
+        with torch.autocast(next(self.model.parameters()).device.type, torch.bfloat16, enabled=self.bf16):
+            out = self.model(chunk.inputs, chunk.state, memory)
+            loss = self.model.loss(out.log_probs, chunk.targets)
             total = loss
-            for old in replay:
+            for old in replay if learns else ():
                 old_out = self.model(old.inputs, old.state, memory)
                 total = total + self.model.loss(old_out.log_probs, old.targets)
+        if learns:
             total.backward()
             self._update()
-        pointer = out.pointer
-        return StepResult(loss=loss.item(), tokens=chunk.targets.numel(), state=out.state, memory_kv=out.memory_kv,
+        pointer, pairs = out.pointer, out.memory_kv
+        if pairs is not None and self.bf16:  # what it stores is fp32 pairs, however computed
+            pairs = MemoryKV(pairs.keys.float(), pairs.values.float())
+        return StepResult(loss=loss.item(), tokens=chunk.targets.numel(), state=out.state, memory_kv=pairs,
                           recalled_ids=None if pointer is None else pointer.ids,
                           recalled_shares=None if pointer is None else pointer.pair_shares().detach())
 

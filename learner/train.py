@@ -168,14 +168,14 @@ class Trainer:
             return objective.item()
         return self.model.loss(out.log_probs.detach(), batch[:, 1:]).item()  # the plain mean, for bits per byte
 
-    def _objective(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _objective(self, log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross entropy, recall positions weighted by `recall_weight` (the targets are the streams'
         last `take`s)."""
         if self.config.recall_weight == 1.0:
-            return self.model.loss(logits, targets)
+            return self.model.loss(log_probs, targets)
         recalls = torch.tensor([list(stream.recalls) for stream in self.streams], device=self.device)
         weights = (1.0 + (self.config.recall_weight - 1.0) * recalls).reshape(-1)
-        losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+        losses = F.nll_loss(log_probs.float().reshape(-1, log_probs.shape[-1]), targets.reshape(-1), reduction="none")
         return (losses * weights).sum() / weights.sum()
 
     def init_from(self, model_dir: Path) -> None:

@@ -108,3 +108,25 @@ def test_learning_adapters_never_changes_stored_keys_or_values(tmp_path, memory_
     assert (after.log_probs - before.log_probs).abs().max() > 1e-3  # it learned
     stored, now = before.memory_kv, after.memory_kv
     assert torch.equal(stored.keys, now.keys) and torch.equal(stored.values, now.values)
+
+
+def test_learning_in_bf16_scores_and_steps_as_learning_in_fp32_does(tmp_path):
+    """Mixed precision (`bf16_learning_pays`, on by default where bf16 is fast): products and attention in bf16,
+    while the adapters, their steps, the loss and the stored pairs stay fp32."""
+    runs = {}
+    for bf16 in (False, True):
+        model, inputs, targets = learned_model(tmp_path / str(bf16))
+        learner = OnlineLearner(model, ADAPTERS, bf16=bf16)
+        steps = [learner.step(Chunk(inputs, targets, model.init_state(1))) for _ in range(3)]
+        runs[bf16] = steps, adapter_tensors(model)
+    (fp32_steps, fp32_adapters), (bf16_steps, bf16_adapters) = runs[False], runs[True]
+    assert bf16_steps[-1].loss < bf16_steps[0].loss  # downhill
+    for exact, mixed in zip(fp32_steps, bf16_steps, strict=True):
+        assert abs(mixed.loss - exact.loss) < 0.01 * exact.loss
+        assert mixed.memory_kv.keys.dtype == mixed.memory_kv.values.dtype == torch.float32
+        torch.testing.assert_close(mixed.memory_kv.keys, exact.memory_kv.keys, rtol=0.05, atol=0.05)
+    assert all(tensor.dtype == torch.float32 for tensor in bf16_adapters.values())
+    for name, exact in fp32_adapters.items():  # the same step, to bf16's rounding
+        if name.endswith(".b"):
+            similarity = torch.nn.functional.cosine_similarity(exact.flatten(), bf16_adapters[name].flatten(), dim=0)
+            assert similarity > 0.95, name

@@ -187,11 +187,12 @@ def test_the_recall_weight_weighs_the_marked_bytes(tmp_path):
     weighted.streams[1].recalls[10:15] = b"\x01" * 5  # as if a passkey's answer were there
     recalls = torch.tensor([list(stream.recalls) for stream in weighted.streams], dtype=torch.bool)
     logits = torch.randn(*batch[:, :-1].shape, 264)
+    log_probs = logits.log_softmax(-1)  # what the model hands the objective
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
     expected = (losses.sum() + 49.0 * losses[recalls].sum()) / (losses.numel() + 49.0 * recalls.sum())
-    assert torch.allclose(weighted._objective(logits, batch[:, 1:]), expected)
+    assert torch.allclose(weighted._objective(log_probs, batch[:, 1:]), expected)
     plain = Trainer(config(), data, tmp_path / "p", model_config=TINY)
-    assert torch.equal(plain._objective(logits, batch[:, 1:]), losses.mean())
+    assert torch.equal(plain._objective(log_probs, batch[:, 1:]), losses.mean())
 
 
 def test_training_on_several_threads_is_deterministic(tmp_path):

@@ -107,3 +107,25 @@ def test_a_long_prompt_read_in_chunks_gives_the_reply_it_gives_read_whole(tmp_pa
     chunked = reply()
     monkeypatch.setattr(generation, "PROMPT_CHUNK_TOKENS", 1 << 20)
     assert reply() == chunked and chunked[1] == length + len(chunked[0]) == length + 12
+
+
+def test_sinks_and_recent_keys_in_one_fused_attention_weigh_as_their_scores_op_by_op():
+    """The sinks see the query rotated to the window's far end, the recent keys see it where it is: one fused
+    call gives what the two parts' scores, one softmax and their values give."""
+    from models.transformer import _sinks_and_recent
+
+    g = torch.Generator().manual_seed(5)
+    heads, kv_heads, length, sinks, recent, size = 4, 2, 6, 3, 9, 8
+    q_sink, q_recent = (torch.randn(1, heads, length, size, generator=g) for _ in range(2))
+    k_sink, sink_values = (torch.randn(1, kv_heads, sinks, size, generator=g) for _ in range(2))
+    k_recent, values = (torch.randn(1, kv_heads, recent, size, generator=g) for _ in range(2))
+    mask = torch.rand(length, sinks + recent, generator=g) > 0.4
+    mask[:, -1] = True  # every query sees one key at least (itself)
+    group = heads // kv_heads
+    scores = torch.cat((q_sink @ k_sink.repeat_interleave(group, 1).transpose(-1, -2),
+                        q_recent @ k_recent.repeat_interleave(group, 1).transpose(-1, -2)), -1) * 0.3
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    expected = weights @ torch.cat((sink_values, values), 2).repeat_interleave(group, 1)
+    fused = _sinks_and_recent(q_sink, k_sink, sink_values, q_recent, k_recent, values, mask, 0.3)
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+
