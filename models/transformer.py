@@ -133,6 +133,11 @@ class Attention(nn.Module):
         # Sinks: query at min(q, sinks + window - 1), sink i at i (its position in a full window).
         group = self.heads // self.kv_heads
         far_end = query_at[:, 0] if self.exact_positions else query_at[:, 0].clamp(max=self.sinks + self.window - 1)
+        if memory is None and T == 1:  # one query (decoding): the sinks turned to its frame, at their distance
+            k_sink = rotate(sink_keys, position - first - int(far_end[0]), self.rope_base)
+            return F.scaled_dot_product_attention(q_recent, torch.cat((k_sink, k_recent), 2),
+                                                  torch.cat((sink_values, values), 2), attn_mask=mask,
+                                                  scale=self.scale, enable_gqa=True), None
         q_sink = rotate_at(q, far_end, self.rope_base)
         k_sink = rotate(sink_keys, 0, self.rope_base)
         if memory is None:
