@@ -11,8 +11,9 @@ slower than fp32 (a first byte took 9 s instead of 0.4), so there the prompts' c
 a weight in all (`bf16_products_are_fast`; the int8 kernel for prompts too was 1.6-1.9x slower than
 fp32 per product there). BENCHMARKS.md, "Serving on a CPU without bf16 arithmetic". Products that read
 the same input are fused (q, k and v; gate and up), and the key/value windows are kept in bf16
-(half of each session's state; only stored so, attention computes in fp32). Serving only: learning
-keeps fp32 weights.
+(half of each session's state). Attention computes in fp32 while decoding, and in the prompts' type while reading
+several tokens with no memory to weigh (BENCHMARKS.md, "Learning at reading speed"). Serving only: learning keeps
+fp32 weights.
 """
 
 from __future__ import annotations
@@ -91,5 +92,7 @@ def quantize_weights(model: TransformerLM, prompt_dtype: torch.dtype | None = No
                 setattr(parent, name, serving(child.weight))
     model.unembedding = serving(model.embedding.T)
     model.cache_dtype = torch.bfloat16
+    for layer in model.layers:  # a prompt's attention too, where its products are bf16: 1.4x a long message's read
+        layer.attention.prompt_dtype = None if prompt_dtype == torch.float32 else prompt_dtype
     attach_adapters(model, adapters)
     return model

@@ -75,6 +75,9 @@ class Attention(nn.Module):
         # A memory layer's first channel (models.layer_memory); None: not a memory layer.
         self.first_channel = c.memory_layers.index(layer) * c.num_kv_heads if layer in c.memory_layers else None
         self.top_k, self.exact_positions = c.memory_top_k, c.memory_positions == "exact"
+        # What attention computes in while reading several tokens with no memory (a prompt, a chunk): None, the
+        # activations' type; serving sets bf16 where its products are bf16 (models.quantize).
+        self.prompt_dtype: torch.dtype | None = None
 
     def init_state(self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype) -> KVState:
         empty = torch.zeros(batch_size, self.kv_heads, 0, self.head_dim, device=device, dtype=dtype)
@@ -118,7 +121,11 @@ class Attention(nn.Module):
     def _attend(self, q: torch.Tensor, position: int, keys: torch.Tensor, values: torch.Tensor, first: int,
                 sink_keys: torch.Tensor, sink_values: torch.Tensor,
                 memory: LayerMemoryReader | None) -> tuple[torch.Tensor, Recalled | None]:
+        """Keys and values compute in `q`'s type."""
         T, device, sinks = q.shape[2], q.device, sink_keys.shape[2]
+        if memory is None and T > 1 and self.prompt_dtype not in (None, q.dtype):
+            mixed, _ = self._attend(q.to(self.prompt_dtype), position, keys, values, first, sink_keys, sink_values, None)
+            return mixed.to(q.dtype), None
         query_at = torch.arange(position, position + T, device=device)[:, None]  # stream positions
         # Keys this chunk pushed out of the window are in no memory yet, so with one its queries still see them.
         mask = _visible(position, T, first, keys.shape[2], sinks, None if memory is not None else self.window,
