@@ -124,7 +124,8 @@ class Attention(nn.Module):
         """Keys and values compute in `q`'s type."""
         T, device, sinks = q.shape[2], q.device, sink_keys.shape[2]
         if memory is None and T > 1 and self.prompt_dtype not in (None, q.dtype):
-            mixed, _ = self._attend(q.to(self.prompt_dtype), position, keys, values, first, sink_keys, sink_values, None)
+            q_prompt = q.to(self.prompt_dtype)
+            mixed, _ = self._attend(q_prompt, position, keys, values, first, sink_keys, sink_values, None)
             return mixed.to(q.dtype), None
         query_at = torch.arange(position, position + T, device=device)[:, None]  # stream positions
         # Keys this chunk pushed out of the window are in no memory yet, so with one its queries still see them.
