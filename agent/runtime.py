@@ -35,7 +35,7 @@ from memory.schema import Agent, Event, StreamSession
 from memory.store import MemoryStore, StoreConfig, memory_for
 from memory.stream_format import turn_prompt
 from models import LanguageModel, SamplingConfig, State, generate
-from models.generate import PROMPT_CHUNK_TOKENS, Generation, ReplyGuards
+from models.generate import PROMPT_CHUNK_TOKENS, Decoder, Generation, ReplyGuards
 from settings import Settings
 from workers.submit import enqueue_learning
 
@@ -79,6 +79,7 @@ class _Reading:
     reader: Any  # the memory the model reads (memory.store.memory_for, or memory.recent)
     on_read: Callable[[Any], None] | None
     guards: ReplyGuards  # what the reply must not say (agent.reply_guards)
+    decoder: Decoder | None  # the model's compiled single-token steps, when compiled (agent.serving)
 
 
 @dataclass
@@ -94,7 +95,8 @@ class AgentRuntime:
         self.agent_id, self.created_at = agent.id, agent.created_at
         self.sessions, self.celery = sessions, celery
         base = load_serving_base(agent.base_checkpoint, settings.device, settings.serving_weights)
-        self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base)
+        self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base,
+                                    compiled_decode=settings.compiled_decode)
         snapshot = settings.snapshot_dir(agent.id)
         self.store = MemoryStore.open(agent_id=agent.id, sessions=sessions, head_dim=base.config.head_dim,
                                       channels=base.config.memory_channels,
@@ -177,7 +179,7 @@ class AgentRuntime:
         """A turn's first phase: the newest weights, the store caught up, the session's state and the events it
         has not read (the message last), the note recalled for the message, and the prompt."""
         self.serving.refresh()  # between requests: a newer weight version is picked up here
-        model, version = self.serving.current()
+        model, version, decoder = self.serving.current()
         self.store.catch_up()  # once per turn: the recall and the reply's searches read RAM only
         read_at = datetime.now(UTC)
         with self.sessions() as db:
@@ -201,7 +203,7 @@ class AgentRuntime:
             on_read = reader.remember
         return _Reading(model=model, version=version, session_created_at=row.created_at, read_at=read_at,
                         state=state, prompt=prompt, note=note, message_tokens=len(message), reader=reader,
-                        on_read=on_read, guards=guards)
+                        on_read=on_read, guards=guards, decoder=decoder)
 
     def _generate(self, reading: _Reading, sampling: SamplingConfig, on_piece: Callable[[str], None],
                   started: float) -> tuple[Generation, float]:
@@ -209,7 +211,8 @@ class AgentRuntime:
         model = reading.model
         prompt = with_note(reading.prompt, reading.note, reading.message_tokens, model.tokenizer)
         generation = generate(model, torch.tensor([prompt]), state=reading.state, memory=reading.reader,
-                              sampling=sampling, on_read=reading.on_read, guards=reading.guards)
+                              sampling=sampling, on_read=reading.on_read, guards=reading.guards,
+                              decoder=reading.decoder)
         first_byte_ms = None
         for piece in generation:
             if first_byte_ms is None:

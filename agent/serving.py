@@ -9,7 +9,9 @@ half-updated model.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
+import time
 from typing import NamedTuple
 
 import torch
@@ -20,7 +22,11 @@ from learner.gate import serving_weights
 from learner.versions import latest_version, load_weights
 from models import LanguageModel
 from models.adapters import attach_adapters, is_adapter
+from models.generate import Decoder
 from models.quantize import int8_kernel_available, quantize_weights
+from models.static_decode import StaticDecoder, static_decoding_fits
+
+log = logging.getLogger(__name__)
 
 
 def load_serving_base(checkpoint: str, device: str, weights: str = "int8") -> LanguageModel:
@@ -35,18 +41,23 @@ def load_serving_base(checkpoint: str, device: str, weights: str = "int8") -> La
 class Loaded(NamedTuple):
     model: LanguageModel
     version: int
+    # Its single-token steps (models.static_decode), once compiled for it; None: the model's own forward.
+    decoder: Decoder | None = None
 
 
 class ServingModel:
     """One agent's model for serving: the base checkpoint plus the newest learned overlay."""
 
-    def __init__(self, *, sessions: sessionmaker[Session], agent_id: int, base: LanguageModel):
+    def __init__(self, *, sessions: sessionmaker[Session], agent_id: int, base: LanguageModel,
+                 compiled_decode: bool = False):
         self.sessions = sessions
         self.agent_id = agent_id
         self._base = base.eval()
+        self._compiled_decode = compiled_decode and static_decoding_fits(base)
         self._current = Loaded(base, 0)
         self._swap_lock = threading.Lock()  # one build at a time; readers never wait for it
-        self.refresh()
+        if not self.refresh():
+            self._compile_decoder(self._current)
 
     def current(self) -> Loaded:
         """The model and version to use for one whole request."""
@@ -70,6 +81,36 @@ class ServingModel:
                     return False
                 weights = serving_weights(load_weights(db, self.agent_id, newest))
             self._current = Loaded(self._build(weights), newest)
+        self._compile_decoder(self._current)
+        return True
+
+    def _compile_decoder(self, loaded: Loaded) -> None:
+        """Compile `loaded`'s decoder in a thread (a minute and more the first time a structure is compiled on a
+        machine), then serve it with the model if that is still the current one; until then replies decode
+        through the model's forward. A model whose structure is compiled already takes seconds."""
+        if not self._compiled_decode:
+            return
+
+        def compile_and_swap() -> None:
+            try:
+                decoder = StaticDecoder(loaded.model).warm_up()
+            except Exception:  # a compiler missing or failing costs speed, never a reply
+                log.exception("agent %s: compiling the decode step failed; decoding through the model instead",
+                              self.agent_id)
+                return
+            with self._swap_lock:
+                if self._current is loaded:
+                    self._current = loaded._replace(decoder=decoder)
+
+        threading.Thread(target=compile_and_swap, name=f"compile-decoder-{self.agent_id}", daemon=True).start()
+
+    def wait_for_decoder(self, timeout: float | None = None) -> bool:
+        """Block until the current model's compiled decoder serves (tests, benchmarks); whether it does."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._current.decoder is None:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
         return True
 
     @torch.no_grad()

@@ -15,6 +15,7 @@ from models.memory import MemoryReader
 from models.model import ModelOutput
 from models.protocol import LanguageModel
 from models.state import State
+from models.static_decode import RingState
 from models.tokenizer import Utf8Pieces
 
 
@@ -232,7 +233,9 @@ class Generation:
                 before = self.state
                 read = self._read(self.decoder, torch.tensor([[token]], device=self.model.device))
                 if self._would_claim(token, read) and len(refused) < MAX_REFUSED:
-                    self.state = before  # states are never written in place: the one before is intact
+                    # A state is never written in place, and a static decoder's ring takes back one step
+                    # (models.static_decode): the one before is intact.
+                    self.state = before
                     refused.append(token)
                     continue
                 self.tokens.append(token)
@@ -247,6 +250,8 @@ class Generation:
                     break
             else:
                 self.stop_reason = "max_bytes"
+            if isinstance(self.state, RingState):  # a static decoder's window, written in place: frozen for keeps
+                self.state = self.state.freeze()
         tail = pieces.flush()
         if tail:
             yield tail

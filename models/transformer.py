@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -86,16 +87,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, state: KVState, position: int,
                 memory: LayerMemoryReader | None = None) -> LayerOutput:
         """`position`: tokens of the stream read before this chunk. `memory` is read by memory layers only."""
-        B, T, _ = x.shape
-        if self.qkv is not None:  # serving: one product for the three (models.quantize)
-            q, k, v = self.qkv(x).split([self.heads * self.head_dim, *(2 * [self.kv_heads * self.head_dim])], -1)
-        else:
-            q, k, v = self.q(x), self.k(x), self.v(x)
-        q = q.reshape(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, E)
-        k = k.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, E)
-        v = v.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+        T = x.shape[1]
+        q, k, v = self.project(x)
         k, v = k.to(state.keys.dtype), v.to(state.values.dtype)  # the window's storage type (cache_dtype)
         # The state holds the sinks read so far, then recent keys contiguous in the stream; this
         # chunk's first tokens are sinks too while the stream is young.
@@ -116,7 +109,26 @@ class Attention(nn.Module):
                             torch.cat((sink_values, values[:, :, start:]), 2))
         # A memory layer's pairs of this chunk, (B, T, K, E) each, for the memory store.
         pairs = None if self.first_channel is None else MemoryKV(k.transpose(1, 2), v.transpose(1, 2))
-        return LayerOutput(self.out(mixed.transpose(1, 2).reshape(B, T, -1)), new_state, pairs, recalled)
+        return LayerOutput(self.output(mixed), new_state, pairs, recalled)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, H, T, E), keys and values (B, K, T, E) of x (B, T, D), normed where the model norms them."""
+        B, T, _ = x.shape
+        if self.qkv is not None:  # serving: one product for the three (models.quantize)
+            q, k, v = self.qkv(x).split([self.heads * self.head_dim, *(2 * [self.kv_heads * self.head_dim])], -1)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q = q.reshape(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = k.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v
+
+    def output(self, mixed: torch.Tensor) -> torch.Tensor:
+        """The heads' mix (B, H, T, E) projected back to the width, (B, T, D)."""
+        B, _, T, _ = mixed.shape
+        return self.out(mixed.transpose(1, 2).reshape(B, T, -1))
 
     def _attend(self, q: torch.Tensor, position: int, keys: torch.Tensor, values: torch.Tensor, first: int,
                 sink_keys: torch.Tensor, sink_values: torch.Tensor,
@@ -288,14 +300,21 @@ class TransformerLayer(nn.Module):
     def forward(self, x: torch.Tensor, state: KVState, position: int,
                 memory: LayerMemoryReader | None = None) -> LayerOutput:
         attended = self.attention(self.attention_norm(x), state, position, memory)
-        mixed = attended.x
+        return attended._replace(x=self._after_attention(x, attended.x))
+
+    def mixed(self, x: torch.Tensor, attend: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """The layer's output with attention given as `attend(q, k, v) -> (B, H, T, E)` (models.static_decode)."""
+        attention = self.attention
+        return self._after_attention(x, attention.output(attend(*attention.project(self.attention_norm(x)))))
+
+    def _after_attention(self, x: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
         if self.post_attention_norm is not None:
             mixed = self.post_attention_norm(mixed)
         x = x + mixed
         update = self.mlp(self.mlp_norm(x))
         if self.post_mlp_norm is not None:
             update = self.post_mlp_norm(update)
-        return attended._replace(x=x + update)
+        return x + update
 
 
 class TransformerLM(nn.Module):

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     serving_weights: Literal["int8", "fp32"] = Field(
         "int8", description="imported models' weights when serving: int8 for decoding with a bf16 copy for "
                             "prompts (fp32 where the CPU has no bf16 arithmetic); learning always reads fp32")
+    compiled_decode: bool = Field(
+        True, description="imported models decode through one compiled, fixed-shape step (models.static_decode): "
+                          "2-3x the tokens/s; compiled in the background when a model is loaded (about a minute and "
+                          "a half the first time on a 2-core CPU, seconds from the compile cache after), decoding "
+                          "as before until then")
     memory_attention: bool = Field(
         False, description="imported models' memory layers also attend to the pairs they retrieve, in serving and "
                            "learning (off by default: it pulls replies toward whatever fills the memory)")

@@ -1,5 +1,13 @@
+import os
+
 import pytest
 import torch
+
+# Serving compiles imported models' decode step in a background thread (Settings.compiled_decode): a minute and
+# more of CPU per model structure on a cold compile cache, which on CI's two cores would slow every test that
+# serves an imported model. Off for the suite; tests/models/test_static_decode.py and the runtime test there
+# turn it on where it is what they test.
+os.environ.setdefault("LIFELONG_COMPILED_DECODE", "false")
 
 from models import HybridLM, ModelConfig
 
