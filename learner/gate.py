@@ -28,8 +28,9 @@ from learner.evaluate import bits_per_byte
 from memory.schema import Event
 from memory.stream_format import turn_prompt
 from models import LanguageModel, SamplingConfig, generate
-from models.generate import first_sentence
+from models.generate import Decoder, first_sentence
 from models.quantize import int8_kernel_available, quantize_weights
+from models.static_decode import StaticDecoder, static_decoding_fits
 
 # (question, accepted answers).
 QUESTIONS = [
@@ -99,25 +100,29 @@ def degenerate(replies: list[str]) -> list[bool]:
     return flags
 
 
-def reply_to(model: LanguageModel, turns: list[tuple[str, bytes]], sampling: SamplingConfig) -> str:
+def reply_to(model: LanguageModel, turns: list[tuple[str, bytes]], sampling: SamplingConfig,
+             decoder: Decoder | None = None) -> str:
     events = [Event(role=role, content=content, seq=seq, document_id=None) for seq, (role, content) in enumerate(turns)]
     prompt = turn_prompt(events, model.tokenizer, stream_starts=True)
-    generation = generate(model, torch.tensor([prompt]), state=None, memory=None, sampling=sampling)
+    generation = generate(model, torch.tensor([prompt]), state=None, memory=None, sampling=sampling,
+                          decoder=decoder)
     for _ in generation:
         pass
     return generation.reply.decode("utf-8", errors="replace")
 
 
 @torch.inference_mode()
-def probe(model: LanguageModel) -> Scores:
-    """The probe set's scores of `model` as it is."""
-    plain = sum(answered(reply_to(model, [("user", question.encode())], ANSWER), answers)
+def probe(model: LanguageModel, *, compiled: bool = False) -> Scores:
+    """The probe set's scores of `model` as it is; `compiled`: its replies decoded as serving decodes them with
+    Settings.compiled_decode (models.static_decode), where the model decodes so (and its probe is decode-bound)."""
+    decoder = StaticDecoder(model) if compiled and static_decoding_fits(model) else None
+    plain = sum(answered(reply_to(model, [("user", question.encode())], ANSWER, decoder), answers)
                 for question, answers in QUESTIONS)
     turns: list[tuple[str, bytes]] = []
     replies = []
     for message in EXCHANGE:
         turns.append(("user", message.encode()))
-        replies.append(reply_to(model, turns, REPLY))
+        replies.append(reply_to(model, turns, REPLY, decoder))
         turns.append(("assistant", replies[-1].encode()))
     return Scores(plain, sum(degenerate(replies)), bits_per_byte(model, TEXT))
 
@@ -177,16 +182,17 @@ def open_window(state: GateState, params: dict[str, nn.Parameter]) -> None:
 
 
 @torch.no_grad()
-def close_window(state: GateState, model: LanguageModel, params: dict[str, nn.Parameter], *, int8: bool) -> Verdict:
+def close_window(state: GateState, model: LanguageModel, params: dict[str, nn.Parameter], *, int8: bool,
+                 compiled: bool = False) -> Verdict:
     """The gate: probe the learned weights and (once) the last good ones, as serving would hold them (`int8`:
-    a quantized copy, where the model serves so); refused, `params` go back to the last good weights. After it
-    the current weights are the last good ones, with their scores."""
+    a quantized copy, where the model serves so; `compiled`: decoded by the compiled step); refused, `params` go
+    back to the last good weights. After it the current weights are the last good ones, with their scores."""
     current = {name: param.detach().clone() for name, param in params.items()}
     good = state.good if state.good is not None else current
-    candidate = probe(_as_served(model, int8))
+    candidate = probe(_as_served(model, int8), compiled=compiled)
     if state.scores is None:
         _set(params, good)
-        state.scores = probe(_as_served(model, int8))
+        state.scores = probe(_as_served(model, int8), compiled=compiled)
         _set(params, current)
     verdict = Verdict(judge(candidate, state.scores), candidate, state.scores)
     if verdict.reason is not None:

@@ -68,6 +68,7 @@ class AgentLearner:
     store: MemoryStore
     version: int
     probe_int8: bool = False  # the gate probes the weights as serving holds them (learner.gate)
+    probe_compiled: bool = False  # and decodes its replies as serving does (Settings.compiled_decode)
     gate: GateState = field(default_factory=GateState)
 
     def learned_weights(self) -> dict[str, torch.Tensor]:
@@ -89,12 +90,13 @@ class LearnerCache:
     """Per worker process: the last model of each agent, reused while no one else publishes a version."""
 
     def __init__(self, sessions: sessionmaker[Session], device: str = "cpu", store_config: StoreConfig = StoreConfig(),
-                 memory_attention: bool = False, serving_int8: bool = True):
+                 memory_attention: bool = False, serving_int8: bool = True, compiled_decode: bool = False):
         self.sessions = sessions
         self.device = device
         self.store_config = store_config
         self.memory_attention = memory_attention  # Settings.memory_attention: as serving reads, so does learning
         self.serving_int8 = serving_int8  # Settings.serving_weights == "int8": the gate probes what serving reads
+        self.compiled_decode = compiled_decode  # Settings.compiled_decode: and decodes as serving decodes
         self._agents: dict[int, AgentLearner] = {}
 
     def build(self, agent: Agent, *, id_ceiling: int | None = None) -> AgentLearner:
@@ -113,7 +115,7 @@ class LearnerCache:
         store.id_ceiling = id_ceiling
         store.rebuild()
         return AgentLearner(agent.id, learner_spec(agent), model, learner, store, version=-1,
-                            probe_int8=self.serving_int8)
+                            probe_int8=self.serving_int8, probe_compiled=self.compiled_decode)
 
     def get(self, agent: Agent, version: int) -> AgentLearner:
         cached = self._agents.get(agent.id)
@@ -233,7 +235,8 @@ def learn_events(agent_learner: AgentLearner, plan: LearnPlan, chunk_tokens: int
         states[event.session_id], last_tokens[event.session_id] = state, reading.tokens[-1]
         out.bits[event.id] = bits
         if due(plan.learned_before + number, 1, every):
-            out.gates.append(close_window(agent_learner.gate, model, learner.params, int8=agent_learner.probe_int8))
+            out.gates.append(close_window(agent_learner.gate, model, learner.params, int8=agent_learner.probe_int8,
+                                          compiled=agent_learner.probe_compiled))
     out.streams = {sid: (states[sid].to_bytes(), last_tokens[sid]) for sid in plan.streams}
     return out
 

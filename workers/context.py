@@ -38,7 +38,8 @@ def worker_context(settings: Settings) -> WorkerContext:
         learners = LearnerCache(sessions, device=settings.device,
                                 store_config=StoreConfig.serving(settings.memory_nprobe),
                                 memory_attention=settings.memory_attention,
-                                serving_int8=settings.serving_weights == "int8")
+                                serving_int8=settings.serving_weights == "int8",
+                                compiled_decode=settings.compiled_decode)
         context = WorkerContext(settings, engine, sessions, learners)
         _contexts[key] = context
     return context

@@ -6,15 +6,16 @@ from __future__ import annotations
 import torch
 from sqlalchemy import select
 
-from agent.serving import ServingModel
+from agent.serving import ServingModel, load_serving_base
 from learner.base import load_base
 from learner.forget import forget_source
-from learner.gate import PREFIX, Scores, due, judge, serving_weights
+from learner.gate import PREFIX, Scores, due, judge, probe, serving_weights
 from learner.learn import LearnerCache, learn_through
 from learner.replay import run_forget_jobs
 from learner.versions import load_weights
 from memory.eventlog import append_events
 from memory.schema import Event, WeightVersion
+from models.static_decode import StaticDecoder
 from tests.learner.test_forget import D2, D3, LEARN, STEADY_LEARNING, live_agent
 from tests.learning import (  # noqa: F401
     db_url,
@@ -24,6 +25,9 @@ from tests.learning import (  # noqa: F401
     new_agent,
     sessions,
 )
+from tests.models.hf_reference import tiny_llama
+from tests.models.test_import_gguf import write_gguf
+from tests.models.tiny_vocab import tiny_chatml_spec
 
 TEXT = b"the keeper of the lighthouse writes every storm into the log, with the hour and the waves"
 # One step at the largest rate allowed wrecks the shipped model's reading of any text (2.5 bits per byte of the
@@ -129,3 +133,15 @@ def test_forgetting_an_imported_agents_adapters_with_the_gate_on_equals_never_ha
     forgot, never = learned_weights(sessions, a), learned_weights(sessions, b)
     assert any(not torch.equal(forgot_before[name], never[name]) for name in never)  # D2 was learned
     assert forgot.keys() == never.keys() and all(torch.equal(forgot[name], never[name]) for name in never)
+
+
+def test_the_gates_probe_decodes_as_compiled_serving_does_and_scores_the_same(tmp_path, monkeypatch):
+    spec = tiny_chatml_spec()
+    path = write_gguf(tmp_path / "tiny-chat.gguf", tiny_llama(vocab_size=len(spec.tokens)), spec, "llama")
+    served = load_serving_base(str(path), "cpu").eval()  # int8 products, as the gate probes them
+    steps, step = [], StaticDecoder.__call__
+    monkeypatch.setattr(StaticDecoder, "__call__", lambda self, *args, **kwargs: steps.append(1) or step(
+        self, *args, **kwargs))
+    compiled = probe(served, compiled=True)
+    assert len(steps) > 100  # every reply's tokens came through the compiled step
+    assert compiled == probe(served)
