@@ -210,9 +210,12 @@ class AgentRuntime:
         """A turn's second phase: the reply, its pieces streamed as they are sampled; and the first byte's ms."""
         model = reading.model
         prompt = with_note(reading.prompt, reading.note, reading.message_tokens, model.tokenizer)
+        # Where the turn's saved state is read on the way (the message without the note or the assistant's prefix),
+        # it is kept then rather than read a second time after the reply.
+        mark = None if self.context_holds_replies or reading.note else len(self._without_prefix(reading))
         generation = generate(model, torch.tensor([prompt]), state=reading.state, memory=reading.reader,
                               sampling=sampling, on_read=reading.on_read, guards=reading.guards,
-                              decoder=reading.decoder)
+                              decoder=reading.decoder, mark=mark)
         first_byte_ms = None
         for piece in generation:
             if first_byte_ms is None:
@@ -226,8 +229,10 @@ class AgentRuntime:
         cached; returns the reply's event id."""
         model = reading.model
         with torch.inference_mode():
-            if not self.context_holds_replies:  # the state reads the message, not the reply
-                message, state = reading.prompt[: -len(model.tokenizer.chat.prefix("assistant"))], reading.state
+            if generation.marked_state is not None:  # read on the way to the reply
+                state = generation.marked_state
+            elif not self.context_holds_replies:  # the state reads the message, not the reply
+                message, state = self._without_prefix(reading), reading.state
                 for start in range(0, len(message), PROMPT_CHUNK_TOKENS):
                     chunk = torch.tensor([message[start : start + PROMPT_CHUNK_TOKENS]], device=model.device)
                     state = model(chunk, state, reading.reader, last_only=True).state
@@ -247,6 +252,11 @@ class AgentRuntime:
         if not forgotten_meanwhile:
             self._remember(session_id, reading.session_created_at, state)
         return reply_event_id
+
+    @staticmethod
+    def _without_prefix(reading: _Reading) -> list[int]:
+        """The turn's prompt without the assistant's prefix: what a session's state reads when it holds no replies."""
+        return reading.prompt[: -len(reading.model.tokenizer.chat.prefix("assistant"))]
 
     def _note(self, db: Session, model: LanguageModel, session_id: int, state: State | None,
               unread: list[Event], message: list[int]) -> list[int]:

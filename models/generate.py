@@ -184,14 +184,21 @@ class Generation:
         decoder: Decoder | None = None,
         on_read: Callable[[ModelOutput], None] | None = None,
         guards: ReplyGuards = ReplyGuards(),
+        mark: int | None = None,
     ):
         if prompt.dim() != 2 or prompt.shape[0] != 1:
             raise ValueError("generation takes one stream at a time: prompt must be (1, T)")
+        if mark is not None and not 0 < mark < prompt.shape[1]:
+            raise ValueError(f"mark must fall inside the prompt (1..{prompt.shape[1] - 1}), got {mark}")
         self.model, self.prompt, self.memory, self.sampling = model, prompt, memory, sampling
         self.decoder = model if decoder is None else decoder
         self.on_read = on_read
         self.guards = guards
         self.state = state
+        self.mark = mark
+        # The state after the prompt's first `mark` tokens (a chat turn keeps it: the message read without the
+        # assistant's prefix), read on the way to the reply rather than read again after it.
+        self.marked_state: State | None = None
         self.tokens: list[int] = []
         self.stop_reason: StopReason | None = None
 
@@ -209,6 +216,9 @@ class Generation:
         emitted_bytes = 0
         with torch.inference_mode():
             prompt = self.prompt.to(self.model.device)
+            if self.mark is not None:
+                self._read_in_chunks(prompt[:, : self.mark])
+                self.marked_state, prompt = self.state, prompt[:, self.mark :]
             if self.on_read is not None and prompt.shape[1] > 1:
                 # What is read becomes searchable only once read: all but the prompt's last token first,
                 # so that the step sampling the first token can recall from the prompt itself.
@@ -219,9 +229,7 @@ class Generation:
                 # per head, and one of 1,782 tokens read 2.2x slower than four chunks (BENCHMARKS.md, "Reading
                 # a long message"). Without on_read nothing is searched from the prompt, so the reply is the
                 # same; a prompt of one chunk is read in one call, as before.
-                while prompt.shape[1] > PROMPT_CHUNK_TOKENS:
-                    self._read(self.model, prompt[:, :PROMPT_CHUNK_TOKENS])
-                    prompt = prompt[:, PROMPT_CHUNK_TOKENS:]
+                prompt = self._read_in_chunks(prompt, keep_last=True)
             out, refused = self._read(self.model, prompt), []
             while emitted_bytes < self.sampling.max_bytes:
                 allowed = with_stop if emitted_bytes >= self.sampling.min_bytes else content
@@ -256,6 +264,14 @@ class Generation:
         if tail:
             yield tail
 
+    def _read_in_chunks(self, tokens: torch.Tensor, keep_last: bool = False) -> torch.Tensor:
+        """Read `tokens` PROMPT_CHUNK_TOKENS at a time; with `keep_last`, all but a last chunk, which is returned
+        unread (the caller's read of it gives the first token's distribution)."""
+        while tokens.shape[1] > (PROMPT_CHUNK_TOKENS if keep_last else 0):
+            self._read(self.model, tokens[:, :PROMPT_CHUNK_TOKENS])
+            tokens = tokens[:, PROMPT_CHUNK_TOKENS:]
+        return tokens
+
     def _would_claim(self, token: int, read: ModelOutput) -> bool:
         """Whether, having said `token`, the reply would go on to complete a claim ("I'm" then the user's name):
         the token is then taken back, so that the reply says something else there rather than a name not the
@@ -288,8 +304,10 @@ def generate(
     decoder: Decoder | None = None,
     on_read: Callable[[ModelOutput], None] | None = None,
     guards: ReplyGuards = ReplyGuards(),
+    mark: int | None = None,
 ) -> Generation:
     """Sample a reply to `prompt`; `decoder` (e.g. compile_decoder(model)) runs the single-token steps;
     `on_read` sees every read's output (the prompt is then read in two parts: all but its last token, then that);
-    `guards`: what the session forbids the reply to say (`ReplyGuards`)."""
-    return Generation(model, prompt, state, memory, sampling, decoder, on_read, guards)
+    `guards`: what the session forbids the reply to say (`ReplyGuards`); `mark`: keep the state after the prompt's
+    first `mark` tokens as `marked_state`."""
+    return Generation(model, prompt, state, memory, sampling, decoder, on_read, guards, mark)

@@ -23,6 +23,7 @@ from memory.store import MemoryStore, memory_for
 from memory.stream_format import event_tokens, turn_prompt
 from models import SamplingConfig, State
 from models.tokenizer import decode
+from models.transformer import TransformerLM
 from models.vocab import VocabSpec
 from settings import Settings
 from tests.dbs import db_url, empty_db_url, sessions  # noqa: F401 - fixtures
@@ -340,4 +341,38 @@ def test_a_compiled_decoder_serves_the_replies_and_states_the_models_forward_doe
     assert compiled_replies == replies and all(replies) and compiled_position == position
     # Equal to the bit here: the steps round into the same bf16 window (an attention scaled by 1.5 moved it 4e-3).
     for ours, theirs in zip(compiled_state.layers, state.layers, strict=True):
+        assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+
+
+def test_a_turn_without_a_note_reads_its_message_once_and_saves_the_state_a_second_read_gives(sessions,
+                                                                                             imported_agent,
+                                                                                             monkeypatch):
+    agent_id, runtime = imported_agent
+    serving = runtime()
+    session_id = _new_session(sessions, agent_id)
+    serving.chat(session_id=session_id, content=b"hello there", sampling=GREEDY)
+    with sessions() as db:
+        before = State.from_bytes(db.get(StreamSession, session_id).state)
+    read, forward = [], TransformerLM.forward
+    monkeypatch.setattr(TransformerLM, "forward", lambda self, tokens, *args, **kwargs: read.append(
+        tokens.shape[1]) or forward(self, tokens, *args, **kwargs))
+    message = b"the general rode to the sea, " * 40  # past one prompt chunk
+    turn = serving.chat(session_id=session_id, content=message, sampling=GREEDY)
+    monkeypatch.undo()
+    # The prompt once, then a step per sampled token: before, the message was read a second time after the reply.
+    assert turn.prompt_tokens > 300 and sum(read) <= turn.prompt_tokens + turn.reply_tokens
+    # The saved state is the one a second read of the message (without the assistant's prefix) gives.
+    model = serving.serving.current().model
+    with sessions() as db:
+        row = db.get(StreamSession, session_id)
+        unread = list(db.scalars(select(Event).where(Event.session_id == session_id, Event.seq.in_((1, 2)))))
+    again = before
+    tokens = turn_prompt(unread, model.tokenizer, stream_starts=False, replies=False)
+    tokens = tokens[: -len(model.tokenizer.chat.prefix("assistant"))]
+    with torch.inference_mode():
+        for start in range(0, len(tokens), 512):
+            again = model(torch.tensor([tokens[start : start + 512]]), again, last_only=True).state
+    saved = State.from_bytes(row.state)
+    assert saved.position == again.position
+    for ours, theirs in zip(saved.layers, again.layers, strict=True):
         assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
