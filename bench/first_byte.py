@@ -1,8 +1,9 @@
 """First byte of a reply to one long message on a new agent: `python -m bench.first_byte --json`.
 
 The serving path in one process (`AgentRuntime.chat`, SQLite in a temporary directory, the default base), a new
-session per message of `--sizes` bytes (the GPL's text), a one-token reply (once the decode step is compiled, when it is); each size twice, the second
-reported (the first pays one-time costs): its first byte, and the whole turn (the state saved with the reply).
+session per message of `--sizes` bytes (the GPL's text), a one-token reply, once the decode step is compiled (when
+it is); each size twice, the second reported (the first pays one-time costs): its first byte, and the whole turn
+(the state saved with the reply).
 """
 
 from __future__ import annotations
