@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,10 +92,14 @@ class _CachedState:
 class AgentRuntime:
     """One agent in one serving process; safe to use from many threads (one turn per session at a time)."""
 
-    def __init__(self, *, agent: Agent, sessions: sessionmaker[Session], celery: Celery, settings: Settings):
+    def __init__(self, *, agent: Agent, sessions: sessionmaker[Session], celery: Celery, settings: Settings,
+                 base: LanguageModel | None = None):
+        """`base`: the agent's base as serving holds it (`load_serving_base`), shared with other agents of the same
+        base and never written; loaded here when not given."""
         self.agent_id, self.created_at = agent.id, agent.created_at
         self.sessions, self.celery = sessions, celery
-        base = load_serving_base(agent.base_checkpoint, settings.device, settings.serving_weights)
+        if base is None:
+            base = load_serving_base(agent.base_checkpoint, settings.device, settings.serving_weights)
         self.serving = ServingModel(sessions=sessions, agent_id=agent.id, base=base,
                                     compiled_decode=settings.compiled_decode)
         snapshot = settings.snapshot_dir(agent.id)
@@ -287,6 +292,10 @@ class Runtimes:
     def __init__(self, *, settings: Settings, sessions: sessionmaker[Session], celery: Celery):
         self.settings, self.sessions, self.celery = settings, sessions, celery
         self._runtimes: dict[int, AgentRuntime] = {}
+        # One serving copy per base, shared by its agents: a version's model shares every tensor it does not learn
+        # with it (agent.serving), and the int8 and prompt copies of SmolLM2-135M are about 0.5 GB, which each
+        # agent held a copy of before. Held while an agent's runtime holds it.
+        self._bases: weakref.WeakValueDictionary[str, LanguageModel] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
     def get(self, agent: Agent) -> AgentRuntime:
@@ -296,9 +305,17 @@ class Runtimes:
                 runtime = self._runtimes.get(agent.id)
                 if runtime is None or runtime.created_at != agent.created_at:
                     runtime = AgentRuntime(agent=agent, sessions=self.sessions, celery=self.celery,
-                                           settings=self.settings)
+                                           settings=self.settings, base=self._base(agent.base_checkpoint))
                     self._runtimes[agent.id] = runtime
         return runtime
+
+    def _base(self, checkpoint: str) -> LanguageModel:
+        """The serving copy of base `checkpoint` that this process's agents share (the caller holds the lock)."""
+        base = self._bases.get(checkpoint)
+        if base is None:
+            base = load_serving_base(checkpoint, self.settings.device, self.settings.serving_weights).eval()
+            self._bases[checkpoint] = base
+        return base
 
     def drop(self, agent_id: int) -> None:
         with self._lock:

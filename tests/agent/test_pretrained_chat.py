@@ -12,7 +12,7 @@ import torch
 from sqlalchemy import select
 
 from agent.recall_note import recalled_note, with_note
-from agent.runtime import AgentRuntime
+from agent.runtime import AgentRuntime, Runtimes
 from learner.base import load_base
 from learner.learn import LearnerCache, learn_through
 from memory.admin import delete_memories
@@ -376,3 +376,29 @@ def test_a_turn_without_a_note_reads_its_message_once_and_saves_the_state_a_seco
     assert saved.position == again.position
     for ours, theirs in zip(saved.layers, again.layers, strict=True):
         assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+
+
+def test_agents_of_one_base_share_its_serving_copy_and_each_replies_as_on_its_own(sessions, tmp_path):
+    spec = tiny_chatml_spec()
+    path = write_gguf(tmp_path / "tiny-chat.gguf", tiny_llama(vocab_size=len(spec.tokens)), spec, "llama")
+    ids = []
+    with sessions.begin() as db:
+        for name in ("one", "two"):
+            agent = Agent(name=name, base_checkpoint=str(path), learning_settings={})
+            db.add(agent)
+            db.flush()
+            ids.append(agent.id)
+    settings = Settings(data_dir=tmp_path / "data")
+    runtimes = Runtimes(settings=settings, sessions=sessions, celery=make_app(settings))
+    one, two = (runtimes.get(_agent(sessions, agent_id)) for agent_id in ids)
+    first, second = one.serving.current().model, two.serving.current().model
+    assert first is second  # at version 0 both serve the shared copy itself
+    alone = AgentRuntime(agent=_agent(sessions, ids[1]), sessions=sessions, celery=make_app(settings),
+                         settings=settings)
+    assert alone.serving.current().model.embedding.data_ptr() != first.embedding.data_ptr()
+    replies = []
+    for runtime in (one, two, alone):
+        session_id = _new_session(sessions, runtime.agent_id)
+        replies.append([runtime.chat(session_id=session_id, content=content, sampling=GREEDY).reply
+                        for content in (b"hello there", b"the general")])
+    assert replies[0] == replies[1] == replies[2] and all(replies[0])
