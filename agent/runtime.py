@@ -135,6 +135,13 @@ class AgentRuntime:
             raise StateMismatch(f"session {row.id}: {exc}; start a new session") from exc
         return state.to(model.device)
 
+    @property
+    def nbytes(self) -> int:
+        """What this agent holds in RAM beyond the model its base shares: its memory and cached session states."""
+        with self._states_lock:
+            states = sum(cached.state.nbytes for cached in self._states.values())
+        return self.store.nbytes + states
+
     def _remember(self, session_id: int, created_at: datetime, state: State) -> None:
         with self._states_lock:
             self._states[session_id] = _CachedState(created_at, state)
@@ -291,23 +298,46 @@ class Runtimes:
 
     def __init__(self, *, settings: Settings, sessions: sessionmaker[Session], celery: Celery):
         self.settings, self.sessions, self.celery = settings, sessions, celery
-        self._runtimes: dict[int, AgentRuntime] = {}
+        self._runtimes: OrderedDict[int, AgentRuntime] = OrderedDict()  # least recently asked for first
         # One serving copy per base, shared by its agents: a version's model shares every tensor it does not learn
         # with it (agent.serving), and the int8 and prompt copies of SmolLM2-135M are about 0.5 GB, which each
         # agent held a copy of before. Held while an agent's runtime holds it.
         self._bases: weakref.WeakValueDictionary[str, LanguageModel] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
+        self._order_lock = threading.Lock()  # the runtimes' order and membership
 
     def get(self, agent: Agent) -> AgentRuntime:
         runtime = self._runtimes.get(agent.id)
         if runtime is None or runtime.created_at != agent.created_at:
-            with self._lock:  # one load per agent; loading reads a checkpoint and the agent's memory
+            with self._lock:  # one load at a time; loading reads a checkpoint and the agent's memory
                 runtime = self._runtimes.get(agent.id)
                 if runtime is None or runtime.created_at != agent.created_at:
                     runtime = AgentRuntime(agent=agent, sessions=self.sessions, celery=self.celery,
                                            settings=self.settings, base=self._base(agent.base_checkpoint))
-                    self._runtimes[agent.id] = runtime
+                    with self._order_lock:
+                        self._runtimes[agent.id] = runtime
+        with self._order_lock:  # a loaded agent's turn never waits for another agent's load
+            if self._runtimes.get(agent.id) is runtime:
+                self._runtimes.move_to_end(agent.id)
+            self._evict()
         return runtime
+
+    def _evict(self) -> None:
+        """Unload the agents asked for least recently while what they hold passes Settings.memory_ram_bytes, the
+        one just asked for aside. An unloaded agent's turn in flight finishes on the runtime it holds; its next
+        one loads it again from its snapshot and SQL (the caller holds the order lock)."""
+        budget = self.settings.memory_ram_bytes
+        if budget is None:
+            return
+        held = {agent_id: runtime.nbytes for agent_id, runtime in self._runtimes.items()}
+        total = sum(held.values())
+        for agent_id in list(self._runtimes)[:-1]:
+            if total <= budget:
+                break
+            del self._runtimes[agent_id]
+            total -= held[agent_id]
+            log.info("agent %s unloaded: %d bytes of memory and states over LIFELONG_MEMORY_RAM_BYTES=%d",
+                     agent_id, total + held[agent_id] - budget, budget)
 
     def _base(self, checkpoint: str) -> LanguageModel:
         """The serving copy of base `checkpoint` that this process's agents share (the caller holds the lock)."""
@@ -318,8 +348,10 @@ class Runtimes:
         return base
 
     def drop(self, agent_id: int) -> None:
-        with self._lock:
+        with self._order_lock:
             self._runtimes.pop(agent_id, None)
 
     def loaded(self) -> list[AgentRuntime]:
-        return list(self._runtimes.values())
+        """The loaded runtimes, least recently asked for first."""
+        with self._order_lock:
+            return list(self._runtimes.values())

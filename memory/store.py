@@ -325,6 +325,11 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self.view)
 
+    @property
+    def nbytes(self) -> int:
+        """What the store holds in RAM, about (`MemoryView.nbytes`, over its channels)."""
+        return sum(view.nbytes for view in self.views)
+
     # -- snapshots (memory.snapshot) -----------------------------------------------------------
 
     def save_snapshot(self, directory: Path) -> None:

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
                                  "larger budgets are cut to it (a turn holds its session until it ends)")
     max_document_bytes: int = Field(1 << 30, gt=0, description="largest document stream accepted (413 beyond)")
 
+    memory_ram_bytes: int | None = Field(
+        None, ge=0, description="bytes of agents' memories (their pairs and indexes) and cached session states a "
+                                "serving process keeps in RAM; past it the agents served least recently are "
+                                "unloaded, and loaded again (from their memory snapshot and SQL) when next asked; "
+                                "default: no bound")
     memory_nprobe: int | None = Field(
         None, ge=1, description="IVF lists each memory search probes once an agent's memory is large: more finds "
                                 "more, slower; default: the index's own (memory.index.IndexConfig)")
