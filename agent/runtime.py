@@ -334,10 +334,10 @@ class Runtimes:
         for agent_id in list(self._runtimes)[:-1]:
             if total <= budget:
                 break
+            log.info("agent %s unloaded (%d bytes): the loaded agents held %d, LIFELONG_MEMORY_RAM_BYTES is %d",
+                     agent_id, held[agent_id], total, budget)
             del self._runtimes[agent_id]
             total -= held[agent_id]
-            log.info("agent %s unloaded: %d bytes of memory and states over LIFELONG_MEMORY_RAM_BYTES=%d",
-                     agent_id, total + held[agent_id] - budget, budget)
 
     def _base(self, checkpoint: str) -> LanguageModel:
         """The serving copy of base `checkpoint` that this process's agents share (the caller holds the lock)."""
