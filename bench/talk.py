@@ -8,7 +8,8 @@ For `small` and each installed pretrained model, in one run on this machine:
   format, the default sampling, a fresh stream each): the fraction answered, and how many replies
   degenerate (a 4-gram of words repeated more than twice);
 - speed at batch 1: prefill tokens/s for 512 tokens, steady-state decode tokens/s and bytes/s, in
-  fp32, int8 (imported models' serving weights) and bf16; the first byte of a chat reply to a 2 KB
+  fp32, int8 (imported models' serving weights), int8 decoded through the compiled step (as served:
+  models.static_decode) and bf16; the first byte of a chat reply to a 2 KB
   message (p50), as served;
 - llama.cpp on the same GGUF file, where `llama-cpp-python` is installed (a benchmark-only extra).
 """
@@ -35,6 +36,7 @@ from memory.stream_format import turn_prompt
 from models import LanguageModel, SamplingConfig, generate
 from models.catalog import CATALOG
 from models.quantize import int8_kernel_available, quantize_weights
+from models.static_decode import StaticDecoder, static_decoding_fits
 
 SYSTEM_DOC = Path("/usr/share/common-licenses/GPL-3")
 PROSE_SOURCES = ("jargon", "fortunes")
@@ -106,7 +108,9 @@ def factual(model: LanguageModel, sampling: SamplingConfig) -> dict:
 
 
 @torch.inference_mode()
-def speed(model: LanguageModel, text: bytes, repeats: int = 3, decode_steps: int = 48) -> dict:
+def speed(model: LanguageModel, text: bytes, repeats: int = 3, decode_steps: int = 48, decoder=None) -> dict:
+    """Prefill and steady-state decoding; `decoder`: what runs the single-token steps (default: the model)."""
+    decoder = model if decoder is None else decoder
     tokens = model.tokenizer.encode(text)
     bytes_per_token = len(text) / len(tokens)
     prompt = torch.tensor([tokens[:512]])
@@ -115,11 +119,11 @@ def speed(model: LanguageModel, text: bytes, repeats: int = 3, decode_steps: int
         started = time.perf_counter()
         state = model(prompt, None, last_only=True).state
         prefill.append(time.perf_counter() - started)
-    steps, out = [], model(torch.tensor([[tokens[512]]]), state, last_only=True)
+    steps, out = [], decoder(torch.tensor([[tokens[512]]]), state, last_only=True)
     for _ in range(decode_steps):
         token = torch.tensor([[int(out.log_probs[0, -1].argmax())]])
         started = time.perf_counter()
-        out = model(token, out.state, last_only=True)
+        out = decoder(token, out.state, last_only=True)
         steps.append(time.perf_counter() - started)
     decode = 1 / statistics.median(steps[decode_steps // 4 :])  # steady state: after the first steps
     return {"prefill_512_tokens_per_s": round(512 / statistics.median(prefill), 1),
@@ -173,6 +177,9 @@ def measure(name: str, texts: dict[str, bytes], message: bytes, sampling: Sampli
     if model.capabilities.int8_serving and int8_kernel_available():
         served = quantize_weights(copy.deepcopy(model))
         result["int8"] = speed(served, texts["debian-gpl3"])
+        if static_decoding_fits(served):  # as served: single-token steps through the compiled step
+            result["int8_compiled"] = speed(served, texts["debian-gpl3"],
+                                            decoder=StaticDecoder(served).warm_up())
         result["int8"]["bits_per_byte_debian_gpl3"] = round(bits_per_byte(served, texts["debian-gpl3"], 256), 4)
     result["served_as"] = "int8" if served is not model else "fp32"
     result["factual"] = factual(served, sampling)
@@ -184,7 +191,7 @@ def measure(name: str, texts: dict[str, bytes], message: bytes, sampling: Sampli
             reference = result["llama_cpp"]["decode_tokens_per_s"]
             result["decode_vs_llama_cpp"] = {
                 kind: round(result[kind]["decode_tokens_per_s"] / reference, 3)
-                for kind in ("fp32", "int8", "bf16") if kind in result}
+                for kind in ("fp32", "int8", "int8_compiled", "bf16") if kind in result}
     return result
 
 
