@@ -30,6 +30,7 @@ from agent.reply_guards import reply_guards
 from agent.serving import ServingModel, load_serving_base
 from memory.db import AgentGone, chat_turn_lock, retry_transient
 from memory.eventlog import append_events, append_reply, mark_event_failed, unread_events
+from memory.pair_format import format_for
 from memory.recall import RecallHit, recall
 from memory.recent import RecentMemory
 from memory.schema import Agent, Event, StreamSession
@@ -107,7 +108,8 @@ class AgentRuntime:
                                       channels=base.config.memory_channels,
                                       search_openings=base.config.memory_searches_openings,
                                       snapshot=snapshot if snapshot.exists() else None,
-                                      config=StoreConfig.serving(settings.memory_nprobe))
+                                      config=StoreConfig.serving(settings.memory_nprobe),
+                                      pair_format=format_for(base.config, attends=settings.memory_attention))
         self.memory_attention = settings.memory_attention
         self.context_holds_replies = settings.context_holds_replies
         self.recall_in_context, self.recall_min_score = settings.recall_in_context, settings.recall_min_score

@@ -89,7 +89,7 @@ class RamMemory:
 
 
 def _fp16(pairs: torch.Tensor) -> np.ndarray:
-    """(T, D) pairs as SQL stores them and the store reads them back (memory.codec): fp16."""
+    """(T, D) pairs as SQL stores them and the store reads them back (memory.pair_format): fp16."""
     return pairs.detach().to("cpu", torch.float16).numpy()
 
 

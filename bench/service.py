@@ -37,6 +37,7 @@ from bench.local_text import stdlib_text
 from learner.base import learning_config, load_base
 from memory.db import make_engine, make_session_factory
 from memory.eventlog import append_events
+from memory.pair_format import format_for
 from memory.schema import Event, StreamSession
 from memory.store import MemoryStore
 from memory.stream_format import EventReading
@@ -75,7 +76,8 @@ def build_history(database_url: str, *, agent_id: int, session_id: int, base: st
     sessions = make_session_factory(make_engine(database_url))
     model = load_base(base)
     store = MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=model.config.head_dim,
-                        channels=model.config.memory_channels)
+                        channels=model.config.memory_channels,
+                        pair_format=format_for(model.config, attends=False))  # the service's default
     state, last = model.init_state(1), None
     for start in range(0, len(data), 64 * event_bytes):
         with sessions.begin() as db:

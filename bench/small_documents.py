@@ -2,7 +2,9 @@
 
 `--documents` documents of `--bytes` bytes each (made-up facts), each uploaded whole and learned by
 `learn_through` (the worker's function) with the default base, in a temporary SQLite database: the database's
-growth per document, its write-ahead log checkpointed and free pages not counted.
+growth per document and per stored token, its write-ahead log checkpointed and free pages not counted, and
+what the rows hold: memory rows (pairs and text), weight versions (a fixed number kept: they do not grow with
+the memory), learner states (sessions and stream checkpoints), and the event log.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sqlalchemy import func, select
+
 from bench.local_agent import local_agent
 from learner.base import default_base, load_base
 from learner.learn import LearnerCache, learn_through
 from memory.eventlog import receive_document
+from memory.schema import Event, Memory, StreamCheckpoint, StreamSession, WeightVersion
 
 
 def used_bytes(path: Path) -> int:
@@ -44,7 +49,22 @@ def run(base: str, documents: int, size: int) -> dict:
                                           name=f"fact-{number}")
             learn_through(local.sessions, cache, agent_id=local.agent_id, event_id=ids[-1], max_events=64)
         grown = used_bytes(local.path) - start
-    return {"base": base, "documents": documents, "bytes_each": size, "sql_bytes_per_document": grown // documents}
+        with local.sessions() as db:
+            tokens = db.scalar(select(func.sum(Memory.num_tokens)))
+            held = {name: db.scalar(select(func.coalesce(func.sum(size), 0))) for name, size in (
+                ("memory_pairs", func.length(Memory.keys) + func.length(Memory.values)),
+                ("memory_text", func.length(Memory.text)),
+                ("weight_versions", func.length(WeightVersion.weights)),
+                ("learner_states", func.coalesce(func.length(StreamSession.learn_state), 0)
+                 + func.coalesce(func.length(StreamSession.state), 0)),
+                ("stream_checkpoints", func.length(StreamCheckpoint.learn_state)),
+                ("events", func.length(Event.content)))}
+            pair_format = sorted(set(db.scalars(select(Memory.pair_format))), key=str)
+    return {"base": base, "documents": documents, "bytes_each": size, "stored_tokens": tokens,
+            "pair_format": pair_format, "sql_bytes_per_document": grown // documents,
+            "sql_bytes_per_token": round(grown / tokens, 1),
+            "sql_bytes_per_token_without_versions": round((grown - held["weight_versions"]) / tokens, 1),
+            "bytes_per_token": {name: round(value / tokens, 1) for name, value in held.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ from learner.versions import VersionNotFound, latest_version, load_weights, prun
 from memory.db import AgentGone, lock_agent
 from memory.eventlog import drop_finished_stream, learning_status
 from memory.hits import record_hits, rows_supplying
+from memory.pair_format import format_for
 from memory.schema import Agent, Document, Event, ForgetJob, StreamCheckpoint, StreamSession
 from memory.store import MemoryStore, Span, StoreConfig, memory_for
 from memory.stream_format import EventReading
@@ -111,7 +112,8 @@ class LearnerCache:
                                                        imported=model.capabilities.pretrained))
         store = MemoryStore(agent_id=agent.id, sessions=self.sessions, head_dim=model.config.head_dim,
                             channels=model.config.memory_channels,
-                            search_openings=model.config.memory_searches_openings, config=self.store_config)
+                            search_openings=model.config.memory_searches_openings, config=self.store_config,
+                            pair_format=format_for(model.config, attends=self.memory_attention))
         store.id_ceiling = id_ceiling
         store.rebuild()
         return AgentLearner(agent.id, learner_spec(agent), model, learner, store, version=-1,

@@ -42,7 +42,6 @@ from learner.learn import (
     learned_count,
 )
 from learner.versions import decode_weights, encode_weights, load_weights, weights_sha256
-from memory.codec import encode_pairs
 from memory.db import AgentGone, lock_agent
 from memory.hits import record_hits, remove_hits
 from memory.schema import (
@@ -253,13 +252,17 @@ def _reconcile_pairs(sessions: sessionmaker[Session], learner: AgentLearner, eve
                      rewrite: bool) -> None:
     """Every stored memory row of `event` must be one the replay computed, bit for bit; where its stream lost
     an earlier event (`rewrite`), differing rows are replaced by the computed ones instead."""
-    computed = {(span.byte_start, span.byte_end, span.token_start, encode_pairs(span.keys), encode_pairs(span.values))
+    store = learner.store
+    computed = {(span.byte_start, span.byte_end, span.token_start, *store.pair_format.encode(span.keys, span.values))
                 for span in spans}
     with sessions() as db:
         stored = db.execute(select(Memory.id, Memory.byte_start, Memory.byte_end, Memory.token_start, Memory.keys,
-                                   Memory.values).where(Memory.event_id == event.id)).all()
-    differing = [row for row in stored if (row.byte_start, row.byte_end, row.token_start, bytes(row.keys),
-                                           bytes(row.values)) not in computed]
+                                   Memory.values, Memory.pair_format, Memory.num_tokens)
+                            .where(Memory.event_id == event.id)).all()
+    # A row of an older format is compared as the store would write it now (memory.pair_format).
+    differing = [row for row in stored if (row.byte_start, row.byte_end, row.token_start,
+                                           *(store.encoded(bytes(row.keys), bytes(row.values), row.pair_format,
+                                                           row.num_tokens) or (None, None))) not in computed]
     if not differing:
         return
     if not rewrite:

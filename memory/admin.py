@@ -16,6 +16,7 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from memory.db import lock_agent
+from memory.pair_format import FP16, PairFormat
 from memory.schema import MAX_ID, Agent, Memory
 from memory.store import MemoryStore, Span, delete_memory_rows
 
@@ -98,7 +99,8 @@ def delete_agent(db: Session, *, agent_id: int) -> None:
 
 
 def export_ndjson(db: Session, *, agent_id: int) -> Iterator[str]:
-    """One JSON line per memory, pairs included (base64 fp16), oldest first; streams from the DB."""
+    """One JSON line per memory, pairs included (base64, in the row's `pair_format`), oldest first; streams from
+    the DB."""
     rows = db.scalars(
         select(Memory).where(Memory.agent_id == agent_id).order_by(Memory.id).execution_options(yield_per=100)
     )
@@ -117,6 +119,7 @@ def export_ndjson(db: Session, *, agent_id: int) -> Iterator[str]:
                 "weight_version": row.weight_version,
                 "created_at": row.created_at.isoformat(),
                 "imported_from": row.imported_from,
+                "pair_format": row.pair_format or FP16,
                 "keys": base64.b64encode(row.keys).decode(),
                 "values": base64.b64encode(row.values).decode(),
             }
@@ -153,6 +156,7 @@ class ExportLine(BaseModel):
     head_dim: int
     weight_version: int = Field(ge=0, le=MAX_ID)
     imported_from: str | None = Field(None, max_length=200, pattern=r"^[^\x00]*$")  # a SQL text column
+    pair_format: str = Field(FP16, max_length=200)  # exports from before formats hold fp16 pairs
     keys: str
     values: str
 
@@ -167,16 +171,24 @@ def span_from_line(line: str | bytes, number: int, store: MemoryStore) -> Span:
         item = ExportLine.model_validate(raw)
         if item.head_dim != head_dim:
             raise ValueError(f"head_dim {item.head_dim} does not match this agent's {head_dim}")
-        keys = store.decode(base64.b64decode(item.keys, validate=True))
-        values = store.decode(base64.b64decode(item.values, validate=True))
-        if keys.shape != values.shape or keys.shape[0] != item.num_tokens:
-            raise ValueError(f"keys, values and num_tokens disagree (this agent stores {store.channels} pairs "
-                             "per token)")
-        if store.channels == 1:
-            keys, values = keys[:, 0], values[:, 0]
+        keys = base64.b64decode(item.keys, validate=True)
+        values = base64.b64decode(item.values, validate=True)
+        pair_format = PairFormat.parse(item.pair_format)
+        try:
+            pair_format.decode(keys, values, tokens=item.num_tokens, channels=store.channels,
+                                                      head_dim=head_dim)
+        except ValueError as exc:
+            raise ValueError(f"keys, values and num_tokens disagree (this agent stores {store.channels} pairs per "
+                             f"token): {exc}") from None
+        encoded = store.encoded(keys, values, item.pair_format, item.num_tokens)
+        if encoded is None:
+            raise ValueError(f"these memories keep {item.pair_format}; this agent's store needs "
+                             f"{store.pair_format.name} (its memory layers attend to stored pairs)")
         return Span(
-            keys=keys,
-            values=values,
+            keys=None,
+            values=None,
+            encoded=encoded,
+            tokens=item.num_tokens,
             text=item.text.encode("utf-8", errors="replace"),
             byte_start=item.byte_start,
             byte_end=item.byte_end,

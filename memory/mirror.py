@@ -33,7 +33,8 @@ class RowPlace:
 
 
 class PairMirror:
-    """A view's fp16 pairs by row, and which of them its index holds (`searchable`).
+    """A view's fp16 pairs by row, and which of them its index holds (`searchable`). A mirror of a keys-only
+    store (`values=False`, memory.pair_format) holds keys alone, and reads zeros where values are asked for.
 
     A mirror for a pretrained model's memory layers (`search_openings=False`) keeps every stream's
     first pair out of the index: the model parks attention on a stream's first token whatever it is
@@ -42,11 +43,12 @@ class PairMirror:
     ranked a stated fact first 10 of 20 times among 64 KB of other documents, without them 18.
     """
 
-    def __init__(self, head_dim: int, *, search_openings: bool = True):
+    def __init__(self, head_dim: int, *, search_openings: bool = True, values: bool = True):
         self.head_dim = head_dim
         self.search_openings = search_openings
+        self.holds_values = values
         self.keys = np.zeros((0, head_dim), dtype=np.float16)
-        self.values = np.zeros((0, head_dim), dtype=np.float16)
+        self.values = np.zeros((0, self._value_dim), dtype=np.float16)
         self.used = 0  # slots filled, live or dead
         self.row_ids = np.zeros(0, dtype=np.int64)  # sorted live memory ids
         self.row_starts = np.zeros(0, dtype=np.int64)  # first slot of each row in row_ids
@@ -57,6 +59,16 @@ class PairMirror:
         self._opening_rows: set[int] = set()  # live rows holding their stream's position 0
 
     @property
+    def _value_dim(self) -> int:
+        return self.head_dim if self.holds_values else 0
+
+    def values_at(self, slots: np.ndarray) -> np.ndarray:
+        """The values in `slots`, (*slots.shape, D); zeros where the mirror holds none."""
+        if self.holds_values:
+            return self.values[slots]
+        return np.zeros((*slots.shape, self.head_dim), dtype=np.float16)
+
+    @property
     def live_tokens(self) -> int:
         return int(self.row_lengths.sum())
 
@@ -64,7 +76,9 @@ class PairMirror:
         pos = np.searchsorted(self.row_ids, memory_id)
         return bool(pos < len(self.row_ids) and self.row_ids[pos] == memory_id)
 
-    def add_row(self, memory_id: int, keys: np.ndarray, values: np.ndarray, place: RowPlace | None = None) -> None:
+    def add_row(self, memory_id: int, keys: np.ndarray, values: np.ndarray | None,
+                place: RowPlace | None = None) -> None:
+        """`values`: None (or anything) where the mirror holds none."""
         count = keys.shape[0]
         if place is not None and place.stream is not None:
             self.places[memory_id] = place
@@ -75,7 +89,8 @@ class PairMirror:
                     self._opening_rows.add(memory_id)
         self._reserve(self.used + count)
         self.keys[self.used : self.used + count] = keys
-        self.values[self.used : self.used + count] = values
+        if self.holds_values:
+            self.values[self.used : self.used + count] = values
         pos = np.searchsorted(self.row_ids, memory_id)
         self.row_ids = np.insert(self.row_ids, pos, memory_id)
         self.row_starts = np.insert(self.row_starts, pos, self.used)
@@ -162,8 +177,8 @@ class PairMirror:
     def live_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(memory id per token, offset per token, keys, values) of every live pair, in id order."""
         if len(self.row_ids) == 0:
-            empty = np.zeros((0, self.head_dim), dtype=np.float16)
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), empty, empty
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, self.keys[:0], self.values[:0]
         rows = np.repeat(self.row_ids, self.row_lengths)
         starts = np.repeat(self.row_starts, self.row_lengths)
         offsets = np.arange(len(rows)) - np.repeat(np.cumsum(self.row_lengths) - self.row_lengths, self.row_lengths)
@@ -180,7 +195,7 @@ class PairMirror:
         if size <= self.keys.shape[0]:
             return
         capacity = max(size, 2 * self.keys.shape[0], 1024)
-        for name in ("keys", "values"):
-            grown = np.zeros((capacity, self.head_dim), dtype=np.float16)
+        for name, width in (("keys", self.head_dim), ("values", self._value_dim)):
+            grown = np.zeros((capacity, width), dtype=np.float16)
             grown[: self.used] = getattr(self, name)[: self.used]
             setattr(self, name, grown)

@@ -170,10 +170,12 @@ class Memory(Base):
     text: Mapped[str] = mapped_column(Text)  # the span's bytes as UTF-8, invalid bytes replaced
     num_tokens: Mapped[int] = mapped_column(Integer)
     head_dim: Mapped[int] = mapped_column(Integer)
-    # fp16 (num_tokens, head_dim), little-endian; an imported model's: (num_tokens, channels, head_dim), every
-    # memory layer's pairs of each token together (models.layer_memory)
+    # In `pair_format` (memory.pair_format; NULL: "fp16"): fp16 (num_tokens, head_dim), little-endian, or an
+    # imported model's (num_tokens, channels, head_dim), every memory layer's pairs of each token together
+    # (models.layer_memory); or "keys8:<channels>": those channels' keys as int8 codes, and no values (b"").
     keys: Mapped[bytes] = mapped_column(LargeBinary)
     values: Mapped[bytes] = mapped_column(LargeBinary)
+    pair_format: Mapped[str | None] = mapped_column(String(200))
     weight_version: Mapped[int] = mapped_column(Integer, default=0)  # version whose weights produced the pairs
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
     hit_count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,9 +1,10 @@
-"""Snapshots of a store's view: its index bytes, fp16 pairs, row places and watermarks, in a directory.
+"""Snapshots of a store's view: its index bytes, fp16 pairs (keys alone for a keys-only store), row places and
+watermarks, in a directory.
 
 A snapshot only saves time: a process opening a store adopts it and catches up from SQL past its
 watermarks, instead of decoding every row and refitting the index. So it is written atomically (a
 temporary directory renamed into place), and one that is unreadable, of another format, agent or
-head dim is ignored, and the store rebuilt from SQL, which stays the truth. The index is stored as
+head dim or pair format is ignored, and the store rebuilt from SQL, which stays the truth. The index is stored as
 FAISS's own serialized bytes, never pickled.
 """
 
@@ -23,19 +24,21 @@ import numpy as np
 
 from memory.index import IndexConfig, VectorIndex
 from memory.mirror import PairMirror, RowPlace
+from memory.pair_format import FULL_PAIRS, PairFormat
 
 log = logging.getLogger(__name__)
 
 # 2: rows' places in their streams; 3: their token positions, and one index per channel; 4: whether
-# streams' first pairs are indexed (memory.mirror). Older snapshots are rebuilt from SQL.
-SNAPSHOT_FORMAT = 4
+# streams' first pairs are indexed (memory.mirror); 5: the store's pair format, one index per channel it
+# keeps (memory.pair_format). Older snapshots are rebuilt from SQL.
+SNAPSHOT_FORMAT = 5
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """A snapshot as read back: a view's index and pairs, and how far into SQL they reach."""
 
-    channels: list[tuple[VectorIndex, PairMirror]]  # per channel, its index and pairs
+    channels: list[tuple[VectorIndex, PairMirror]]  # per channel kept, its index and pairs
     memory_watermark: int  # highest memory id the view had seen
     tombstone_watermark: int  # highest tombstone id it had applied
 
@@ -52,6 +55,7 @@ class SnapshotSource(Protocol):
     agent_id: int
     head_dim: int
     channels: int
+    pair_format: PairFormat
     search_openings: bool
     memory_watermark: int
     tombstone_watermark: int
@@ -77,7 +81,8 @@ def save_snapshot(store: SnapshotSource, directory: Path) -> None:
         (tmp / "places.json").write_text(json.dumps(places))
         meta = {
             "format": SNAPSHOT_FORMAT, "agent_id": store.agent_id, "head_dim": store.head_dim,
-            "channels": store.channels, "search_openings": store.search_openings,
+            "channels": store.channels, "pair_format": store.pair_format.name,
+            "search_openings": store.search_openings,
             "memory_watermark": store.memory_watermark,
             "tombstone_watermark": store.tombstone_watermark,
             "trained_at": [view.index.trained_at for view in store.views],
@@ -93,25 +98,28 @@ def _name(stem: str, channel: int, suffix: str) -> str:
 
 
 def read_snapshot(directory: Path, *, agent_id: int, head_dim: int, config: IndexConfig,
-                  channels: int = 1, search_openings: bool = True) -> Snapshot | None:
-    """The snapshot in `directory` if it is `agent_id`'s, of this format, head dim and channels, and readable;
-    else None. `config`: the index settings the loaded indexes search with (their probes per query)."""
+                  channels: int = 1, search_openings: bool = True,
+                  pair_format: PairFormat = FULL_PAIRS) -> Snapshot | None:
+    """The snapshot in `directory` if it is `agent_id`'s, of this format, head dim, channels and pair format, and
+    readable; else None. `config`: the index settings the loaded indexes search with (their probes per query)."""
     directory = Path(directory)
     try:
         meta = json.loads((directory / "meta.json").read_text())
         if (meta["format"] != SNAPSHOT_FORMAT or meta["agent_id"] != agent_id or meta["head_dim"] != head_dim
-                or meta["channels"] != channels or meta["search_openings"] != search_openings):
+                or meta["channels"] != channels or meta["search_openings"] != search_openings
+                or meta["pair_format"] != pair_format.name):
             log.warning("snapshot %s does not match agent %s; ignoring it", directory, agent_id)
             return None
         places = {int(i): RowPlace(tuple(stream) if stream is not None else None, start, end, token_start)
                   for i, (stream, start, end, token_start)
                   in json.loads((directory / "places.json").read_text()).items()}
         read = []
-        for channel in range(channels):
+        for channel in range(len(pair_format.kept(channels))):
             pairs = np.load(directory / _name("pairs", channel, "npz"))
             index = VectorIndex.from_bytes((directory / _name("index", channel, "faiss")).read_bytes(), head_dim,
                                            meta["trained_at"][channel], config)
-            read.append((index, _mirror(pairs, places, PairMirror(head_dim, search_openings=search_openings))))
+            mirror = PairMirror(head_dim, search_openings=search_openings, values=not pair_format.keys_only)
+            read.append((index, _mirror(pairs, places, mirror)))
     except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as exc:
         log.warning("snapshot %s unreadable (%s); rebuilding from SQL instead", directory, exc)
         return None

@@ -21,11 +21,11 @@ import torch
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory.codec import decode_pairs, encode_pairs
 from memory.db import lock_agent
 from memory.ids import MAX_SPAN_TOKENS
 from memory.index import IndexConfig
 from memory.mirror import RowPlace
+from memory.pair_format import FULL_PAIRS, PairFormat
 from memory.schema import Memory, MemoryTombstone
 from memory.snapshot import SNAPSHOT_FORMAT, read_snapshot, save_snapshot
 from memory.view import MemoryView, SearchResult, flat_queries
@@ -48,9 +48,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# What the store reads of a memory row: its pairs, and where its tokens sit in their stream.
-ROW_COLUMNS = (Memory.id, Memory.keys, Memory.values, Memory.session_id, Memory.document_id, Memory.imported_from,
-               Memory.byte_start, Memory.byte_end, Memory.token_start)
+# What the store reads of a memory row: its pairs and their format, and where its tokens sit in their stream.
+ROW_COLUMNS = (Memory.id, Memory.keys, Memory.values, Memory.pair_format, Memory.num_tokens, Memory.session_id,
+               Memory.document_id, Memory.imported_from, Memory.byte_start, Memory.byte_end, Memory.token_start)
 # Rows a rebuild reads from SQL per round trip.
 REBUILD_BATCH_ROWS = 256
 
@@ -77,8 +77,8 @@ class StoreConfig:
 class Span:
     """A chunk's (key, value) pairs and where they came from."""
 
-    keys: torch.Tensor | np.ndarray  # (T, D), or (T, channels, D) for a store of several channels
-    values: torch.Tensor | np.ndarray
+    keys: torch.Tensor | np.ndarray | None  # (T, D), or (T, channels, D) for a store of several channels
+    values: torch.Tensor | np.ndarray | None
     text: bytes  # the span's bytes
     byte_start: int
     byte_end: int
@@ -88,6 +88,15 @@ class Span:
     weight_version: int = 0
     imported_from: str | None = None
     token_start: int | None = None  # stream position of the first pair in its session
+    # Instead of keys and values: (keys, values) bytes of `tokens` pairs already in the store's pair format
+    # (an import).
+    encoded: tuple[bytes, bytes] | None = None
+    tokens: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return self.tokens if self.encoded is not None else self.keys.shape[0]
+
 
 def row_place(session_id: int | None, document_id: int | None, imported_from: str | None, byte_start: int,
               byte_end: int, token_start: int | None = None) -> RowPlace:
@@ -122,24 +131,32 @@ class MemoryStore:
     """Implements models.MemoryReader for one agent over its view; safe to share between threads.
 
     A store of several `channels` (an imported model's memory layers times their key/value heads,
-    models.layer_memory) keeps one view per channel over the same rows; `session_reader` searches them.
-    Search and follow read the views as they stand: call `catch_up()` first to see what other
+    models.layer_memory) keeps one view per channel its `pair_format` keeps over the same rows;
+    `session_reader` searches them. It writes rows in that format, and reads rows of any format that holds
+    what it keeps. Search and follow read the views as they stand: call `catch_up()` first to see what other
     writers committed since.
     """
 
     def __init__(
         self, *, agent_id: int, sessions: sessionmaker[Session], head_dim: int, config: StoreConfig = StoreConfig(),
-        channels: int = 1, search_openings: bool = True,
+        channels: int = 1, search_openings: bool = True, pair_format: PairFormat = FULL_PAIRS,
     ):
         self.agent_id = agent_id
         self.sessions = sessions
         self.head_dim = head_dim
         self.channels = channels
+        self.pair_format = pair_format
+        self.kept = pair_format.kept(channels)  # the model's channels this store keeps, one view each
         self.search_openings = search_openings  # whether streams' first pairs are searched (memory.mirror)
         self.config = config
         self.views = [MemoryView(head_dim, config.index, name=f"agent-{agent_id}" + (f"-channel-{c}" if c else ""),
-                                 search_openings=search_openings) for c in range(channels)]
+                                 search_openings=search_openings, values=not pair_format.keys_only)
+                      for c in self.kept]
+        self.view_of = dict(zip(self.kept, self.views))  # model channel -> its view
         self.view = self.views[0]  # holds the store's lock and its row bookkeeping
+        # Rows whose format lacks what this store keeps (keys-only rows, read by a store whose memory layers
+        # attend): never searched here, and not read again at each catch-up.
+        self.unreadable: set[int] = set()
         self.memory_watermark = 0  # highest memory id this store has seen
         self.tombstone_watermark = 0  # highest tombstone id this store has applied
         # Rows with this id or above stay out (None: none do). A replay reads the memory as it stood when
@@ -189,12 +206,16 @@ class MemoryStore:
         return ids
 
     def _row(self, span: Span) -> Memory:
-        count = span.keys.shape[0]
+        count = span.num_tokens
         if not 0 < count <= MAX_SPAN_TOKENS:
             raise ValueError(f"a span holds 1..{MAX_SPAN_TOKENS} tokens, got {count}")
-        shape = self.pair_shape(count)
-        if tuple(span.keys.shape) != shape or tuple(span.values.shape) != shape:
-            raise ValueError(f"keys and values must both be {shape}")
+        if span.encoded is not None:
+            keys, values = span.encoded
+        else:
+            shape = self.pair_shape(count)
+            if tuple(span.keys.shape) != shape or tuple(span.values.shape) != shape:
+                raise ValueError(f"keys and values must both be {shape}")
+            keys, values = self.pair_format.encode(span.keys, span.values)
         return Memory(
             agent_id=self.agent_id,
             event_id=span.event_id,
@@ -207,18 +228,32 @@ class MemoryStore:
             text=display_text(span.text),
             num_tokens=count,
             head_dim=self.head_dim,
-            keys=encode_pairs(span.keys),
-            values=encode_pairs(span.values),
+            keys=keys,
+            values=values,
+            pair_format=self.pair_format.name,
             weight_version=span.weight_version,
         )
 
     def pair_shape(self, tokens: int) -> tuple[int, ...]:
-        """The shape of a row's keys (and values) of `tokens` pairs."""
+        """The shape of a span's keys (and values) of `tokens` pairs: the model's, every channel."""
         return (tokens, self.head_dim) if self.channels == 1 else (tokens, self.channels, self.head_dim)
 
-    def decode(self, blob: bytes) -> np.ndarray:
-        """A row's stored keys or values, (T, channels, D)."""
-        return decode_pairs(blob, self.head_dim).reshape(-1, self.channels, self.head_dim)
+    def encoded(self, keys: bytes, values: bytes, pair_format: str | None, tokens: int) -> tuple[bytes, bytes] | None:
+        """A row stored in `pair_format`, as this store writes rows; None where the row lacks what it keeps."""
+        try:
+            return self.pair_format.reencode(PairFormat.parse(pair_format), keys, values, tokens=tokens,
+                                             channels=self.channels, head_dim=self.head_dim)
+        except ValueError:
+            return None
+
+    def held(self, keys: bytes, values: bytes, pair_format: str | None,
+             tokens: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """What this store keeps of a row stored in `pair_format`, exactly as if it had been written in the store's
+        format: fp16 keys (T, kept, D) and values (None where it keeps none); None where the row lacks them."""
+        encoded = self.encoded(keys, values, pair_format, tokens)
+        if encoded is None:
+            return None
+        return self.pair_format.decode(*encoded, tokens=tokens, channels=self.channels, head_dim=self.head_dim)
 
     # -- catching up ---------------------------------------------------------------------------
 
@@ -232,7 +267,7 @@ class MemoryStore:
             ).all()
             # Deleted rows are gone from SQL in the same transaction as their tombstone, and ids
             # are never reused, so anything listed here and not in RAM is new to this store.
-            fresh = [i for i in candidate_ids if i not in self.view]
+            fresh = [i for i in candidate_ids if i not in self.view and i not in self.unreadable]
             if fresh:
                 self._add_rows(
                     db.execute(
@@ -264,12 +299,24 @@ class MemoryStore:
     def _below_ceiling(self) -> tuple:
         return () if self.id_ceiling is None else (Memory.id < self.id_ceiling,)
 
-    def _add_rows(self, rows) -> None:
-        """Rows of ROW_COLUMNS into the views."""
-        for memory_id, key_blob, value_blob, *where in rows:
-            keys, values, place = self.decode(key_blob), self.decode(value_blob), row_place(*where)
+    def _add_rows(self, rows, *, index: bool = True) -> None:
+        """Rows of ROW_COLUMNS into the views (`index`: into their indexes too; a rebuild fits them after)."""
+        for memory_id, key_blob, value_blob, pair_format, tokens, *where in rows:
+            pairs, place = self.held(key_blob, value_blob, pair_format, tokens), row_place(*where)
+            if pairs is None:
+                self._unreadable(memory_id, pair_format)
+                continue
+            keys, values = pairs
             for channel, view in enumerate(self.views):
-                view.add_row(memory_id, keys[:, channel], values[:, channel], place)
+                add = view.add_row if index else view.mirror.add_row
+                add(memory_id, keys[:, channel], None if values is None else values[:, channel], place)
+
+    def _unreadable(self, memory_id: int, pair_format: str | None) -> None:
+        if not self.unreadable:
+            log.warning("agent %s: memory %s is stored as %s, which lacks what this store reads (%s): it is not "
+                        "searched here (it is recalled by its words); so are others like it", self.agent_id,
+                        memory_id, pair_format, self.pair_format.name)
+        self.unreadable.add(memory_id)
 
     def wait_for_refit(self, timeout: float | None = None) -> None:
         """Block until a background refit in flight (if any) has replaced the index."""
@@ -288,12 +335,9 @@ class MemoryStore:
                 .execution_options(yield_per=REBUILD_BATCH_ROWS)
             )
             mirror = self.view.mirror
-            for memory_id, key_blob, value_blob, *where in result:
-                # Pairs only: the index is fitted to all of them at once below.
-                keys, values, place = self.decode(key_blob), self.decode(value_blob), row_place(*where)
-                for channel, view in enumerate(self.views):
-                    view.mirror.add_row(memory_id, keys[:, channel], values[:, channel], place)
-            self.memory_watermark = int(mirror.row_ids[-1]) if len(mirror.row_ids) else 0
+            self.unreadable.clear()
+            self._add_rows(result, index=False)  # pairs only: the index is fitted to all of them at once below
+            self.memory_watermark = max([0, *mirror.row_ids[-1:].tolist(), *self.unreadable])
             last_tombstone = db.scalar(
                 select(MemoryTombstone.id)
                 .where(MemoryTombstone.agent_id == self.agent_id)
@@ -339,7 +383,8 @@ class MemoryStore:
     def load_snapshot(self, directory: Path) -> bool:
         """Adopt a snapshot if it is this agent's and readable; returns False (and keeps RAM as it was) if not."""
         snapshot = read_snapshot(directory, agent_id=self.agent_id, head_dim=self.head_dim, config=self.config.index,
-                                 channels=self.channels, search_openings=self.search_openings)
+                                 channels=self.channels, search_openings=self.search_openings,
+                                 pair_format=self.pair_format)
         if snapshot is None:
             return False
         with self.view.lock:
@@ -359,10 +404,11 @@ class MemoryStore:
         config: StoreConfig = StoreConfig(),
         channels: int = 1,
         search_openings: bool = True,
+        pair_format: PairFormat = FULL_PAIRS,
     ) -> MemoryStore:
         """A caught-up store: from a snapshot plus SQL past it when one is usable, else from SQL alone."""
         store = cls(agent_id=agent_id, sessions=sessions, head_dim=head_dim, config=config, channels=channels,
-                    search_openings=search_openings)
+                    search_openings=search_openings, pair_format=pair_format)
         if snapshot is None or not store.load_snapshot(snapshot):
             store.rebuild()
         store.catch_up()
@@ -384,7 +430,10 @@ class SessionReader:
 
     def search_channel(self, channel: int, queries: torch.Tensor, top_k: int, *,
                        stream_range: tuple[int, int]) -> tuple[RetrievedMemory, None]:
-        return self.store.views[channel].search(queries, top_k, self._outside(stream_range)), None
+        view = self.store.view_of.get(channel)
+        if view is None:  # a channel the store does not keep (memory.pair_format): nothing found there
+            return _nothing(queries, top_k), None
+        return view.search(queries, top_k, self._outside(stream_range)), None
 
     def _outside(self, stream_range: tuple[int, int]) -> np.ndarray | None:
         if self.session_id is None:
@@ -392,6 +441,13 @@ class SessionReader:
         if self._excluded is None or self._excluded[0] != stream_range:
             self._excluded = stream_range, self.store.view.pairs_outside(self.session_id, *stream_range)
         return self._excluded[1]
+
+
+def _nothing(queries: torch.Tensor, top_k: int) -> RetrievedMemory:
+    """No pair for any of `queries` (B, T, G, D), in the layout a search returns."""
+    zeros = queries.new_zeros(*queries.shape[:-1], top_k, queries.shape[-1])
+    ids = torch.full((*queries.shape[:-1], top_k), -1, dtype=torch.long, device=queries.device)
+    return RetrievedMemory(zeros, zeros, ids >= 0, ids)
 
 
 def memory_for(model: LanguageModel, store: MemoryStore, session_id: int | None, *,

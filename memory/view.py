@@ -53,11 +53,13 @@ class MemoryView:
     own bookkeeping together (memory.store's watermarks) holds it around both.
     """
 
-    def __init__(self, head_dim: int, config: IndexConfig, *, name: str = "memory", search_openings: bool = True):
+    def __init__(self, head_dim: int, config: IndexConfig, *, name: str = "memory", search_openings: bool = True,
+                 values: bool = True):
         self.head_dim = head_dim
         self.config = config
         self.name = name  # in log lines and the refit thread's name, e.g. "agent-3"
         self.search_openings = search_openings  # whether streams' first pairs are searched (memory.mirror)
+        self.holds_values = values  # False: a keys-only store's (memory.pair_format); values read as zeros
         self.index = VectorIndex(head_dim, config)
         self.mirror = self.new_mirror()
         self.lock = threading.RLock()
@@ -65,8 +67,9 @@ class MemoryView:
 
     # -- changing ------------------------------------------------------------------------------
 
-    def add_row(self, memory_id: int, keys: np.ndarray, values: np.ndarray, place: RowPlace | None = None) -> None:
-        """One row's fp16 pairs, keys and values (T, D), searchable from now on."""
+    def add_row(self, memory_id: int, keys: np.ndarray, values: np.ndarray | None,
+                place: RowPlace | None = None) -> None:
+        """One row's fp16 pairs, keys and values (T, D) (None: a keys-only view's), searchable from now on."""
         with self.lock:
             self.mirror.add_row(memory_id, keys, values, place)
             ids, held = self.mirror.searchable(memory_id)
@@ -94,7 +97,7 @@ class MemoryView:
 
     def new_mirror(self) -> PairMirror:
         """An empty mirror of this view's kind."""
-        return PairMirror(self.head_dim, search_openings=self.search_openings)
+        return PairMirror(self.head_dim, search_openings=self.search_openings, values=self.holds_values)
 
     # -- refitting (memory.refit) --------------------------------------------------------------
 
@@ -131,12 +134,12 @@ class MemoryView:
             live &= ids >= 0
             # Pairs stay fp16 in numpy; torch widens them (as_retrieved), much faster than numpy would.
             if live.all():
-                keys, values = self.mirror.keys[slots], self.mirror.values[slots]  # (N, K, D)
+                keys, values = self.mirror.keys[slots], self.mirror.values_at(slots)  # (N, K, D)
             else:
                 slots = np.where(live, slots, 0)
                 keys = np.zeros((*ids.shape, self.head_dim), dtype=np.float16)
                 values = np.zeros_like(keys)
-                keys[live], values[live] = self.mirror.keys[slots[live]], self.mirror.values[slots[live]]
+                keys[live], values[live] = self.mirror.keys[slots[live]], self.mirror.values_at(slots[live])
         return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)
 
     def follow(self, ids: torch.Tensor) -> RetrievedMemory:
@@ -160,7 +163,7 @@ class MemoryView:
                         rows[i], offsets[i] = next_row, 0
                         slot, found, _ = mirror.slots(rows[i : i + 1], offsets[i : i + 1])
                         slots[i], live[i] = slot[0], found[0]
-            keys[live], values[live] = mirror.keys[slots[live]], mirror.values[slots[live]]
+            keys[live], values[live] = mirror.keys[slots[live]], mirror.values_at(slots[live])
         shape = (*ids.shape, self.head_dim)
         return RetrievedMemory(
             torch.from_numpy(keys).reshape(shape).to(ids.device, torch.float32),

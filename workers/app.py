@@ -43,6 +43,7 @@ def make_app(settings: Settings) -> Celery:
             "lifelong.learn": {"queue": "learn"},
             "lifelong.forget": {"queue": "learn"},
             "lifelong.snapshot_memory": {"queue": "maintenance"},
+            "lifelong.reencode_memory": {"queue": "maintenance"},
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from celery import Celery
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.forget import Forgotten, forget_source
@@ -24,6 +25,7 @@ from memory.eventlog import (
     open_document,
     pending_learning,
 )
+from memory.schema import Memory
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,8 @@ class DocumentUpload:
 
 
 def requeue_pending(app: Celery, sessions: sessionmaker[Session], *, agent_id: int | None = None) -> int:
-    """Enqueue work for everything SQL shows pending (of one agent, or all); returns the number of tasks sent.
+    """Enqueue work for everything SQL shows pending (of one agent, or all), and the re-encoding of memories stored
+    in an older format; returns the number of tasks sent.
 
     Duplicates are harmless (tasks are idempotent), so this runs at every worker start: it covers
     a crash between commit and send, and messages a transport lost with a killed worker (a forget job
@@ -151,6 +154,9 @@ def requeue_pending(app: Celery, sessions: sessionmaker[Session], *, agent_id: i
     with sessions() as db:
         learning = [(a, e) for a, e in pending_learning(db) if agent_id in (None, a)]
         forgetting = [a for a in active_forget_agents(db) if agent_id in (None, a)]
+        # Memories stored before pair formats (memory.reencode): re-encoded once, by a maintenance worker.
+        reencoding = [a for a in db.scalars(select(Memory.agent_id).where(Memory.pair_format.is_(None)).distinct())
+                      if agent_id in (None, a)]
     for forgetting_agent in forgetting:
         enqueue_forget(app, agent_id=forgetting_agent)
     for learning_agent, event_id in learning:
@@ -158,4 +164,6 @@ def requeue_pending(app: Celery, sessions: sessionmaker[Session], *, agent_id: i
     if learning or forgetting:
         log.info("re-enqueued learning for %d agents and forget jobs for %d found pending in SQL", len(learning),
                  len(forgetting))
-    return len(learning) + len(forgetting)
+    for older in reencoding:
+        app.send_task("lifelong.reencode_memory", args=(older,))
+    return len(learning) + len(forgetting) + len(reencoding)

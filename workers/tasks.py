@@ -23,6 +23,8 @@ from learner.replay import fail_forget_jobs, run_forget_jobs
 from memory.admin import stored_tokens
 from memory.db import AgentGone, make_engine, make_session_factory
 from memory.eventlog import mark_failed
+from memory.pair_format import format_for
+from memory.reencode import reencode_rows
 from memory.schema import Agent
 from memory.store import MemoryStore, StoreConfig
 from settings import Settings
@@ -122,19 +124,37 @@ def snapshot_memory(self: Task, agent_id: int) -> dict:
     from (`AgentRuntime` opens it, then catches up from SQL past it), instead of reading every row."""
 
     def work(context: WorkerContext) -> dict:
-        with context.sessions() as db:
-            agent = db.get(Agent, agent_id)
-            if agent is None:
-                raise AgentGone(f"agent {agent_id} does not exist")
-        config = base_config(agent.base_checkpoint, context.settings.device)
-        store = MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=config.head_dim,
-                            channels=config.memory_channels, search_openings=config.memory_searches_openings,
-                            config=StoreConfig.serving(context.settings.memory_nprobe))
+        store = _store(context, agent_id)
         store.rebuild()
         store.save_snapshot(context.settings.snapshot_dir(agent_id))
         return {"tokens": len(store)}
 
     return _run(self, work, lambda context, reason: None)
+
+
+@shared_task(bind=True, name="lifelong.reencode_memory")
+def reencode_memory(self: Task, agent_id: int) -> dict:
+    """Rewrite the agent's memory rows of an older pair format in the one its stores keep now
+    (memory.reencode): an imported model's fp16 pairs become its lowest memory layers' int8 keys."""
+
+    def work(context: WorkerContext) -> dict:
+        store = _store(context, agent_id)
+        return {"rows": reencode_rows(store)}
+
+    return _run(self, work, lambda context, reason: None)
+
+
+def _store(context: WorkerContext, agent_id: int) -> MemoryStore:
+    """The agent's store as the service's processes open it (not caught up)."""
+    with context.sessions() as db:
+        agent = db.get(Agent, agent_id)
+        if agent is None:
+            raise AgentGone(f"agent {agent_id} does not exist")
+    config = base_config(agent.base_checkpoint, context.settings.device)
+    return MemoryStore(agent_id=agent_id, sessions=context.sessions, head_dim=config.head_dim,
+                       channels=config.memory_channels, search_openings=config.memory_searches_openings,
+                       config=StoreConfig.serving(context.settings.memory_nprobe),
+                       pair_format=format_for(config, attends=context.settings.memory_attention))
 
 
 def snapshot_due(tokens_before: int, tokens_after: int, *, min_tokens: int) -> bool:
