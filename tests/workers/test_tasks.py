@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 import workers.tasks
@@ -10,11 +12,16 @@ from learner.base import load_base
 from memory.db import make_engine, make_session_factory
 from memory.eventlog import append_events
 from memory.migrate import upgrade
-from memory.schema import Agent, Event
-from memory.store import MemoryStore
+from memory.pair_format import FULL_PAIRS, format_for
+from memory.schema import Agent, Event, Memory
+from memory.store import MemoryStore, Span
 from settings import Settings
 from tests.learning import TINY, new_agent
+from tests.models.hf_reference import tiny_llama
+from tests.models.test_import_gguf import write_gguf
+from tests.models.tiny_vocab import tiny_chatml_spec
 from workers.app import make_app
+from workers.submit import requeue_pending
 
 
 @pytest.fixture
@@ -112,3 +119,36 @@ def test_work_queued_for_a_deleted_agent_is_skipped_quietly(app, sessions, monke
     assert not [record for record in caplog.records if record.levelname in ("ERROR", "WARNING")]
     with sessions() as db:
         assert db.get(Event, first) is None  # its log went with it; nothing was written for it
+
+
+def test_an_imported_agents_older_memories_are_re_encoded_in_place_by_a_maintenance_task(app, sessions, tmp_path,
+                                                                                          monkeypatch):
+    spec = tiny_chatml_spec()
+    base = write_gguf(tmp_path / "tiny-chat.gguf", tiny_llama(vocab_size=len(spec.tokens)), spec, "llama")
+    agent_id, _ = new_agent(sessions, "imported", base=str(base))
+    model = load_base(str(base))
+    pairs = model(torch.arange(40)[None] % 20).memory_kv  # (1, 40, channels, D) each
+    written = MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=model.config.head_dim,
+                          channels=model.config.memory_channels, pair_format=FULL_PAIRS)
+    parts = [slice(10 * i, 10 * i + 10) for i in range(4)]
+    ids = written.add_spans([Span(keys=pairs.keys[0, at], values=pairs.values[0, at], text=b"t", byte_start=i,
+                                  byte_end=i + 1) for i, at in enumerate(parts)])
+    with sessions.begin() as db:  # as rows from before pair formats are
+        db.execute(update(Memory).values(pair_format=None))
+    sent = []
+    monkeypatch.setattr(app, "send_task", lambda name, args: sent.append((name, args)))
+    requeue_pending(app, sessions)
+    assert sent == [("lifelong.reencode_memory", (agent_id,))]
+
+    assert app.tasks["lifelong.reencode_memory"].apply(args=(agent_id,)).get() == {"rows": 4}
+    kept = format_for(model.config, attends=False)
+    assert kept.keys_only
+    with sessions() as db:
+        rows = db.execute(select(Memory.id, Memory.keys, Memory.values, Memory.pair_format).order_by(Memory.id)).all()
+    assert [row.id for row in rows] == ids and {row.pair_format for row in rows} == {kept.name}
+    assert [bytes(row.keys) for row in rows] == [kept.encode(pairs.keys[0, at], None)[0] for at in parts]
+    assert all(len(row.keys) == 10 * kept.bytes_per_token(model.config.memory_channels, model.config.head_dim)
+               and row.values == b"" for row in rows)
+    sent.clear()
+    requeue_pending(app, sessions)
+    assert sent == []  # done once
