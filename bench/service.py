@@ -71,13 +71,16 @@ def chat_figures(client: httpx.Client, session_id: int, turns: int, max_tokens: 
 
 @torch.inference_mode()
 def build_history(database_url: str, *, agent_id: int, session_id: int, base: str, data: bytes,
-                  event_bytes: int = 2048) -> None:
-    """`data` as the session's history and the agent's memory, exactly as turns and learning would leave them."""
+                  event_bytes: int = 2048, memory_attention: bool = False) -> None:
+    """`data` as the session's history and the agent's memory, exactly as turns and learning would leave them
+    (with the memory's pairs as `memory_attention` keeps them: memory.pair_format)."""
     sessions = make_session_factory(make_engine(database_url))
     model = load_base(base)
+    if model.capabilities.windowed_state:
+        model.cache_dtype = torch.bfloat16  # the state as serving saves it (agent.serving)
     store = MemoryStore(agent_id=agent_id, sessions=sessions, head_dim=model.config.head_dim,
                         channels=model.config.memory_channels,
-                        pair_format=format_for(model.config, attends=False))  # the service's default
+                        pair_format=format_for(model.config, attends=memory_attention))
     state, last = model.init_state(1), None
     for start in range(0, len(data), 64 * event_bytes):
         with sessions.begin() as db:

@@ -40,9 +40,9 @@ def fact(number: int, size: int) -> bytes:
     return (text * (size // len(text) + 1)).encode()[:size]
 
 
-def run(base: str, documents: int, size: int) -> dict:
+def run(base: str, documents: int, size: int, memory_attention: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp, local_agent(Path(tmp), base, "small") as local:
-        cache, start = LearnerCache(local.sessions), used_bytes(local.path)
+        cache, start = LearnerCache(local.sessions, memory_attention=memory_attention), used_bytes(local.path)
         for number in range(documents):
             with local.sessions.begin() as db:
                 _, ids = receive_document(db, agent_id=local.agent_id, data=fact(number, size), chunk_bytes=2048,
@@ -73,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=None, help="base model (default: the default base)")
     parser.add_argument("--documents", type=int, default=12)
     parser.add_argument("--bytes", type=int, default=50, help="bytes per document")
+    parser.add_argument("--memory-attention", action="store_true",
+                        help="memory layers attend: every layer's fp16 pairs are kept (memory.pair_format)")
     args = parser.parse_args(argv)
     if args.documents < 1 or args.bytes < 1:
         parser.error("--documents and --bytes must be at least 1")
     base = args.base or default_base()
     load_base(base)
-    print(json.dumps(run(base, args.documents, args.bytes), indent=None if args.json else 2))
+    print(json.dumps(run(base, args.documents, args.bytes, args.memory_attention), indent=None if args.json else 2))
     return 0
 
 

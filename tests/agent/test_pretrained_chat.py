@@ -17,6 +17,7 @@ from learner.base import load_base
 from learner.learn import LearnerCache, learn_through
 from memory.admin import delete_memories
 from memory.eventlog import create_session
+from memory.pair_format import format_for
 from memory.recall import recall
 from memory.schema import Agent, Event, Memory, StreamSession
 from memory.store import MemoryStore, memory_for
@@ -186,25 +187,37 @@ def _gpt2_byte_chars_inverse() -> dict[int, str]:
     return {byte: char for char, byte in _gpt2_byte_chars().items()}
 
 
-def test_an_imported_agent_stores_every_memory_layers_pairs_and_recalls_them_until_deleted(sessions, imported_agent):
+@pytest.mark.parametrize("attends", [False, True])
+def test_an_imported_agent_stores_its_memory_layers_pairs_and_recalls_them_until_deleted(sessions, imported_agent,
+                                                                                        attends):
+    """Memory layers that attend keep every memory layer's fp16 pairs; by default, the lowest two memory layers'
+    int8 keys (memory.pair_format)."""
     agent_id, runtime = imported_agent
     serving = runtime()
     told, asked = _new_session(sessions, agent_id), _new_session(sessions, agent_id)
     result = serving.chat(session_id=told, content=b"the general rode to the sea", sampling=GREEDY)
-    learn_through(sessions, LearnerCache(sessions), agent_id=agent_id, event_id=result.reply_event_id, max_events=10)
+    learn_through(sessions, LearnerCache(sessions, memory_attention=attends), agent_id=agent_id,
+                  event_id=result.reply_event_id, max_events=10)
     model = load_base(_agent(sessions, agent_id).base_checkpoint)
     config = model.config
     assert config.memory_layers and config.memory_channels == len(config.memory_layers) * config.num_kv_heads
+    pair_format = format_for(config, attends=attends)
+    assert pair_format.keys_only != attends
     with sessions() as db:
         rows = list(db.scalars(select(Memory).where(Memory.agent_id == agent_id).order_by(Memory.id)))
-    assert rows and all(row.session_id == told for row in rows)
-    # One row per chunk: each token's pairs of every memory layer, fp16, at the stream's positions.
+    assert rows and all(row.session_id == told and row.pair_format == pair_format.name for row in rows)
+    # One row per chunk, at the stream's positions: each token's pairs of every memory layer, fp16, or the
+    # lowest two memory layers' int8 keys (with a scale each) and no values.
     assert [row.token_start for row in rows] == list(np.cumsum([0] + [row.num_tokens for row in rows[:-1]]))
     for row in rows:
-        assert len(row.keys) == len(row.values) == row.num_tokens * config.memory_channels * config.head_dim * 2
+        if attends:
+            assert len(row.keys) == len(row.values) == row.num_tokens * config.memory_channels * config.head_dim * 2
+        else:
+            kept = min(2, len(config.memory_layers)) * config.num_kv_heads
+            assert (len(row.keys), len(row.values)) == (row.num_tokens * kept * (config.head_dim + 2), 0)
 
     store = MemoryStore.open(agent_id=agent_id, sessions=sessions, head_dim=config.head_dim,
-                             channels=config.memory_channels)
+                             channels=config.memory_channels, pair_format=pair_format)
     with sessions() as db:
         hits = runtime().recall(db, query="the general rode", limit=5)
         told_state = State.from_bytes(db.get(StreamSession, told).state)
