@@ -52,7 +52,7 @@ def test_keys8_keeps_its_channels_keys_as_int8_codes_within_half_a_step():
 
 @pytest.mark.parametrize("name", ["fp8", "keys8:", "keys8:2,1", "keys8:a", "keys8:-1"])
 def test_an_unknown_or_malformed_format_is_refused_by_name(name):
-    with pytest.raises(ValueError, match="format|channels"):
+    with pytest.raises(ValueError, match=r"format|channels"):
         PairFormat.parse(name)
 
 
