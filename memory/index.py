@@ -1,18 +1,19 @@
 """A FAISS index of token keys under stable ids, chosen by size, rebuildable from SQL.
 
 Ids are SQL-derived (see memory.ids), never FAISS positions. Small indexes are
-exact inner product (IndexIDMap2 over IndexFlatIP). Past `ivf_threshold`
+exact inner product (IndexIDMap over IndexFlatIP). Past `ivf_threshold`
 vectors the index becomes an inverted file whose lists hold fp16 codes
 (IVF + SQfp16: lossless for keys that SQL stores as fp16 anyway, half the bytes
 to scan), trained on a sample of the stored keys and retrained when it has grown
 `retrain_growth` times past the size it was trained at. Both kinds support
-`remove_ids`, so deletes are real.
+`remove_ids`, so deletes are real. A keys-only store's indexes hold 4-bit codes
+that shortlist, and its view ranks the shortlist by the keys (`IndexConfig.compact`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import faiss
 import numpy as np
@@ -28,10 +29,29 @@ class IndexConfig:
     # 10 probes find 0.938 of the exact top-32 in 26 ms, 16 find 0.957 in 31 ms, 32 find 0.979 in 46 ms;
     # at 10K, 10 probes find only 0.889. 16 keeps every size above 0.93 with room under 50 ms.
     nprobe: int = 16
+    # Lists probed by a keys-only store's indexes (`compact`): searched by a question's few tokens, they afford more.
+    compact_nprobe: int = 64
     # Retrain the coarse quantizer when the index has grown this much since training.
     retrain_growth: float = 2.0
     # Training sample per list (FAISS wants >= 39).
     train_points_per_list: int = 64
+    # What an exact index holds per key ("Flat": fp32; "SQfp16": fp16, exact for keys stored as fp16 or less).
+    flat_codes: str = "Flat"
+    # What an inverted file's lists hold per key (a FAISS factory code: "SQfp16", "PQ32", ...).
+    ivf_codes: str = "SQfp16"
+    # Where an inverted file's codes only approximate the keys: how many candidates per result it shortlists,
+    # then ranked by the keys themselves (memory.view); 1: its own ranking stands.
+    rerank: int = 1
+
+    def compact(self) -> IndexConfig:
+        """The settings of a keys-only store's indexes (memory.pair_format), whose RAM holds the keys themselves as
+        int8 codes (memory.mirror). Exact while small, with fp16 codes (its keys are fp16 values, and fp16 needs
+        no training, as 4 bits would before the first key). Once inverted, 4-bit codes (32 bytes a key, not 128)
+        that only shortlist 4x the candidates, ranked then by the keys, with `compact_nprobe` lists probed: such a
+        store is searched by a question's few tokens, not by every token read. On SmolLM2-135M's searched keys at 68K
+        tokens, with its own queries, this finds 0.79-0.81 of the exact top-32, where fp16 codes probing 16 lists
+        found 0.61-0.62 (BENCHMARKS.md, "A memory a tenth the size")."""
+        return replace(self, flat_codes="SQfp16", ivf_codes="SQ4", rerank=4, nprobe=self.compact_nprobe)
 
 
 # FAISS's k-means wants at least this many training points per inverted list.
@@ -53,8 +73,13 @@ class VectorIndex:
     def __init__(self, dim: int, config: IndexConfig = IndexConfig()):
         self.dim = dim
         self.config = config
-        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._index: faiss.Index = self._exact()
         self.trained_at = 0  # vectors present when the IVF quantizer was trained (0: exact index)
+
+    def _exact(self) -> faiss.Index:
+        if self.config.flat_codes == "Flat":
+            return faiss.IndexIDMap(faiss.IndexFlatIP(self.dim))
+        return faiss.IndexIDMap(faiss.index_factory(self.dim, self.config.flat_codes, faiss.METRIC_INNER_PRODUCT))
 
     @property
     def kind(self) -> str:
@@ -89,6 +114,18 @@ class VectorIndex:
         return self._index.search(queries, k, params=params)
 
     @property
+    def reranked(self) -> bool:
+        """Whether its codes only shortlist, and the keys themselves rank (IndexConfig.rerank, memory.view): an
+        inverted file's; an exact index's codes rank exactly."""
+        return bool(self.trained_at) and self.config.rerank > 1
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes the index holds per key, its id included."""
+        codes = faiss.extract_index_ivf(self._index) if self.trained_at else faiss.downcast_index(self._index.index)
+        return int(codes.code_size) + 8
+
+    @property
     def lists(self) -> int:
         """Inverted lists of an IVF index (0 for an exact one)."""
         return int(faiss.extract_index_ivf(self._index).nlist) if self.trained_at else 0
@@ -115,11 +152,11 @@ class VectorIndex:
         """Replace the index with one fitted to these vectors (exact or IVF by size)."""
         n = len(ids)
         if n <= self.config.ivf_threshold:
-            index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            index: faiss.Index = self._exact()
             trained_at = 0
         else:
             nlist = ivf_lists(n, self.config.ivf_lists_per_sqrt)
-            index = faiss.index_factory(self.dim, f"IVF{nlist},SQfp16", faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(self.dim, f"IVF{nlist},{self.config.ivf_codes}", faiss.METRIC_INNER_PRODUCT)
             sample = np.random.default_rng(seed).choice(
                 n, size=min(n, nlist * self.config.train_points_per_list), replace=False
             )

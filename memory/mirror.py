@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from memory.ids import pair_ids, token_ids
+from memory.pair_format import KeyCodes
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,10 @@ class RowPlace:
 
 
 class PairMirror:
-    """A view's fp16 pairs by row, and which of them its index holds (`searchable`). A mirror of a keys-only
-    store (`values=False`, memory.pair_format) holds keys alone, and reads zeros where values are asked for.
+    """A view's pairs by row, and which of them its index holds (`searchable`). A mirror of a keys-only
+    store (`values=False`, memory.pair_format) holds keys alone, as the int8 codes and scales its rows store
+    them (66 bytes a key where fp16 takes 128; decoded where read, to the same fp16 a row decodes to), and reads
+    zeros where values are asked for.
 
     A mirror for a pretrained model's memory layers (`search_openings=False`) keeps every stream's
     first pair out of the index: the model parks attention on a stream's first token whatever it is
@@ -47,7 +50,10 @@ class PairMirror:
         self.head_dim = head_dim
         self.search_openings = search_openings
         self.holds_values = values
-        self.keys = np.zeros((0, head_dim), dtype=np.float16)
+        # fp16 keys where values are kept, else the keys' int8 codes and fp16 scales (`keys_at` decodes).
+        self.keys = np.zeros((0, head_dim if values else 0), dtype=np.float16)
+        self.codes = np.zeros((0, 0 if values else head_dim), dtype=np.int8)
+        self.scales = np.zeros(0, dtype=np.float16)
         self.values = np.zeros((0, self._value_dim), dtype=np.float16)
         self.used = 0  # slots filled, live or dead
         self.row_ids = np.zeros(0, dtype=np.int64)  # sorted live memory ids
@@ -61,6 +67,12 @@ class PairMirror:
     @property
     def _value_dim(self) -> int:
         return self.head_dim if self.holds_values else 0
+
+    def keys_at(self, slots: np.ndarray) -> np.ndarray:
+        """The fp16 keys in `slots`, (*slots.shape, D)."""
+        if self.holds_values:
+            return self.keys[slots]
+        return KeyCodes(self.codes[slots], self.scales[slots]).decoded()
 
     def values_at(self, slots: np.ndarray) -> np.ndarray:
         """The values in `slots`, (*slots.shape, D); zeros where the mirror holds none."""
@@ -76,10 +88,20 @@ class PairMirror:
         pos = np.searchsorted(self.row_ids, memory_id)
         return bool(pos < len(self.row_ids) and self.row_ids[pos] == memory_id)
 
-    def add_row(self, memory_id: int, keys: np.ndarray, values: np.ndarray | None,
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its pair arrays, free slots included."""
+        return self.keys.nbytes + self.codes.nbytes + self.scales.nbytes + self.values.nbytes
+
+    def add_row(self, memory_id: int, keys: np.ndarray | KeyCodes, values: np.ndarray | None,
                 place: RowPlace | None = None) -> None:
-        """`values`: None (or anything) where the mirror holds none."""
-        count = keys.shape[0]
+        """`keys`: fp16 (T, D), or as codes (a keys-only mirror takes only these); `values`: None (or anything) where
+        the mirror holds none."""
+        if self.holds_values and isinstance(keys, KeyCodes):
+            keys = keys.decoded()
+        elif not self.holds_values and not isinstance(keys, KeyCodes):
+            raise TypeError("a keys-only mirror holds keys as their stored codes: give it KeyCodes")
+        count = len(keys)
         if place is not None and place.stream is not None:
             self.places[memory_id] = place
             self._starting[place.stream, place.byte_start] = memory_id
@@ -88,9 +110,11 @@ class PairMirror:
                 if place.token_start == 0:
                     self._opening_rows.add(memory_id)
         self._reserve(self.used + count)
-        self.keys[self.used : self.used + count] = keys
+        written = slice(self.used, self.used + count)
         if self.holds_values:
-            self.values[self.used : self.used + count] = values
+            self.keys[written], self.values[written] = keys, values
+        else:
+            self.codes[written], self.scales[written] = keys.codes, keys.scales
         pos = np.searchsorted(self.row_ids, memory_id)
         self.row_ids = np.insert(self.row_ids, pos, memory_id)
         self.row_starts = np.insert(self.row_starts, pos, self.used)
@@ -163,7 +187,7 @@ class PairMirror:
         if pos >= len(self.row_ids) or self.row_ids[pos] != memory_id:
             return None
         start = self.row_starts[pos]
-        return self.keys[start : start + self.row_lengths[pos]]
+        return self.keys_at(np.arange(start, start + self.row_lengths[pos]))
 
     def slots(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(slot of each (row, offset), whether it is live, index of its row in `row_ids`)."""
@@ -174,28 +198,47 @@ class PairMirror:
         live = (self.row_ids[pos] == rows) & (offsets < self.row_lengths[pos])
         return self.row_starts[pos] + offsets, live, pos
 
-    def live_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(memory id per token, offset per token, keys, values) of every live pair, in id order."""
-        if len(self.row_ids) == 0:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, self.keys[:0], self.values[:0]
+    def live_slots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(memory id, offset, slot) of every live pair, in id order."""
         rows = np.repeat(self.row_ids, self.row_lengths)
         starts = np.repeat(self.row_starts, self.row_lengths)
         offsets = np.arange(len(rows)) - np.repeat(np.cumsum(self.row_lengths) - self.row_lengths, self.row_lengths)
-        slots = starts + offsets
-        return rows, offsets, self.keys[slots], self.values[slots]
+        return rows, offsets, starts + offsets
+
+    def live_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(memory id per token, offset per token, fp16 keys, values) of every live pair, in id order."""
+        rows, offsets, slots = self.live_slots()
+        return rows, offsets, self.keys_at(slots), self.values[slots]
+
+    def stored(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The arrays the mirror keeps, at `slots`, by name (a snapshot saves these; `add_stored` reads them back)."""
+        return {name: array[slots] for name, array in self._arrays().items()}
+
+    def add_stored(self, memory_id: int, stored: dict[str, np.ndarray], place: RowPlace | None) -> None:
+        """One row from arrays as `stored` gives them."""
+        keys = stored["keys"] if self.holds_values else KeyCodes(stored["codes"], stored["scales"])
+        self.add_row(memory_id, keys, stored["values"], place)
 
     def compact(self) -> None:
         """Drop the holes deleted rows left behind."""
-        _, _, keys, values = self.live_pairs()
-        self.keys, self.values, self.used = keys.copy(), values.copy(), keys.shape[0]
+        _, _, slots = self.live_slots()
+        for name, array in self.stored(slots).items():
+            setattr(self, name, array)
+        self.used = len(slots)
         self.row_starts = np.cumsum(self.row_lengths) - self.row_lengths
 
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """The arrays this kind of mirror fills, one slot per row (values: zero-width where none are kept)."""
+        if self.holds_values:
+            return {"keys": self.keys, "values": self.values}
+        return {"codes": self.codes, "scales": self.scales, "values": self.values}
+
     def _reserve(self, size: int) -> None:
-        if size <= self.keys.shape[0]:
+        capacity = self.values.shape[0]
+        if size <= capacity:
             return
-        capacity = max(size, 2 * self.keys.shape[0], 1024)
-        for name, width in (("keys", self.head_dim), ("values", self._value_dim)):
-            grown = np.zeros((capacity, width), dtype=np.float16)
-            grown[: self.used] = getattr(self, name)[: self.used]
+        capacity = max(size, 2 * capacity, 1024)
+        for name, array in self._arrays().items():
+            grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
+            grown[: self.used] = array[: self.used]
             setattr(self, name, grown)

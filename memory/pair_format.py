@@ -93,8 +93,13 @@ class PairFormat:
             return _from_fp16(keys, shape, "keys"), _from_fp16(values, shape, "values")
         if values:
             raise ValueError(f"a {self.name} row holds no values, got {len(values)} bytes")
+        return self.key_codes(keys, tokens=tokens, kept=kept, head_dim=head_dim).decoded(), None
+
+    def key_codes(self, keys: bytes, *, tokens: int, kept: int, head_dim: int) -> KeyCodes:
+        """A keys8 row's keys as stored, (T, kept, D) codes and (T, kept) scales; ValueError for bytes that do not
+        fit. A keys-only store holds them so in RAM too (memory.mirror): decoded only where read."""
         scales, codes = self._codes(keys, tokens, kept, head_dim)
-        return (codes.astype(np.float32) * scales[..., None].astype(np.float32)).astype(np.float16), None
+        return KeyCodes(codes, scales)
 
     def _codes(self, keys: bytes, tokens: int, kept: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
         """A keys8 row's scales (T, kept) and codes (T, kept, D)."""
@@ -118,6 +123,25 @@ class PairFormat:
         scales, codes = stored._codes(keys, tokens, len(stored.channels), head_dim)
         at = [stored.channels.index(channel) for channel in self.channels]  # codes are per channel: kept exactly
         return np.ascontiguousarray(scales[:, at]).tobytes() + np.ascontiguousarray(codes[:, at]).tobytes(), b""
+
+
+@dataclass(frozen=True)
+class KeyCodes:
+    """Keys as keys8 stores them: int8 codes (..., D) and one fp16 scale per key (...); a key is code x scale."""
+
+    codes: np.ndarray
+    scales: np.ndarray
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def __getitem__(self, at) -> KeyCodes:
+        """The codes of some keys (a row's channel, a range of tokens), as numpy indexes them."""
+        return KeyCodes(self.codes[at], self.scales[at])
+
+    def decoded(self) -> np.ndarray:
+        """The keys as fp16, exactly as `PairFormat.decode` gives them."""
+        return (self.codes.astype(np.float32) * self.scales[..., None].astype(np.float32)).astype(np.float16)
 
 
 # Every channel's key and value, fp16: the format of rows from before formats, and of stores whose values are read.

@@ -1,5 +1,5 @@
-"""Snapshots of a store's view: its index bytes, fp16 pairs (keys alone for a keys-only store), row places and
-watermarks, in a directory.
+"""Snapshots of a store's view: its index bytes, pairs (a keys-only store's keys as codes, memory.mirror), row
+places and watermarks, in a directory.
 
 A snapshot only saves time: a process opening a store adopts it and catches up from SQL past its
 watermarks, instead of decoding every row and refitting the index. So it is written atomically (a
@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # 2: rows' places in their streams; 3: their token positions, and one index per channel; 4: whether
 # streams' first pairs are indexed (memory.mirror); 5: the store's pair format, one index per channel it
-# keeps (memory.pair_format). Older snapshots are rebuilt from SQL.
-SNAPSHOT_FORMAT = 5
+# keeps (memory.pair_format); 6: a keys-only store's keys as their int8 codes and scales, and its indexes' codes
+# (memory.index). Older snapshots are rebuilt from SQL.
+SNAPSHOT_FORMAT = 6
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,10 @@ def save_snapshot(store: SnapshotSource, directory: Path) -> None:
     with store.view.lock:  # the pairs, the indexes and the watermarks of one moment
         for channel, view in enumerate(store.views):
             with view.lock:
-                _, _, keys, values = view.mirror.live_pairs()
+                _, _, slots = view.mirror.live_slots()
                 (tmp / _name("index", channel, "faiss")).write_bytes(view.index.to_bytes())
                 np.savez(tmp / _name("pairs", channel, "npz"), row_ids=view.mirror.row_ids,
-                         row_lengths=view.mirror.row_lengths, keys=keys, values=values)
+                         row_lengths=view.mirror.row_lengths, **view.mirror.stored(slots))
         places = {str(i): [place.stream, place.byte_start, place.byte_end, place.token_start]
                   for i, place in store.view.mirror.places.items()}
         (tmp / "places.json").write_text(json.dumps(places))
@@ -127,9 +128,10 @@ def read_snapshot(directory: Path, *, agent_id: int, head_dim: int, config: Inde
 
 
 def _mirror(pairs: np.lib.npyio.NpzFile, places: dict[int, RowPlace], mirror: PairMirror) -> PairMirror:
+    arrays = {name: pairs[name] for name in pairs.files if name not in ("row_ids", "row_lengths")}
     start = 0
     for memory_id, length in zip(pairs["row_ids"].tolist(), pairs["row_lengths"].tolist()):
-        mirror.add_row(memory_id, pairs["keys"][start : start + length], pairs["values"][start : start + length],
-                       places.get(memory_id))
+        mirror.add_stored(memory_id, {name: array[start : start + length] for name, array in arrays.items()},
+                          places.get(memory_id))
         start += length
     return mirror

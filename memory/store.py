@@ -25,11 +25,12 @@ from memory.db import lock_agent
 from memory.ids import MAX_SPAN_TOKENS
 from memory.index import IndexConfig
 from memory.mirror import RowPlace
-from memory.pair_format import FULL_PAIRS, PairFormat
+from memory.pair_format import FULL_PAIRS, KeyCodes, PairFormat
 from memory.schema import Memory, MemoryTombstone
 from memory.snapshot import SNAPSHOT_FORMAT, read_snapshot, save_snapshot
 from memory.view import MemoryView, SearchResult, flat_queries
 from models import LanguageModel, RetrievedMemory
+from models.memory import empty_retrieval
 
 __all__ = [
     "ROW_COLUMNS",
@@ -68,9 +69,10 @@ class StoreConfig:
 
     @classmethod
     def serving(cls, nprobe: int | None = None) -> StoreConfig:
-        """How the service's processes open an agent's store: refits in the background, `nprobe` lists probed
-        (None: the index's default)."""
-        return cls(index=IndexConfig() if nprobe is None else IndexConfig(nprobe=nprobe), background_refit=True)
+        """How the service's processes open an agent's store: refits in the background, `nprobe` lists probed by
+        every kind of index (None: each kind's default, IndexConfig)."""
+        index = IndexConfig() if nprobe is None else IndexConfig(nprobe=nprobe, compact_nprobe=nprobe)
+        return cls(index=index, background_refit=True)
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,8 @@ class MemoryStore:
         self.kept = pair_format.kept(channels)  # the model's channels this store keeps, one view each
         self.search_openings = search_openings  # whether streams' first pairs are searched (memory.mirror)
         self.config = config
-        self.views = [MemoryView(head_dim, config.index, name=f"agent-{agent_id}" + (f"-channel-{c}" if c else ""),
+        index = config.index.compact() if pair_format.keys_only else config.index
+        self.views = [MemoryView(head_dim, index, name=f"agent-{agent_id}" + (f"-channel-{c}" if c else ""),
                                  search_openings=search_openings, values=not pair_format.keys_only)
                       for c in self.kept]
         self.view_of = dict(zip(self.kept, self.views))  # model channel -> its view
@@ -247,12 +250,16 @@ class MemoryStore:
             return None
 
     def held(self, keys: bytes, values: bytes, pair_format: str | None,
-             tokens: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+             tokens: int) -> tuple[np.ndarray | KeyCodes, np.ndarray | None] | None:
         """What this store keeps of a row stored in `pair_format`, exactly as if it had been written in the store's
-        format: fp16 keys (T, kept, D) and values (None where it keeps none); None where the row lacks them."""
+        format: keys (T, kept, D), fp16 or a keys-only store's codes, and values (None where it keeps none); None
+        where the row lacks them."""
         encoded = self.encoded(keys, values, pair_format, tokens)
         if encoded is None:
             return None
+        if self.pair_format.keys_only:
+            return self.pair_format.key_codes(encoded[0], tokens=tokens, kept=len(self.kept),
+                                              head_dim=self.head_dim), None
         return self.pair_format.decode(*encoded, tokens=tokens, channels=self.channels, head_dim=self.head_dim)
 
     # -- catching up ---------------------------------------------------------------------------
@@ -382,7 +389,7 @@ class MemoryStore:
 
     def load_snapshot(self, directory: Path) -> bool:
         """Adopt a snapshot if it is this agent's and readable; returns False (and keeps RAM as it was) if not."""
-        snapshot = read_snapshot(directory, agent_id=self.agent_id, head_dim=self.head_dim, config=self.config.index,
+        snapshot = read_snapshot(directory, agent_id=self.agent_id, head_dim=self.head_dim, config=self.view.config,
                                  channels=self.channels, search_openings=self.search_openings,
                                  pair_format=self.pair_format)
         if snapshot is None:
@@ -432,7 +439,7 @@ class SessionReader:
                        stream_range: tuple[int, int]) -> tuple[RetrievedMemory, None]:
         view = self.store.view_of.get(channel)
         if view is None:  # a channel the store does not keep (memory.pair_format): nothing found there
-            return _nothing(queries, top_k), None
+            return empty_retrieval(queries, top_k), None
         return view.search(queries, top_k, self._outside(stream_range)), None
 
     def _outside(self, stream_range: tuple[int, int]) -> np.ndarray | None:
@@ -441,13 +448,6 @@ class SessionReader:
         if self._excluded is None or self._excluded[0] != stream_range:
             self._excluded = stream_range, self.store.view.pairs_outside(self.session_id, *stream_range)
         return self._excluded[1]
-
-
-def _nothing(queries: torch.Tensor, top_k: int) -> RetrievedMemory:
-    """No pair for any of `queries` (B, T, G, D), in the layout a search returns."""
-    zeros = queries.new_zeros(*queries.shape[:-1], top_k, queries.shape[-1])
-    ids = torch.full((*queries.shape[:-1], top_k), -1, dtype=torch.long, device=queries.device)
-    return RetrievedMemory(zeros, zeros, ids >= 0, ids)
 
 
 def memory_for(model: LanguageModel, store: MemoryStore, session_id: int | None, *,

@@ -11,7 +11,7 @@ Letters: B batch, T time, H heads, D head dim, K retrieved pairs, N queries (B*T
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,18 +128,19 @@ class MemoryView:
     def search_ids(self, queries: np.ndarray, top_k: int, exclude: np.ndarray | None = None) -> SearchResult:
         """(N, D) float32 queries -> ids, scores, pairs, liveness, each (N, K)."""
         with self.lock:
-            scores, ids = self.index.search(queries, top_k, exclude)  # (N, K) each
+            reranked = self.index.reranked
+            scores, ids = self.index.search(queries, top_k * self.config.rerank if reranked else top_k, exclude)
             rows, offsets = split_ids(np.maximum(ids, 0))
             slots, live, _ = self.mirror.slots(rows, offsets)
             live &= ids >= 0
             # Pairs stay fp16 in numpy; torch widens them (as_retrieved), much faster than numpy would.
-            if live.all():
-                keys, values = self.mirror.keys[slots], self.mirror.values_at(slots)  # (N, K, D)
-            else:
-                slots = np.where(live, slots, 0)
-                keys = np.zeros((*ids.shape, self.head_dim), dtype=np.float16)
-                values = np.zeros_like(keys)
-                keys[live], values[live] = self.mirror.keys[slots[live]], self.mirror.values_at(slots[live])
+            keys = _gathered(self.mirror.keys_at, slots, live, self.head_dim)  # (N, K, D)
+            if reranked:  # the index's codes only shortlisted: the keys themselves rank (memory.index)
+                exact = np.einsum("nd,nkd->nk", queries, keys, dtype=np.float32)
+                best = np.argsort(np.where(live, -exact, np.inf), axis=1, kind="stable")[:, :top_k]
+                scores, ids, slots, live = (np.take_along_axis(a, best, 1) for a in (exact, ids, slots, live))
+                keys = np.take_along_axis(keys, best[..., None], 1)
+            values = _gathered(self.mirror.values_at, slots, live, self.head_dim)
         return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)
 
     def follow(self, ids: torch.Tensor) -> RetrievedMemory:
@@ -163,7 +164,7 @@ class MemoryView:
                         rows[i], offsets[i] = next_row, 0
                         slot, found, _ = mirror.slots(rows[i : i + 1], offsets[i : i + 1])
                         slots[i], live[i] = slot[0], found[0]
-            keys[live], values[live] = mirror.keys[slots[live]], mirror.values_at(slots[live])
+            keys[live], values[live] = mirror.keys_at(slots[live]), mirror.values_at(slots[live])
         shape = (*ids.shape, self.head_dim)
         return RetrievedMemory(
             torch.from_numpy(keys).reshape(shape).to(ids.device, torch.float32),
@@ -187,6 +188,14 @@ class MemoryView:
     @property
     def nbytes(self) -> int:
         """What the view holds in RAM, about: its pairs (with the free slots of their arrays) and its index's codes
-        and ids (fp32 vectors in an exact index, fp16 codes in an inverted file)."""
-        code_bytes = self.head_dim * (2 if self.index.kind == "ivf" else 4) + 8
-        return self.mirror.keys.nbytes + self.mirror.values.nbytes + len(self.index) * code_bytes
+        and ids (memory.index)."""
+        return self.mirror.nbytes + len(self.index) * self.index.code_bytes
+
+
+def _gathered(read: Callable[[np.ndarray], np.ndarray], slots: np.ndarray, live: np.ndarray, dim: int) -> np.ndarray:
+    """`read` at the live ones of `slots` (..., ) as (..., dim) fp16, zeros where not live."""
+    if live.all():
+        return read(slots)
+    found = np.zeros((*slots.shape, dim), dtype=np.float16)
+    found[live] = read(slots[live])
+    return found

@@ -93,7 +93,9 @@ def test_rows_of_another_format_read_as_if_written_in_the_stores_and_reencode_in
     reading = store_of(sessions, agent, KEYS8)
     reading.rebuild()
     for channel in range(3):
-        assert np.array_equal(reading.views[channel].mirror.keys[:30], written.views[channel].mirror.keys[:30])
+        read, wrote = reading.views[channel].mirror, written.views[channel].mirror
+        assert np.array_equal(read.live_pairs()[2], wrote.live_pairs()[2]) and len(read.live_pairs()[2]) == 30
+        assert np.array_equal(read.codes[:30], wrote.codes[:30]) and np.array_equal(read.scales[:30], wrote.scales[:30])
     before = {row.id: row.text for row in _rows(sessions, agent)}
     assert reencode_rows(reading, batch_rows=2) == 3
     after = _rows(sessions, agent)
@@ -123,8 +125,9 @@ def test_a_keys_only_store_snapshots_and_reopens_as_it_was(sessions, make_agent,
     opened = MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, channels=CHANNELS,
                               snapshot=tmp_path / "snap", pair_format=KEYS8)
     for before, after in zip(store.views, opened.views):
-        assert np.array_equal(before.mirror.keys[:30], after.mirror.keys[:30]) and len(after) == 30
-        assert after.mirror.values.shape[1] == 0
+        assert np.array_equal(before.mirror.live_pairs()[2], after.mirror.live_pairs()[2]) and len(after) == 30
+        assert np.array_equal(before.mirror.codes[:30], after.mirror.codes[:30])
+        assert after.mirror.values.shape[1] == 0 and after.mirror.keys.size == 0  # codes only, no fp16 copy
     # A store of another format ignores the snapshot and reads SQL.
     other = store_of(sessions, agent, PairFormat.keys8((0,)))
     assert not other.load_snapshot(tmp_path / "snap")
@@ -141,7 +144,8 @@ def test_exports_carry_their_format_and_import_where_the_store_keeps_no_more(ses
         assert import_ndjson(db, store=target, lines=lines) == 2
     target.catch_up()
     assert len(target) == 20
-    np.testing.assert_allclose(target.views[0].mirror.keys[:10].astype(np.float32), pairs(10, 0)[:, 1], atol=0.05)
+    imported = target.views[0].mirror.live_pairs()[2][:10].astype(np.float32)
+    np.testing.assert_allclose(imported, pairs(10, 0)[:, 1], atol=0.05)
     attending = store_of(sessions, make_agent("c"), FULL_PAIRS)
     with pytest.raises(ValueError, match="import line 1: these memories keep keys8:0,1,2"), sessions.begin() as db:
         import_ndjson(db, store=attending, lines=lines)

@@ -8,6 +8,7 @@ import torch
 from memory.ids import pair_ids, split_ids
 from memory.index import IndexConfig
 from memory.mirror import RowPlace
+from memory.pair_format import KeyCodes, PairFormat
 from memory.view import MemoryView
 
 DIM = 16
@@ -111,3 +112,34 @@ def test_a_view_replaced_during_a_background_refit_keeps_its_new_index(held_refi
     release.set()
     view.wait_for_refit(30)
     assert view.index is replaced and len(view) == len(view.index) == 0
+
+
+def as_codes(keys: np.ndarray) -> KeyCodes:
+    """Keys (T, D) as a keys8 row stores them: int8 codes and a scale per key."""
+    one = PairFormat.keys8((0,))
+    blob, _ = one.encode(keys[:, None, :], None)
+    return one.key_codes(blob, tokens=len(keys), kept=1, head_dim=keys.shape[1])[:, 0]
+
+
+def test_a_keys_only_view_holds_codes_shortlists_with_four_bits_and_ranks_by_the_keys():
+    view = MemoryView(DIM, SMALL_IVF.compact(), values=False)
+    codes = [as_codes(unit(100, seed=50 + i)) for i in range(12)]
+    for i, row in enumerate(codes):
+        view.add_row(i + 1, row, None, RowPlace("stream", i * 100, (i + 1) * 100))
+    assert view.mirror.keys.size == 0 and view.mirror.codes.dtype == np.int8  # no fp16 copy of the keys
+    view.refit()
+    assert view.index.kind == "ivf" and view.index.reranked and view.index.code_bytes == DIM // 2 + 8
+    view.index.nprobe = view.index.lists  # every list: what is left to the codes is the shortlist
+    keys = np.concatenate([row.decoded() for row in codes])
+    queries = unit(40, seed=98).astype(np.float32)
+    found = view.search_ids(queries, 5)
+    exact = queries @ keys.astype(np.float32).T
+    best = np.argsort(-exact, axis=1, kind="stable")[:, :5]
+    assert found.live.all()
+    # The shortlist (20 of 1,200 by 4-bit codes) holds the exact top 5, and they come back ranked by the keys.
+    assert np.array_equal(found.ids, pair_ids(best // 100 + 1, best % 100))
+    np.testing.assert_allclose(found.scores, np.take_along_axis(exact, best, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(found.keys, keys[best])
+    assert not found.values.any()
+    # A tenth of an fp16 view's bytes per key would be 13; it holds the codes (16 + 2) and its index's (8 + 8).
+    assert view.nbytes <= len(view) * (DIM + 2 + DIM // 2 + 8) * 1.5
