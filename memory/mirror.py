@@ -74,6 +74,14 @@ class PairMirror:
             return self.keys[slots]
         return KeyCodes(self.codes[slots], self.scales[slots]).decoded()
 
+    def inner_products(self, queries: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Each query's inner product (N,) x (N, K) with the keys in its `slots` (N, K), in fp32; a keys-only mirror
+        multiplies codes, then scales, so no key is widened to fp16 and back."""
+        if self.holds_values:
+            return np.matmul(self.keys[slots].astype(np.float32), queries[:, :, None])[..., 0]
+        codes = self.codes[slots].astype(np.float32)  # int8 widens fast; fp16 would not
+        return np.matmul(codes, queries[:, :, None])[..., 0] * self.scales[slots].astype(np.float32)
+
     def values_at(self, slots: np.ndarray) -> np.ndarray:
         """The values in `slots`, (*slots.shape, D); zeros where the mirror holds none."""
         if self.holds_values:

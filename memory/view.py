@@ -133,13 +133,12 @@ class MemoryView:
             rows, offsets = split_ids(np.maximum(ids, 0))
             slots, live, _ = self.mirror.slots(rows, offsets)
             live &= ids >= 0
-            # Pairs stay fp16 in numpy; torch widens them (as_retrieved), much faster than numpy would.
-            keys = _gathered(self.mirror.keys_at, slots, live, self.head_dim)  # (N, K, D)
             if reranked:  # the index's codes only shortlisted: the keys themselves rank (memory.index)
-                exact = np.einsum("nd,nkd->nk", queries, keys, dtype=np.float32)
+                exact = self.mirror.inner_products(queries, np.where(live, slots, 0))
                 best = np.argsort(np.where(live, -exact, np.inf), axis=1, kind="stable")[:, :top_k]
                 scores, ids, slots, live = (np.take_along_axis(a, best, 1) for a in (exact, ids, slots, live))
-                keys = np.take_along_axis(keys, best[..., None], 1)
+            # Pairs stay fp16 in numpy; torch widens them (as_retrieved), much faster than numpy would.
+            keys = _gathered(self.mirror.keys_at, slots, live, self.head_dim)  # (N, K, D)
             values = _gathered(self.mirror.values_at, slots, live, self.head_dim)
         return SearchResult(ids=np.where(live, ids, -1), scores=scores, keys=keys, values=values, live=live)
 
