@@ -9,8 +9,9 @@ keys) and once on (every memory layer's fp16 keys and values, the format every i
 each: the database's growth per stored token (its write-ahead log checkpointed, free pages not counted; the
 session's saved state, at most its working context's key/value windows, is among it), the pairs' bytes per
 token, the store's RAM per token (`MemoryStore.nbytes`: pairs and index; and the process's resident growth
-while it opened), the seconds a serving process takes to open the store from SQL alone and from a snapshot
-(written by the maintenance task's code), and the search's recall@32 against exact search over the same keys for
+while it opened), the seconds a serving process takes to open the store from SQL alone (until it serves, and
+until its index is fitted, which a keys-only store does in the background) and from a snapshot (written by the
+maintenance task's code), and the search's recall@32 against exact search over the same keys for
 the model's own queries (its memory layers reading the next 4 KB of text), with the milliseconds a search of a
 32-token question's queries takes.
 """
@@ -75,30 +76,33 @@ def measure(base: str, data: bytes, memory_attention: bool, directory: Path, dat
     config = model.config
     pair_format = format_for(config, attends=memory_attention)
 
-    def open_store(snapshot: Path | None) -> tuple[MemoryStore, float]:
+    def open_store(snapshot: Path | None) -> tuple[MemoryStore, float, float]:
+        """The store as a serving process opens it, the seconds until it serves, and until its index is fitted."""
         started = time.perf_counter()
         store = MemoryStore.open(agent_id=agent_id, sessions=sessions, head_dim=config.head_dim,
                                  channels=config.memory_channels, search_openings=config.memory_searches_openings,
                                  snapshot=snapshot, config=StoreConfig.serving(), pair_format=pair_format)
+        serving = time.perf_counter() - started
         store.wait_for_refit()
-        return store, time.perf_counter() - started
+        return store, serving, time.perf_counter() - started
 
     gc.collect()
     resident = resident_bytes()
-    store, from_sql_s = open_store(None)
+    store, from_sql_s, fitted_s = open_store(None)
     resident = resident_bytes() - resident
     ram = store.nbytes
     found = search_figures(store, model, stdlib_text(len(data) + 4096)[len(data):])
     store.save_snapshot(directory / "snapshot")
     del store
-    _, from_snapshot_s = open_store(directory / "snapshot")
+    _, from_snapshot_s, _ = open_store(directory / "snapshot")
     engine.dispose()
     return {"pair_format": pair_format.name, "stored_tokens": tokens, "read_s": read_s and round(read_s, 1),
             "sql_bytes_per_token": grown and round(grown / tokens, 1),
             "pair_bytes_per_token": round(pair_bytes / tokens, 1), "session_state_bytes": state_bytes,
             "ram_bytes_per_token": round(ram / tokens, 1),
             "resident_growth_bytes_per_token": round(resident / tokens, 1),
-            "open_from_sql_s": round(from_sql_s, 2), "open_from_snapshot_s": round(from_snapshot_s, 2), **found}
+            "open_from_sql_s": round(from_sql_s, 2), "fitted_from_sql_s": round(fitted_s, 2),
+            "open_from_snapshot_s": round(from_snapshot_s, 2), **found}
 
 
 def resident_bytes() -> int:

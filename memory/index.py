@@ -42,6 +42,9 @@ class IndexConfig:
     # Where an inverted file's codes only approximate the keys: how many candidates per result it shortlists,
     # then ranked by the keys themselves (memory.view); 1: its own ranking stands.
     rerank: int = 1
+    # Whether a store opened from SQL in a serving process (StoreConfig.background_refit) searches an exact index
+    # at once and fits its inverted file in the background, instead of fitting it before it serves.
+    exact_until_fitted: bool = False
 
     def compact(self) -> IndexConfig:
         """The settings of a keys-only store's indexes (memory.pair_format), whose RAM holds the keys themselves as
@@ -50,8 +53,11 @@ class IndexConfig:
         that only shortlist 4x the candidates, ranked then by the keys, with `compact_nprobe` lists probed: such a
         store is searched by a question's few tokens, not by every token read. On SmolLM2-135M's searched keys at 68K
         tokens, with its own queries, this finds 0.79-0.81 of the exact top-32, where fp16 codes probing 16 lists
-        found 0.61-0.62 (BENCHMARKS.md, "A memory a tenth the size")."""
-        return replace(self, flat_codes="SQfp16", ivf_codes="SQ4", rerank=4, nprobe=self.compact_nprobe)
+        found 0.61-0.62 (BENCHMARKS.md, "A memory a tenth the size"). Opened from SQL to serve, it searches
+        exactly until its inverted file is fitted in the background: training the lists is most of an open's
+        time (about a minute for 1M keys on two cores), and an exact search of a question costs tens of ms."""
+        return replace(self, flat_codes="SQfp16", ivf_codes="SQ4", rerank=4, nprobe=self.compact_nprobe,
+                       exact_until_fitted=True)
 
 
 # FAISS's k-means wants at least this many training points per inverted list.
@@ -148,10 +154,11 @@ class VectorIndex:
             return n > self.config.ivf_threshold
         return n > self.config.retrain_growth * self.trained_at or n < self.config.ivf_threshold / 2
 
-    def rebuild(self, ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> None:
-        """Replace the index with one fitted to these vectors (exact or IVF by size)."""
+    def rebuild(self, ids: np.ndarray, vectors: np.ndarray, seed: int = 0, *, exact: bool = False) -> None:
+        """Replace the index with one fitted to these vectors (exact or IVF by size; exact whatever the size with
+        `exact`, which `needs_rebuild` then reports past the threshold)."""
         n = len(ids)
-        if n <= self.config.ivf_threshold:
+        if exact or n <= self.config.ivf_threshold:
             index: faiss.Index = self._exact()
             trained_at = 0
         else:

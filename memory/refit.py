@@ -65,12 +65,12 @@ class IndexRefit:
         ids, keys = self.view.mirror.live_searchable()
         return ids, keys.astype(np.float32)
 
-    def now(self) -> None:
-        """Refit the view's index in place, in this thread."""
+    def now(self, *, exact: bool = False) -> None:
+        """Refit the view's index in place, in this thread (`exact`: an exact index, whatever the size)."""
         with self.view.lock:
             started = time.perf_counter()
             ids, vectors = self._live_ids_and_vectors()
-            self.view.index.rebuild(ids, vectors)
+            self.view.index.rebuild(ids, vectors, exact=exact)
             log.info("%s: index refit as %s over %d keys in %.1fs", self.view.name, self.view.index.kind, len(ids),
                      time.perf_counter() - started)
 

@@ -352,8 +352,8 @@ class MemoryStore:
                 .limit(1)
             )
             self.tombstone_watermark = last_tombstone or 0
-            for view in self.views:
-                view.refit()
+            for view in self.views:  # a serving store may search exactly while it fits in the background
+                view.refit(exact=self.config.background_refit and view.config.exact_until_fitted)
 
     # -- reading (the view as it stands) -------------------------------------------------------
 

@@ -106,9 +106,10 @@ class MemoryView:
         with self.lock:
             return self.index.needs_rebuild()
 
-    def refit(self) -> None:
-        """Refit the index to the live pairs now, in this thread."""
-        self.refits.now()
+    def refit(self, *, exact: bool = False) -> None:
+        """Refit the index to the live pairs now, in this thread (`exact`: an exact index whatever the size, to
+        serve at once; `needs_refit` then asks for the inverted file)."""
+        self.refits.now(exact=exact)
 
     def refit_in_background(self) -> None:
         """Start refitting in a thread (unless one is running); the current index serves meanwhile."""

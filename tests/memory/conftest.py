@@ -25,11 +25,11 @@ def held_refit(monkeypatch):
     building, release = threading.Event(), threading.Event()
     fit = VectorIndex.rebuild
 
-    def held_until_released(index, ids, vectors, seed=0):
+    def held_until_released(index, ids, vectors, seed=0, **options):
         if threading.current_thread().name.startswith("refit-"):
             building.set()
             assert release.wait(30)
-        fit(index, ids, vectors, seed)
+        fit(index, ids, vectors, seed, **options)
 
     monkeypatch.setattr(VectorIndex, "rebuild", held_until_released)
     yield building, release

@@ -8,10 +8,11 @@ import torch
 from sqlalchemy import func, select
 
 from memory.admin import export_ndjson, import_ndjson
+from memory.index import IndexConfig
 from memory.pair_format import FULL_PAIRS, PairFormat, format_for
 from memory.reencode import reencode_rows
 from memory.schema import Memory
-from memory.store import MemoryStore, Span
+from memory.store import MemoryStore, Span, StoreConfig
 from models.transformer_config import TransformerConfig
 
 DIM, CHANNELS = 8, 6
@@ -149,3 +150,29 @@ def test_exports_carry_their_format_and_import_where_the_store_keeps_no_more(ses
     attending = store_of(sessions, make_agent("c"), FULL_PAIRS)
     with pytest.raises(ValueError, match="import line 1: these memories keep keys8:0,1,2"), sessions.begin() as db:
         import_ndjson(db, store=attending, lines=lines)
+
+
+def test_a_keys_only_serving_store_opened_from_sql_searches_exactly_at_once_and_fits_its_lists_behind(
+        sessions, make_agent, held_refit):
+    building, release = held_refit
+    agent = make_agent("a")
+    store_of(sessions, agent, KEYS8).add_spans(spans(30, tokens=40))
+    index = IndexConfig(ivf_threshold=500, ivf_lists_per_sqrt=1.0)
+
+    def opened(background: bool) -> MemoryStore:
+        return MemoryStore.open(agent_id=agent, sessions=sessions, head_dim=DIM, channels=CHANNELS, pair_format=KEYS8,
+                                config=StoreConfig(index=index, background_refit=background))
+
+    serving = opened(background=True)
+    assert building.wait(30)  # its inverted lists are being fitted behind, and meanwhile it serves, exactly
+    stored = np.concatenate([pairs(40, i) for i in range(30)])
+    queries = stored[::97, 2].astype(np.float32)  # some tokens' own keys, channel 2
+    for view in serving.views:
+        assert view.index.kind == "flat" and len(view.index) == 1_200 and not view.index.reranked
+    ids, keys = serving.views[2].mirror.live_searchable()
+    exact = ids[np.argsort(-(queries @ keys.astype(np.float32).T), axis=1, kind="stable")[:, :3]]
+    assert np.array_equal(serving.views[2].search_ids(queries, 3).ids, exact)
+    release.set()
+    serving.wait_for_refit(30)
+    assert all(view.index.kind == "ivf" and view.index.reranked and len(view.index) == 1_200 for view in serving.views)
+    assert all(view.index.kind == "ivf" for view in opened(background=False).views)  # fitted before it serves
