@@ -5,10 +5,11 @@ database: `--database`, built there if it does not exist), then copied row for r
 SQLite database (each with its own rows, ids and full-text entries). One process serves them the way the API does
 (`agent.runtime.Runtimes`, the decode step compiled once and shared): each agent in turn is asked a question in a
 new session (a reply of up to 16 tokens, greedy), first with its memory opened from SQL alone, then again with
-every agent loaded, then in a new process's `Runtimes` opening each from a snapshot the maintenance task's code
-wrote. Reports each round's first byte (median and worst over the agents) and whole turn, the seconds spent
-loading each agent, the memory's RAM (`MemoryStore.nbytes`), and the process's resident memory before the first
-agent and once all are loaded. Linux only (/proc). Prints one JSON object.
+every agent loaded; then, after the maintenance task's code wrote each a snapshot, in a process that keeps one
+agent loaded at a time (`LIFELONG_MEMORY_RAM_BYTES` of one byte), so that each turn opens its agent's memory from
+its snapshot. Reports each round's first byte (median and worst over the agents) and whole turn, the seconds
+spent loading each agent, the memory's RAM (`MemoryStore.nbytes`), and the process's resident memory before the
+first agent and once all are loaded. Linux only (/proc). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from memory.schema import Agent, Memory
 from models import SamplingConfig
 from workers.app import make_app
 
-QUESTION = "Which module of the standard library reads command-line arguments?"
+QUESTION = b"Which module of the standard library reads command-line arguments?"
 # Every column of a memory row but its id and agent: a copy keeps the rest as it is.
 COPIED = [column for column in Memory.__table__.columns if column.name not in ("id", "agent_id")]
 
@@ -78,7 +79,8 @@ def run(base: str, database: Path, agents: int) -> dict:
         agent_ids = copy_memory(local, agents, base)
         celery = make_app(local.settings)
         runtimes = Runtimes(settings=local.settings, sessions=local.sessions, celery=celery)
-        runtimes.get(local.agent_id).serving.wait_for_decoder(timeout=600)  # a compile would share the cores
+        first = _agents(local, agent_ids[:1])[0]
+        runtimes.get(first).serving.wait_for_decoder(timeout=600)  # a compile would share the cores
         gc.collect()
         resident = [round(resident_mb())]
         report = {"agents": agents, "cold_from_sql": one_round(runtimes, local, agent_ids)}
@@ -91,11 +93,16 @@ def run(base: str, database: Path, agents: int) -> dict:
         report["stored_tokens_per_agent"] = tokens // agents
         for agent_id, runtime in zip(agent_ids, stores):
             runtime.store.save_snapshot(local.settings.snapshot_dir(agent_id))
+        report["resident_mb_before_and_with_all_loaded"] = resident
         del stores, runtimes
         gc.collect()
-        fresh = Runtimes(settings=local.settings, sessions=local.sessions, celery=celery)
-        report["cold_from_snapshot"] = one_round(fresh, local, agent_ids)
-        report["resident_mb_before_and_with_all_loaded"] = resident
+        # A process that keeps one agent loaded at a time: each agent asked unloads the one before, so every turn
+        # below opens its agent's memory from its snapshot (and SQL past it). The first agent, loaded to load the
+        # base, goes last.
+        one_at_a_time = local.settings.model_copy(update={"memory_ram_bytes": 1})
+        fresh = Runtimes(settings=one_at_a_time, sessions=local.sessions, celery=celery)
+        fresh.get(first).serving.wait_for_decoder(timeout=600)
+        report["cold_from_snapshot"] = one_round(fresh, local, [*agent_ids[1:], agent_ids[0]])
     return report
 
 
