@@ -36,6 +36,24 @@ from models.state import KVState, State
 from models.transformer import Attention, TransformerLM
 
 
+def _trace_inductor_helper_now() -> None:
+    """The first time Inductor lowers a graph in a process it traces a helper with torch.fx's symbolic tracer
+    (torch._inductor.loop_body.InterpreterShim), which patches every module's `__call__` process-wide while it
+    runs: a model read eagerly in another thread at that moment fails with "module is not installed as a
+    submodule" (a turn decoding through the model's forward while its step compiles in the background). Traced
+    here, when this module is imported, before any compile runs beside a reading thread. Best effort: a torch
+    without that helper has nothing to do here."""
+    try:
+        from torch._inductor.loop_body import InterpreterShim
+
+        InterpreterShim._dummy_gm()  # cached for the process's life
+    except (ImportError, AttributeError):
+        pass
+
+
+_trace_inductor_helper_now()
+
+
 def _angles(positions: torch.Tensor, dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 cos and sin (..., dim) of integer `positions` (...), rotate-half layout, angles in fp64."""
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float64) / dim))

@@ -1,5 +1,10 @@
 """The fixed-shape decode step (models.static_decode) against the model's own forward."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch._dynamo.utils
@@ -109,3 +114,33 @@ def test_compiled_once_it_decodes_two_thousand_steps_without_recompiling(tmp_pat
     assert out.state.position == 2_010
     torch.testing.assert_close(out.log_probs, reference.log_probs, rtol=0, atol=TOLERANCE)
     assert_states_close(out.state.freeze(), reference.state)
+
+
+COMPILE_AND_COUNT_SYMBOLIC_TRACES = """
+import sys
+import torch
+import torch.fx
+if sys.argv[1] == "imported":
+    import models.static_decode  # noqa: F401
+traced = []
+trace = torch.fx.Tracer.trace
+def recording(tracer, root, *args, **kwargs):
+    if type(tracer) is torch.fx.Tracer:  # the tracer whose patch of every module's __call__ breaks other threads
+        traced.append(root)
+    return trace(tracer, root, *args, **kwargs)
+torch.fx.Tracer.trace = recording
+torch.compile(lambda x: torch.relu(x) * 2 + 1)(torch.randn(8))
+print(len(traced))
+"""
+
+
+@pytest.mark.parametrize("before", ["bare", "imported"])
+def test_a_compile_beside_eager_reads_never_patches_every_modules_call_once_this_module_is_imported(before, tmp_path):
+    """Inductor's first lowering in a process traces a helper with torch.fx's symbolic tracer, which patches
+    `torch.nn.Module.__call__` for every thread: a turn decoding eagerly while the step compiled in the background
+    failed with "module is not installed as a submodule". Importing models.static_decode traces it beforehand."""
+    uncached = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path), "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
+                "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}  # a graph from the cache is not lowered, so not traced
+    found = subprocess.run([sys.executable, "-c", COMPILE_AND_COUNT_SYMBOLIC_TRACES, before], capture_output=True,
+                           text=True, timeout=600, cwd=Path(__file__).parents[2], env=uncached, check=True)
+    assert int(found.stdout.split()[-1]) == (1 if before == "bare" else 0)
