@@ -41,16 +41,20 @@ COPIED = [column for column in Memory.__table__.columns if column.name not in ("
 
 
 def copy_memory(local, agents: int, base: str) -> list[int]:
-    """`agents - 1` new agents, each with a copy of the first one's memory rows; all the agents' ids."""
+    """`agents - 1` new agents, each with a copy of the memory rows of the database's agent that has some; all the
+    agents' ids, that one first."""
     with local.sessions.begin() as db:
+        source = db.scalar(select(Memory.agent_id).limit(1))
+        if source is None:
+            raise SystemExit("bench.many_agents: the database holds no memory")
         copies = [Agent(name=f"copy-{i}", base_checkpoint=base, learning_settings={}) for i in range(1, agents)]
         db.add_all(copies)
         db.flush()
         for agent in copies:
             db.execute(insert(Memory).from_select(
                 ["agent_id", *[column.name for column in COPIED]],
-                select(literal(agent.id), *COPIED).where(Memory.agent_id == local.agent_id).order_by(Memory.id)))
-        return [local.agent_id, *[agent.id for agent in copies]]
+                select(literal(agent.id), *COPIED).where(Memory.agent_id == source).order_by(Memory.id)))
+        return [source, *[agent.id for agent in copies]]
 
 
 def one_round(runtimes: Runtimes, local, agent_ids: list[int]) -> dict:
