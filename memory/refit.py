@@ -23,6 +23,12 @@ from memory.mirror import PairMirror
 
 log = logging.getLogger(__name__)
 
+# Background fits run one at a time in a process: a store opened from SQL starts one per channel, and a server
+# loading many agents one per channel of each. Side by side they only share the cores, each holding its k-means
+# buffers and the exact index it replaces at once (bench.memory_size's resident growth: 4,666 bytes a token at
+# 256 KB with six channels fitting together), and slow the turns served meanwhile.
+_ONE_FIT_AT_A_TIME = threading.Lock()
+
 
 class RefittableView(Protocol):
     """What a refit reads and replaces of a view (`memory.view.MemoryView`), under the view's lock."""
@@ -90,7 +96,8 @@ class IndexRefit:
         started = time.perf_counter()
         try:
             index = VectorIndex(view.head_dim, view.config)
-            index.rebuild(ids, vectors)  # FAISS releases the GIL: searches go on meanwhile
+            with _ONE_FIT_AT_A_TIME:
+                index.rebuild(ids, vectors)  # FAISS releases the GIL: searches go on meanwhile
         except Exception:  # the old index keeps serving; the next catch-up tries again
             log.exception("%s: background index refit failed", view.name)
             with view.lock:
